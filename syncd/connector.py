@@ -1,0 +1,202 @@
+"""The connector contract: the only way syncd's core talks to a vendor.
+
+A connector translates one vendor's dialect into canonical appointments and back. Inside a
+connector, references (patient, practitioner, location, service_type) are the *vendor's own ids*;
+the engine translates them to and from canonical keys through the crosswalk. The core decides what
+to do from :class:`Capabilities` and the error kind (:mod:`syncd.errors`), never from a vendor name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from syncd.errors import MappingError, VendorError
+from syncd.model import Appointment
+
+__all__ = [
+    "Capabilities",
+    "ChangePage",
+    "Connector",
+    "StateStore",
+    "VendorRecord",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WriteKind",
+    "WriteOutcome",
+    "WriteRequest",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a vendor can do; the engine plans from these, never from the vendor's name."""
+
+    webhooks: bool
+    """The vendor pushes change notifications to ``/webhooks/<name>``."""
+    batch_read_size: int
+    """Most ids one read call takes (1 = single reads only)."""
+    batch_write_size: int
+    """Most records one write call takes (1 = one by one)."""
+    optimistic_concurrency: bool
+    """True when the vendor itself refuses a stale write; False: the engine re-reads before writing."""
+    patient_change: bool
+    """The patient of an existing appointment can be changed in place."""
+    notification_switch: bool
+    """The vendor has a per-request patient-notification switch (the connector always turns it off)."""
+    subscription: bool = False
+    """The vendor needs a subscription for webhooks (created and renewed by :meth:`Connector.maintain`)."""
+    replace_reason: str | None = None
+    """Cancellation reason written on the old record of a replace flow (e.g. "Booked in error")."""
+
+
+@dataclass(frozen=True, slots=True)
+class VendorRecord:
+    """One appointment as read from a vendor, already in canonical form (vendor-id references)."""
+
+    external_id: str
+    version: str | None
+    """The vendor's version: modified time or version number, as an opaque string."""
+    appointment: Appointment | None
+    """None when the record is deleted, or when it could not be mapped (then ``error`` is set)."""
+    deleted: bool = False
+    """The vendor deleted it (the engine then cancels it elsewhere; never hard-deletes)."""
+    error: MappingError | None = None
+    """Set when the vendor's record cannot be expressed canonically: the engine dead-letters it."""
+    modified_at: datetime | None = None
+    """When the vendor last changed it (UTC); drives the "most recent change wins" policy."""
+    syncd_id: str | None = None
+    """The canonical id found in the vendor's idempotency field, if any."""
+    replaces: str | None = None
+    """For a record made by a replace flow: the old external id its marker names."""
+    unexpressible: frozenset[str] = frozenset()
+    """Canonical fields this vendor cannot hold or that only its own users set (VENDORS rule 15)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """A page of changes and the cursor to store once they are committed to the ledger."""
+
+    records: Sequence[VendorRecord]
+    cursor: str | None
+    deleted_ids: Sequence[str] = ()
+    """Ids the vendor reports deleted without a readable record (deletion feeds)."""
+
+
+class WriteKind(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One planned write, in the vendor's id space."""
+
+    kind: WriteKind
+    canonical_id: str
+    desired: Appointment
+    """The whole appointment as it should be after the write."""
+    external_id: str | None = None
+    """The target record (update, cancel)."""
+    current: VendorRecord | None = None
+    """The target as last read (the base for partial updates and conditional headers)."""
+    changed: frozenset[str] = frozenset()
+    """Canonical fields to change (update); the connector may send more where its vendor needs it."""
+    replaces: str | None = None
+    """Create in a replace flow: the old external id (written to the vendor's marker where it has one)."""
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """What happened to one :class:`WriteRequest`. Exactly one of ``record`` / ``error`` is set."""
+
+    request: WriteRequest
+    record: VendorRecord | None = None
+    """The record as the vendor holds it after the write (at least external id and version)."""
+    error: VendorError | MappingError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    external_id: str
+    deleted: bool = False
+    record: VendorRecord | None = None
+    """The record when the delivery carries it whole; None means "re-read this id"."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    events: Sequence[WebhookEvent]
+    dedup_key: str | None = None
+    """The vendor's event id where it has one; else the receiver uses sha256(timestamp + body)."""
+    signed_timestamp: str | None = None
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Small durable key/value store a connector keeps its own state in (e.g. a watch channel id)."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str | None) -> None: ...
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One vendor, as the core sees it.
+
+    Lifecycle: built by ``connectors.create_connector``; ``await close()`` releases its HTTP session.
+    Every method raises only :class:`syncd.errors.VendorError` subclasses or
+    :class:`syncd.errors.MappingError` (the latter per record, inside outcomes or records).
+    """
+
+    name: str
+    capabilities: Capabilities
+
+    def changes(self, cursor: str | None, *, since: datetime | None = None) -> AsyncIterator[ChangePage]:
+        """Changes after ``cursor`` (None: a full window reconciliation), page by page.
+
+        ``since`` overrides the cursor: everything changed since that instant. The cursor of each
+        page is opaque to the core and is stored only after the page is committed to the ledger.
+        """
+        ...
+
+    async def read(self, external_ids: Sequence[str]) -> Mapping[str, VendorRecord]:
+        """Read records by id, batched where the vendor can (no N+1). Every asked id is in the
+        answer: a deleted or unknown id maps to a record with ``deleted=True``; one that cannot be
+        mapped to a record with ``error`` set."""
+        ...
+
+    async def write(self, requests: Sequence[WriteRequest]) -> list[WriteOutcome]:
+        """Create, update and cancel, in the vendor's dialect, batched where it can.
+        One outcome per request, in order. Never notifies patients where the vendor can avoid it."""
+        ...
+
+    async def find_by_reference(self, canonical_id: str, *, exclude: Sequence[str] = ()) -> VendorRecord | None:
+        """Find the record holding ``canonical_id`` in the vendor's idempotency field, ignoring the
+        external ids in ``exclude`` (retired ids of a replace flow). Used before re-trying a create
+        whose outcome is unknown."""
+        ...
+
+    def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:
+        """If the vendor forbids changing ``current`` into ``desired`` in place and recommends a
+        replace (create new + cancel old), the reason; else None. Pure, no I/O."""
+        ...
+
+    async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
+        """Verify and parse one delivery; raise :class:`syncd.errors.WebhookError` (401/400)."""
+        ...
+
+    async def maintain(self, public_url: str | None) -> Mapping[str, Any]:
+        """Periodic upkeep (subscriptions that expire); returns a status for ``syncd status``."""
+        ...
+
+    async def close(self) -> None: ...

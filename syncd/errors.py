@@ -1,0 +1,137 @@
+"""syncd's small error tree.
+
+Every vendor error is classified by its *meaning* into one of five kinds (VENDORS cross-vendor
+rule 8). The core decides what to do from the kind alone, never from a vendor name.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthFailure",
+    "ConfigError",
+    "Conflict",
+    "MappingError",
+    "RateLimited",
+    "Rejected",
+    "Retriable",
+    "SyncdError",
+    "UnknownOutcome",
+    "VendorError",
+    "WebhookError",
+]
+
+
+class SyncdError(Exception):
+    """Base of every error syncd raises on purpose."""
+
+
+class ConfigError(SyncdError):
+    """Configuration (or mapping file) is invalid. ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class MappingError(SyncdError):
+    """A record cannot be expressed in the other dialect (unknown status, ambiguous local time...).
+
+    The engine dead-letters the record with ``str(error)`` as the reason. The message must not
+    contain patient data: name the field and the kind of problem, not the value (except codes such
+    as statuses, which are not PHI).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class VendorError(SyncdError):
+    """An error answered by (or on the way to) a vendor.
+
+    ``code`` is the vendor's error code where it has one, ``message`` the vendor's text (masked of
+    e-mail addresses and phone numbers before it is stored or shown), ``status`` the HTTP status.
+    """
+
+    kind = "vendor"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        connector: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.message = message
+        self.code = code
+        self.status = status
+        self.connector = connector
+        self.operation = operation
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = []
+        if self.code:
+            parts.append(self.code)
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        head = " ".join(parts)
+        return f"{head}: {self.message}" if head else self.message
+
+
+class Retriable(VendorError):
+    """Transient: 5xx, timeouts, dropped connections, row locks. Retried with backoff by the HTTP layer."""
+
+    kind = "retriable"
+
+
+class UnknownOutcome(Retriable):
+    """A non-idempotent request (a create) failed in a way that leaves its outcome unknown.
+
+    Never retried blindly: the caller searches by the idempotency reference first.
+    """
+
+    kind = "unknown_outcome"
+
+
+class RateLimited(VendorError):
+    """The vendor asked us to wait ``wait`` seconds before the next request."""
+
+    kind = "rate_limited"
+
+    def __init__(self, message: str, *, wait: float, **kw: object) -> None:
+        self.wait = float(wait)
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        return f"{super().describe()} (wait {self.wait:g}s)"
+
+
+class Conflict(VendorError):
+    """The record changed under us (stale write, locked state): re-read, re-merge, retry."""
+
+    kind = "conflict"
+
+
+class Rejected(VendorError):
+    """A vendor rule refused the change: permanent, never retried unchanged."""
+
+    kind = "rejected"
+
+
+class AuthFailure(VendorError):
+    """Credentials refused (after the one refresh the vendor allows) or misconfigured access."""
+
+    kind = "auth"
+
+
+class WebhookError(SyncdError):
+    """A webhook delivery failed verification or parsing; ``status`` is the HTTP answer (CONTRACT §5)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{status} {code}: {detail}")

@@ -1,0 +1,414 @@
+"""SandboxBase: control routes, faults, clock, counters. See package docstring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import fnmatch
+import json
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import aiohttp
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+COMMON_OPTIONS: dict[str, Any] = {
+    "webhook_url": None,
+    "webhook_secret": "sandbox-webhook-secret",
+    "timezone": "UTC",
+    "rate_limits": True,
+}
+
+
+class Clock:
+    """The sandbox's clock: real time, or a set instant that then moves on with real time."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(time.time() + self._offset, tz=UTC)
+
+    def timestamp(self) -> float:
+        return time.time() + self._offset
+
+    def set(self, when: datetime | None) -> None:
+        if when is None:
+            self._offset = 0.0
+            return
+        if when.tzinfo is None:
+            raise ValueError("clock time must carry an offset")
+        self._offset = when.timestamp() - time.time()
+
+    def advance(self, seconds: float) -> None:
+        self._offset += seconds
+
+
+class WindowCounter:
+    """Fixed-window request counter on the sandbox clock (e.g. 100 per 15 minutes).
+
+    ``hit()`` records one request and returns ``(allowed, retry_after_seconds, remaining, reset_epoch)``.
+    """
+
+    def __init__(self, clock: Clock, limit: int, seconds: float) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.seconds = seconds
+        self._hits: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self._hits and self._hits[0] <= now - self.seconds:
+            self._hits.popleft()
+
+    def peek(self) -> tuple[int, float]:
+        now = self.clock.timestamp()
+        self._trim(now)
+        reset = (self._hits[0] + self.seconds) if self._hits else now + self.seconds
+        return max(0, self.limit - len(self._hits)), reset
+
+    def hit(self) -> tuple[bool, float, int, float]:
+        now = self.clock.timestamp()
+        self._trim(now)
+        if len(self._hits) >= self.limit:
+            reset = self._hits[0] + self.seconds
+            return False, max(1.0, reset - now), 0, reset
+        self._hits.append(now)
+        reset = self._hits[0] + self.seconds
+        return True, 0.0, self.limit - len(self._hits), reset
+
+    def clear(self) -> None:
+        self._hits.clear()
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str
+    times: int
+    action: dict[str, Any]
+
+    def matches(self, request: web.Request) -> bool:
+        method_ok = self.method in ("*", request.method.upper())
+        return method_ok and fnmatch.fnmatchcase(request.path, self.path)
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(body).encode(), status=status, headers=headers, content_type="application/json"
+    )
+
+
+class SandboxBase:
+    """Base of every vendor sandbox. Subclasses set ``vendor``, ``DEFAULT_OPTIONS`` and implement
+    ``add_routes``, ``dump``, ``seed``, ``reset_state``, ``mutate`` and ``rate_limit_response``."""
+
+    vendor: ClassVar[str] = "vendor"
+    DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        self.clock = Clock()
+        self._defaults = {**COMMON_OPTIONS, **copy.deepcopy(self.DEFAULT_OPTIONS)}
+        unknown = set(options) - set(self._defaults)
+        if unknown:
+            raise TypeError(f"unknown sandbox option(s) for {self.vendor}: {', '.join(sorted(unknown))}")
+        self._initial = {**self._defaults, **copy.deepcopy(options)}
+        self.options: dict[str, Any] = copy.deepcopy(self._initial)
+        self.faults: list[Fault] = []
+        self.request_counts: Counter[tuple[str, str]] = Counter()
+        self.fault_hits: Counter[str] = Counter()
+        self._webhook_tasks: set[asyncio.Task[None]] = set()
+        self._client: aiohttp.ClientSession | None = None
+        self.webhooks_sent: list[dict[str, Any]] = []
+        self.base_url = ""  # set once served (start_sandbox); else use the request's origin
+        self.reset_state()
+
+    # -- hooks for vendor sandboxes ------------------------------------------------------------
+    def add_routes(self, app: web.Application) -> None:
+        raise NotImplementedError  # abstract hook: every vendor sandbox defines its routes
+
+    def dump(self) -> dict[str, Any]:
+        """``GET /_sandbox/records``: ``{"records": [...], <reference data keys>...}``."""
+        raise NotImplementedError  # abstract hook
+
+    def seed(self, body: dict[str, Any]) -> None:
+        """``POST /_sandbox/records``; raise ``ValueError`` with a clear message on bad input."""
+        raise NotImplementedError  # abstract hook
+
+    def reset_state(self) -> None:
+        """Empty every vendor record, token, counter and rate-limit window."""
+        raise NotImplementedError  # abstract hook
+
+    async def mutate(self, record_id: str, changes: dict[str, Any]) -> None:
+        """Apply ``changes`` (vendor field names) as another user, bumping version/modified time."""
+        raise NotImplementedError  # abstract hook
+
+    def rate_limit_response(self, retry_after: float) -> web.StreamResponse:
+        """The vendor's own rate-limit signal (the ``rate_limit`` fault)."""
+        raise NotImplementedError  # abstract hook
+
+    async def mutate_targets(self, request: web.Request) -> list[str]:
+        """Record ids a ``mutate_before`` fault without ``"id"`` changes: the path's ``{id}`` by
+        default. Batch-writing vendors override this to return every record id in the body."""
+        rid = request.match_info.get("id")
+        return [rid] if rid else []
+
+    async def custom_fault(
+        self, action: dict[str, Any], request: web.Request, handler: Handler
+    ) -> web.StreamResponse | None:
+        """Vendor-specific fault actions; return None for an unknown type (answered 400 on creation)."""
+        return None
+
+    def custom_fault_types(self) -> frozenset[str]:
+        return frozenset()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def send_webhook(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        retry_delays: tuple[float, ...] = (),
+        url: str | None = None,
+    ) -> None:
+        """POST ``body`` to the ``webhook_url`` option in the background; re-send after each delay in
+        ``retry_delays`` while the receiver answers other than 2xx (or is unreachable)."""
+        target = url or self.options.get("webhook_url")
+        if not target:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(str(target), body, dict(headers), retry_delays)
+        )
+        self._webhook_tasks.add(task)
+        task.add_done_callback(self._webhook_tasks.discard)
+
+    async def _deliver(self, url: str, body: bytes, headers: dict[str, str], delays: tuple[float, ...]) -> None:
+        if self._client is None or self._client.closed:
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, connect=3))
+        attempts = (0.0, *delays)
+        for delay in attempts:
+            if delay:
+                await asyncio.sleep(delay)
+            status: int | None = None
+            try:
+                async with self._client.post(url, data=body, headers=headers) as resp:
+                    status = resp.status
+                    await resp.read()
+            except (aiohttp.ClientError, TimeoutError):
+                status = None
+            self.webhooks_sent.append({"url": url, "status": status, "at": self.now().isoformat()})
+            if status is not None and 200 <= status < 300:
+                return
+
+    async def wait_webhooks(self, timeout: float = 10.0) -> None:
+        """Test helper: wait until every queued webhook delivery has finished."""
+        if self._webhook_tasks:
+            await asyncio.wait(list(self._webhook_tasks), timeout=timeout)
+
+    # -- app ---------------------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app["sandbox"] = self
+        r = app.router
+        r.add_get("/_sandbox/records", self._h_records_get)
+        r.add_post("/_sandbox/records", self._h_records_post)
+        r.add_post("/_sandbox/reset", self._h_reset)
+        r.add_get("/_sandbox/requests", self._h_requests)
+        r.add_post("/_sandbox/clock", self._h_clock)
+        r.add_post("/_sandbox/faults", self._h_faults_post)
+        r.add_delete("/_sandbox/faults", self._h_faults_delete)
+        r.add_get("/_sandbox/faults", self._h_faults_get)
+        r.add_get("/_sandbox/options", self._h_options_get)
+        r.add_post("/_sandbox/options", self._h_options_post)
+        self.add_routes(app)
+        app.on_cleanup.append(self._cleanup)
+        return app
+
+    async def _cleanup(self, app: web.Application) -> None:
+        for task in list(self._webhook_tasks):
+            task.cancel()
+        if self._client is not None:
+            await self._client.close()
+
+    def reset(self) -> None:
+        self.options = copy.deepcopy(self._initial)
+        self.faults.clear()
+        self.request_counts.clear()
+        self.fault_hits.clear()
+        self.webhooks_sent.clear()
+        self.clock.set(None)
+        self.reset_state()
+
+    def add_fault(self, match: Mapping[str, Any], action: Mapping[str, Any], times: int = 1) -> None:
+        ftype = action.get("type")
+        known = {"status", "delay", "drop_after_apply", "rate_limit", "mutate_before"} | self.custom_fault_types()
+        if ftype not in known:
+            raise ValueError(f"action.type: unknown fault type {ftype!r}; one of {', '.join(sorted(known))}")
+        if not isinstance(times, int) or times < 1:
+            raise ValueError("times: a positive integer is required")
+        self.faults.append(
+            Fault(
+                method=str(match.get("method", "*")).upper(),
+                path=str(match.get("path", "*")),
+                times=times,
+                action=dict(action),
+            )
+        )
+
+    def _take_fault(self, request: web.Request) -> Fault | None:
+        for fault in self.faults:
+            if fault.matches(request):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                self.fault_hits[str(fault.action.get("type"))] += 1
+                return fault
+        return None
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/_sandbox/"):
+            return await handler(request)
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else request.path
+        self.request_counts[(request.method.upper(), template)] += 1
+        fault = self._take_fault(request)
+        if fault is None:
+            return await handler(request)
+        action = fault.action
+        ftype = action["type"]
+        if ftype == "status":
+            body = action.get("body")
+            status = int(action.get("status", 500))
+            headers = action.get("headers") or {}
+            if body is None:
+                return web.Response(status=status, headers=headers)
+            if isinstance(body, str):
+                return web.Response(status=status, text=body, headers=headers)
+            return json_response(body, status=status, headers=headers)
+        if ftype == "delay":
+            await asyncio.sleep(float(action.get("seconds", 1)))
+            return await handler(request)
+        if ftype == "rate_limit":
+            return self.rate_limit_response(float(action.get("retry_after", 1)))
+        if ftype == "mutate_before":
+            ids = [str(action["id"])] if action.get("id") else await self.mutate_targets(request)
+            for rid in ids:
+                with contextlib.suppress(KeyError):
+                    await self.mutate(rid, dict(action.get("changes") or {}))
+            return await handler(request)
+        if ftype == "drop_after_apply":
+            await handler(request)
+            if request.transport is not None:
+                request.transport.abort()
+            # the connection is gone: aiohttp cannot write this answer, the client sees a disconnect
+            return web.Response(status=599)
+        custom = await self.custom_fault(action, request, handler)
+        if custom is None:
+            return json_response({"error": f"unhandled fault type {ftype}"}, status=500)
+        return custom
+
+    # -- control handlers ---------------------------------------------------------------------
+    async def _json_body(self, request: web.Request) -> Any:
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": "bad_json", "detail": str(exc)}), content_type="application/json"
+            ) from exc
+
+    async def _h_records_get(self, request: web.Request) -> web.Response:
+        return json_response(self.dump())
+
+    async def _h_records_post(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if not isinstance(body, dict):
+            return json_response({"error": "bad_request", "detail": "body must be an object"}, 400)
+        try:
+            self.seed(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_response({"error": "bad_request", "detail": str(exc)}, 400)
+        return json_response({"ok": True})
+
+    async def _h_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return json_response({"ok": True})
+
+    async def _h_requests(self, request: web.Request) -> web.Response:
+        rows = [
+            {"method": m, "route": route, "count": n} for (m, route), n in sorted(self.request_counts.items())
+        ]
+        return json_response({"requests": rows})
+
+    async def _h_clock(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        raw = body.get("now") if isinstance(body, dict) else None
+        if raw is None:
+            self.clock.set(None)
+        else:
+            try:
+                when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+                self.clock.set(when)
+            except ValueError as exc:
+                return json_response({"error": "bad_request", "detail": f"now: {exc}"}, 400)
+        return json_response({"now": self.now().isoformat()})
+
+    async def _h_faults_post(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if not isinstance(body, dict):
+            return json_response({"error": "bad_request", "detail": "body must be an object"}, 400)
+        try:
+            self.add_fault(body.get("match") or {}, body.get("action") or {}, body.get("times", 1))
+        except ValueError as exc:
+            return json_response({"error": "bad_request", "detail": str(exc)}, 400)
+        return json_response({"ok": True, "faults": len(self.faults)})
+
+    async def _h_faults_delete(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        return json_response({"ok": True})
+
+    async def _h_faults_get(self, request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "faults": [
+                    {"match": {"method": f.method, "path": f.path}, "times": f.times, "action": f.action}
+                    for f in self.faults
+                ],
+                "fired": dict(self.fault_hits),
+            }
+        )
+
+    async def _h_options_get(self, request: web.Request) -> web.Response:
+        return json_response(self.options)
+
+    async def _h_options_post(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        if not isinstance(body, dict):
+            return json_response({"error": "bad_request", "detail": "body must be an object"}, 400)
+        unknown = [k for k in body if k not in self._defaults]
+        if unknown:
+            return json_response({"error": "unknown_option", "detail": f"unknown option: {unknown[0]}"}, 400)
+        self.options.update(body)
+        self.on_options_changed(set(body))
+        return json_response(self.options)
+
+    def on_options_changed(self, names: set[str]) -> None:
+        """Hook: options changed at run time (e.g. rebuild rate-limit counters)."""
+
+
+def utc_seconds(dt: datetime) -> datetime:
+    """Truncate to whole seconds (many vendors keep second precision)."""
+    return dt.replace(microsecond=0)
+
+
+def minutes_ago(clock: Clock, minutes: float) -> datetime:
+    return clock.now() - timedelta(minutes=minutes)
