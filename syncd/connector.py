@@ -200,3 +200,19 @@ class Connector(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class MemoryStateStore:
+    """A :class:`StateStore` in memory (tests, dry runs)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    async def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    async def set(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.values.pop(key, None)
+        else:
+            self.values[key] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import copy
@@ -105,7 +106,7 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     )
 
 
-class SandboxBase:
+class SandboxBase(abc.ABC):
     """Base of every vendor sandbox. Subclasses set ``vendor``, ``DEFAULT_OPTIONS`` and implement
     ``add_routes``, ``dump``, ``seed``, ``reset_state``, ``mutate`` and ``rate_limit_response``."""
 
@@ -130,28 +131,29 @@ class SandboxBase:
         self.reset_state()
 
     # -- hooks for vendor sandboxes ------------------------------------------------------------
+    @abc.abstractmethod
     def add_routes(self, app: web.Application) -> None:
-        raise NotImplementedError  # abstract hook: every vendor sandbox defines its routes
+        """Add the vendor's own routes to ``app``."""
 
+    @abc.abstractmethod
     def dump(self) -> dict[str, Any]:
         """``GET /_sandbox/records``: ``{"records": [...], <reference data keys>...}``."""
-        raise NotImplementedError  # abstract hook
 
+    @abc.abstractmethod
     def seed(self, body: dict[str, Any]) -> None:
         """``POST /_sandbox/records``; raise ``ValueError`` with a clear message on bad input."""
-        raise NotImplementedError  # abstract hook
 
+    @abc.abstractmethod
     def reset_state(self) -> None:
         """Empty every vendor record, token, counter and rate-limit window."""
-        raise NotImplementedError  # abstract hook
 
+    @abc.abstractmethod
     async def mutate(self, record_id: str, changes: dict[str, Any]) -> None:
         """Apply ``changes`` (vendor field names) as another user, bumping version/modified time."""
-        raise NotImplementedError  # abstract hook
 
+    @abc.abstractmethod
     def rate_limit_response(self, retry_after: float) -> web.StreamResponse:
         """The vendor's own rate-limit signal (the ``rate_limit`` fault)."""
-        raise NotImplementedError  # abstract hook
 
     async def mutate_targets(self, request: web.Request) -> list[str]:
         """Record ids a ``mutate_before`` fault without ``"id"`` changes: the path's ``{id}`` by
@@ -402,7 +404,8 @@ class SandboxBase:
         return json_response(self.options)
 
     def on_options_changed(self, names: set[str]) -> None:
-        """Hook: options changed at run time (e.g. rebuild rate-limit counters)."""
+        """Hook: options changed at run time (e.g. rebuild rate-limit counters). Default: nothing."""
+        return None
 
 
 def utc_seconds(dt: datetime) -> datetime:

@@ -1,0 +1,375 @@
+"""The one HTTP layer every connector uses.
+
+One ``aiohttp.ClientSession`` per connector (owned and closed by the :class:`HttpClient` that opened it,
+or by the caller that passed it in), connect and total timeouts on every call, a client-side rate
+limit (aiolimiter) from ``max_requests_per_second``, a vendor-signalled wait gate (after a vendor says
+"wait N seconds" no new request leaves until N has passed), and retries for retriable kinds only, with
+exponential backoff and full jitter that honours Retry-After (tenacity). Retries live here and nowhere else.
+
+Each connector supplies a ``classify`` function that turns a vendor answer into an error of
+:mod:`syncd.errors` (or None for success) and an optional :class:`Auth` that signs requests and can
+refresh its credentials once on an auth failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import yarl
+from aiolimiter import AsyncLimiter
+from multidict import CIMultiDict
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from syncd import metrics
+from syncd.errors import AuthFailure, RateLimited, Retriable, UnknownOutcome, VendorError
+
+__all__ = ["Auth", "HttpClient", "Response", "SharedRefresh", "parse_retry_after"]
+
+T = TypeVar("T")
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+@dataclass(slots=True)
+class Response:
+    """A vendor answer, fully read."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+    _json: Any = field(default=None, repr=False)
+    _parsed: bool = field(default=False, repr=False)
+
+    def json(self) -> Any:
+        """The body as JSON (``None`` for an empty body). Raises ValueError on malformed JSON."""
+        if not self._parsed:
+            self._json = jsonlib.loads(self.body) if self.body.strip() else None
+            self._parsed = True
+        return self._json
+
+    def json_or_none(self) -> Any:
+        try:
+            return self.json()
+        except ValueError:
+            return None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+    def retry_after(self) -> float | None:
+        return parse_retry_after(self.headers.get("Retry-After"))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date); None if absent/invalid."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+class Auth(Protocol):
+    """Request signing / credentials for one connector."""
+
+    async def apply(self, method: str, url: yarl.URL, headers: dict[str, str], body: bytes) -> None:
+        """Add credentials to ``headers`` (may sign ``method``, ``url`` and ``body``)."""
+        ...
+
+    async def refresh(self) -> bool:
+        """Get fresh credentials after an auth failure. True when a repeat is worthwhile; raises
+        :class:`AuthFailure` when the credentials are refused (revoked refresh token...)."""
+        ...
+
+
+class SharedRefresh:
+    """Lets concurrent callers share one refresh: only the first caller after a failure refreshes,
+    the others wait for it and reuse its result (generation counting)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self.generation = 0
+
+    async def run(self, seen_generation: int, do_refresh: Callable[[], Awaitable[None]]) -> None:
+        async with self._lock:
+            if self.generation != seen_generation:
+                return  # somebody refreshed while we waited
+            await do_refresh()
+            self.generation += 1
+
+
+Classifier = Callable[[Response], VendorError | None]
+
+
+def _is_retriable(exc: BaseException) -> bool:
+    if isinstance(exc, RateLimited):
+        return True
+    return isinstance(exc, Retriable) and not isinstance(exc, UnknownOutcome)
+
+
+class HttpClient:
+    """HTTP for one connector. See the module docstring."""
+
+    def __init__(
+        self,
+        connector: str,
+        *,
+        base_url: str,
+        classify: Classifier,
+        max_requests_per_second: float,
+        auth: Auth | None = None,
+        connect_timeout: float = 10.0,
+        total_timeout: float = 60.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_rate_limit_wait: float | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.connector = connector
+        self.base_url = yarl.URL(base_url.rstrip("/") + "/")
+        self.classify = classify
+        self.auth = auth
+        self.timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout, sock_connect=connect_timeout)
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self.default_headers = dict(default_headers or {})
+        rps = float(max_requests_per_second)
+        # a bucket of one second's worth of requests (at least one) refilled at ``rps``
+        capacity = max(1.0, rps)
+        self.limiter = AsyncLimiter(capacity, capacity / rps)
+        self._session = session
+        self._owns_session = session is None
+        self._blocked_until = 0.0  # monotonic: no new request before this (vendor-signalled wait)
+        self.calls: Counter[str] = Counter()
+        self.retried = 0
+        self.last_rate_limit: dict[str, Any] | None = None
+
+    # -- session ---------------------------------------------------------------------------
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._owns_session = True
+        return self._session
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    # -- waits -----------------------------------------------------------------------------
+    def block_for(self, seconds: float) -> None:
+        """Send this vendor no new request for ``seconds`` (a vendor-signalled wait)."""
+        until = time.monotonic() + max(0.0, seconds)
+        if until > self._blocked_until:
+            self._blocked_until = until
+        self.last_rate_limit = {"wait_s": round(seconds, 3), "until_epoch": time.time() + seconds}
+
+    @property
+    def blocked_for(self) -> float:
+        return max(0.0, self._blocked_until - time.monotonic())
+
+    async def _wait_gate(self) -> None:
+        while (delay := self._blocked_until - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for ``attempt`` (1-based)."""
+        cap = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        return random.uniform(cap / 2, cap)
+
+    def _wait_for(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RateLimited):
+            return 0.0  # the gate already holds every request until the vendor's wait has passed
+        delay = self.backoff(state.attempt_number)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, float(retry_after))
+        return delay
+
+    def _stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RateLimited):
+            if self.max_rate_limit_wait is not None and exc.wait > self.max_rate_limit_wait:
+                return True
+            return state.attempt_number >= self.max_attempts + 10
+        return bool(stop_after_attempt(self.max_attempts)(state))
+
+    async def _before_sleep(self, state: RetryCallState) -> None:
+        self.retried += 1
+
+    # -- requests --------------------------------------------------------------------------
+    def url(self, path_or_url: str) -> yarl.URL:
+        if path_or_url.startswith(("http://", "https://")):
+            return yarl.URL(path_or_url, encoded="%" in path_or_url)
+        return self.base_url.join(yarl.URL(path_or_url.lstrip("/"), encoded="%" in path_or_url))
+
+    async def request(
+        self,
+        op: str,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: bytes | str | Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        expect_json: bool = True,
+        classify: Classifier | None = None,
+        use_auth: bool = True,
+    ) -> Response:
+        """Send one logical request (retried as needed) and return the successful :class:`Response`.
+
+        ``op`` names the operation for call counters and metrics (e.g. ``"read"``, ``"update"``).
+        ``idempotent`` defaults from the method; a non-idempotent request whose outcome is unknown
+        (timeout, dropped connection, 5xx) raises :class:`UnknownOutcome` instead of being repeated.
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        url = self.url(path_or_url)
+        if params:
+            url = url.update_query(params)
+        body: bytes
+        content_type: str | None = None
+        if json is not None:
+            body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+            content_type = "application/json"
+        elif isinstance(data, Mapping):
+            body = yarl.URL.build(query=dict(data)).raw_query_string.encode()
+            content_type = "application/x-www-form-urlencoded"
+        elif isinstance(data, str):
+            body = data.encode()
+        else:
+            body = data or b""
+        classifier = classify or self.classify
+
+        async def attempt() -> Response:
+            refreshed = False
+            while True:
+                generation_headers = {**self.default_headers, **(headers or {})}
+                if content_type and "Content-Type" not in generation_headers:
+                    generation_headers["Content-Type"] = content_type
+                try:
+                    return await self._send(op, method, url, body, generation_headers, idempotent,
+                                            expect_json, classifier, use_auth)
+                except AuthFailure:
+                    if refreshed or self.auth is None or not use_auth:
+                        raise
+                    refreshed = True
+                    if not await self.auth.refresh():
+                        raise
+                    self.retried += 1
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_is_retriable),
+            stop=self._stop,
+            wait=self._wait_for,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        result: Response = await retrying(attempt)
+        return result
+
+    async def _send(
+        self,
+        op: str,
+        method: str,
+        url: yarl.URL,
+        body: bytes,
+        headers: dict[str, str],
+        idempotent: bool,
+        expect_json: bool,
+        classify: Classifier,
+        use_auth: bool,
+    ) -> Response:
+        await self._wait_gate()
+        async with self.limiter:
+            pass
+        await self._wait_gate()
+        if use_auth and self.auth is not None:
+            await self.auth.apply(method, url, headers, body)
+        self.calls[op] += 1
+        started = time.perf_counter()
+        try:
+            async with self.session.request(
+                method, url, data=body if body else None, headers=headers, timeout=self.timeout,
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.read()
+                response = Response(status=resp.status, headers=CIMultiDict(resp.headers), body=raw, url=str(resp.url))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            kind = Retriable if idempotent else UnknownOutcome
+            what = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
+            raise kind(f"{method} {url.path} {what}", connector=self.connector, operation=op) from exc
+        finally:
+            metrics.vendor_request_seconds.labels(self.connector, op).observe(time.perf_counter() - started)
+        error = classify(response)
+        if error is None and expect_json and response.body.strip():
+            try:
+                response.json()
+            except ValueError:
+                error = Retriable(
+                    f"malformed JSON in a {response.status} answer", status=response.status
+                )
+        if error is None:
+            return response
+        error.connector = error.connector or self.connector
+        error.operation = error.operation or op
+        if isinstance(error, RateLimited):
+            self.block_for(error.wait)
+        elif isinstance(error, Retriable):
+            retry_after = response.retry_after()
+            if retry_after is not None:
+                error.retry_after = retry_after  # type: ignore[attr-defined]
+                self.block_for(retry_after)
+            if not idempotent and response.status >= 500:
+                raise UnknownOutcome(error.message, code=error.code, status=error.status,
+                                     connector=self.connector, operation=op) from error
+        raise error
+
+    async def create_idempotently(
+        self,
+        create: Callable[[], Awaitable[T]],
+        search: Callable[[], Awaitable[T | None]],
+    ) -> T:
+        """Run a non-idempotent ``create``; when its outcome is unknown, ``search`` by the idempotency
+        reference and adopt what it finds, else create again (bounded, with backoff)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await create()
+            except UnknownOutcome:
+                found = await search()
+                if found is not None:
+                    return found
+                if attempt >= self.max_attempts:
+                    raise
+                self.retried += 1
+                await asyncio.sleep(self.backoff(attempt))
+
+    def stats(self) -> dict[str, Any]:
+        return {"calls": dict(self.calls), "retried": self.retried, "blocked_for_s": round(self.blocked_for, 3)}

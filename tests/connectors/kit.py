@@ -1,0 +1,80 @@
+"""The per-vendor kit the shared connector contract suite (test_contract.py) runs against.
+
+Each vendor provides ``tests/connectors/kits/<vendor>.py`` with a module-level ``KIT`` implementing
+:class:`ContractKit`. The kit knows the vendor's wire shapes (to seed and edit records in its sandbox the
+way another user would); the suite itself knows nothing about any vendor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from syncd.config import ConnectorConfig
+from syncd.connector import VendorRecord, WriteKind
+from syncd.model import Appointment
+from syncd.sandboxkit import RunningSandbox
+
+
+@dataclass(frozen=True)
+class RuleCase:
+    """One vendor rule violation: build the desired appointment from a seeded record's current one,
+    write it with ``kind`` and expect a :class:`syncd.errors.Rejected` whose text contains ``expect``."""
+
+    id: str
+    kind: WriteKind
+    build: Callable[[VendorRecord], Appointment]
+    expect: str
+    prepare: Callable[[RunningSandbox, VendorRecord], Any] | None = None
+    """Optional (async) set-up before the write, e.g. move the record to a locked state."""
+
+
+class ContractKit(Protocol):
+    vendor: str
+    three_pages: int
+    """How many records to seed so that ``changes(None)`` yields at least three pages."""
+    create_route: tuple[str, str]
+    """(method, path glob) of the create call, for the lost-response fault."""
+    read_route: tuple[str, str]
+    """(method, path glob) of a call ``read()`` makes, for the rate-limit fault."""
+    has_refresh: bool
+    """The vendor has an OAuth refresh flow (expired token test)."""
+    token_route: str | None
+    """Route template of the token endpoint as /_sandbox/requests reports it."""
+
+    def sandbox_options(self) -> dict[str, Any]: ...
+
+    def connector_config(self, base_url: str) -> ConnectorConfig: ...
+
+    async def seed(self, sb: RunningSandbox, n: int) -> list[str]:
+        """Seed ``n`` appointments (plus reference data) directly in the sandbox; return their ids."""
+        ...
+
+    def new_appointment(self) -> Appointment:
+        """A valid appointment to create, referencing seeded reference data by vendor ids."""
+        ...
+
+    def update_of(self, current: Appointment) -> tuple[Appointment, frozenset[str]]:
+        """A valid in-place update of ``current`` and the fields it changes."""
+        ...
+
+    def cancel_of(self, current: Appointment) -> Appointment: ...
+
+    async def vendor_edit(self, sb: RunningSandbox, external_id: str) -> None:
+        """Another user edits the record (its version changes)."""
+        ...
+
+    async def delete(self, sb: RunningSandbox, external_id: str) -> None:
+        """Delete the record the way the vendor's users can (or via the sandbox control API)."""
+        ...
+
+    def rule_cases(self) -> list[RuleCase]: ...
+
+    async def expire_token(self, sb: RunningSandbox) -> None:
+        """Make the current access token expire (OAuth vendors only)."""
+        ...
+
+    async def revoke(self, sb: RunningSandbox) -> None:
+        """Revoke the credentials for good (refresh must fail too where there is one)."""
+        ...
