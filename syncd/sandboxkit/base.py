@@ -106,6 +106,9 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     )
 
 
+SANDBOX_KEY: web.AppKey[SandboxBase] = web.AppKey("sandbox")
+
+
 class SandboxBase(abc.ABC):
     """Base of every vendor sandbox. Subclasses set ``vendor``, ``DEFAULT_OPTIONS`` and implement
     ``add_routes``, ``dump``, ``seed``, ``reset_state``, ``mutate`` and ``rate_limit_response``."""
@@ -219,7 +222,7 @@ class SandboxBase(abc.ABC):
     # -- app ---------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
-        app["sandbox"] = self
+        app[SANDBOX_KEY] = self
         r = app.router
         r.add_get("/_sandbox/records", self._h_records_get)
         r.add_post("/_sandbox/records", self._h_records_post)
