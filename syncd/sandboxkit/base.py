@@ -308,7 +308,7 @@ class SandboxBase(abc.ABC):
         if ftype == "mutate_before":
             ids = [str(action["id"])] if action.get("id") else await self.mutate_targets(request)
             for rid in ids:
-                with contextlib.suppress(KeyError):
+                with contextlib.suppress(KeyError, ValueError):
                     await self.mutate(rid, dict(action.get("changes") or {}))
             return await handler(request)
         if ftype == "drop_after_apply":

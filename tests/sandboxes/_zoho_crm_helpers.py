@@ -57,11 +57,21 @@ def base_records() -> list[dict[str, Any]]:
         rec(S, NOW + timedelta(days=1)),
         rec(O, NOW - timedelta(hours=2)),
         rec(RUN, NOW - timedelta(minutes=10)),
-        rec(X, NOW + timedelta(days=2), Status="Cancelled", Cancellation_Reason="By Customer",
-            Cancellation_Note="Cancelled by patient"),
+        rec(
+            X,
+            NOW + timedelta(days=2),
+            Status="Cancelled",
+            Cancellation_Reason="By Customer",
+            Cancellation_Note="Cancelled by patient",
+        ),
         rec(C, NOW - timedelta(days=1), Status="Completed"),
-        rec(R, NOW + timedelta(days=3), Reschedule_Count=1, Rescheduled_From=iso(NOW + timedelta(days=2)),
-            Reschedule_Reason="By Team"),
+        rec(
+            R,
+            NOW + timedelta(days=3),
+            Reschedule_Count=1,
+            Rescheduled_From=iso(NOW + timedelta(days=2)),
+            Reschedule_Reason="By Team",
+        ),
     ]
 
 

@@ -1,0 +1,6 @@
+"""Salesforce Health Cloud sandbox (VENDORS.md "Salesforce Health Cloud", default port 8701)."""
+
+from connectors.salesforce_health.sandbox.core import SalesforceHealthSandbox, create_sandbox
+from connectors.salesforce_health.sandbox.seeding import seed_body
+
+__all__ = ["SalesforceHealthSandbox", "create_sandbox", "seed_body"]
