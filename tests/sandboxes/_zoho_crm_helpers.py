@@ -19,7 +19,7 @@ ADMIN = "5545974000000393001"
 SERVICE = "5545974000000520001"
 # fixed seeded records
 S = "5545974000002000001"  # Scheduled, tomorrow 10:00 UTC
-O = "5545974000002000002"  # ended 90 minutes ago: Overdue
+OV = "5545974000002000002"  # ended 90 minutes ago: Overdue
 RUN = "5545974000002000003"  # started 10 minutes ago, ends in 20: Overdue, not ended
 X = "5545974000002000004"  # Cancelled
 C = "5545974000002000005"  # Completed
@@ -55,7 +55,7 @@ def base_records() -> list[dict[str, Any]]:
 
     return [
         rec(S, NOW + timedelta(days=1)),
-        rec(O, NOW - timedelta(hours=2)),
+        rec(OV, NOW - timedelta(hours=2)),
         rec(RUN, NOW - timedelta(minutes=10)),
         rec(
             X,

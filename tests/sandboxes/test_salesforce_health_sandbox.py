@@ -1043,9 +1043,10 @@ async def test_control_records_round_trip_and_delete(env: tuple[Any, Wire]) -> N
     running, wire = env
     running.sandbox.clock.set(datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC))
     dump = await wire.control("GET", "/_sandbox/records")
-    types = {r["attributes"]["type"] for r in dump["records"]}
+    # appointments under "records", reference data under its own keys (one per sObject type)
+    assert {r["attributes"]["type"] for r in dump["records"]} == {"ServiceAppointment"}
+    types = {r["attributes"]["type"] for key, rows in dump.items() if key != "records" for r in rows}
     assert types == {
-        "ServiceAppointment",
         "AssignedResource",
         "Account",
         "ServiceTerritory",
@@ -1069,7 +1070,7 @@ async def test_control_records_round_trip_and_delete(env: tuple[Any, Wire]) -> N
     )
     assert bad.status == 400
     await wire.control("POST", "/_sandbox/reset")
-    assert (await wire.control("GET", "/_sandbox/records")) == {"records": []}
+    assert (await wire.control("GET", "/_sandbox/records")) == {"records": [], "AssignedResource": []}
 
 
 async def test_seed_body_from_shared_dataset(env: tuple[Any, Wire]) -> None:

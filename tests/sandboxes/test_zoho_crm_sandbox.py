@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
 import pytest
+
+from connectors.zoho_crm.sandbox import seed_body
+from syncd.sandboxkit import start_sandbox
+from syncd.sandboxkit.seedgen import generate
 from tests.sandboxes._zoho_crm_helpers import (
     ADMIN,
     CONTACT,
     MOD,
     NOW,
+    OV,
     RUN,
     SERVICE,
     UNKNOWN,
     C,
-    O,
     R,
     Receiver,
     S,
@@ -29,10 +32,6 @@ from tests.sandboxes._zoho_crm_helpers import (
     iso,
     new_appointment,
 )
-
-from connectors.zoho_crm.sandbox import seed_body
-from syncd.sandboxkit import start_sandbox
-from syncd.sandboxkit.seedgen import generate
 
 
 @pytest.fixture
@@ -64,679 +63,174 @@ def put(*records: dict[str, Any]) -> dict[str, Any]:
 
 
 # (id, options, method, path, body, HTTP status, code or None for success, details.api_name or None)
+# fmt: off
 RULES: list[tuple[str, dict[str, Any], str, str, Any, int, str | None, str | None]] = [
     # --- seed page: Update Appointments ---------------------------------------------------------
     ("seed:E8-id-mandatory", {}, "PUT", MOD, put({"Status": "Cancelled"}), 400, "MANDATORY_NOT_FOUND", "id"),
     ("seed:E8-id-unknown", {}, "PUT", MOD, put({"id": UNKNOWN, "Status": "Cancelled"}), 400, "INVALID_DATA", "id"),
     ("seed:status-values-only", {}, "PUT", MOD, put({"id": S, "Status": "Done"}), 400, "INVALID_DATA", "Status"),
-    (
-        "seed:status-case-sensitive",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Status": "cancelled"}),
-        400,
-        "INVALID_DATA",
-        "Status",
-    ),
-    (
-        "seed:E8-service-name-not-updatable",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Service_Name": {"id": SERVICE}}),
-        400,
-        "INVALID_DATA",
-        "Service_Name",
-    ),
-    (
-        "seed:E1-reschedule-same-start",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Appointment_Start_Time": later(1)}),
-        400,
-        "DEPENDENT_FIELD_UNCHANGED",
-        "Appointment_Start_Time",
-    ),
-    (
-        "seed:E1-reschedule-earlier-start",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Appointment_Start_Time": later(0, 20)}),
-        400,
-        "DEPENDENT_FIELD_UNCHANGED",
-        "Appointment_Start_Time",
-    ),
-    (
-        "seed:E1-reschedule-later-ok",
-        {},
-        "PUT",
-        MOD,
-        put(
-            {
-                "id": S,
-                "Appointment_Start_Time": later(1, 2),
-                "Reschedule_Reason": "By Team",
-                "Reschedule_Note": "Member is unavailable",
-            }
-        ),
-        200,
-        None,
-        None,
-    ),
-    (
-        "seed:E1-rescheduled-from-must-precede",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Appointment_Start_Time": later(1, 2), "Rescheduled_From": later(1, 3)}),
-        400,
-        "INVALID_DATA",
-        "Rescheduled_From",
-    ),
-    (
-        "seed:E1-reschedule-reason-values",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Appointment_Start_Time": later(1, 2), "Reschedule_Reason": "By Robot"}),
-        400,
-        "INVALID_DATA",
-        "Reschedule_Reason",
-    ),
-    (
-        "seed:E1-start-needs-offset",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Appointment_Start_Time": "2026-11-24T10:00:00"}),
-        400,
-        "INVALID_DATA",
-        "Appointment_Start_Time",
-    ),
-    (
-        "seed:E2-reschedule-note-needs-start",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Reschedule_Note": "x"}),
-        400,
-        "DEPENDENT_FIELD_MISSING",
-        "Appointment_Start_Time",
-    ),
-    (
-        "seed:E2-reschedule-reason-needs-start",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Reschedule_Reason": "By Team"}),
-        400,
-        "DEPENDENT_FIELD_MISSING",
-        "Appointment_Start_Time",
-    ),
-    (
-        "seed:E2-reason-note-after-reschedule-ok",
-        {},
-        "PUT",
-        MOD,
-        put({"id": R, "Reschedule_Reason": "By Customer", "Reschedule_Note": "patient asked"}),
-        200,
-        None,
-        None,
-    ),
-    (
-        "seed:E2-rescheduled-from-needs-start-always",
-        {},
-        "PUT",
-        MOD,
-        put({"id": R, "Rescheduled_From": later(1)}),
-        400,
-        "DEPENDENT_FIELD_MISSING",
-        "Appointment_Start_Time",
-    ),
-    (
-        "seed:E3-cancel-keys-need-status",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Cancellation_Note": "x"}),
-        400,
-        "DEPENDENT_FIELD_MISSING",
-        "Status",
-    ),
-    (
-        "seed:E3-cancel-keys-with-other-status",
-        {},
-        "PUT",
-        MOD,
-        put({"id": O, "Status": "Completed", "Cancellation_Reason": "By Team"}),
-        400,
-        "DEPENDENT_MISMATCH",
-        "Status",
-    ),
-    (
-        "seed:E3-cancellation-reason-values",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Status": "Cancelled", "Cancellation_Reason": "By Nobody"}),
-        400,
-        "INVALID_DATA",
-        "Cancellation_Reason",
-    ),
-    (
-        "seed:E3-cancel-ok",
-        {},
-        "PUT",
-        MOD,
-        put(
-            {
-                "id": S,
-                "Status": "Cancelled",
-                "Cancellation_Reason": "By Customer",
-                "Cancellation_Note": "Customer Unavailable",
-            }
-        ),
-        200,
-        None,
-        None,
-    ),
-    (
-        "seed:E4-completed-before-end",
-        {},
-        "PUT",
-        MOD,
-        put({"id": RUN, "Status": "Completed"}),
-        400,
-        "DEPENDENT_MISMATCH",
-        "Status",
-    ),
-    (
-        "seed:E4-overdue-before-end",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Status": "Overdue"}),
-        400,
-        "DEPENDENT_MISMATCH",
-        "Status",
-    ),
-    (
-        "seed:E4-completed-after-end-ok",
-        {},
-        "PUT",
-        MOD,
-        put(
-            {
-                "id": O,
-                "Status": "Completed",
-                "Job_Sheet_Name": "Delivered",
-                "Job_Sheet_Description__s": "Delivered on time",
-            }
-        ),
-        200,
-        None,
-        None,
-    ),
-    (
-        "seed:E4-overdue-to-scheduled-needs-reschedule",
-        {},
-        "PUT",
-        MOD,
-        put({"id": O, "Status": "Scheduled"}),
-        400,
-        "DEPENDENT_MISMATCH",
-        "Status",
-    ),
-    (
-        "seed:E1-overdue-rescheduled-to-future-ok",
-        {},
-        "PUT",
-        MOD,
-        put({"id": O, "Appointment_Start_Time": later(1, 5)}),
-        200,
-        None,
-        None,
-    ),
-    (
-        "seed:E5-completed-not-allowed-when-auto",
-        {"mark_as_complete": "auto"},
-        "PUT",
-        MOD,
-        put({"id": RUN, "Status": "Completed"}),
-        403,
-        "NOT_ALLOWED",
-        "Status",
-    ),
-    (
-        "seed:E6-job-sheet-mandated-name",
-        {"job_sheet_mandatory": True},
-        "PUT",
-        MOD,
-        put({"id": O, "Status": "Completed", "Job_Sheet_Description__s": "done"}),
-        400,
-        "MANDATORY_NOT_FOUND",
-        "Job_Sheet_Name",
-    ),
-    (
-        "seed:E6-job-sheet-mandated-description",
-        {"job_sheet_mandatory": True},
-        "PUT",
-        MOD,
-        put({"id": O, "Status": "Completed", "Job_Sheet_Name": "done"}),
-        400,
-        "MANDATORY_NOT_FOUND",
-        "Job_Sheet_Description__s",
-    ),
-    (
-        "seed:E6-job-sheet-mandated-ok",
-        {"job_sheet_mandatory": True},
-        "PUT",
-        MOD,
-        put({"id": O, "Status": "Completed", "Job_Sheet_Name": "a", "Job_Sheet_Description__s": "b"}),
-        200,
-        None,
-        None,
-    ),
-    (
-        "p10.10-job-sheet-needs-completed",
-        {},
-        "PUT",
-        MOD,
-        put({"id": O, "Job_Sheet_Name": "a"}),
-        400,
-        "DEPENDENT_FIELD_MISSING",
-        "Status",
-    ),
-    (
-        "seed:E7-cancelled-status-change",
-        {},
-        "PUT",
-        MOD,
-        put({"id": X, "Status": "Scheduled"}),
-        403,
-        "NOT_ALLOWED",
-        "Status",
-    ),
-    (
-        "seed:E7-cancelled-reschedule",
-        {},
-        "PUT",
-        MOD,
-        put({"id": X, "Appointment_Start_Time": later(5)}),
-        403,
-        "NOT_ALLOWED",
-        "Appointment_Start_Time",
-    ),
-    (
-        "seed:E7-completed-status-change",
-        {},
-        "PUT",
-        MOD,
-        put({"id": C, "Status": "Cancelled"}),
-        403,
-        "NOT_ALLOWED",
-        "Status",
-    ),
-    (
-        "seed:E7-completed-reschedule",
-        {},
-        "PUT",
-        MOD,
-        put({"id": C, "Appointment_Start_Time": later(5)}),
-        403,
-        "NOT_ALLOWED",
-        "Appointment_Start_Time",
-    ),
-    (
-        "p10.11-terminal-other-field",
-        {},
-        "PUT",
-        MOD,
-        put({"id": C, "Additional_Information": "x"}),
-        403,
-        "NOT_ALLOWED",
-        "Additional_Information",
-    ),
+    ("seed:status-case-sensitive", {}, "PUT", MOD, put({"id": S, "Status": "cancelled"}), 400, "INVALID_DATA",
+     "Status"),
+    ("seed:E8-service-name-not-updatable", {}, "PUT", MOD, put({"id": S, "Service_Name": {"id": SERVICE}}), 400,
+     "INVALID_DATA", "Service_Name"),
+    ("seed:E1-reschedule-same-start", {}, "PUT", MOD, put({"id": S, "Appointment_Start_Time": later(1)}), 400,
+     "DEPENDENT_FIELD_UNCHANGED", "Appointment_Start_Time"),
+    ("seed:E1-reschedule-earlier-start", {}, "PUT", MOD,
+     put({"id": S, "Appointment_Start_Time": later(0, 20)}), 400, "DEPENDENT_FIELD_UNCHANGED",
+     "Appointment_Start_Time"),
+    ("seed:E1-reschedule-later-ok", {}, "PUT", MOD,
+     put({"id": S, "Appointment_Start_Time": later(1, 2), "Reschedule_Reason": "By Team",
+          "Reschedule_Note": "Member is unavailable"}), 200, None, None),
+    ("seed:E1-rescheduled-from-must-precede", {}, "PUT", MOD,
+     put({"id": S, "Appointment_Start_Time": later(1, 2), "Rescheduled_From": later(1, 3)}), 400,
+     "INVALID_DATA", "Rescheduled_From"),
+    ("seed:E1-reschedule-reason-values", {}, "PUT", MOD,
+     put({"id": S, "Appointment_Start_Time": later(1, 2), "Reschedule_Reason": "By Robot"}), 400,
+     "INVALID_DATA", "Reschedule_Reason"),
+    ("seed:E1-start-needs-offset", {}, "PUT", MOD,
+     put({"id": S, "Appointment_Start_Time": "2026-11-24T10:00:00"}), 400, "INVALID_DATA",
+     "Appointment_Start_Time"),
+    ("seed:E2-reschedule-note-needs-start", {}, "PUT", MOD, put({"id": S, "Reschedule_Note": "x"}), 400,
+     "DEPENDENT_FIELD_MISSING", "Appointment_Start_Time"),
+    ("seed:E2-reschedule-reason-needs-start", {}, "PUT", MOD, put({"id": S, "Reschedule_Reason": "By Team"}), 400,
+     "DEPENDENT_FIELD_MISSING", "Appointment_Start_Time"),
+    ("seed:E2-reason-note-after-reschedule-ok", {}, "PUT", MOD,
+     put({"id": R, "Reschedule_Reason": "By Customer", "Reschedule_Note": "patient asked"}), 200, None, None),
+    ("seed:E2-rescheduled-from-needs-start-always", {}, "PUT", MOD,
+     put({"id": R, "Rescheduled_From": later(1)}), 400, "DEPENDENT_FIELD_MISSING", "Appointment_Start_Time"),
+    ("seed:E3-cancel-keys-need-status", {}, "PUT", MOD, put({"id": S, "Cancellation_Note": "x"}), 400,
+     "DEPENDENT_FIELD_MISSING", "Status"),
+    ("seed:E3-cancel-keys-with-other-status", {}, "PUT", MOD,
+     put({"id": OV, "Status": "Completed", "Cancellation_Reason": "By Team"}), 400, "DEPENDENT_MISMATCH", "Status"),
+    ("seed:E3-cancellation-reason-values", {}, "PUT", MOD,
+     put({"id": S, "Status": "Cancelled", "Cancellation_Reason": "By Nobody"}), 400, "INVALID_DATA",
+     "Cancellation_Reason"),
+    ("seed:E3-cancel-ok", {}, "PUT", MOD,
+     put({"id": S, "Status": "Cancelled", "Cancellation_Reason": "By Customer",
+          "Cancellation_Note": "Customer Unavailable"}), 200, None, None),
+    ("seed:E4-completed-before-end", {}, "PUT", MOD, put({"id": RUN, "Status": "Completed"}), 400,
+     "DEPENDENT_MISMATCH", "Status"),
+    ("seed:E4-overdue-before-end", {}, "PUT", MOD, put({"id": S, "Status": "Overdue"}), 400, "DEPENDENT_MISMATCH",
+     "Status"),
+    ("seed:E4-completed-after-end-ok", {}, "PUT", MOD,
+     put({"id": OV, "Status": "Completed", "Job_Sheet_Name": "Delivered",
+          "Job_Sheet_Description__s": "Delivered on time"}), 200, None, None),
+    ("seed:E4-overdue-to-scheduled-needs-reschedule", {}, "PUT", MOD, put({"id": OV, "Status": "Scheduled"}), 400,
+     "DEPENDENT_MISMATCH", "Status"),
+    ("seed:E1-overdue-rescheduled-to-future-ok", {}, "PUT", MOD,
+     put({"id": OV, "Appointment_Start_Time": later(1, 5)}), 200, None, None),
+    ("seed:E5-completed-not-allowed-when-auto", {"mark_as_complete": "auto"}, "PUT", MOD,
+     put({"id": RUN, "Status": "Completed"}), 403, "NOT_ALLOWED", "Status"),
+    ("seed:E6-job-sheet-mandated-name", {"job_sheet_mandatory": True}, "PUT", MOD,
+     put({"id": OV, "Status": "Completed", "Job_Sheet_Description__s": "done"}), 400, "MANDATORY_NOT_FOUND",
+     "Job_Sheet_Name"),
+    ("seed:E6-job-sheet-mandated-description", {"job_sheet_mandatory": True}, "PUT", MOD,
+     put({"id": OV, "Status": "Completed", "Job_Sheet_Name": "done"}), 400, "MANDATORY_NOT_FOUND",
+     "Job_Sheet_Description__s"),
+    ("seed:E6-job-sheet-mandated-ok", {"job_sheet_mandatory": True}, "PUT", MOD,
+     put({"id": OV, "Status": "Completed", "Job_Sheet_Name": "a", "Job_Sheet_Description__s": "b"}), 200, None,
+     None),
+    ("p10.10-job-sheet-needs-completed", {}, "PUT", MOD, put({"id": OV, "Job_Sheet_Name": "a"}), 400,
+     "DEPENDENT_FIELD_MISSING", "Status"),
+    ("seed:E7-cancelled-status-change", {}, "PUT", MOD, put({"id": X, "Status": "Scheduled"}), 403, "NOT_ALLOWED",
+     "Status"),
+    ("seed:E7-cancelled-reschedule", {}, "PUT", MOD, put({"id": X, "Appointment_Start_Time": later(5)}), 403,
+     "NOT_ALLOWED", "Appointment_Start_Time"),
+    ("seed:E7-completed-status-change", {}, "PUT", MOD, put({"id": C, "Status": "Cancelled"}), 403, "NOT_ALLOWED",
+     "Status"),
+    ("seed:E7-completed-reschedule", {}, "PUT", MOD, put({"id": C, "Appointment_Start_Time": later(5)}), 403,
+     "NOT_ALLOWED", "Appointment_Start_Time"),
+    ("p10.11-terminal-other-field", {}, "PUT", MOD, put({"id": C, "Additional_Information": "x"}), 403,
+     "NOT_ALLOWED", "Additional_Information"),
     ("p10.11-resend-same-status-is-noop", {}, "PUT", MOD, put({"id": X, "Status": "Cancelled"}), 200, None, None),
-    (
-        "seed:update-max-100",
-        {},
-        "PUT",
-        MOD,
-        put(*({"id": S, "Additional_Information": str(i)} for i in range(101))),
-        400,
-        "LIMIT_EXCEEDED",
-        None,
-    ),
-    ("seed:put-with-record-id-in-path", {}, "PUT", f"{MOD}/{S}", put({"Additional_Information": "x"}), 200, None, None),
-    (
-        "p4-path-id-and-body-id-differ",
-        {},
-        "PUT",
-        f"{MOD}/{S}",
-        put({"id": O, "Additional_Information": "x"}),
-        400,
-        "INVALID_DATA",
-        "id",
-    ),
+    ("seed:update-max-100", {}, "PUT", MOD, put(*({"id": S, "Additional_Information": str(i)} for i in range(101))),
+     400, "LIMIT_EXCEEDED", None),
+    ("seed:put-with-record-id-in-path", {}, "PUT", f"{MOD}/{S}", put({"Additional_Information": "x"}), 200, None,
+     None),
+    ("p4-path-id-and-body-id-differ", {}, "PUT", f"{MOD}/{S}", put({"id": OV, "Additional_Information": "x"}), 400,
+     "INVALID_DATA", "id"),
     ("seed:invalid-module", {}, "GET", "/crm/v7/Deals?fields=id", None, 400, "INVALID_MODULE", None),
     ("seed:invalid-request-method", {}, "PATCH", MOD, put({"id": S}), 400, "INVALID_REQUEST_METHOD", None),
-    (
-        "seed:invalid-request-method-on-id",
-        {},
-        "POST",
-        f"{MOD}/{S}",
-        put({"id": S}),
-        400,
-        "INVALID_REQUEST_METHOD",
-        None,
-    ),
+    ("seed:invalid-request-method-on-id", {}, "POST", f"{MOD}/{S}", put({"id": S}), 400, "INVALID_REQUEST_METHOD",
+     None),
     ("seed:invalid-url-pattern", {}, "GET", "/crm/v7/settings/nothing_here", None, 404, "INVALID_URL_PATTERN", None),
-    (
-        "p10.2-no-permission-read-only-user",
-        {"read_only_user": True},
-        "PUT",
-        MOD,
-        put({"id": S, "Additional_Information": "x"}),
-        403,
-        "NO_PERMISSION",
-        None,
-    ),
+    ("p10.2-no-permission-read-only-user", {"read_only_user": True}, "PUT", MOD,
+     put({"id": S, "Additional_Information": "x"}), 403, "NO_PERMISSION", None),
     # --- checklist 6: create -------------------------------------------------------------------
     ("p10.6-create-ok", {}, "POST", MOD, put(new_appointment()), 201, None, None),
     *[
-        (
-            f"p10.6-create-mandatory-{key}",
-            {},
-            "POST",
-            MOD,
-            put(new_appointment(**{key: None})),
-            400,
-            "MANDATORY_NOT_FOUND",
-            key,
-        )
-        for key in (
-            "Service_Name",
-            "Appointment_Name",
-            "Appointment_For",
-            "Owner",
-            "Appointment_Start_Time",
-            "Location",
-        )
+        (f"p10.6-create-mandatory-{key}", {}, "POST", MOD, put(new_appointment(**{key: None})), 400,
+         "MANDATORY_NOT_FOUND", key)
+        for key in ("Service_Name", "Appointment_Name", "Appointment_For", "Owner", "Appointment_Start_Time",
+                    "Location")
     ],
-    (
-        "p10.6-create-unknown-service",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Service_Name={"id": UNKNOWN})),
-        400,
-        "INVALID_DATA",
-        "Service_Name",
-    ),
-    (
-        "p10.6-create-appointment-for-module",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Appointment_For={"module": "Deals", "id": CONTACT})),
-        400,
-        "INVALID_DATA",
-        "Appointment_For",
-    ),
-    (
-        "p10.6-create-one-owner-only",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Owner=[{"id": ADMIN}, {"id": "5545974000000393002"}])),
-        400,
-        "INVALID_DATA",
-        "Owner",
-    ),
-    (
-        "p10.6-create-client-address-needs-address",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Location="Client Address")),
-        400,
-        "MANDATORY_NOT_FOUND",
-        "Address",
-    ),
-    (
-        "p10.6-create-client-address-ok",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Location="Client Address", Address="Calle Mayor 1")),
-        201,
-        None,
-        None,
-    ),
-    (
-        "p10.6-create-location-values",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Location="Home")),
-        400,
-        "INVALID_DATA",
-        "Location",
-    ),
-    (
-        "p10.6-create-time-needs-offset",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Appointment_Start_Time="2026-12-01T10:00:00")),
-        400,
-        "INVALID_DATA",
-        "Appointment_Start_Time",
-    ),
-    (
-        "p10.6-create-time-no-z",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Appointment_Start_Time="2026-12-01T10:00:00Z")),
-        400,
-        "INVALID_DATA",
-        "Appointment_Start_Time",
-    ),
-    (
-        "p10.6-create-time-no-fraction",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Appointment_Start_Time="2026-12-01T10:00:00.500+00:00")),
-        400,
-        "INVALID_DATA",
-        "Appointment_Start_Time",
-    ),
-    (
-        "p4-create-status-only-scheduled",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Status="Cancelled")),
-        400,
-        "INVALID_DATA",
-        "Status",
-    ),
-    (
-        "p4-create-no-cancellation-keys",
-        {},
-        "POST",
-        MOD,
-        put(new_appointment(Cancellation_Note="x")),
-        400,
-        "INVALID_DATA",
-        "Cancellation_Note",
-    ),
-    ("p4-create-max-100", {}, "POST", MOD, put(*(new_appointment() for _ in range(101))), 400, "LIMIT_EXCEEDED", None),
+    ("p10.6-create-unknown-service", {}, "POST", MOD, put(new_appointment(Service_Name={"id": UNKNOWN})), 400,
+     "INVALID_DATA", "Service_Name"),
+    ("p10.6-create-appointment-for-module", {}, "POST", MOD,
+     put(new_appointment(Appointment_For={"module": "Deals", "id": CONTACT})), 400, "INVALID_DATA",
+     "Appointment_For"),
+    ("p10.6-create-one-owner-only", {}, "POST", MOD,
+     put(new_appointment(Owner=[{"id": ADMIN}, {"id": "5545974000000393002"}])), 400, "INVALID_DATA", "Owner"),
+    ("p10.6-create-client-address-needs-address", {}, "POST", MOD,
+     put(new_appointment(Location="Client Address")), 400, "MANDATORY_NOT_FOUND", "Address"),
+    ("p10.6-create-client-address-ok", {}, "POST", MOD,
+     put(new_appointment(Location="Client Address", Address="Calle Mayor 1")), 201, None, None),
+    ("p10.6-create-location-values", {}, "POST", MOD, put(new_appointment(Location="Home")), 400, "INVALID_DATA",
+     "Location"),
+    ("p10.6-create-time-needs-offset", {}, "POST", MOD,
+     put(new_appointment(Appointment_Start_Time="2026-12-01T10:00:00")), 400, "INVALID_DATA",
+     "Appointment_Start_Time"),
+    ("p10.6-create-time-no-z", {}, "POST", MOD, put(new_appointment(Appointment_Start_Time="2026-12-01T10:00:00Z")),
+     400, "INVALID_DATA", "Appointment_Start_Time"),
+    ("p10.6-create-time-no-fraction", {}, "POST", MOD,
+     put(new_appointment(Appointment_Start_Time="2026-12-01T10:00:00.500+00:00")), 400, "INVALID_DATA",
+     "Appointment_Start_Time"),
+    ("p4-create-status-only-scheduled", {}, "POST", MOD, put(new_appointment(Status="Cancelled")), 400,
+     "INVALID_DATA", "Status"),
+    ("p4-create-no-cancellation-keys", {}, "POST", MOD, put(new_appointment(Cancellation_Note="x")), 400,
+     "INVALID_DATA", "Cancellation_Note"),
+    ("p4-create-max-100", {}, "POST", MOD, put(*(new_appointment() for _ in range(101))), 400, "LIMIT_EXCEEDED",
+     None),
     # --- checklist 7: per-record results --------------------------------------------------------
-    (
-        "p10.7-mixed-batch-202",
-        {},
-        "PUT",
-        MOD,
-        put({"id": S, "Additional_Information": "x"}, {"id": UNKNOWN, "Status": "Cancelled"}),
-        202,
-        None,
-        None,
-    ),
-    (
-        "p10.7-all-fail-first-error-status",
-        {},
-        "PUT",
-        MOD,
-        put({"id": C, "Status": "Cancelled"}, {"id": UNKNOWN, "Status": "Cancelled"}),
-        403,
-        "NOT_ALLOWED",
-        "Status",
-    ),
+    ("p10.7-mixed-batch-202", {}, "PUT", MOD,
+     put({"id": S, "Additional_Information": "x"}, {"id": UNKNOWN, "Status": "Cancelled"}), 202, None, None),
+    ("p10.7-all-fail-first-error-status", {}, "PUT", MOD,
+     put({"id": C, "Status": "Cancelled"}, {"id": UNKNOWN, "Status": "Cancelled"}), 403, "NOT_ALLOWED", "Status"),
     # --- checklist 4 and 5: lists, reads, search -------------------------------------------------
     ("p10.4-fields-mandatory", {}, "GET", MOD, None, 400, "REQUIRED_PARAM_MISSING", None),
-    (
-        "p10.4-fields-at-most-50",
-        {},
-        "GET",
-        MOD + "?fields=" + ",".join(["id"] * 1 + [f"F{i}" for i in range(50)]),
-        None,
-        400,
-        "LIMIT_EXCEEDED",
-        None,
-    ),
-    ("p10.4-sort-by-values", {}, "GET", MOD + "?fields=id&sort_by=Appointment_Name", None, 400, "INVALID_DATA", None),
-    (
-        "p10.4-discrete-pagination-2000",
-        {},
-        "GET",
-        MOD + "?fields=id&per_page=200&page=11",
-        None,
-        400,
-        "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
-        None,
-    ),
-    (
-        "p10.4-page-with-page-token",
-        {},
-        "GET",
-        MOD + "?fields=id&page=1&page_token=abc",
-        None,
-        400,
-        "INVALID_DATA",
-        None,
-    ),
-    (
-        "p10.5-ids-at-most-100",
-        {},
-        "GET",
-        MOD + "?fields=id&ids=" + ",".join([S] * 101),
-        None,
-        400,
-        "LIMIT_EXCEEDED",
-        None,
-    ),
+    ("p10.4-fields-at-most-50", {}, "GET", MOD + "?fields=" + ",".join(["id"] + [f"F{i}" for i in range(50)]),
+     None, 400, "LIMIT_EXCEEDED", None),
+    ("p10.4-sort-by-values", {}, "GET", MOD + "?fields=id&sort_by=Appointment_Name", None, 400, "INVALID_DATA",
+     None),
+    ("p10.4-discrete-pagination-2000", {}, "GET", MOD + "?fields=id&per_page=200&page=11", None, 400,
+     "DISCRETE_PAGINATION_LIMIT_EXCEEDED", None),
+    ("p10.4-page-with-page-token", {}, "GET", MOD + "?fields=id&page=1&page_token=abc", None, 400, "INVALID_DATA",
+     None),
+    ("p10.5-ids-at-most-100", {}, "GET", MOD + "?fields=id&ids=" + ",".join([S] * 101), None, 400,
+     "LIMIT_EXCEEDED", None),
     ("p10.5-unknown-id-204", {}, "GET", f"{MOD}/{UNKNOWN}", None, 204, None, None),
     ("p10.5-unknown-ids-204", {}, "GET", f"{MOD}?fields=id&ids={UNKNOWN}", None, 204, None, None),
     ("p10.4-search-criteria-mandatory", {}, "GET", f"{MOD}/search", None, 400, "REQUIRED_PARAM_MISSING", None),
-    (
-        "p10.4-search-unsupported-field",
-        {},
-        "GET",
-        f"{MOD}/search?criteria=(Owner:equals:1)",
-        None,
-        400,
-        "INVALID_QUERY",
-        "Owner",
-    ),
-    ("p10.4-search-none-204", {}, "GET", f"{MOD}/search?criteria=(Syncd_Id:equals:apt_none)", None, 204, None, None),
+    ("p10.4-search-unsupported-field", {}, "GET", f"{MOD}/search?criteria=(Owner:equals:1)", None, 400,
+     "INVALID_QUERY", "Owner"),
+    ("p10.4-search-none-204", {}, "GET", f"{MOD}/search?criteria=(Syncd_Id:equals:apt_none)", None, 204, None,
+     None),
     ("p10.4-deleted-type-values", {}, "GET", f"{MOD}/deleted?type=bin", None, 400, "INVALID_DATA", None),
     # --- checklist 13: watch ---------------------------------------------------------------------
-    (
-        "p10.13-watch-expiry-over-7-days",
-        {},
-        "POST",
-        "/crm/v7/actions/watch",
-        {
-            "watch": [
-                {
-                    "channel_id": 1,
-                    "events": ["Appointments__s.all"],
-                    "channel_expiry": later(8),
-                    "token": "t",
-                    "notify_url": "http://127.0.0.1:9/hook",
-                }
-            ]
-        },
-        400,
-        "INVALID_DATA",
-        "channel_expiry",
-    ),
-    (
-        "p10.13-watch-expiry-in-past",
-        {},
-        "POST",
-        "/crm/v7/actions/watch",
-        {
-            "watch": [
-                {
-                    "channel_id": 1,
-                    "events": ["Appointments__s.all"],
-                    "channel_expiry": later(-1),
-                    "token": "t",
-                    "notify_url": "http://127.0.0.1:9/hook",
-                }
-            ]
-        },
-        400,
-        "INVALID_DATA",
-        "channel_expiry",
-    ),
-    (
-        "p10.13-watch-token-max-50",
-        {},
-        "POST",
-        "/crm/v7/actions/watch",
-        {
-            "watch": [
-                {
-                    "channel_id": 1,
-                    "events": ["Appointments__s.all"],
-                    "token": "t" * 51,
-                    "notify_url": "http://127.0.0.1:9/hook",
-                }
-            ]
-        },
-        400,
-        "INVALID_DATA",
-        "token",
-    ),
-    (
-        "p10.13-watch-ok-default-expiry",
-        {},
-        "POST",
-        "/crm/v7/actions/watch",
-        {
-            "watch": [
-                {
-                    "channel_id": 1,
-                    "events": ["Appointments__s.all"],
-                    "token": "t",
-                    "notify_url": "http://127.0.0.1:9/hook",
-                }
-            ]
-        },
-        200,
-        None,
-        None,
-    ),
+    ("p10.13-watch-expiry-over-7-days", {}, "POST", "/crm/v7/actions/watch",
+     {"watch": [{"channel_id": 1, "events": ["Appointments__s.all"], "channel_expiry": later(8),
+                 "token": "t", "notify_url": "http://127.0.0.1:9/hook"}]}, 400, "INVALID_DATA", "channel_expiry"),
+    ("p10.13-watch-expiry-in-past", {}, "POST", "/crm/v7/actions/watch",
+     {"watch": [{"channel_id": 1, "events": ["Appointments__s.all"], "channel_expiry": later(-1),
+                 "token": "t", "notify_url": "http://127.0.0.1:9/hook"}]}, 400, "INVALID_DATA", "channel_expiry"),
+    ("p10.13-watch-token-max-50", {}, "POST", "/crm/v7/actions/watch",
+     {"watch": [{"channel_id": 1, "events": ["Appointments__s.all"], "token": "t" * 51,
+                 "notify_url": "http://127.0.0.1:9/hook"}]}, 400, "INVALID_DATA", "token"),
+    ("p10.13-watch-ok-default-expiry", {}, "POST", "/crm/v7/actions/watch",
+     {"watch": [{"channel_id": 1, "events": ["Appointments__s.all"], "token": "t",
+                 "notify_url": "http://127.0.0.1:9/hook"}]}, 200, None, None),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -807,9 +301,9 @@ async def test_cancel_sets_defaults_and_overdue_reschedule_becomes_scheduled(zoh
     await zoho.call("PUT", MOD, put({"id": S, "Status": "Cancelled"}))
     rec = await zoho.get(S)
     assert (rec["Status"], rec["Cancellation_Reason"], rec["Cancellation_Note"]) == ("Cancelled", "By Customer", None)
-    assert (await zoho.get(O))["Status"] == "Overdue"
-    await zoho.call("PUT", MOD, put({"id": O, "Appointment_Start_Time": later(2)}))
-    assert (await zoho.get(O))["Status"] == "Scheduled"
+    assert (await zoho.get(OV))["Status"] == "Overdue"
+    await zoho.call("PUT", MOD, put({"id": OV, "Appointment_Start_Time": later(2)}))
+    assert (await zoho.get(OV))["Status"] == "Scheduled"
 
 
 async def test_create_sets_end_and_defaults(zoho: Zoho) -> None:
@@ -961,7 +455,7 @@ async def test_incremental_poll_keyset_over_pages(zoho: Zoho) -> None:
     since = iso(NOW - timedelta(hours=1))
     seen: list[str] = []
     params = {"fields": "id,Modified_Time", "per_page": "200", "sort_by": "Modified_Time", "sort_order": "asc"}
-    cursor, ties = since, set()
+    cursor, ties = since, set[str]()
     for _ in range(10):
         status, body, _ = await zoho.call(
             "GET", MOD, params={**params, "page": "1"}, headers={**zoho.auth(), "If-Modified-Since": cursor}
@@ -984,7 +478,7 @@ async def test_incremental_poll_keyset_over_pages(zoho: Zoho) -> None:
     status, body, _ = await zoho.call(
         "GET", MOD, params={**params, "page": "1"}, headers={**zoho.auth(), "If-Modified-Since": cursor}
     )
-    assert status == 200 and {r["id"] for r in body["data"]} <= ties | {S, O, RUN}
+    assert status == 200 and {r["id"] for r in body["data"]} <= ties | {S, OV, RUN}
     far = iso(NOW + timedelta(days=30))
     status, body, _ = await zoho.call("GET", MOD, params=params, headers={**zoho.auth(), "If-Modified-Since": far})
     assert (status, body) == (304, None)
@@ -1003,8 +497,8 @@ async def test_page_token_beyond_2000(zoho: Zoho) -> None:
 
 
 async def test_batch_read_and_single_read(zoho: Zoho) -> None:
-    status, body, _ = await zoho.call("GET", MOD, params={"ids": f"{S},{UNKNOWN},{O}", "fields": "id,Status"})
-    assert status == 200 and [r["id"] for r in body["data"]] == [S, O]
+    status, body, _ = await zoho.call("GET", MOD, params={"ids": f"{S},{UNKNOWN},{OV}", "fields": "id,Status"})
+    assert status == 200 and [r["id"] for r in body["data"]] == [S, OV]
     assert set(body["data"][0]) == {"id", "Status"}
     rec = await zoho.get(S)
     assert list(rec)[:3] == ["id", "Appointment_Name", "Appointment_For"] and "Syncd_Id" in rec
@@ -1067,7 +561,7 @@ async def test_watch_callbacks(zoho: Zoho, receiver: Receiver) -> None:
     event = body["watch"][0]["details"]["events"][0]
     assert body["watch"][0]["message"] == "Successfully subscribed for actions-watch of the given module"
     assert event["resource_name"] == "Appointments__s" and event["channel_id"] == 1000000068001
-    status, created, _ = await zoho.call("POST", MOD, put(new_appointment()))
+    _, created, _ = await zoho.call("POST", MOD, put(new_appointment()))
     new_id = created["data"][0]["details"]["id"]
     await zoho.call("PUT", MOD, put({"id": S, "Additional_Information": "a"}, {"id": R, "Additional_Information": "b"}))
     await zoho.call("PUT", MOD, put({"id": S, "Additional_Information": "a"}))  # unchanged: no callback
@@ -1173,8 +667,8 @@ async def test_fault_mutate_before_batch(zoho: Zoho) -> None:
     await zoho.call("PUT", MOD, put({"id": S, "Additional_Information": "a"}, {"id": R, "Additional_Information": "b"}))
     s, r = await zoho.get(S), await zoho.get(R)
     assert s["Address"] == "other" and r["Address"] == "other" and s["Modified_Time"] > v0
-    await zoho.call("PUT", MOD, put({"id": O, "Additional_Information": "c"}))
-    assert (await zoho.get(O))["Address"] is None  # fired once only
+    await zoho.call("PUT", MOD, put({"id": OV, "Additional_Information": "c"}))
+    assert (await zoho.get(OV))["Address"] is None  # fired once only
 
 
 # --- faults: Zoho's own kinds --------------------------------------------------------------------------
@@ -1231,7 +725,7 @@ async def test_fault_channel_expired_and_notify_drop(zoho: Zoho, receiver: Recei
 
 
 async def test_fault_search_lag(zoho: Zoho) -> None:
-    _, created, _ = await zoho.call("POST", MOD, put(new_appointment(Syncd_Id="apt_lag")))
+    await zoho.call("POST", MOD, put(new_appointment(Syncd_Id="apt_lag")))
     await _fault(zoho, {"method": "GET", "path": f"{MOD}/search"}, {"type": "search_lag", "seconds": 10})
     params = {"criteria": "(Syncd_Id:equals:apt_lag)"}
     statuses = [(await zoho.call("GET", f"{MOD}/search", params=params))[0] for _ in range(3)]
@@ -1249,7 +743,7 @@ async def test_credits_per_day_rolling_window() -> None:
             await z.login()  # the token route costs nothing
             statuses = [(await z.call("GET", f"{MOD}/{S}"))[0] for _ in range(4)]
             assert statuses == [204, 204, 204, 429]
-            status, body, headers = await z.call("GET", f"{MOD}/{S}")
+            _, body, headers = await z.call("GET", f"{MOD}/{S}")
             assert body["message"] == "API credits exhausted" and 86000 < int(headers["Retry-After"]) <= 86400
             running.sandbox.clock.advance(86400)
             await z.login()

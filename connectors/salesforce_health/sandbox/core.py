@@ -225,8 +225,11 @@ class SalesforceHealthSandbox(SandboxBase):
             records.append(item)
             if rec["_deleted_at"] is None:
                 rows.extend(self._assigned_rows(rec, API_VERSIONS[0]))
-        refs = [copy.deepcopy(ref) for ref in self.refs.values()]
-        return {"records": records + rows + refs}
+        # reference data under its own keys, by sObject type (VENDORS "Sandbox control API")
+        out: dict[str, Any] = {"records": records, "AssignedResource": rows}
+        for ref in self.refs.values():
+            out.setdefault(str(ref.get("attributes", {}).get("type")), []).append(copy.deepcopy(ref))
+        return out
 
     # -- seeding / mutation -------------------------------------------------------------------
     def seed(self, body: dict[str, Any]) -> None:
@@ -234,6 +237,13 @@ class SalesforceHealthSandbox(SandboxBase):
         deletes = body.get("delete", [])
         if not isinstance(records, list) or not isinstance(deletes, list):
             raise ValueError("records and delete must be lists")
+        extra_keys = [k for k in body if k not in ("records", "delete")]
+        for key in extra_keys:  # reference data under its own keys, as GET /_sandbox/records shows it
+            if key not in REF_TYPES and key != "AssignedResource":
+                raise ValueError(f"{key}: unknown key (expected records, delete or a reference type)")
+            if not isinstance(body[key], list):
+                raise ValueError(f"{key} must be a list")
+            records = [*records, *body[key]]
         for item in records:
             if not isinstance(item, dict) or not isinstance(item.get("attributes"), dict):
                 raise ValueError("each record needs an object 'attributes' with a 'type'")

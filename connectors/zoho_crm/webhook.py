@@ -1,0 +1,60 @@
+"""Zoho watch-channel callbacks (VENDORS.md "Zoho CRM" part 2 (a)): verification and parsing.
+
+Zoho's own scheme applies, not the generic HMAC one: the callback body echoes the channel's
+``token`` (= ``webhook_secret``), its ``channel_id`` and the ``module``. A body that is not JSON is
+a 400 before the token check (CONTRACT section 7); a wrong token, channel or module is a 401.
+Callbacks carry ids only: insert/update ids are re-read, delete ids are marked deleted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from syncd.connector import WebhookDelivery, WebhookEvent
+from syncd.errors import WebhookError
+
+__all__ = ["parse_callback"]
+
+_OPERATIONS = frozenset({"insert", "update", "delete"})
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def parse_callback(body: bytes, *, secret: str | None, channel_id: str | None, module: str) -> WebhookDelivery:
+    """Verify one callback and return its events (ids to re-read, deletions)."""
+    if not secret:
+        raise WebhookError(404, "webhooks_disabled", "webhooks are disabled for this connector")
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookError(400, "malformed_body", "the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookError(400, "malformed_body", "the body is not a JSON object")
+    token = payload.get("token")
+    if not isinstance(token, str) or not token:
+        raise WebhookError(401, "token_missing", "the callback carries no token")
+    if not _same(token, secret):
+        raise WebhookError(401, "token_mismatch", "the callback token does not match")
+    got_channel = payload.get("channel_id")
+    if channel_id is None or got_channel is None or not _same(str(got_channel), str(channel_id)):
+        raise WebhookError(401, "channel_mismatch", "the callback names an unknown watch channel")
+    if payload.get("module") != module:
+        raise WebhookError(401, "module_mismatch", "the callback is for another module")
+    ids = payload.get("ids")
+    operation = payload.get("operation")
+    if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
+        raise WebhookError(400, "malformed_body", "ids must be a list of record ids")
+    if operation not in _OPERATIONS:
+        raise WebhookError(400, "malformed_body", "unknown operation")
+    deleted = operation == "delete"
+    events = [WebhookEvent(external_id=str(i), deleted=deleted) for i in dict.fromkeys(str(i) for i in ids)]
+    server_time = payload.get("server_time")
+    return WebhookDelivery(
+        events=events,
+        dedup_key=None,  # Zoho callbacks carry no event id: the receiver hashes timestamp + body
+        signed_timestamp=str(server_time) if isinstance(server_time, (int, str)) else None,
+    )
