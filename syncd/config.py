@@ -1,15 +1,47 @@
 """Typed, immutable configuration (CONTRACT section 2).
 
-FOUNDATION HELPER: the loader (`load_config`) and all validation go here, keeping these
-dataclasses' names and fields (connectors and the engine already use them).
+``load_config`` reads the TOML file once at start-up, replaces every ``${NAME}`` with the
+environment variable NAME, validates every key and returns frozen objects. Every problem found is
+reported (not only the first), one line each, as ``<dotted.key>: <message>``, through a single
+:class:`syncd.errors.ConfigError`; the CLI prints the lines and exits 2 before any I/O.
+
+Secrets (auth keys, webhook secrets, the console token, a password inside the ledger URL) are held
+so that printing the config object never shows them.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from syncd.errors import ConfigError
+from syncd.model import SYNC_FIELDS
 from syncd.secret import Secret
+
+__all__ = [
+    "AUTH_KEYS",
+    "CONNECTOR_NAME_RE",
+    "CONNECTOR_TYPES",
+    "TYPE_DEFAULTS",
+    "Config",
+    "ConnectorConfig",
+    "LedgerConfig",
+    "LogConfig",
+    "ServerConfig",
+    "SyncGroup",
+    "load_config",
+    "mask_url",
+    "parse_config",
+    "resolve_config_path",
+]
 
 CONNECTOR_TYPES = ("salesforce_health", "zoho_crm", "saludya", "onlive", "dentally")
 
@@ -24,8 +56,52 @@ AUTH_KEYS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True)
+class TypeDefaults:
+    """Per-type defaults for keys a connector table may leave out (VENDORS.md part 1 of each section)."""
+
+    poll_interval: float
+    max_requests_per_second: float
+    timezone: str | None
+    """None: the key is required for this type (no safe default)."""
+
+
+TYPE_DEFAULTS: dict[str, TypeDefaults] = {
+    "salesforce_health": TypeDefaults(60.0, 5.0, "UTC"),
+    "zoho_crm": TypeDefaults(120.0, 2.0, "UTC"),
+    "saludya": TypeDefaults(300.0, 0.08, None),
+    "onlive": TypeDefaults(60.0, 1.0, "UTC"),
+    "dentally": TypeDefaults(60.0, 1.0, "Europe/London"),
+}
+_FALLBACK_DEFAULTS = TypeDefaults(60.0, 5.0, "UTC")
+
+CONNECTOR_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_ENV_RE = re.compile(r"\$\{([^}]*)\}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+LEDGER_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``: safe to print and log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc
+    userinfo, _, hostport = netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
+
+
+@dataclass(frozen=True)
 class LedgerConfig:
     url: str = "sqlite+aiosqlite:///./syncd.db"
+
+    def __repr__(self) -> str:
+        return f"LedgerConfig(url={mask_url(self.url)!r})"
 
 
 @dataclass(frozen=True)
@@ -34,6 +110,8 @@ class ServerConfig:
     port: int = 8080
     max_body_bytes: int = 1_048_576
     public_url: str | None = None
+    console_token: Secret | None = None
+    """Accepted for the planned operator console; unused for now (CONTRACT section 5)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +144,7 @@ class SyncGroup:
     members: tuple[str, ...]
     create_in: tuple[str, ...]
     owners: Mapping[str, str]
+    """Every canonical sync field -> owning member, or ``"*"`` (most recent change wins)."""
 
 
 @dataclass(frozen=True)
@@ -76,3 +155,471 @@ class Config:
     connectors: Mapping[str, ConnectorConfig]
     sync: tuple[SyncGroup, ...]
     path: str | None = None
+
+    def group_of(self, connector: str) -> SyncGroup | None:
+        """The sync group ``connector`` belongs to (a connector is in at most one)."""
+        for group in self.sync:
+            if connector in group.members:
+                return group
+        return None
+
+
+def resolve_config_path(cli_value: str | None) -> str:
+    """``--config`` if given, else ``$SYNCD_CONFIG``, else ``./config.toml``."""
+    if cli_value:
+        return cli_value
+    return os.environ.get("SYNCD_CONFIG") or "config.toml"
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate the config file; raise ConfigError listing every problem."""
+    resolved = resolve_config_path(path)
+    try:
+        text = Path(resolved).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"config: file not found: {resolved}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"config: cannot read {resolved}: {type(exc).__name__}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config: invalid TOML: {exc}"]) from None
+    return parse_config(raw, env=env, path=resolved)
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, path: str | None = None) -> Config:
+    """Validate an already parsed TOML document (see :func:`load_config`)."""
+    return _Parser(os.environ if env is None else env).parse(raw, path)
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+class _Parser:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        #: connector names declared with a valid name (even if their table has problems), so that
+        #: a broken connector is not reported a second time as a dangling reference
+        self.declared: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}")
+
+    # primitive readers: each returns _MISSING after recording a problem (or when absent)
+    def interpolate(self, key: str, value: str) -> str | _Missing:
+        missing: list[str] = []
+
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if not _ENV_NAME_RE.fullmatch(name):
+                missing.append(f"invalid variable reference ${{{name}}}")
+                return ""
+            if name not in self.env:
+                missing.append(f"environment variable {name} is not set")
+                return ""
+            return self.env[name]
+
+        result = _ENV_RE.sub(repl, value)
+        for message in missing:
+            self.fail(key, message)
+        return _MISSING if missing else result
+
+    def table(self, key: str, value: object) -> Mapping[str, Any] | _Missing:
+        if not isinstance(value, Mapping):
+            self.fail(key, f"expected a table, got {_type_name(value)}")
+            return _MISSING
+        return value
+
+    def unknown_keys(self, prefix: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+        for name in table:
+            if name not in allowed:
+                self.fail(f"{prefix}.{name}" if prefix else name, "unknown key")
+
+    def string(self, key: str, value: object) -> str | _Missing:
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, got {_type_name(value)}")
+            return _MISSING
+        return self.interpolate(key, value)
+
+    def integer(
+        self, key: str, value: object, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int | _Missing:
+        if isinstance(value, str) and "${" in value:
+            text = self.interpolate(key, value)
+            if isinstance(text, _Missing):
+                return _MISSING
+            try:
+                value = int(text)
+            except ValueError:
+                self.fail(key, "expected an integer")
+                return _MISSING
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"expected an integer, got {_type_name(value)}")
+            return _MISSING
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be >= {minimum}, got {value}")
+            return _MISSING
+        if maximum is not None and value > maximum:
+            self.fail(key, f"must be <= {maximum}, got {value}")
+            return _MISSING
+        return value
+
+    def number(self, key: str, value: object) -> float | _Missing:
+        if isinstance(value, str) and "${" in value:
+            text = self.interpolate(key, value)
+            if isinstance(text, _Missing):
+                return _MISSING
+            try:
+                value = float(text)
+            except ValueError:
+                self.fail(key, "expected a number")
+                return _MISSING
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, f"expected a number, got {_type_name(value)}")
+            return _MISSING
+        if value != value or value in (float("inf"), float("-inf")):
+            self.fail(key, "expected a finite number")
+            return _MISSING
+        return float(value)
+
+    def choice(self, key: str, value: object, choices: tuple[str, ...]) -> str | _Missing:
+        text = self.string(key, value)
+        if isinstance(text, _Missing):
+            return _MISSING
+        if text not in choices:
+            self.fail(key, f"must be one of {', '.join(choices)}, got {text!r}")
+            return _MISSING
+        return text
+
+    def http_url(self, key: str, value: object) -> str | _Missing:
+        text = self.string(key, value)
+        if isinstance(text, _Missing):
+            return _MISSING
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.fail(key, "must be an http:// or https:// URL")
+            return _MISSING
+        return text
+
+    def string_list(self, key: str, value: object) -> list[str] | _Missing:
+        if not isinstance(value, list):
+            self.fail(key, f"expected an array of strings, got {_type_name(value)}")
+            return _MISSING
+        out: list[str] = []
+        ok = True
+        for index, item in enumerate(value):
+            text = self.string(f"{key}[{index}]", item)
+            if isinstance(text, _Missing):
+                ok = False
+            else:
+                out.append(text)
+        return out if ok else _MISSING
+
+    # sections -----------------------------------------------------------------------------------
+    def parse(self, raw: Mapping[str, Any], path: str | None) -> Config:
+        self.unknown_keys("", raw, ("ledger", "server", "log", "connectors", "sync"))
+        ledger = self.ledger(raw.get("ledger", {}))
+        server = self.server(raw.get("server", {}))
+        log = self.log(raw.get("log", {}))
+        connectors = self.connectors(raw.get("connectors", _MISSING))
+        groups = self.groups(raw.get("sync", []), connectors)
+        if self.problems:
+            raise ConfigError(self.problems)
+        assert ledger is not None and server is not None and log is not None
+        return Config(
+            ledger=ledger,
+            server=server,
+            log=log,
+            connectors=MappingProxyType(connectors),
+            sync=tuple(groups),
+            path=path,
+        )
+
+    def ledger(self, value: object) -> LedgerConfig | None:
+        table = self.table("ledger", value)
+        if isinstance(table, _Missing):
+            return None
+        self.unknown_keys("ledger", table, ("url",))
+        if "url" not in table:
+            return LedgerConfig()
+        url = self.string("ledger.url", table["url"])
+        if isinstance(url, _Missing):
+            return None
+        if not url.startswith(LEDGER_SCHEMES):
+            self.fail("ledger.url", f"must start with {' or '.join(LEDGER_SCHEMES)}")
+            return None
+        return LedgerConfig(url=url)
+
+    def server(self, value: object) -> ServerConfig | None:
+        table = self.table("server", value)
+        if isinstance(table, _Missing):
+            return None
+        self.unknown_keys("server", table, ("host", "port", "max_body_bytes", "public_url", "console_token"))
+        defaults = ServerConfig()
+        host = self.string("server.host", table.get("host", defaults.host))
+        port = self.integer("server.port", table.get("port", defaults.port), minimum=0, maximum=65535)
+        max_body = self.integer(
+            "server.max_body_bytes", table.get("max_body_bytes", defaults.max_body_bytes), minimum=1
+        )
+        public_url: str | _Missing | None = None
+        if "public_url" in table:
+            public_url = self.http_url("server.public_url", table["public_url"])
+        token: str | _Missing | None = None
+        if "console_token" in table:
+            token = self.string("server.console_token", table["console_token"])
+        if any(isinstance(v, _Missing) for v in (host, port, max_body, public_url, token)):
+            return None
+        assert isinstance(host, str) and isinstance(port, int) and isinstance(max_body, int)
+        return ServerConfig(
+            host=host,
+            port=port,
+            max_body_bytes=max_body,
+            public_url=public_url if isinstance(public_url, str) else None,
+            console_token=Secret(token) if isinstance(token, str) else None,
+        )
+
+    def log(self, value: object) -> LogConfig | None:
+        table = self.table("log", value)
+        if isinstance(table, _Missing):
+            return None
+        self.unknown_keys("log", table, ("level", "format"))
+        level = self.choice("log.level", table.get("level", "info"), LOG_LEVELS)
+        fmt = self.choice("log.format", table.get("format", "json"), LOG_FORMATS)
+        if isinstance(level, _Missing) or isinstance(fmt, _Missing):
+            return None
+        return LogConfig(level=level, format=fmt)
+
+    def connectors(self, value: object) -> dict[str, ConnectorConfig]:
+        if isinstance(value, _Missing):
+            self.fail("connectors", "at least one connector is required")
+            return {}
+        table = self.table("connectors", value)
+        if isinstance(table, _Missing):
+            return {}
+        if not table:
+            self.fail("connectors", "at least one connector is required")
+        out: dict[str, ConnectorConfig] = {}
+        for name, body in table.items():
+            key = f"connectors.{name}"
+            if not CONNECTOR_NAME_RE.fullmatch(name):
+                self.fail(key, "connector name must match [a-z][a-z0-9_]{0,31}")
+                continue
+            self.declared.add(name)
+            conn = self.connector(key, name, body)
+            if conn is not None:
+                out[name] = conn
+        return out
+
+    def connector(self, key: str, name: str, value: object) -> ConnectorConfig | None:
+        table = self.table(key, value)
+        if isinstance(table, _Missing):
+            return None
+        if "type" not in table:
+            self.fail(f"{key}.type", f"required key is missing (one of {', '.join(CONNECTOR_TYPES)})")
+            return None
+        ctype = self.choice(f"{key}.type", table["type"], CONNECTOR_TYPES)
+        if isinstance(ctype, _Missing):
+            return None
+        auth_keys = AUTH_KEYS[ctype]
+        common = (
+            "type",
+            "base_url",
+            "poll_interval",
+            "timezone",
+            "webhook_secret",
+            "max_requests_per_second",
+            "window_past_days",
+            "window_future_days",
+        )
+        self.unknown_keys(key, table, common + auth_keys)
+        defaults = TYPE_DEFAULTS.get(ctype, _FALLBACK_DEFAULTS)
+        before = len(self.problems)
+
+        base_url: str | _Missing = _MISSING
+        if "base_url" not in table:
+            self.fail(f"{key}.base_url", "required key is missing")
+        else:
+            base_url = self.http_url(f"{key}.base_url", table["base_url"])
+
+        poll = self.number(f"{key}.poll_interval", table.get("poll_interval", defaults.poll_interval))
+        if isinstance(poll, float) and poll < 0:
+            self.fail(f"{key}.poll_interval", "must be >= 0 (0 = never poll)")
+        rps = self.number(
+            f"{key}.max_requests_per_second",
+            table.get("max_requests_per_second", defaults.max_requests_per_second),
+        )
+        if isinstance(rps, float) and rps <= 0:
+            self.fail(f"{key}.max_requests_per_second", "must be a positive number")
+
+        timezone: str | _Missing = _MISSING
+        if "timezone" in table:
+            timezone = self.timezone(f"{key}.timezone", table["timezone"])
+        elif defaults.timezone is None:
+            self.fail(f"{key}.timezone", f"required for type {ctype} (the clinic's IANA zone)")
+        else:
+            timezone = defaults.timezone
+
+        webhook_secret: Secret | None = None
+        if "webhook_secret" in table:
+            secret = self.string(f"{key}.webhook_secret", table["webhook_secret"])
+            if isinstance(secret, str):
+                if secret:
+                    webhook_secret = Secret(secret)
+                else:
+                    self.fail(f"{key}.webhook_secret", "must not be empty (leave the key out to disable webhooks)")
+
+        past = self.integer(f"{key}.window_past_days", table.get("window_past_days", 7), minimum=0)
+        future = self.integer(f"{key}.window_future_days", table.get("window_future_days", 90), minimum=0)
+
+        auth: dict[str, Secret] = {}
+        for auth_key in auth_keys:
+            if auth_key not in table:
+                self.fail(f"{key}.{auth_key}", f"required for type {ctype}")
+                continue
+            text = self.string(f"{key}.{auth_key}", table[auth_key])
+            if isinstance(text, str):
+                if text:
+                    auth[auth_key] = Secret(text)
+                else:
+                    self.fail(f"{key}.{auth_key}", "must not be empty")
+
+        if len(self.problems) != before:
+            return None
+        assert isinstance(base_url, str) and isinstance(poll, float) and isinstance(rps, float)
+        assert isinstance(timezone, str) and isinstance(past, int) and isinstance(future, int)
+        return ConnectorConfig(
+            name=name,
+            type=ctype,
+            base_url=base_url,
+            poll_interval=poll,
+            timezone=timezone,
+            webhook_secret=webhook_secret,
+            max_requests_per_second=rps,
+            window_past_days=past,
+            window_future_days=future,
+            auth=MappingProxyType(auth),
+        )
+
+    def timezone(self, key: str, value: object) -> str | _Missing:
+        text = self.string(key, value)
+        if isinstance(text, _Missing):
+            return _MISSING
+        try:
+            ZoneInfo(text)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.fail(key, f"unknown IANA time zone {text!r}")
+            return _MISSING
+        return text
+
+    def groups(self, value: object, connectors: Mapping[str, ConnectorConfig]) -> list[SyncGroup]:
+        if not isinstance(value, list):
+            self.fail("sync", f"expected an array of tables ([[sync]]), got {_type_name(value)}")
+            return []
+        groups: list[SyncGroup] = []
+        names: set[str] = set()
+        member_of: dict[str, str] = {}
+        for index, body in enumerate(value):
+            key = f"sync[{index}]"
+            group = self.group(key, body, connectors)
+            if group is None:
+                continue
+            if group.name in names:
+                self.fail(f"{key}.name", f"duplicate sync group name {group.name!r}")
+                continue
+            names.add(group.name)
+            clash = False
+            for member in group.members:
+                if member in member_of:
+                    self.fail(f"{key}.members", f"connector {member!r} is already in sync group {member_of[member]!r}")
+                    clash = True
+            if clash:
+                continue
+            member_of.update(dict.fromkeys(group.members, group.name))
+            groups.append(group)
+        return groups
+
+    def group(self, key: str, value: object, connectors: Mapping[str, ConnectorConfig]) -> SyncGroup | None:
+        table = self.table(key, value)
+        if isinstance(table, _Missing):
+            return None
+        self.unknown_keys(key, table, ("name", "members", "create_in", "owners"))
+        before = len(self.problems)
+        name: str | _Missing = _MISSING
+        if "name" not in table:
+            self.fail(f"{key}.name", "required key is missing")
+        else:
+            name = self.string(f"{key}.name", table["name"])
+            if isinstance(name, str) and not name:
+                self.fail(f"{key}.name", "must not be empty")
+        members: list[str] | _Missing = _MISSING
+        if "members" not in table:
+            self.fail(f"{key}.members", "required key is missing")
+        else:
+            members = self.string_list(f"{key}.members", table["members"])
+        if isinstance(members, list):
+            self.references(f"{key}.members", members, "connector", self.declared)
+            if len(set(members)) != len(members):
+                self.fail(f"{key}.members", "a connector is listed twice")
+            elif len(members) < 2:
+                self.fail(f"{key}.members", "a sync group needs at least 2 members")
+        member_set = set(members) if isinstance(members, list) else set()
+        create_in: list[str] | _Missing = list(members) if isinstance(members, list) else _MISSING
+        if "create_in" in table:
+            create_in = self.string_list(f"{key}.create_in", table["create_in"])
+            if isinstance(create_in, list):
+                self.references(f"{key}.create_in", create_in, "member", member_set)
+        owners: dict[str, str] = dict.fromkeys(SYNC_FIELDS, "*")
+        if "owners" in table:
+            owners_table = self.table(f"{key}.owners", table["owners"])
+            if not isinstance(owners_table, _Missing):
+                for field_name, owner in owners_table.items():
+                    okey = f"{key}.owners.{field_name}"
+                    if field_name not in SYNC_FIELDS:
+                        self.fail(okey, f"unknown canonical field (one of {', '.join(SYNC_FIELDS)})")
+                        continue
+                    text = self.string(okey, owner)
+                    if isinstance(text, str):
+                        if text != "*" and text not in member_set:
+                            self.fail(okey, f"{text!r} is not a member of this sync group (or \"*\")")
+                        else:
+                            owners[field_name] = text
+        if len(self.problems) != before:
+            return None
+        assert isinstance(name, str) and isinstance(members, list) and isinstance(create_in, list)
+        return SyncGroup(
+            name=name,
+            members=tuple(members),
+            create_in=tuple(dict.fromkeys(create_in)),
+            owners=MappingProxyType(owners),
+        )
+
+    def references(self, key: str, names: list[str], what: str, allowed: set[str]) -> None:
+        for index, name in enumerate(names):
+            if name in allowed:
+                continue
+            if what == "member" and name in self.declared:
+                self.fail(f"{key}[{index}]", f"connector {name!r} is not a member of this sync group")
+            else:
+                self.fail(f"{key}[{index}]", f"no connector named {name!r}")
+
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)

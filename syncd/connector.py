@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from syncd.errors import MappingError, VendorError
+from syncd.http import HttpClient
 from syncd.model import Appointment
 
 __all__ = [
@@ -160,6 +161,11 @@ class Connector(Protocol):
 
     name: str
     capabilities: Capabilities
+
+    @property
+    def http(self) -> HttpClient:
+        """The connector's one HTTP client (call counters for ``api_calls`` and metrics)."""
+        ...
 
     def changes(self, cursor: str | None, *, since: datetime | None = None) -> AsyncIterator[ChangePage]:
         """Changes after ``cursor`` (None: a full window reconciliation), page by page.

@@ -54,6 +54,7 @@ from syncd.errors import (
     UnknownOutcome,
     VendorError,
 )
+from syncd.http import HttpClient
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, InvalidAppointment, Status
 
@@ -668,6 +669,11 @@ class SalesforceHealthConnector:
             "api_usage": f"{usage[0]}/{usage[1]}" if usage else None,
             **self.client.http.stats(),
         }
+
+    @property
+    def http(self) -> HttpClient:
+        """The connector's HTTP client (call counters for ``api_calls``)."""
+        return self.client.http
 
     async def close(self) -> None:
         await self.client.close()

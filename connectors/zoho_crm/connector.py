@@ -30,7 +30,7 @@ from syncd.connector import (
     WriteRequest,
 )
 from syncd.errors import AuthFailure, Conflict, MappingError, Rejected, VendorError
-from syncd.http import Response
+from syncd.http import HttpClient, Response
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, Status
 
@@ -86,6 +86,11 @@ class ZohoCrmConnector:
         self._prefs_at = 0.0
         self._replaced_by: dict[str, str] = {}
         self._subscribed = False
+
+    @property
+    def http(self) -> HttpClient:
+        """The connector's HTTP client (call counters for ``api_calls``)."""
+        return self.client.http
 
     async def close(self) -> None:
         await self.client.close()

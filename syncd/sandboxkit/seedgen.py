@@ -104,12 +104,15 @@ def _ascii(text: str) -> str:
     return text.translate(table).lower()
 
 
-def generate(n_appointments: int, *, seed: int = 1, now: datetime | None = None) -> SeedDataset:
+def generate(
+    n_appointments: int, *, seed: int = 1, now: datetime | None = None, locations: int | None = None
+) -> SeedDataset:
     """A dataset of ``n_appointments`` future appointments (from 1 up to 100,000 and more).
 
     Appointments fall on weekdays between 08:00 and 18:00 UTC over the next weeks, on a grid of
     15-minute slots so that no practitioner is double-booked; all are ``booked`` except a few
-    ``pending`` ones. Deterministic for a given ``seed`` and ``now``.
+    ``pending`` ones. Deterministic for a given ``seed`` and ``now``. ``locations`` limits the number
+    of clinic locations (some vendors, e.g. Zoho CRM, know a single "Business Address").
     """
     if n_appointments < 0:
         raise ValueError("n_appointments must be >= 0")
@@ -139,7 +142,8 @@ def generate(n_appointments: int, *, seed: int = 1, now: datetime | None = None)
                 key=f"DR-{i:03d}", given=given, family=family, email=f"dr.{_ascii(family)}.{i}@clinic.example.org"
             )
         )
-    locations = tuple(SeedLocation(key=f"LOC-{i + 1}", name=n, address=a) for i, (n, a) in enumerate(LOCATIONS))
+    places = LOCATIONS[: locations or len(LOCATIONS)]
+    locations_ = tuple(SeedLocation(key=f"LOC-{i + 1}", name=n, address=a) for i, (n, a) in enumerate(places))
     services = tuple(SeedService(key=f"SVC-{i + 1}", name=n, minutes=m) for i, (n, m) in enumerate(SERVICES))
     appointments = []
     # slot grid: per practitioner, consecutive 60-minute slots on weekdays 08:00-18:00 UTC
@@ -163,7 +167,7 @@ def generate(n_appointments: int, *, seed: int = 1, now: datetime | None = None)
                 key=f"A-{i + 1:06d}",
                 patient=patients[rng.randrange(n_patients)].key,
                 practitioner=practitioner.key,
-                location=rng.choice(locations).key,
+                location=rng.choice(locations_).key,
                 service=service.key,
                 start=start,
                 end=start + timedelta(minutes=service.minutes),
@@ -171,7 +175,7 @@ def generate(n_appointments: int, *, seed: int = 1, now: datetime | None = None)
                 notes=rng.choice(NOTES),
             )
         )
-    return SeedDataset(tuple(patients), tuple(practitioners), locations, services, tuple(appointments))
+    return SeedDataset(tuple(patients), tuple(practitioners), locations_, services, tuple(appointments))
 
 
 def crosswalk_csv(rows_by_connector: dict[str, list[tuple[str, str, str]]]) -> str:

@@ -1,0 +1,52 @@
+# syncd front door. On a fresh machine (Python 3.11+, pip, make) these need nothing else:
+#   make demo    check the example config, create the SQLite ledger, show status
+#   make test    the whole test suite (SQLite and PostgreSQL; see README)
+#   make lint    ruff + mypy
+#   make bench   benchmarks
+# Every target builds the project venv (.venv) first, and rebuilds it when pyproject.toml or
+# constraints.txt change.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.syncd-installed
+CONFIG ?= config.toml
+LINT_PATHS := syncd connectors tests $(if $(wildcard bench/*.py),bench)
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint bench constraints clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/syncd check-config --config $(CONFIG)
+	$(BIN)/syncd db upgrade --config $(CONFIG)
+	$(BIN)/syncd status --config $(CONFIG)
+	@echo
+	@echo "syncd is configured and its ledger is ready. Syncing itself (syncd run, syncd demo)"
+	@echo "arrives with the sync engine; until then this demo stops here."
+
+test: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy $(LINT_PATHS)
+
+bench: venv
+	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench; \
+	else echo "bench: no benchmark suite in bench/ yet (it comes with the sync engine)" >&2; exit 1; fi
+
+constraints: venv
+	{ sed -n '1,/^# Regenerate/p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache syncd.db syncd.db-wal syncd.db-shm

@@ -1,0 +1,66 @@
+"""``syncd sandbox``: serve the built-in vendor sandboxes until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import click
+
+from syncd.sandboxkit.serve import SANDBOXES, RunningSandbox, start_sandbox
+
+__all__ = ["sandbox"]
+
+ORDER = list(SANDBOXES)
+
+
+async def serve_sandboxes(
+    vendors: list[str], host: str, port_base: int, *, rate_limits: bool = True
+) -> list[RunningSandbox]:
+    """Start ``vendors`` on ``port_base`` + their fixed offset (salesforce_health 0 ... dentally 4)."""
+    started: list[RunningSandbox] = []
+    try:
+        for vendor in vendors:
+            port = port_base + ORDER.index(vendor) if port_base else 0
+            options = {} if rate_limits else {"rate_limits": False}
+            started.append(await start_sandbox(vendor, host=host, port=port, **options))
+    except BaseException:
+        for running in started:
+            await running.stop()
+        raise
+    return started
+
+
+@click.command("sandbox")
+@click.option("--vendor", "vendors", multiple=True, type=click.Choice(ORDER), metavar="NAME",
+              help=f"Serve only these vendors (repeatable): {', '.join(ORDER)}. Default: all five.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port-base", default=8701, show_default=True, type=click.IntRange(0, 65531),
+              help="salesforce_health on this port, zoho_crm +1, saludya +2, onlive +3, dentally +4 (0: free ports).")
+@click.option("--no-rate-limits", is_flag=True, help="Turn the vendors' rate limits off (benchmarks).")
+def sandbox(vendors: tuple[str, ...], host: str, port_base: int, no_rate_limits: bool) -> None:
+    """Serve the built-in vendor sandboxes (stateful fakes of the five vendor APIs) until Ctrl-C."""
+    chosen = [v for v in ORDER if v in vendors] if vendors else ORDER
+
+    async def main() -> None:
+        try:
+            running = await serve_sandboxes(chosen, host, port_base, rate_limits=not no_rate_limits)
+        except OSError as exc:
+            raise click.ClickException(f"cannot bind: {exc}") from None
+        for rs in running:
+            click.echo(f"{rs.vendor:18} {rs.url}")
+        click.echo("sandboxes running; Ctrl-C to stop")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for rs in running:
+                await rs.stop()
+            click.echo("sandboxes stopped")
+
+    asyncio.run(main())

@@ -1,0 +1,233 @@
+"""Crosswalk import and export (CONTRACT section 3).
+
+The CSV has the header ``kind,key,connector,external_id``. Reference rows (patient, practitioner,
+location, service) go to the ``crosswalk`` table; ``appointment`` rows link appointments that existed
+in several systems before syncd started and are stored as ``links`` (the table syncd's own links
+live in), so ``export`` writes every link in force, retired ids of a replace flow left out.
+
+Import is idempotent and contradiction-safe: a row that would point a key at a second external id,
+or an external id at a second key, is reported and not applied; the other rows are applied in one
+transaction. Problem lines name the line, kind, key and connector, never a patient's external id
+(Onlive identifies patients by e-mail address).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from syncd.config import Config
+from syncd.ledger.models import CrosswalkEntry, Link
+from syncd.ledger.store import Ledger, Tx
+
+__all__ = [
+    "HEADER",
+    "KEY_RE",
+    "KINDS",
+    "CrosswalkRow",
+    "ImportReport",
+    "export_csv",
+    "import_rows",
+    "parse_csv",
+    "sort_problems",
+]
+
+HEADER = ("kind", "key", "connector", "external_id")
+KINDS = ("patient", "practitioner", "location", "service", "appointment")
+KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MAX_EXTERNAL_ID = 255
+
+
+@dataclass(frozen=True, slots=True)
+class CrosswalkRow:
+    line: int
+    kind: str
+    key: str
+    connector: str
+    external_id: str
+
+    def where(self) -> str:
+        return f"line {self.line}: {self.kind} {self.key} on {self.connector}"
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    unchanged: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.problems)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row is in force, 1 when some were reported and not applied (CONTRACT §4)."""
+        return 1 if self.problems else 0
+
+
+def parse_csv(text: str, connectors: Iterable[str]) -> tuple[list[CrosswalkRow], list[str]]:
+    """Parse and validate rows (kind, key syntax, configured connector); returns (rows, problems)."""
+    known = set(connectors)
+    rows: list[CrosswalkRow] = []
+    problems: list[str] = []
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or tuple(h.strip().lower() for h in header) != HEADER:
+        return [], [f"line 1: header must be {','.join(HEADER)}"]
+    for index, record in enumerate(reader, start=2):
+        if not record or all(not cell.strip() for cell in record):
+            continue
+        if len(record) != len(HEADER):
+            problems.append(f"line {index}: expected {len(HEADER)} columns, got {len(record)}")
+            continue
+        kind, key, connector, external_id = (cell.strip() for cell in record)
+        if kind not in KINDS:
+            problems.append(f"line {index}: unknown kind {kind[:20]!r} (one of {', '.join(KINDS)})")
+            continue
+        if not KEY_RE.fullmatch(key):
+            problems.append(f"line {index}: {kind} key is not a valid canonical key ([A-Za-z0-9_-]{{1,64}})")
+            continue
+        if connector not in known:
+            problems.append(f"line {index}: {kind} {key}: no connector named {connector[:40]!r} in the config")
+            continue
+        if not external_id or len(external_id) > _MAX_EXTERNAL_ID:
+            problems.append(f"line {index}: {kind} {key} on {connector}: external id must be 1-255 characters")
+            continue
+        rows.append(CrosswalkRow(index, kind, key, connector, external_id))
+    return rows, problems
+
+
+async def import_rows(ledger: Ledger, rows: Sequence[CrosswalkRow], config: Config) -> ImportReport:
+    """Apply rows in one transaction; contradictions are reported and not applied."""
+    report = ImportReport()
+    references = [r for r in rows if r.kind != "appointment"]
+    appointments = [r for r in rows if r.kind == "appointment"]
+    async with ledger.transaction() as tx:
+        await _import_references(tx, references, report)
+        await _import_appointments(tx, appointments, report, config)
+    report.problems = sort_problems(report.problems)
+    return report
+
+
+def sort_problems(problems: Iterable[str]) -> list[str]:
+    """Problem lines in file order (``line N: ...``)."""
+
+    def line_no(problem: str) -> int:
+        head = problem.split(":", 1)[0].split()
+        return int(head[1]) if len(head) == 2 and head[0] == "line" and head[1].isdigit() else 0
+
+    return sorted(problems, key=line_no)
+
+
+async def _import_references(tx: Tx, rows: Sequence[CrosswalkRow], report: ImportReport) -> None:
+    by_scope: dict[tuple[str, str], list[CrosswalkRow]] = {}
+    for row in rows:
+        by_scope.setdefault((row.kind, row.connector), []).append(row)
+    new: list[CrosswalkEntry] = []
+    for (kind, connector), scoped in by_scope.items():
+        key_to_ext = await tx.crosswalk_lookup(kind, [r.key for r in scoped], connector)
+        ext_to_key = await tx.crosswalk_reverse(kind, connector, [r.external_id for r in scoped])
+        for row in scoped:
+            current_ext = key_to_ext.get(row.key)
+            current_key = ext_to_key.get(row.external_id)
+            if current_ext == row.external_id and current_key == row.key:
+                report.unchanged += 1
+                continue
+            if current_ext is not None:
+                report.problems.append(f"{row.where()}: key already maps to another external id (not applied)")
+                continue
+            if current_key is not None:
+                report.problems.append(
+                    f"{row.where()}: external id already maps to {kind} {current_key} (not applied)"
+                )
+                continue
+            key_to_ext[row.key] = row.external_id
+            ext_to_key[row.external_id] = row.key
+            new.append(CrosswalkEntry(kind=kind, key=row.key, connector=connector, external_id=row.external_id))
+    await tx.crosswalk_add(new)
+    report.added += len(new)
+
+
+async def _import_appointments(
+    tx: Tx, rows: Sequence[CrosswalkRow], report: ImportReport, config: Config
+) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(r.key for r in rows))
+    existing_by_key = await tx.links_of(keys)
+    key_to_ext: dict[tuple[str, str], str] = {
+        (cid, link.connector): link.external_id for cid, links in existing_by_key.items() for link in links
+    }
+    ext_to_key: dict[tuple[str, str], tuple[str, bool]] = {}
+    by_connector: dict[str, list[str]] = {}
+    for row in rows:
+        by_connector.setdefault(row.connector, []).append(row.external_id)
+    for connector, ext_ids in by_connector.items():
+        for ext, link in (await tx.links_for(connector, ext_ids)).items():
+            ext_to_key[(connector, ext)] = (link.canonical_id, link.retired)
+    groups: dict[str, str] = {}
+    for cid, links in existing_by_key.items():
+        for link in links:
+            group = config.group_of(link.connector)
+            if group is not None:
+                groups.setdefault(cid, group.name)
+
+    new: list[Link] = []
+    group_of_new: dict[str, str] = {}
+    for row in rows:
+        current_ext = key_to_ext.get((row.key, row.connector))
+        current = ext_to_key.get((row.connector, row.external_id))
+        if current is not None and current[0] == row.key and not current[1] and current_ext == row.external_id:
+            report.unchanged += 1
+            continue
+        if current is not None and current[1]:
+            report.problems.append(f"{row.where()}: external id was retired by a replace flow (not applied)")
+            continue
+        if current_ext is not None:
+            report.problems.append(f"{row.where()}: appointment already linked to another external id (not applied)")
+            continue
+        if current is not None:
+            report.problems.append(
+                f"{row.where()}: external id already linked to appointment {current[0]} (not applied)"
+            )
+            continue
+        group = config.group_of(row.connector)
+        group_name = group.name if group is not None else ""
+        known_group = groups.get(row.key)
+        if known_group is not None and known_group != group_name:
+            report.problems.append(
+                f"{row.where()}: connector is not in sync group {known_group} of this appointment (not applied)"
+            )
+            continue
+        groups[row.key] = group_name
+        group_of_new.setdefault(row.key, group_name)
+        key_to_ext[(row.key, row.connector)] = row.external_id
+        ext_to_key[(row.connector, row.external_id)] = (row.key, False)
+        new.append(Link(canonical_id=row.key, connector=row.connector, external_id=row.external_id))
+    by_group: dict[str, list[str]] = {}
+    for cid, group_name in group_of_new.items():
+        by_group.setdefault(group_name, []).append(cid)
+    for group_name, cids in by_group.items():
+        await tx.ensure_appointments(cids, sync_group=group_name)
+    await tx.upsert_links(new)
+    report.added += len(new)
+
+
+async def export_csv(ledger: Ledger) -> str:
+    """Every crosswalk entry and every link in force as CSV (retired ids left out), sorted."""
+    async with ledger.transaction(readonly=True) as tx:
+        entries = await tx.crosswalk_entries()
+        links = await tx.all_links()
+    lines: list[tuple[str, str, str, str]] = [(e.kind, e.key, e.connector, e.external_id) for e in entries]
+    lines.extend(("appointment", link.canonical_id, link.connector, link.external_id) for link in links)
+    kind_order: Mapping[str, int] = {kind: i for i, kind in enumerate(KINDS)}
+    lines.sort(key=lambda r: (kind_order.get(r[0], 99), r[1], r[2], r[3]))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
+    writer.writerows(lines)
+    return out.getvalue()

@@ -1,0 +1,249 @@
+"""``syncd run``: the daemon.
+
+APScheduler polls every connector on its ``poll_interval`` (never two polls of one connector at once;
+missed runs coalesced), a daily window reconciliation re-reads each connector's window, the webhook
+inbox is drained as soon as the receiver stores a delivery, queued writes are retried, and vendor
+subscriptions (Zoho watch channels) are kept alive. SIGTERM or SIGINT stops intake (``/readyz``
+turns 503), lets in-flight work finish for up to 30 s -- anything unfinished stays queued in the
+ledger -- closes every session and exits 0. Under systemd it sends READY=1, WATCHDOG=1 and STOPPING=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from syncd import metrics, systemd
+from syncd.config import Config
+from syncd.engine.core import Engine
+from syncd.engine.runner import Runtime, drain_inbox, holder_name, open_runtime
+from syncd.errors import SyncdError, VendorError
+from syncd.logging import get_logger
+from syncd.server import ServerState, start_server
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = get_logger("syncd.daemon")
+
+DRAIN_SECONDS = 30.0
+OUTBOX_RETRY_SECONDS = 30.0
+MAINTAIN_SECONDS = 300.0
+RECONCILE_SECONDS = 24 * 3600.0
+LEASE_NAME = "syncd-run"
+LEASE_TTL = 60.0
+
+
+class AlreadyRunning(SyncdError):
+    """Another ``syncd run`` holds this SQLite ledger."""
+
+
+class Daemon:
+    def __init__(self, config: Config, runtime: Runtime, state: ServerState) -> None:
+        self.config = config
+        self.rt = runtime
+        self.state = state
+        self.holder = holder_name("run")
+        self.engine = Engine(config, runtime.ledger, runtime.connectors, holder=self.holder)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.subscriptions: dict[str, Any] = {}
+        self.stopping = asyncio.Event()
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _track(self, coro: Awaitable[Any]) -> Awaitable[Any]:
+        async def runner() -> Any:
+            if self.state.draining:
+                return None
+            task = asyncio.current_task()
+            assert task is not None
+            self.tasks.add(task)
+            try:
+                return await coro
+            finally:
+                self.tasks.discard(task)
+
+        return runner()
+
+    def job(self, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(*args: Any) -> Any:
+            try:
+                return await self._track(func(*args))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failing job must never stop the daemon
+                log.error("job_failed", op=func.__name__, error_type=type(exc).__name__)
+                return None
+
+        wrapped.__name__ = func.__name__
+        return wrapped
+
+    async def poll(self, name: str, *, full: bool = False) -> None:
+        """One incremental poll of ``name`` (or its window reconciliation when ``full``)."""
+        connector = self.rt.connectors[name]
+        ledger = self.rt.ledger
+        async with ledger.transaction(readonly=True) as tx:
+            cursor = None if full else await tx.get_cursor(name)
+        pages = 0
+        self.engine.stats.stopped.pop(name, None)
+        try:
+            async for page in connector.changes(cursor):
+                pages += 1
+                await self.engine.process_page(name, page.records, page.deleted_ids, cursor=page.cursor,
+                                               set_cursor=True)
+                if page.cursor is not None:
+                    cursor = page.cursor
+                if self.state.draining:
+                    break
+        except VendorError as exc:
+            async with ledger.transaction() as tx:
+                await tx.record_poll_error(name, exc.describe())
+            log.warning("poll_failed", connector=name, kind=exc.kind, code=exc.code)
+            return
+        async with ledger.transaction() as tx:
+            await tx.set_cursor(name, cursor, success_at=datetime.now(UTC))
+        metrics.poll_lag.labels(name).set(0)
+        log.info("poll_done", connector=name, count=pages)
+
+    async def reconcile(self, name: str) -> None:
+        await self.poll(name, full=True)
+
+    async def inbox(self) -> None:
+        while not self.state.draining:
+            processed = await drain_inbox(self.engine)
+            if processed == 0:
+                return
+
+    async def outbox(self) -> None:
+        self.engine.stats.stopped.clear()
+        await self.engine.drain_outbox()
+
+    async def maintain(self) -> None:
+        for name, connector in self.rt.connectors.items():
+            try:
+                self.subscriptions[name] = dict(await connector.maintain(self.config.server.public_url))
+            except VendorError as exc:
+                self.subscriptions[name] = {"subscription": "failed", "code": exc.code}
+                log.warning("maintain_failed", connector=name, kind=exc.kind, code=exc.code)
+            async with self.rt.ledger.transaction() as tx:
+                await tx.state_set(name, {"status.subscription": _json(self.subscriptions[name])})
+
+    async def renew_lease(self) -> None:
+        async with self.rt.ledger.transaction() as tx:
+            if not await tx.lease_acquire(LEASE_NAME, self.holder, LEASE_TTL):
+                log.error("lease_lost", op="run")
+
+    async def lag(self) -> None:
+        async with self.rt.ledger.transaction(readonly=True) as tx:
+            cursors = await tx.cursors(list(self.rt.connectors))
+        now = datetime.now(UTC)
+        for name, row in cursors.items():
+            if row.last_success_at is not None:
+                metrics.poll_lag.labels(name).set((now - row.last_success_at).total_seconds())
+        self.state.mark_healthy()
+
+    async def inbox_waker(self) -> None:
+        """Drain the inbox as soon as the receiver stores a delivery (and every few seconds anyway)."""
+        while not self.stopping.is_set():
+            await self.state.wait_for_events(timeout=5.0)
+            if self.stopping.is_set() or self.state.draining:
+                return
+            await self.job(self.inbox)()
+
+    # -- life cycle --------------------------------------------------------------------------
+    def schedule(self) -> None:
+        now = datetime.now(UTC)
+        add = self.scheduler.add_job
+        common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        for name, cfg in self.config.connectors.items():
+            if cfg.poll_interval <= 0:
+                continue  # webhooks (and resync) only: never read on our own, not even at start
+            add(self.job(self.poll), "interval", seconds=cfg.poll_interval, args=[name], id=f"poll:{name}",
+                next_run_time=now, **common)
+            add(self.job(self.reconcile), "interval", seconds=RECONCILE_SECONDS, args=[name],
+                id=f"reconcile:{name}", next_run_time=now + timedelta(seconds=RECONCILE_SECONDS), **common)
+        add(self.job(self.outbox), "interval", seconds=OUTBOX_RETRY_SECONDS, id="outbox", next_run_time=now,
+            **common)
+        add(self.job(self.maintain), "interval", seconds=MAINTAIN_SECONDS, id="maintain", next_run_time=now,
+            **common)
+        add(self.job(self.lag), "interval", seconds=5, id="lag", next_run_time=now, **common)
+        if self.rt.ledger.dialect == "sqlite":
+            add(self.job(self.renew_lease), "interval", seconds=LEASE_TTL / 3, id="lease", **common)
+
+    async def shutdown(self) -> None:
+        """Stop intake, let in-flight work finish (bounded), stop the scheduler."""
+        self.state.draining = True
+        self.stopping.set()
+        self.state.events_stored.set()
+        systemd.stopping()
+        self.scheduler.shutdown(wait=False)
+        self.state.scheduler_running = False
+        pending = [t for t in self.tasks if not t.done()]
+        if pending:
+            log.info("draining", count=len(pending))
+            _done, still = await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+            for task in still:
+                task.cancel()  # its writes stay queued in the outbox: nothing is lost
+            if still:
+                await asyncio.wait(still, timeout=5)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, port: int | None = None) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT). Returns the process exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(config) as rt:
+        holder = holder_name("run")
+        if rt.ledger.dialect == "sqlite":
+            async with rt.ledger.transaction() as tx:
+                if not await tx.lease_acquire(LEASE_NAME, holder, LEASE_TTL):
+                    other = await tx.lease_holder(LEASE_NAME)
+                    raise AlreadyRunning(
+                        f"another syncd run ({other.holder if other else 'unknown'}) holds this SQLite ledger; "
+                        "use PostgreSQL for several replicas"
+                    )
+        state = ServerState()
+        daemon = Daemon(config, rt, state)
+        daemon.holder = holder
+        daemon.engine.holder = holder
+        server = await start_server(config, rt.ledger, rt.connectors, state, port=port)
+        log.info("serving", op="run", url=f"{server.url}")
+        waker = asyncio.create_task(daemon.inbox_waker())
+        watchdog = asyncio.create_task(systemd.run_watchdog(
+            lambda: time.monotonic() - state.last_healthy_loop < 60 and not state.draining))
+        try:
+            daemon.schedule()
+            daemon.scheduler.start()
+            state.scheduler_running = True
+            systemd.ready()
+            await stop.wait()
+            log.info("stopping", op="run")
+        finally:
+            await daemon.shutdown()
+            waker.cancel()
+            watchdog.cancel()
+            for task in (waker, watchdog):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await server.stop()
+            if rt.ledger.dialect == "sqlite":
+                with contextlib.suppress(Exception):
+                    async with rt.ledger.transaction() as tx:
+                        await tx.lease_release(LEASE_NAME, holder)
+        log.info("stopped", op="run")
+    return 0

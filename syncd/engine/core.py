@@ -1,0 +1,920 @@
+"""The sync engine: one readable path from a vendor's changes to writes in every other member.
+
+    changes from a connector (poll, webhook inbox, resync)
+      -> canonical records (the connector's job)
+      -> references translated to canonical keys (crosswalk)
+      -> compare fingerprints with the ledger: unchanged -> nothing; our own write echoed -> nothing
+      -> find links (canonical id <-> each member's external id)
+      -> three-way merge against the last merged snapshot (:mod:`syncd.engine.merge`)
+      -> plan writes per target -> durable outbox (same transaction as snapshot, links, cursor)
+      -> writer: translate to the target's ids, write in its dialect (batched where it can)
+      -> ledger commit of the outcome (links, versions, fingerprints, dead letters, conflicts, audit)
+
+A cursor is stored in the transaction that commits the page it covers, together with the outbox rows
+that carry the page's planned writes, so it never advances past a change that is not durable. The
+outbox is drained by the writer right away and again on every start (crash recovery: a create whose
+outcome is unknown is first searched for by its idempotency reference).
+
+The engine decides from :class:`syncd.connector.Capabilities` and error kinds only, never from a
+vendor's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from syncd import metrics
+from syncd.config import Config, SyncGroup
+from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest
+from syncd.engine.ids import new_canonical_id
+from syncd.engine.merge import FieldConflict, MergeResult, Side, merge
+from syncd.engine.stats import PassStats
+from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, VendorError
+from syncd.ledger.models import AppointmentRow, AuditEntry, DeadLetter, Link, OutboxItem
+from syncd.ledger.store import Ledger, Tx
+from syncd.logging import get_logger, mask_contact
+from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, Appointment, Status
+
+__all__ = ["Decision", "Engine"]
+
+log = get_logger("syncd.engine")
+
+CANONICAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_CONFLICT_RETRIES = 3
+CANCELLED = (Status.CANCELLED, Status.ENTERED_IN_ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One sync decision, for the live demo view and tests (ids and field names only, no PHI)."""
+
+    action: str
+    """created, updated, cancelled, replaced, unchanged, echo, dead_letter, conflict, create_skipped, retry"""
+    connector: str
+    canonical_id: str | None = None
+    external_id: str | None = None
+    fields: tuple[str, ...] = ()
+    detail: str = ""
+
+
+class _Rollback(Exception):
+    """Raised inside a dry-run transaction so that nothing it did is committed."""
+
+
+@dataclass
+class _PageWork:
+    """What one page's reconciliation wants stored, collected for a few bulk statements."""
+
+    links: dict[tuple[str, str], Link] = field(default_factory=dict)
+    appointments: dict[str, AppointmentRow] = field(default_factory=dict)
+    outbox: list[OutboxItem] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    conflicts: list[tuple[str, FieldConflict | None, str, str]] = field(default_factory=list)
+    retire: list[tuple[str, str]] = field(default_factory=list)
+
+    def link(self, row: Link) -> None:
+        self.links[(row.connector, row.external_id)] = row
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _target_op(merged: Appointment, base: Appointment | None) -> WriteKind:
+    if merged.status in CANCELLED and (base is None or base.status not in CANCELLED):
+        return WriteKind.CANCEL
+    return WriteKind.UPDATE
+
+
+class Engine:
+    """Reconciles changes from connectors across the sync groups of ``config``."""
+
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger,
+        connectors: Mapping[str, Connector],
+        *,
+        dry_run: bool = False,
+        holder: str = "syncd",
+        on_decision: Callable[[Decision], None] | None = None,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.connectors = dict(connectors)
+        self.dry_run = dry_run
+        self.holder = holder
+        self.on_decision = on_decision
+        self.stats = PassStats()
+        self.group_of: dict[str, SyncGroup] = {}
+        for group in config.sync:
+            for member in group.members:
+                self.group_of.setdefault(member, group)
+        self._reconcile_lock = asyncio.Lock()
+        self._record_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._write_slots = asyncio.Semaphore(max_concurrency)
+        self.planned: list[OutboxItem] = []
+        """dry-run: the writes that would have been made."""
+
+    # ------------------------------------------------------------------ reporting
+    def _decide(self, decision: Decision) -> None:
+        log.info(
+            "sync_decision",
+            op=decision.action,
+            connector=decision.connector,
+            canonical_id=decision.canonical_id,
+            external_id=decision.external_id,
+            fields=list(decision.fields),
+        )
+        if self.on_decision is not None:
+            self.on_decision(decision)
+
+    def _stop(self, connector: str, error: VendorError) -> None:
+        if isinstance(error, RateLimited):
+            why = f"rate limited: the vendor asked to wait {error.wait:g}s"
+        elif isinstance(error, AuthFailure):
+            why = f"authentication refused ({error.code or error.status or 'auth'})"
+        else:
+            why = f"unreachable after retries ({error.code or error.status or type(error).__name__})"
+        self.stats.stopped.setdefault(connector, why)
+        log.warning("connector_stopped", connector=connector, kind=error.kind, code=error.code)
+
+    # ------------------------------------------------------------------ intake
+    async def process_page(
+        self,
+        source: str,
+        records: Sequence[VendorRecord],
+        deleted_ids: Sequence[str] = (),
+        *,
+        cursor: str | None = None,
+        set_cursor: bool = False,
+    ) -> None:
+        """Reconcile one page of changes from ``source``, store it (and ``cursor``), then write."""
+        stats = self.stats.of(source)
+        stats.read += len(records)
+        metrics.records_read.labels(source).inc(len(records))
+        all_records = list(records) + [
+            VendorRecord(external_id=ext, version=None, appointment=None, deleted=True) for ext in deleted_ids
+        ]
+        # one record per external id: the last one wins within a page
+        by_id: dict[str, VendorRecord] = {}
+        for rec in all_records:
+            by_id[rec.external_id] = rec
+        work = _PageWork()
+        async with self._reconcile_lock:
+            try:
+                async with self.ledger.transaction() as tx:
+                    if source in self.group_of:
+                        await self._reconcile_page(tx, source, list(by_id.values()), work)
+                        await self._store(tx, work)
+                    if set_cursor and cursor is not None and not self.dry_run:
+                        await tx.set_cursor(source, cursor, success_at=_now())
+                    if self.dry_run:
+                        raise _Rollback
+            except _Rollback:
+                pass
+        if self.dry_run:
+            self.planned.extend(work.outbox)
+            for item in work.outbox:
+                self._count_planned(item)
+            return
+        if work.outbox:
+            await self.execute(work.outbox)
+
+    def _count_planned(self, item: OutboxItem) -> None:
+        stats = self.stats.of(item.connector)
+        if item.op == "create":
+            stats.created += 1
+        elif item.op == "cancel":
+            stats.cancelled += 1
+        elif item.op == "replace":
+            stats.created += 1
+            stats.cancelled += 1
+        else:
+            stats.updated += 1
+
+    async def _reconcile_page(self, tx: Tx, source: str, records: list[VendorRecord], work: _PageWork) -> None:
+        group = self.group_of[source]
+        links = await tx.links_for(source, [r.external_id for r in records])
+        hinted = {r.syncd_id for r in records if r.syncd_id and r.external_id not in links}
+        cids = {link.canonical_id for link in links.values()} | {h for h in hinted if h}
+        snapshots = await tx.appointments(cids)
+        member_links = await tx.links_of(cids)
+        refs = await self._source_refs(tx, source, records)
+        for rec in records:
+            await self._reconcile(tx, group, source, rec, links.get(rec.external_id), snapshots, member_links,
+                                  refs, work)
+
+    async def _source_refs(self, tx: Tx, source: str, records: list[VendorRecord]) -> dict[str, dict[str, str]]:
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for rec in records:
+            if rec.appointment is None:
+                continue
+            for name in REFERENCE_FIELDS:
+                value = getattr(rec.appointment, name)
+                if value is not None:
+                    wanted[REFERENCE_KIND[name]].add(value)
+        out: dict[str, dict[str, str]] = {}
+        for kind, ids in wanted.items():
+            out[kind] = await tx.crosswalk_reverse(kind, source, sorted(ids))
+        return out
+
+    def _to_canonical(
+        self, source: str, rec: VendorRecord, refs: Mapping[str, Mapping[str, str]]
+    ) -> tuple[Appointment | None, str | None]:
+        """The record with references as canonical keys, or (None, reason) when one has no entry."""
+        appt = rec.appointment
+        assert appt is not None
+        changes: dict[str, Any] = {"native_status": None, "extra": {}}
+        for name in REFERENCE_FIELDS:
+            value = getattr(appt, name)
+            if value is None or name in rec.unexpressible:
+                changes[name] = None if name in rec.unexpressible else value
+                continue
+            kind = REFERENCE_KIND[name]
+            key = refs.get(kind, {}).get(value)
+            if key is None:
+                # name the kind, the source connector and the appointment -- never the reference itself
+                return None, (
+                    f"missing crosswalk entry: {kind} of {source} appointment {rec.external_id} has no crosswalk key"
+                )
+            changes[name] = key
+        return appt.with_changes(**changes), None
+
+    async def _reconcile(
+        self,
+        tx: Tx,
+        group: SyncGroup,
+        source: str,
+        rec: VendorRecord,
+        link: Link | None,
+        snapshots: Mapping[str, AppointmentRow],
+        member_links: Mapping[str, list[Link]],
+        refs: Mapping[str, Mapping[str, str]],
+        work: _PageWork,
+    ) -> None:
+        stats = self.stats.of(source)
+        if link is not None and link.retired:
+            return  # the old id of a replace flow: its later events are ignored
+        if rec.error is not None:
+            self._dead_letter(work, source, "mapping", str(rec.error), canonical_id=link.canonical_id if link else None,
+                              external_id=rec.external_id, payload={"phase": "read", "source": source})
+            return
+        if rec.deleted:
+            if link is None:
+                return
+            row = snapshots.get(link.canonical_id)
+            if row is None or row.snapshot is None:
+                return
+            base = Appointment.from_json(row.snapshot)
+            work.retire.append((source, rec.external_id))
+            if base.status.terminal:
+                stats.unchanged += 1
+                return
+            canonical: Appointment = base.with_changes(status=Status.CANCELLED)
+            stats.changed += 1
+            self._merge_change(group, source, rec, link, base, canonical, member_links, work, deleted=True)
+            return
+        converted, missing = self._to_canonical(source, rec, refs)
+        if converted is None:
+            self._dead_letter(work, source, "missing_reference", missing or "missing reference",
+                              canonical_id=link.canonical_id if link else None, external_id=rec.external_id,
+                              payload={"phase": "read", "source": source})
+            return
+        canonical = converted
+        fingerprint = canonical.fingerprint()
+        if link is None and rec.syncd_id and rec.syncd_id in snapshots:
+            # a record we created whose link was not recorded (crash, lost response): adopt it
+            link = Link(canonical_id=rec.syncd_id, connector=source, external_id=rec.external_id)
+        if link is None:
+            self._new_appointment(group, source, rec, canonical, fingerprint, member_links, work)
+            return
+        row = snapshots.get(link.canonical_id)
+        if row is None or row.snapshot is None:
+            self._new_appointment(group, source, rec, canonical, fingerprint, member_links, work,
+                                  canonical_id=link.canonical_id)
+            return
+        if (link.written_version is not None and rec.version == link.written_version) or fingerprint in (
+            link.fingerprint,
+            link.written_fingerprint,
+        ):
+            stats.unchanged += 1
+            if rec.version != link.version:
+                link.version = rec.version
+                link.modified_at = rec.modified_at
+                work.link(link)
+            self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
+            return
+        base = Appointment.from_json(row.snapshot)
+        stats.changed += 1
+        self._merge_change(group, source, rec, link, base, canonical, member_links, work)
+
+    def _new_appointment(
+        self,
+        group: SyncGroup,
+        source: str,
+        rec: VendorRecord,
+        canonical: Appointment,
+        fingerprint: str,
+        member_links: Mapping[str, list[Link]],
+        work: _PageWork,
+        canonical_id: str | None = None,
+    ) -> None:
+        stats = self.stats.of(source)
+        cid = canonical_id or (rec.syncd_id if rec.syncd_id and CANONICAL_ID.match(rec.syncd_id) else None)
+        cid = cid or new_canonical_id()
+        stats.changed += 1
+        work.appointments[cid] = AppointmentRow(
+            canonical_id=cid, sync_group=group.name, snapshot=canonical.to_json(), fingerprint=fingerprint
+        )
+        work.link(Link(canonical_id=cid, connector=source, external_id=rec.external_id, version=rec.version,
+                       fingerprint=fingerprint, modified_at=rec.modified_at))
+        work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="seen-new",
+                                     fields=[], fingerprint_before=None, fingerprint_after=fingerprint))
+        linked = {lk.connector for lk in member_links.get(cid, []) if not lk.retired}
+        targets = [m for m in group.create_in if m != source and m not in linked and m in self.connectors]
+        if not targets:
+            return
+        if not canonical.status.creatable:
+            for target in targets:
+                self.stats.of(target).unchanged += 1
+                self._decide(Decision("create_skipped", target, cid, None, detail=canonical.status.value))
+            return
+        for target in targets:
+            work.outbox.append(self._outbox(cid, target, WriteKind.CREATE, base=None, merged=canonical,
+                                            source=source, changed=[]))
+
+    def _merge_change(
+        self,
+        group: SyncGroup,
+        source: str,
+        rec: VendorRecord,
+        link: Link,
+        base: Appointment,
+        canonical: Appointment,
+        member_links: Mapping[str, list[Link]],
+        work: _PageWork,
+        *,
+        deleted: bool = False,
+    ) -> None:
+        cid = link.canonical_id
+        side = Side(source, canonical, rec.modified_at, rec.unexpressible)
+        result = merge(base, [side], group.owners)
+        self._record_merge(work, cid, source, base, result)
+        merged = result.merged
+        fingerprint = canonical.fingerprint()
+        if not deleted:
+            link.version = rec.version
+            link.fingerprint = fingerprint
+            link.modified_at = rec.modified_at
+            work.link(link)
+        work.appointments[cid] = AppointmentRow(
+            canonical_id=cid, sync_group=group.name, snapshot=merged.to_json(), fingerprint=merged.fingerprint()
+        )
+        self._plan_targets(group, cid, source, base, merged, result.changed, member_links.get(cid, []), work,
+                           source_view=None if deleted else (rec, canonical))
+
+    def _plan_targets(
+        self,
+        group: SyncGroup,
+        cid: str,
+        source: str,
+        base: Appointment,
+        merged: Appointment,
+        changed: list[str],
+        links: Sequence[Link],
+        work: _PageWork,
+        *,
+        source_view: tuple[VendorRecord, Appointment] | None,
+        attempt: int = 0,
+    ) -> None:
+        active = {lk.connector: lk for lk in links if not lk.retired and lk.connector in self.connectors}
+        for member in group.members:
+            if member not in self.connectors:
+                continue
+            if member == source:
+                if source_view is None:
+                    continue
+                rec, seen = source_view
+                # the source keeps what the merge refused from it (e.g. leaving a terminal status)
+                differs = [f for f in merged.diff(seen) if f not in rec.unexpressible]
+                if differs:
+                    work.outbox.append(self._outbox(cid, member, _target_op(merged, seen), base=seen, merged=merged,
+                                                    source=source, changed=differs, attempt=attempt))
+                continue
+            if member in active:
+                if changed:
+                    work.outbox.append(self._outbox(cid, member, _target_op(merged, base), base=base, merged=merged,
+                                                    source=source, changed=list(changed), attempt=attempt))
+            elif member in group.create_in and merged.status.creatable and member != source:
+                work.outbox.append(self._outbox(cid, member, WriteKind.CREATE, base=None, merged=merged,
+                                                source=source, changed=[], attempt=attempt))
+
+    def _record_merge(self, work: _PageWork, cid: str, source: str, base: Appointment, result: MergeResult) -> None:
+        if result.changed:
+            work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="merged",
+                                         fields=list(result.changed), fingerprint_before=base.fingerprint(),
+                                         fingerprint_after=result.merged.fingerprint()))
+        for conflict in result.conflicts:
+            metrics.conflicts.inc()
+            action = "conflict-" + conflict.rule
+            work.audit.append(AuditEntry(canonical_id=cid, connector=conflict.winner, action=action,
+                                         fields=[conflict.field], fingerprint_before=base.fingerprint(),
+                                         fingerprint_after=result.merged.fingerprint()))
+            if conflict.winner is None:
+                work.conflicts.append((cid, conflict, "changed on several systems; no policy settled it", source))
+        for connector, name, why in result.ignored:
+            work.audit.append(AuditEntry(canonical_id=cid, connector=connector, action="ignored", fields=[name],
+                                         detail=why[:255]))
+
+    def _outbox(
+        self,
+        cid: str,
+        target: str,
+        op: WriteKind,
+        *,
+        base: Appointment | None,
+        merged: Appointment,
+        source: str,
+        changed: list[str],
+        attempt: int = 0,
+    ) -> OutboxItem:
+        merged_fp = merged.fingerprint()
+        base_fp = base.fingerprint() if base is not None else "none"
+        return OutboxItem(
+            idempotency_key=f"{cid}:{target}:{op.value}:{base_fp[:12]}:{merged_fp[:16]}",
+            canonical_id=cid,
+            connector=target,
+            op=op.value,
+            payload={
+                "base": base.to_json() if base is not None else None,
+                "merged": merged.to_json(),
+                "changed": changed,
+                "source": source,
+                "attempt": attempt,
+            },
+        )
+
+    def _dead_letter(
+        self,
+        work: _PageWork,
+        connector: str,
+        kind: str,
+        reason: str,
+        *,
+        canonical_id: str | None,
+        external_id: str | None,
+        payload: dict[str, Any],
+        retriable: bool = True,
+    ) -> None:
+        self.stats.of(connector).dead_lettered += 1
+        work.dead_letters.append(DeadLetter(connector=connector, canonical_id=canonical_id, external_id=external_id,
+                                            kind=kind, reason=mask_contact(reason), payload=payload,
+                                            retriable=retriable))
+        self._decide(Decision("dead_letter", connector, canonical_id, external_id, detail=kind))
+
+    async def _store(self, tx: Tx, work: _PageWork) -> None:
+        if work.appointments:
+            await tx.save_appointments(list(work.appointments.values()))
+        if work.links:
+            await tx.upsert_links(list(work.links.values()))
+        for connector, external_id in work.retire:
+            await tx.retire_links(connector, [external_id])
+        if work.outbox:
+            await tx.outbox_add(work.outbox)
+        if work.dead_letters:
+            await tx.add_dead_letters(work.dead_letters)
+        if work.audit:
+            await tx.add_audit(work.audit)
+        for cid, conflict, reason, connector in work.conflicts:
+            values = dict(conflict.values) if conflict is not None else {}
+            field_name = conflict.field if conflict is not None else "status"
+            await tx.open_conflict(cid, field_name, values, reason)
+            self.stats.of(connector).conflicts += 1
+            self._decide(Decision("conflict", connector, cid, None, (field_name,), reason))
+
+    # ------------------------------------------------------------------ writer
+    async def execute(self, items: Sequence[OutboxItem]) -> None:
+        """Carry out queued writes, grouped by target (batched where the target can)."""
+        by_target: dict[str, list[OutboxItem]] = defaultdict(list)
+        for item in items:
+            if item.connector in self.stats.stopped:
+                continue
+            by_target[item.connector].append(item)
+        await asyncio.gather(*(self._execute_target(target, batch) for target, batch in by_target.items()))
+
+    async def _execute_target(self, target: str, items: list[OutboxItem]) -> None:
+        connector = self.connectors.get(target)
+        if connector is None:
+            return
+        size = max(1, connector.capabilities.batch_write_size)
+        if size > 1:
+            for start in range(0, len(items), size):
+                if target in self.stats.stopped:
+                    return
+                await self._execute_batch(target, connector, items[start:start + size])
+        else:
+            async def one(item: OutboxItem) -> None:
+                async with self._write_slots:
+                    if target not in self.stats.stopped:
+                        await self._execute_batch(target, connector, [item])
+            await asyncio.gather(*(one(item) for item in items))
+
+    async def _execute_batch(self, target: str, connector: Connector, items: list[OutboxItem]) -> None:
+        cids = sorted({item.canonical_id for item in items})
+        locks = [self._record_locks[cid] for cid in cids]
+        followups: list[OutboxItem] = []
+        for lock in locks:
+            await lock.acquire()
+        try:
+            await self._execute_locked(target, connector, items, followups)
+        finally:
+            for lock in locks:
+                lock.release()
+        if followups:
+            await self.execute(followups)
+
+    async def _execute_locked(
+        self, target: str, connector: Connector, items: list[OutboxItem], followups: list[OutboxItem]
+    ) -> None:
+        stats = self.stats.of(target)
+        work = _PageWork()
+        requests: list[tuple[OutboxItem, WriteRequest]] = []
+        replaces: list[tuple[OutboxItem, WriteRequest, Link]] = []
+        async with self.ledger.transaction() as tx:
+            held = await tx.claim([i.canonical_id for i in items], self.holder, ttl=120)
+            items = [i for i in items if i.canonical_id in held]
+            if not items:
+                return
+            links = await tx.links_of([i.canonical_id for i in items])
+            keyed: dict[str, set[str]] = defaultdict(set)
+            for item in items:
+                merged = Appointment.from_json(item.payload["merged"])
+                for name in REFERENCE_FIELDS:
+                    value = getattr(merged, name)
+                    if value is not None:
+                        keyed[REFERENCE_KIND[name]].add(value)
+            lookup = {kind: await tx.crosswalk_lookup(kind, sorted(keys), target) for kind, keys in keyed.items()}
+            sending: list[int] = []
+            for item in items:
+                built = self._build_request(target, connector, item, links.get(item.canonical_id, []), lookup, work)
+                if built is None:
+                    continue
+                request, link = built
+                if item.op == WriteKind.UPDATE.value and link is not None and request.current is not None:
+                    current_appt = request.current.appointment
+                    if current_appt is not None and connector.needs_replace(current_appt, request.desired):
+                        replaces.append((item, request, link))
+                        continue
+                requests.append((item, request))
+                if item.id is not None:
+                    sending.append(item.id)
+            if sending:
+                await tx.outbox_update(sending, state="sending", bump_attempts=True)
+            await self._store(tx, work)
+            await self._finish_items(tx, [i for i in items if i.state == "failed"])
+        if requests:
+            await self._send(target, connector, requests, followups)
+        for item, request, link in replaces:
+            await self._replace(target, connector, item, request, link, followups)
+        stats.api_calls = self._api_calls(connector)
+
+    def _build_request(
+        self,
+        target: str,
+        connector: Connector,
+        item: OutboxItem,
+        links: list[Link],
+        lookup: Mapping[str, Mapping[str, str]],
+        work: _PageWork,
+    ) -> tuple[WriteRequest, Link | None] | None:
+        merged = Appointment.from_json(item.payload["merged"])
+        base_json = item.payload.get("base")
+        base = Appointment.from_json(base_json) if base_json else None
+        link = next((lk for lk in links if lk.connector == target and not lk.retired), None)
+        op = WriteKind(item.op)
+        if op is not WriteKind.CREATE and link is None:
+            if not merged.status.creatable:
+                item.state = "failed"
+                return None
+            op = WriteKind.CREATE
+        if op is WriteKind.CREATE and link is not None:
+            item.state = "failed"  # already there (a concurrent pass created it)
+            return None
+        desired = self._translate(target, merged, lookup)
+        if isinstance(desired, str):
+            item.state = "failed"
+            self._dead_letter(work, target, "missing_reference", desired, canonical_id=item.canonical_id,
+                              external_id=link.external_id if link else None,
+                              payload={"phase": "write", "outbox": item.payload, "op": item.op})
+            return None
+        current: VendorRecord | None = None
+        if link is not None:
+            believed = self._translate(target, base, lookup) if base is not None else None
+            current = VendorRecord(
+                external_id=link.external_id,
+                version=link.version,
+                appointment=believed if isinstance(believed, Appointment) else None,
+                modified_at=link.modified_at,
+            )
+        changed = frozenset(item.payload.get("changed") or [])
+        return WriteRequest(op, item.canonical_id, desired, external_id=link.external_id if link else None,
+                            current=current, changed=changed), link
+
+    def _translate(self, target: str, appt: Appointment, lookup: Mapping[str, Mapping[str, str]]) -> Appointment | str:
+        changes: dict[str, Any] = {}
+        for name in REFERENCE_FIELDS:
+            key = getattr(appt, name)
+            if key is None:
+                continue
+            kind = REFERENCE_KIND[name]
+            external = lookup.get(kind, {}).get(key)
+            if external is None:
+                return f"missing crosswalk entry: {kind} {key} for connector {target}"
+            changes[name] = external
+        return appt.with_changes(**changes) if changes else appt
+
+    async def _send(
+        self,
+        target: str,
+        connector: Connector,
+        requests: list[tuple[OutboxItem, WriteRequest]],
+        followups: list[OutboxItem],
+    ) -> None:
+        stats = self.stats.of(target)
+        for item, request in requests:
+            if request.kind is WriteKind.CREATE and item.attempts > 0:
+                # a create tried before (crash or lost answer): find it by its reference first
+                try:
+                    found = await connector.find_by_reference(item.canonical_id)
+                except VendorError as exc:
+                    await self._write_failed(target, item, exc)
+                    return
+                if found is not None:
+                    await self._write_ok(target, item, request, found, adopted=True)
+                    requests = [(i, r) for i, r in requests if i is not item]
+        if not requests:
+            return
+        try:
+            outcomes = await connector.write([r for _, r in requests])
+        except (Retriable, RateLimited, AuthFailure) as exc:
+            for item, _ in requests:
+                await self._write_failed(target, item, exc)
+            return
+        for (item, request), outcome in zip(requests, outcomes, strict=True):
+            await self._handle_outcome(target, connector, item, request, outcome, followups)
+        stats.api_calls = self._api_calls(connector)
+
+    async def _handle_outcome(
+        self,
+        target: str,
+        connector: Connector,
+        item: OutboxItem,
+        request: WriteRequest,
+        outcome: WriteOutcome,
+        followups: list[OutboxItem],
+    ) -> None:
+        error = outcome.error
+        if error is None and outcome.record is not None:
+            await self._write_ok(target, item, request, outcome.record)
+            return
+        if isinstance(error, Conflict):
+            await self._conflict_retry(target, connector, item, request, outcome, followups)
+            return
+        if isinstance(error, Rejected):
+            metrics.writes.labels(target, item.op, "rejected").inc()
+            await self._close_item(item, "failed", error.describe(), dead=("rejected", target, request, error))
+            return
+        if isinstance(error, MappingError):
+            metrics.writes.labels(target, item.op, "not_expressible").inc()
+            await self._close_item(item, "failed", str(error), conflict=(error.field or "status", str(error), target))
+            return
+        if isinstance(error, VendorError):
+            await self._write_failed(target, item, error)
+            return
+        await self._close_item(item, "failed", "no record in outcome", dead=("write", target, request, None))
+
+    async def _write_ok(
+        self, target: str, item: OutboxItem, request: WriteRequest, record: VendorRecord, *, adopted: bool = False
+    ) -> None:
+        stats = self.stats.of(target)
+        merged = Appointment.from_json(item.payload["merged"])
+        fingerprint = merged.fingerprint()
+        op = request.kind
+        if op is WriteKind.CREATE:
+            stats.created += 1
+        elif op is WriteKind.CANCEL:
+            stats.cancelled += 1
+        else:
+            stats.updated += 1
+        metrics.writes.labels(target, op.value, "ok").inc()
+        async with self.ledger.transaction() as tx:
+            await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
+                                        external_id=record.external_id, version=record.version,
+                                        fingerprint=fingerprint, written_fingerprint=fingerprint,
+                                        written_version=record.version, modified_at=record.modified_at)])
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="done")
+            await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
+                                           fields=list(request.changed), fingerprint_after=fingerprint,
+                                           detail="adopted after a lost answer" if adopted else None)])
+            await tx.release([item.canonical_id], self.holder)
+        action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
+        self._decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
+
+    async def _write_failed(self, target: str, item: OutboxItem, error: VendorError) -> None:
+        """A retriable failure that outlived the HTTP layer's retries, a long wait or refused auth:
+        the write stays queued in the outbox (nothing lost) and the connector stops for this pass."""
+        metrics.writes.labels(target, item.op, error.kind).inc()
+        self._stop(target, error)
+        async with self.ledger.transaction() as tx:
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="pending", error=error.describe()[:400])
+            await tx.release([item.canonical_id], self.holder)
+
+    async def _close_item(
+        self,
+        item: OutboxItem,
+        state: str,
+        error: str,
+        *,
+        dead: tuple[str, str, WriteRequest, VendorError | None] | None = None,
+        conflict: tuple[str, str, str] | None = None,
+    ) -> None:
+        work = _PageWork()
+        if dead is not None:
+            kind, target, request, vendor_error = dead
+            reason = vendor_error.describe() if vendor_error is not None else error
+            self._dead_letter(work, target, kind, reason, canonical_id=item.canonical_id,
+                              external_id=request.external_id,
+                              payload={"phase": "write", "outbox": item.payload, "op": item.op}, retriable=True)
+        async with self.ledger.transaction() as tx:
+            await self._store(tx, work)
+            if conflict is not None:
+                field_name, reason, target = conflict
+                await tx.open_conflict(item.canonical_id, field_name, {"target": target}, reason[:500])
+                self.stats.of(target).conflicts += 1
+                self._decide(Decision("conflict", target, item.canonical_id, None, (field_name,), reason))
+            if item.id is not None:
+                await tx.outbox_update([item.id], state=state, error=mask_contact(error)[:400])
+            await tx.release([item.canonical_id], self.holder)
+
+    async def _finish_items(self, tx: Tx, items: Sequence[OutboxItem]) -> None:
+        ids = [i.id for i in items if i.id is not None]
+        if ids:
+            await tx.outbox_update(ids, state="failed")
+            await tx.release([i.canonical_id for i in items], self.holder)
+
+    async def _conflict_retry(
+        self,
+        target: str,
+        connector: Connector,
+        item: OutboxItem,
+        request: WriteRequest,
+        outcome: WriteOutcome,
+        followups: list[OutboxItem],
+    ) -> None:
+        """The target changed between our read and our write: re-read, re-merge, retry (bounded)."""
+        stats = self.stats.of(target)
+        attempt = int(item.payload.get("attempt", 0)) + 1
+        group = self.group_of.get(target)
+        if group is None or request.external_id is None:
+            await self._close_item(item, "failed", "conflict", conflict=("status", "target changed", target))
+            return
+        fresh = outcome.record
+        if fresh is None or fresh.appointment is None:
+            try:
+                fresh = (await connector.read([request.external_id]))[request.external_id]
+            except VendorError as exc:
+                await self._write_failed(target, item, exc)
+                return
+        if attempt > MAX_CONFLICT_RETRIES or fresh.appointment is None or fresh.error is not None:
+            reason = "the record kept changing under our writes" if attempt > MAX_CONFLICT_RETRIES else (
+                "the record was deleted or became unreadable while we wrote")
+            await self._close_item(item, "failed", reason, conflict=("status", reason, target))
+            return
+        stats.retried += 1
+        self._decide(Decision("retry", target, item.canonical_id, request.external_id, detail="re-read and re-merge"))
+        await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+        async with self.ledger.transaction() as tx:
+            refs = await self._source_refs(tx, target, [fresh])
+        fresh_canonical, missing = self._to_canonical(target, fresh, refs)
+        if fresh_canonical is None:
+            await self._close_item(item, "failed", missing or "missing reference",
+                                   dead=("missing_reference", target, request, None))
+            return
+        base_json = item.payload.get("base")
+        base = Appointment.from_json(base_json) if base_json else fresh_canonical
+        mine = Appointment.from_json(item.payload["merged"])
+        source = str(item.payload.get("source") or "")
+        sides = [
+            Side(source, mine, None, frozenset()),
+            Side(target, fresh_canonical, fresh.modified_at, fresh.unexpressible),
+        ]
+        result = merge(base, sides, group.owners)
+        # when times are unknown for our side, a true conflict is settled by owners or left open
+        work = _PageWork()
+        self._record_merge(work, item.canonical_id, target, base, result)
+        merged = result.merged
+        async with self.ledger.transaction() as tx:
+            await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
+                                        external_id=fresh.external_id, version=fresh.version,
+                                        fingerprint=fresh_canonical.fingerprint(), modified_at=fresh.modified_at)])
+            await tx.save_appointments([AppointmentRow(canonical_id=item.canonical_id, sync_group=group.name,
+                                                       snapshot=merged.to_json(), fingerprint=merged.fingerprint())])
+            links = (await tx.links_of([item.canonical_id])).get(item.canonical_id, [])
+            # the target: from what it holds now to the new merge; the others: from our last merge
+            self._plan_targets(group, item.canonical_id, target, mine, merged, merged.diff(mine), links, work,
+                               source_view=(fresh, fresh_canonical), attempt=attempt)
+            await self._store(tx, work)
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="done", error="superseded by a re-merge")
+            await tx.release([item.canonical_id], self.holder)
+        followups.extend(work.outbox)
+
+    async def _replace(self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest,
+                       link: Link, followups: list[OutboxItem]) -> None:
+        """A change the target forbids in place: create a new record, cancel the old one with the vendor's
+        reason, link the new one and retire the old (VENDORS head rule 13)."""
+        stats = self.stats.of(target)
+        current = request.current
+        assert current is not None and current.appointment is not None
+        if current.appointment.status.terminal:
+            await self._close_item(item, "failed", "replace needed but the old record is terminal",
+                                   conflict=("patient", "replace flow on a terminal record", target))
+            return
+        create = WriteRequest(WriteKind.CREATE, item.canonical_id, request.desired, replaces=link.external_id,
+                              changed=request.changed)
+        try:
+            [created] = await connector.write([create])
+        except VendorError as exc:
+            await self._write_failed(target, item, exc)
+            return
+        if created.error is not None or created.record is None:
+            await self._handle_outcome(target, connector, item, create, created, followups)
+            return
+        reason = connector.capabilities.replace_reason
+        old_cancelled = current.appointment.with_changes(status=Status.CANCELLED, cancellation_reason=reason)
+        cancel = WriteRequest(WriteKind.CANCEL, item.canonical_id, old_cancelled, external_id=link.external_id,
+                              current=current, changed=frozenset({"status", "cancellation_reason"}))
+        try:
+            [cancelled] = await connector.write([cancel])
+        except VendorError as exc:
+            cancelled = WriteOutcome(cancel, error=exc)
+        merged = Appointment.from_json(item.payload["merged"])
+        fingerprint = merged.fingerprint()
+        stats.created += 1
+        metrics.writes.labels(target, "create", "ok").inc()
+        async with self.ledger.transaction() as tx:
+            await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
+                                        external_id=created.record.external_id, version=created.record.version,
+                                        fingerprint=fingerprint, written_fingerprint=fingerprint,
+                                        written_version=created.record.version,
+                                        modified_at=created.record.modified_at)])
+            await tx.retire_links(target, [link.external_id])
+            await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action="replaced",
+                                           fields=list(request.changed), fingerprint_after=fingerprint,
+                                           detail=f"old {link.external_id} retired"[:255])])
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="done")
+            await tx.release([item.canonical_id], self.holder)
+        self._decide(Decision("replaced", target, item.canonical_id, created.record.external_id,
+                              tuple(sorted(request.changed)), detail=f"old {link.external_id} cancelled"))
+        if cancelled.error is None:
+            stats.cancelled += 1
+            metrics.writes.labels(target, "cancel", "ok").inc()
+        else:
+            work = _PageWork()
+            self._dead_letter(work, target, "replace_cancel", getattr(cancelled.error, "describe", lambda: str(
+                cancelled.error))(), canonical_id=item.canonical_id, external_id=link.external_id,
+                payload={"phase": "cancel_old", "external_id": link.external_id})
+            async with self.ledger.transaction() as tx:
+                await self._store(tx, work)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _api_calls(connector: Connector) -> int:
+        calls = getattr(connector.http, "calls", None)
+        return int(sum(calls.values())) if calls is not None else 0
+
+    def http_retries(self, connector: Connector) -> int:
+        return int(getattr(connector.http, "retried", 0) or 0)
+
+    async def drain_outbox(self, connectors: Iterable[str] | None = None) -> None:
+        """Carry out writes left queued by an earlier pass or a crash."""
+        if self.dry_run:
+            return
+        names = set(connectors) if connectors is not None else set(self.connectors)
+        async with self.ledger.transaction(readonly=True) as tx:
+            items = await tx.outbox_pending(limit=10_000, states=("pending", "sending"))
+        items = [i for i in items if i.connector in names]
+        if items:
+            await self.execute(items)

@@ -1,0 +1,169 @@
+"""Three-way merge of one appointment across the members of a sync group.
+
+The *base* is the last merged canonical snapshot in the ledger. Each *side* is one member's current
+version of the appointment (canonical keys), with the member's modified time and the fields it cannot
+hold. Per field:
+
+* no side changed it: the base value stays;
+* one side changed it (or every side that changed it agrees): that value is taken;
+* sides changed it to different values (a true conflict): for ``status`` the canonical state machine
+  decides first (a terminal status is never left; the furthest progress wins), then ``owners`` from the
+  config (the named member wins), else the most recent change wins (``"*"``, the default). A conflict
+  that no policy settles (equal or unknown modified times) keeps the base value and is reported open.
+
+A side never moves the status out of a terminal base status (a lagging system); such a value is ignored.
+``start`` and ``end`` are merged as one unit (the time slot), so a merge never builds an impossible slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from syncd.model import STATUS_RANK, SYNC_FIELDS, Appointment, InvalidAppointment, Status
+
+__all__ = ["FieldConflict", "MergeResult", "Side", "merge"]
+
+# fields merged as a unit: (start, end) is one slot
+_UNITS: tuple[tuple[str, ...], ...] = tuple(
+    ("start", "end") if name == "start" else (name,) for name in SYNC_FIELDS if name != "end"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One member's current version of the appointment."""
+
+    connector: str
+    appointment: Appointment
+    modified_at: datetime | None = None
+    unexpressible: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldConflict:
+    field: str
+    values: Mapping[str, Any]
+    """connector -> the value it holds (PHI-redacted where free text)."""
+    winner: str | None
+    """The connector whose value was taken, or None when left open (base kept)."""
+    rule: str
+    """How it was settled: "status-progress", "terminal", "owner", "most-recent", or "open"."""
+
+
+@dataclass(slots=True)
+class MergeResult:
+    merged: Appointment
+    changed: list[str] = field(default_factory=list)
+    """Fields whose merged value differs from the base."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """field -> connector whose value was taken (only for changed fields)."""
+    conflicts: list[FieldConflict] = field(default_factory=list)
+    ignored: list[tuple[str, str, str]] = field(default_factory=list)
+    """(connector, field, reason) for side values the merge refused (e.g. leaving a terminal status)."""
+
+    @property
+    def open_conflicts(self) -> list[FieldConflict]:
+        return [c for c in self.conflicts if c.winner is None]
+
+
+def _unit_value(appt: Appointment, unit: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(getattr(appt, name) for name in unit)
+
+
+def _redact(unit: tuple[str, ...], value: tuple[Any, ...]) -> Any:
+    from syncd.model import TEXT_FIELDS, text_digest
+
+    out = []
+    for name, v in zip(unit, value, strict=True):
+        if name in TEXT_FIELDS:
+            out.append(text_digest(v))
+        elif isinstance(v, datetime):
+            out.append(v.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        elif isinstance(v, Status):
+            out.append(v.value)
+        else:
+            out.append(v)
+    return out[0] if len(out) == 1 else out
+
+
+def merge(base: Appointment, sides: list[Side], owners: Mapping[str, str] | None = None) -> MergeResult:
+    """Merge ``sides`` against ``base``. Pure: no I/O, deterministic."""
+    owners = owners or {}
+    values: dict[str, Any] = {}
+    result = MergeResult(merged=base)
+    for unit in _UNITS:
+        key = unit[0]
+        base_value = _unit_value(base, unit)
+        proposals: dict[str, tuple[Any, ...]] = {}
+        for side in sides:
+            value = _unit_value(side.appointment, unit)
+            if any(name in side.unexpressible for name in unit):
+                if unit == ("start", "end") and "start" not in side.unexpressible and base.duration is not None:
+                    # the vendor cannot set the end (e.g. it derives it from a service): a moved start
+                    # keeps the merged duration
+                    start = side.appointment.start
+                    value = (start, start + base.duration) if start is not None else base_value
+                else:
+                    continue
+            if value == base_value:
+                continue
+            if key == "status" and base.status.terminal:
+                result.ignored.append((side.connector, "status", "terminal status is never left"))
+                continue
+            proposals[side.connector] = value
+        if not proposals:
+            continue
+        distinct = set(proposals.values())
+        winner: str | None
+        if len(distinct) == 1:
+            chosen = next(iter(distinct))
+            winner = sorted(proposals)[0]
+        else:
+            winner, rule = _settle(key, proposals, sides, owners)
+            conflict_values = {name: _redact(unit, v) for name, v in proposals.items()}
+            conflict_values["(base)"] = _redact(unit, base_value)
+            label = "start" if unit == ("start", "end") else key
+            result.conflicts.append(FieldConflict(label, conflict_values, winner, rule))
+            if winner is None:
+                continue
+            chosen = proposals[winner]
+        for name, v in zip(unit, chosen, strict=True):
+            values[name] = v
+        for name in unit:
+            if getattr(base, name) != values[name]:
+                result.changed.append(name)
+                result.sources[name] = winner or ""
+    if "status" in values and values["status"] not in (Status.CANCELLED, Status.ENTERED_IN_ERROR):
+        values["cancellation_reason"] = None
+    try:
+        result.merged = base.with_changes(**values) if values else base
+    except InvalidAppointment:
+        # an impossible combination (e.g. a reason without a cancellation): keep the base for those fields
+        values.pop("cancellation_reason", None)
+        result.merged = base.with_changes(**values) if values else base
+    result.changed = [f for f in SYNC_FIELDS if f in set(result.changed)]
+    return result
+
+
+def _settle(
+    key: str, proposals: dict[str, tuple[Any, ...]], sides: list[Side], owners: Mapping[str, str]
+) -> tuple[str | None, str]:
+    if key == "status":
+        ranked = sorted(proposals.items(), key=lambda kv: STATUS_RANK[kv[1][0]], reverse=True)
+        top_rank = STATUS_RANK[ranked[0][1][0]]
+        leaders = {name for name, v in ranked if STATUS_RANK[v[0]] == top_rank}
+        if len({proposals[n] for n in leaders}) == 1:
+            return sorted(leaders)[0], "status-progress"
+        proposals = {n: proposals[n] for n in leaders}
+    owner = owners.get(key, "*")
+    if owner != "*" and owner in proposals:
+        return owner, "owner"
+    modified = {s.connector: s.modified_at for s in sides if s.connector in proposals}
+    if all(m is not None for m in modified.values()):
+        ordered = sorted(modified.items(), key=lambda kv: kv[1], reverse=True)  # type: ignore[arg-type,return-value]
+        if len(ordered) == 1 or ordered[0][1] != ordered[1][1]:
+            return ordered[0][0], "most-recent"
+    return None, "open"

@@ -1,0 +1,328 @@
+"""Passes over the connectors: ``resync``, the inbox drain, dead-letter retries and conflict resolution.
+
+These are the engine's entry points for the CLI and the daemon; each opens what it needs (ledger,
+connectors) through :class:`Runtime` and closes it again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from connectors import create_connector, validate_mappings
+from syncd.config import Config
+from syncd.connector import Connector, VendorRecord
+from syncd.engine.core import Decision, Engine
+from syncd.errors import ConfigError, RateLimited, VendorError
+from syncd.inbox import decode_delivery
+from syncd.ledger.models import OutboxItem
+from syncd.ledger.store import Ledger
+from syncd.logging import get_logger
+from syncd.model import Appointment
+
+__all__ = ["PassResult", "Runtime", "open_runtime", "resync"]
+
+log = get_logger("syncd.runner")
+
+EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE = 0, 1, 3
+RESYNC_MAX_WAIT = 120.0
+"""``resync`` waits at most this long for one vendor (CONTRACT section 7)."""
+
+
+def holder_name(kind: str) -> str:
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Runtime:
+    config: Config
+    ledger: Ledger
+    connectors: dict[str, Connector]
+
+    async def close(self) -> None:
+        for connector in self.connectors.values():
+            await connector.close()
+        await self.ledger.close()
+
+
+def check_mappings(config: Config) -> None:
+    """Every mapping file in use loads and validates (a ConfigError otherwise)."""
+    problems = validate_mappings(sorted({c.type for c in config.connectors.values()}))
+    if problems:
+        raise ConfigError(problems)
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: Config, *, max_rate_limit_wait: float | None = None, upgrade: bool = True
+) -> AsyncIterator[Runtime]:
+    """Open the ledger (upgrading its schema) and build every configured connector."""
+    check_mappings(config)
+    ledger = await Ledger.open(config.ledger.url)
+    built: dict[str, Connector] = {}
+    runtime = Runtime(config, ledger, built)
+    try:
+        if upgrade:
+            await ledger.upgrade()
+        for name, cfg in config.connectors.items():
+            built[name] = create_connector(cfg, state=ledger.state_store(name), max_rate_limit_wait=max_rate_limit_wait)
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+@dataclass
+class PassResult:
+    exit_code: int
+    document: dict[str, Any]
+    decisions: list[Decision] = field(default_factory=list)
+
+
+async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
+    """Process stored webhook deliveries: ids are re-read (batched), deletions applied."""
+    processed = 0
+    async with engine.ledger.transaction(readonly=True) as tx:
+        items = await tx.inbox_pending(limit=limit)
+    by_connector: dict[str, list[Any]] = defaultdict(list)
+    for item in items:
+        if item.connector in engine.connectors:
+            by_connector[item.connector].append(item)
+    for name, batch in by_connector.items():
+        connector = engine.connectors[name]
+        read_ids: list[str] = []
+        deleted: list[str] = []
+        for item in batch:
+            for event in decode_delivery(item.body):
+                (deleted if event.deleted else read_ids).append(event.external_id)
+        try:
+            records = list((await connector.read(sorted(set(read_ids)))).values()) if read_ids else []
+        except VendorError as exc:
+            async with engine.ledger.transaction() as tx:
+                await tx.inbox_mark_failed([i.id for i in batch if i.id is not None], exc.describe())
+            log.warning("inbox_read_failed", connector=name, kind=exc.kind, code=exc.code)
+            continue
+        await engine.process_page(name, records, sorted(set(deleted)))
+        if not engine.dry_run:
+            async with engine.ledger.transaction() as tx:
+                await tx.inbox_mark_done([i.id for i in batch if i.id is not None])
+        processed += len(batch)
+    return processed
+
+
+async def _pass_over(engine: Engine, name: str, *, since: datetime | None, set_cursor: bool) -> None:
+    connector = engine.connectors[name]
+    async for page in connector.changes(None, since=since):
+        await engine.process_page(name, page.records, page.deleted_ids, cursor=page.cursor, set_cursor=set_cursor)
+        if name in engine.stats.stopped:
+            return
+
+
+async def _read_ids(engine: Engine, ids: Sequence[tuple[str, str]]) -> None:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for name, external_id in ids:
+        grouped[name].append(external_id)
+    for name, external_ids in grouped.items():
+        records = await engine.connectors[name].read(external_ids)
+        await engine.process_page(name, [records[e] for e in external_ids if e in records])
+
+
+def _document(engine: Engine, started: float, totals: Mapping[str, int], exit_code: int) -> dict[str, Any]:
+    connectors: dict[str, Any] = {}
+    for name in engine.connectors:
+        stats = engine.stats.of(name)
+        stats.api_calls = engine._api_calls(engine.connectors[name])
+        stats.retried += engine.http_retries(engine.connectors[name])
+        connectors[name] = stats.as_dict()
+    doc: dict[str, Any] = {
+        "ok": exit_code == EXIT_OK,
+        "dry_run": engine.dry_run,
+        "duration_s": round(time.monotonic() - started, 3),
+        "connectors": connectors,
+        "dead_letters": int(totals.get("dead_letters", 0)),
+        "open_conflicts": int(totals.get("open_conflicts", 0)),
+    }
+    if engine.stats.stopped:
+        doc["stopped"] = dict(engine.stats.stopped)
+    return doc
+
+
+async def resync(
+    config: Config,
+    *,
+    connectors: Sequence[str] = (),
+    since: datetime | None = None,
+    ids: Sequence[tuple[str, str]] = (),
+    dry_run: bool = False,
+    on_decision: Callable[[Decision], None] | None = None,
+) -> PassResult:
+    """One full pass now (CONTRACT section 4 ``resync``): read, reconcile, write; then the exit code."""
+    started = time.monotonic()
+    decisions: list[Decision] = []
+
+    def record(decision: Decision) -> None:
+        decisions.append(decision)
+        if on_decision is not None:
+            on_decision(decision)
+
+    async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
+        engine = Engine(config, rt.ledger, rt.connectors, dry_run=dry_run, holder=holder_name("resync"),
+                        on_decision=record)
+        selected = list(connectors) or list(config.connectors)
+        if not dry_run:
+            await engine.drain_outbox(selected)
+            await drain_inbox(engine)
+        if ids:
+            try:
+                await _read_ids(engine, ids)
+            except VendorError as exc:
+                engine._stop(exc.connector or ids[0][0], exc)
+        else:
+            for name in selected:
+                if name in engine.stats.stopped:
+                    continue
+                try:
+                    await _pass_over(engine, name, since=since, set_cursor=not dry_run)
+                except RateLimited as exc:
+                    engine._stop(name, exc)
+                except VendorError as exc:
+                    engine._stop(name, exc)
+        async with rt.ledger.transaction(readonly=True) as tx:
+            totals = await tx.totals()
+        if engine.stats.stopped:
+            exit_code = EXIT_UNAVAILABLE
+        elif totals.get("dead_letters", 0) or totals.get("open_conflicts", 0):
+            exit_code = EXIT_PARTIAL
+        else:
+            exit_code = EXIT_OK
+        return PassResult(exit_code, _document(engine, started, totals, exit_code), decisions)
+
+
+async def retry_dead_letters(config: Config, ids: Sequence[int] | None) -> tuple[int, list[dict[str, Any]]]:
+    """Replay dead letters (all when ``ids`` is None). Returns (exit code, per-letter results)."""
+    results: list[dict[str, Any]] = []
+    async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
+        async with rt.ledger.transaction(readonly=True) as tx:
+            letters = await tx.dead_letters(ids=ids)
+        if ids is not None:
+            missing = set(ids) - {dl.id for dl in letters}
+            for mid in sorted(missing):
+                results.append({"id": mid, "result": "unknown or already resolved"})
+        for letter in letters:
+            decisions: list[Decision] = []
+            engine = Engine(config, rt.ledger, rt.connectors, holder=holder_name("retry"),
+                            on_decision=decisions.append)
+            phase = (letter.payload or {}).get("phase")
+            try:
+                if phase == "read" and letter.external_id:
+                    await _read_ids(engine, [(letter.connector, letter.external_id)])
+                elif phase == "write":
+                    payload = dict(letter.payload["outbox"])
+                    payload["attempt"] = 0
+                    item = OutboxItem(idempotency_key=f"retry:{letter.id}:{letter.attempts}",
+                                      canonical_id=letter.canonical_id or "", connector=letter.connector,
+                                      op=str(letter.payload.get("op", "update")), payload=payload)
+                    async with rt.ledger.transaction() as tx:
+                        await tx.outbox_add([item])
+                    pending = await _pending_item(rt.ledger, item.idempotency_key)
+                    await engine.execute([pending] if pending is not None else [item])
+                elif phase == "cancel_old" and letter.external_id:
+                    await _retry_cancel_old(engine, letter.connector, letter.canonical_id or "", letter.external_id)
+                else:
+                    results.append({"id": letter.id, "result": "cannot be retried automatically"})
+                    continue
+            except VendorError as exc:
+                engine._stop(letter.connector, exc)
+            failed = engine.stats.stopped or any(
+                d.action in ("dead_letter", "conflict") for d in decisions
+            )
+            async with rt.ledger.transaction() as tx:
+                if failed:
+                    await tx.touch_dead_letters([letter.id] if letter.id is not None else [])
+                else:
+                    await tx.resolve_dead_letters([letter.id] if letter.id is not None else [])
+            results.append({"id": letter.id, "result": "failed again" if failed else "done"})
+        code = EXIT_PARTIAL if any(r["result"] != "done" for r in results) else EXIT_OK
+        return code, results
+
+
+async def _pending_item(ledger: Ledger, key: str) -> OutboxItem | None:
+    async with ledger.transaction(readonly=True) as tx:
+        for item in await tx.outbox_pending(limit=100_000, states=("pending",)):
+            if item.idempotency_key == key:
+                return item
+    return None
+
+
+async def _retry_cancel_old(engine: Engine, connector_name: str, canonical_id: str, external_id: str) -> None:
+    from syncd.connector import WriteKind, WriteRequest
+    from syncd.model import Status
+
+    connector = engine.connectors[connector_name]
+    current = (await connector.read([external_id]))[external_id]
+    if current.deleted or current.appointment is None or current.appointment.status.terminal:
+        return
+    reason = connector.capabilities.replace_reason
+    desired = current.appointment.with_changes(status=Status.CANCELLED, cancellation_reason=reason)
+    [outcome] = await connector.write([WriteRequest(WriteKind.CANCEL, canonical_id, desired, external_id=external_id,
+                                                    current=current,
+                                                    changed=frozenset({"status", "cancellation_reason"}))])
+    if outcome.error is not None:
+        engine._decide(Decision("dead_letter", connector_name, canonical_id, external_id, detail=str(outcome.error)))
+    else:
+        engine.stats.of(connector_name).cancelled += 1
+
+
+async def resolve_conflict(config: Config, conflict_id: int, take: str) -> tuple[int, str]:
+    """Settle conflict ``conflict_id`` by taking connector ``take``'s current version of the record."""
+    if take not in config.connectors:
+        raise ConfigError([f"--take: {take!r} is not a configured connector"])
+    async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
+        async with rt.ledger.transaction(readonly=True) as tx:
+            found = await tx.conflicts(ids=[conflict_id])
+            if not found:
+                return EXIT_PARTIAL, f"conflict {conflict_id} is unknown or already resolved"
+            conflict = found[0]
+            links = (await tx.links_of([conflict.canonical_id])).get(conflict.canonical_id, [])
+            row = (await tx.appointments([conflict.canonical_id])).get(conflict.canonical_id)
+        link = next((lk for lk in links if lk.connector == take), None)
+        if link is None or row is None or row.snapshot is None:
+            return EXIT_PARTIAL, f"{take} holds no linked record for conflict {conflict_id}"
+        connector = rt.connectors[take]
+        record: VendorRecord = (await connector.read([link.external_id]))[link.external_id]
+        if record.appointment is None:
+            return EXIT_PARTIAL, f"{take}'s record is deleted or unreadable"
+        engine = Engine(config, rt.ledger, rt.connectors, holder=holder_name("resolve"))
+        group = engine.group_of.get(take)
+        if group is None:
+            return EXIT_PARTIAL, f"{take} is in no sync group"
+        # taking a version: make the chosen record the new merge base for the conflicting field
+        base = Appointment.from_json(row.snapshot)
+        async with rt.ledger.transaction() as tx:
+            refs = await engine._source_refs(tx, take, [record])
+        chosen, missing = engine._to_canonical(take, record, refs)
+        if chosen is None:
+            return EXIT_PARTIAL, missing or "missing reference"
+        field_names = ["start", "end"] if conflict.field == "start" else [conflict.field]
+        values = {name: getattr(chosen, name) for name in field_names if name not in record.unexpressible}
+        merged = base.with_changes(**values) if values else base
+        async with rt.ledger.transaction() as tx:
+            from syncd.engine.core import _PageWork
+            from syncd.ledger.models import AppointmentRow
+
+            work = _PageWork()
+            await tx.save_appointments([AppointmentRow(canonical_id=conflict.canonical_id, sync_group=group.name,
+                                                       snapshot=merged.to_json(), fingerprint=merged.fingerprint())])
+            engine._plan_targets(group, conflict.canonical_id, "", base, merged, merged.diff(base) or field_names,
+                                 links, work, source_view=None)
+            await engine._store(tx, work)
+            await tx.resolve_conflict(conflict_id, f"took {take}")
+        if work.outbox:
+            await engine.execute(work.outbox)
+        return EXIT_OK, f"conflict {conflict_id} resolved: took {take}"

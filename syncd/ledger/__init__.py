@@ -1,0 +1,1 @@
+"""The ledger: durable state of syncd (see ``store.Ledger``)."""

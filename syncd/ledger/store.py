@@ -1,0 +1,933 @@
+"""The ledger API: one async code path for SQLite (aiosqlite, WAL) and PostgreSQL (asyncpg).
+
+Batch-first: every method of :class:`Tx` takes or returns whole batches and costs a handful of
+statements (IN-lists, bulk inserts, upserts), never one statement per record, so that a page of 500
+records is one transaction::
+
+    ledger = await Ledger.open(config.ledger.url)
+    await ledger.upgrade()
+    async with ledger.transaction() as tx:
+        links = await tx.links_for("zoho", [r.external_id for r in page.records])
+        ...
+        await tx.upsert_links(new_links)
+        await tx.set_cursor("zoho", page.cursor, success_at=now)   # same commit as the rows
+    await ledger.close()
+
+Rows are returned as the SQLModel classes of :mod:`syncd.ledger.models`, detached (plain values).
+Every time is an aware UTC datetime. Free-text errors stored here are masked of contact details and
+truncated; callers pass PHI-free reasons or vendor messages.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlmodel import SQLModel
+
+from syncd.errors import SyncdError
+from syncd.ledger.models import (
+    AppointmentRow,
+    AuditEntry,
+    ConflictRow,
+    ConnectorStateRow,
+    CrosswalkEntry,
+    CursorRow,
+    DeadLetter,
+    InboxItem,
+    Lease,
+    Link,
+    OutboxItem,
+    utcnow,
+)
+from syncd.logging import mask_contact
+
+__all__ = [
+    "ConnectorSummary",
+    "Ledger",
+    "LedgerStateStore",
+    "LedgerUnavailable",
+    "Tx",
+]
+
+#: most values bound in one IN-list / multi-row statement (both databases allow far more)
+CHUNK = 500
+_ERROR_MAX = 500
+M = TypeVar("M", bound=SQLModel)
+
+Clock = Callable[[], datetime]
+
+
+class LedgerUnavailable(SyncdError):
+    """The ledger cannot be reached or is not initialised (CLI exit code 3)."""
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _short(text: str | None) -> str | None:
+    """Mask contact details and cap the length of an error text before storing it."""
+    if text is None:
+        return None
+    masked = mask_contact(text)
+    return masked if len(masked) <= _ERROR_MAX else masked[: _ERROR_MAX - 1] + "…"
+
+
+def _row_to(model: type[M], row: sa.Row[Any]) -> M:
+    return model(**row._mapping)
+
+
+def _values(obj: SQLModel, table: sa.Table, *, skip: Iterable[str] = ()) -> dict[str, Any]:
+    skipped = set(skip)
+    return {c.name: getattr(obj, c.name) for c in table.columns if c.name not in skipped}
+
+
+def _table(model: type[SQLModel]) -> sa.Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)
+    return table
+
+
+APPOINTMENTS = _table(AppointmentRow)
+LINKS = _table(Link)
+CURSORS = _table(CursorRow)
+INBOX = _table(InboxItem)
+OUTBOX = _table(OutboxItem)
+DEAD_LETTERS = _table(DeadLetter)
+CONFLICTS = _table(ConflictRow)
+CROSSWALK = _table(CrosswalkEntry)
+AUDIT = _table(AuditEntry)
+STATE = _table(ConnectorStateRow)
+LEASES = _table(Lease)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorSummary:
+    """What ``syncd status`` shows for one connector (read from the ledger only)."""
+
+    connector: str
+    cursor: str | None
+    last_success_at: datetime | None
+    last_error: str | None
+    inbox_pending: int
+    outbox_pending: int
+    dead_letters: int
+    open_conflicts: int
+
+
+class Ledger:
+    """An open ledger. Build with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, engine: AsyncEngine, url: str, clock: Clock) -> None:
+        self.engine = engine
+        self.url = url
+        self.clock = clock
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @classmethod
+    async def open(cls, url: str, *, clock: Clock = utcnow, create: bool = True) -> Ledger:
+        """Connect (and check the connection). ``create=False`` refuses a missing SQLite file.
+
+        Raises :class:`LedgerUnavailable` when the database cannot be reached.
+        """
+        parsed = make_url(url)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            _check_sqlite_path(parsed.database or "", create)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"timeout": 10}
+        engine = create_async_engine(url, **kwargs)
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+        ledger = cls(engine, url, clock)
+        try:
+            await ledger.ping()
+        except LedgerUnavailable:
+            await engine.dispose()
+            raise
+        return ledger
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raise :class:`LedgerUnavailable` if it does not answer."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (TimeoutError, OSError, SQLAlchemyError) as exc:
+            raise LedgerUnavailable(f"ledger unreachable: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- schema -----------------------------------------------------------------------------
+    async def upgrade(self) -> str | None:
+        """Create or migrate the schema to the newest revision; a no-op when already there.
+
+        Returns the revision now in force. Concurrent upgrades on PostgreSQL serialise on an
+        advisory lock; on SQLite the write transaction serialises them.
+        """
+        from alembic import command
+
+        def run(sync_conn: sa.Connection) -> None:
+            if sync_conn.dialect.name == "postgresql":
+                sync_conn.execute(sa.text("SELECT pg_advisory_xact_lock(7262019)"))
+            cfg = _alembic_config(sync_conn)
+            command.upgrade(cfg, "head")
+
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(run)
+        except (OSError, DBAPIError) as exc:
+            raise LedgerUnavailable(f"ledger upgrade failed: {type(exc).__name__}") from exc
+        return await self.revision()
+
+    async def revision(self) -> str | None:
+        """The schema revision in force (None: never upgraded)."""
+        from alembic.runtime.migration import MigrationContext
+
+        def current(sync_conn: sa.Connection) -> str | None:
+            return MigrationContext.configure(sync_conn).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(current)
+
+    @staticmethod
+    def head_revision() -> str | None:
+        """The newest revision shipped with this version of syncd."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+    # -- transactions -----------------------------------------------------------------------
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Tx]:
+        """One database transaction: committed on normal exit, rolled back on an exception.
+
+        On SQLite a writing transaction starts with ``BEGIN IMMEDIATE`` (takes the write lock
+        up front, so concurrent writers wait on ``busy_timeout`` instead of failing).
+        """
+        try:
+            conn_cm = self.engine.connect()
+            conn = await conn_cm.__aenter__()
+        except (OSError, SQLAlchemyError) as exc:
+            raise LedgerUnavailable(f"ledger unreachable: {type(exc).__name__}") from exc
+        try:
+            if readonly:
+                conn = await conn.execution_options(syncd_readonly=True)
+            async with conn.begin():
+                yield Tx(conn, self.clock)
+        finally:
+            await conn_cm.__aexit__(None, None, None)
+
+    def state_store(self, connector: str) -> LedgerStateStore:
+        """A :class:`syncd.connector.StateStore` for ``connector`` (each call its own transaction)."""
+        return LedgerStateStore(self, connector)
+
+    async def summaries(self, connectors: Sequence[str]) -> dict[str, ConnectorSummary]:
+        """Per-connector status figures (one read transaction, a few grouped queries)."""
+        async with self.transaction(readonly=True) as tx:
+            return await tx.connector_summaries(connectors)
+
+
+class LedgerStateStore:
+    """Connector state in the ``connector_state`` table (get/set, None deletes)."""
+
+    def __init__(self, ledger: Ledger, connector: str) -> None:
+        self.ledger = ledger
+        self.connector = connector
+
+    async def get(self, key: str) -> str | None:
+        async with self.ledger.transaction(readonly=True) as tx:
+            return (await tx.state_get(self.connector, [key])).get(key)
+
+    async def set(self, key: str, value: str | None) -> None:
+        async with self.ledger.transaction() as tx:
+            await tx.state_set(self.connector, {key: value})
+
+
+def _check_sqlite_path(database: str, create: bool) -> None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not create and not path.exists():
+        raise LedgerUnavailable(f"ledger not initialised: {path} does not exist (run `syncd db upgrade`)")
+    if create and not path.parent.exists():
+        raise LedgerUnavailable(f"ledger directory does not exist: {path.parent}")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # let SQLAlchemy (the "begin" hook below) issue BEGIN, not the driver
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def on_begin(conn: sa.Connection) -> None:
+        readonly = conn.get_execution_options().get("syncd_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _alembic_config(sync_conn: sa.Connection | None) -> Any:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    location = resources.files("syncd.ledger") / "migrations"
+    cfg.set_main_option("script_location", str(location))
+    cfg.attributes["connection"] = sync_conn
+    return cfg
+
+
+class Tx:
+    """Batch operations inside one transaction (see :meth:`Ledger.transaction`)."""
+
+    def __init__(self, conn: AsyncConnection, clock: Clock) -> None:
+        self.conn = conn
+        self.clock = clock
+
+    @property
+    def dialect(self) -> str:
+        return self.conn.dialect.name
+
+    def _insert(self, table: sa.Table) -> Any:
+        """A dialect INSERT that offers ``on_conflict_do_update`` / ``on_conflict_do_nothing``."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    async def _select_in(
+        self, table: sa.Table, column: str, values: Iterable[Any], *extra: sa.ColumnElement[bool]
+    ) -> list[sa.Row[Any]]:
+        keys = list(dict.fromkeys(values))
+        rows: list[sa.Row[Any]] = []
+        for chunk in _chunks(keys):
+            stmt = sa.select(table).where(table.c[column].in_(chunk), *extra)
+            rows.extend((await self.conn.execute(stmt)).all())
+        return rows
+
+    # -- links ------------------------------------------------------------------------------
+    async def links_for(self, connector: str, external_ids: Iterable[str]) -> dict[str, Link]:
+        """Links of ``connector`` by external id (retired ones included; check ``retired``)."""
+        rows = await self._select_in(LINKS, "external_id", external_ids, LINKS.c.connector == connector)
+        return {row.external_id: _row_to(Link, row) for row in rows}
+
+    async def links_of(self, canonical_ids: Iterable[str], *, include_retired: bool = False) -> dict[str, list[Link]]:
+        """Every link of each canonical id (missing ids map to no entry)."""
+        extra = () if include_retired else (LINKS.c.retired.is_(False),)
+        rows = await self._select_in(LINKS, "canonical_id", canonical_ids, *extra)
+        out: dict[str, list[Link]] = defaultdict(list)
+        for row in sorted(rows, key=lambda r: (r.canonical_id, r.connector, r.id)):
+            out[row.canonical_id].append(_row_to(Link, row))
+        return dict(out)
+
+    async def upsert_links(self, rows: Iterable[Link]) -> None:
+        """Insert or update links, keyed by (connector, external_id); ``created_at`` is kept."""
+        now = self.clock()
+        values = []
+        for link in rows:
+            data = _values(link, LINKS, skip=("id",))
+            data["updated_at"] = now
+            data["created_at"] = now  # kept on conflict: only a new row takes it
+            values.append(data)
+        if not values:
+            return
+        stmt = self._insert(LINKS)
+        updatable = [c.name for c in LINKS.columns if c.name not in ("id", "connector", "external_id", "created_at")]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["connector", "external_id"],
+            set_={name: stmt.excluded[name] for name in updatable},
+        )
+        await self.conn.execute(stmt, values)
+
+    async def retire_links(self, connector: str, external_ids: Iterable[str]) -> None:
+        """Mark links retired (the old id of a replace flow): kept, never exported, never matched."""
+        ids = list(external_ids)
+        for chunk in _chunks(ids):
+            await self.conn.execute(
+                sa.update(LINKS)
+                .where(LINKS.c.connector == connector, LINKS.c.external_id.in_(chunk))
+                .values(retired=True, updated_at=self.clock())
+            )
+
+    async def all_links(self, *, include_retired: bool = False) -> list[Link]:
+        stmt = sa.select(LINKS).order_by(LINKS.c.canonical_id, LINKS.c.connector, LINKS.c.id)
+        if not include_retired:
+            stmt = stmt.where(LINKS.c.retired.is_(False))
+        return [_row_to(Link, row) for row in (await self.conn.execute(stmt)).all()]
+
+    # -- appointments (merge base) ----------------------------------------------------------
+    async def appointments(self, canonical_ids: Iterable[str]) -> dict[str, AppointmentRow]:
+        """The stored merge base of each id (ids never seen map to no entry)."""
+        rows = await self._select_in(APPOINTMENTS, "canonical_id", canonical_ids)
+        return {row.canonical_id: _row_to(AppointmentRow, row) for row in rows}
+
+    async def save_appointments(self, rows: Iterable[AppointmentRow]) -> None:
+        """Upsert merge bases (sync_group, snapshot, fingerprint); claims are left as they are."""
+        now = self.clock()
+        values = [
+            {
+                "canonical_id": row.canonical_id,
+                "sync_group": row.sync_group,
+                "snapshot": row.snapshot,
+                "fingerprint": row.fingerprint,
+                "updated_at": now,
+                "claimed_by": None,
+                "claimed_until": None,
+            }
+            for row in rows
+        ]
+        if not values:
+            return
+        stmt = self._insert(APPOINTMENTS)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["canonical_id"],
+            set_={name: stmt.excluded[name] for name in ("sync_group", "snapshot", "fingerprint", "updated_at")},
+        )
+        await self.conn.execute(stmt, values)
+
+    async def ensure_appointments(self, canonical_ids: Iterable[str], sync_group: str = "") -> None:
+        """Create empty rows (snapshot None) for ids not stored yet; existing rows are untouched."""
+        now = self.clock()
+        values = [
+            {"canonical_id": cid, "sync_group": sync_group, "snapshot": None, "fingerprint": None, "updated_at": now}
+            for cid in dict.fromkeys(canonical_ids)
+        ]
+        if values:
+            stmt = self._insert(APPOINTMENTS).on_conflict_do_nothing(index_elements=["canonical_id"])
+            await self.conn.execute(stmt, values)
+
+    async def claim(self, canonical_ids: Iterable[str], holder: str, ttl: float) -> set[str]:
+        """Claim records for ``ttl`` seconds; returns the ids now held by ``holder``.
+
+        An id is granted when unclaimed, already held by ``holder`` (renewal), or its claim
+        expired. Ids without a row get an empty one first. Safe across replicas: the grant is one
+        conditional UPDATE, which PostgreSQL re-checks after waiting for a competing writer.
+        """
+        ids = list(dict.fromkeys(canonical_ids))
+        if not ids:
+            return set()
+        await self.ensure_appointments(ids)
+        now = self.clock()
+        until = now + timedelta(seconds=ttl)
+        granted: set[str] = set()
+        for chunk in _chunks(ids):
+            stmt = (
+                sa.update(APPOINTMENTS)
+                .where(
+                    APPOINTMENTS.c.canonical_id.in_(chunk),
+                    sa.or_(
+                        APPOINTMENTS.c.claimed_by.is_(None),
+                        APPOINTMENTS.c.claimed_by == holder,
+                        APPOINTMENTS.c.claimed_until < now,
+                    ),
+                )
+                .values(claimed_by=holder, claimed_until=until)
+                .returning(APPOINTMENTS.c.canonical_id)
+            )
+            granted.update((await self.conn.execute(stmt)).scalars().all())
+        return granted
+
+    async def release(self, canonical_ids: Iterable[str], holder: str) -> None:
+        """Drop ``holder``'s claims on these ids (others' claims are untouched)."""
+        ids = list(dict.fromkeys(canonical_ids))
+        for chunk in _chunks(ids):
+            await self.conn.execute(
+                sa.update(APPOINTMENTS)
+                .where(APPOINTMENTS.c.canonical_id.in_(chunk), APPOINTMENTS.c.claimed_by == holder)
+                .values(claimed_by=None, claimed_until=None)
+            )
+
+    # -- cursors ----------------------------------------------------------------------------
+    async def get_cursor(self, connector: str) -> str | None:
+        row = (await self.conn.execute(sa.select(CURSORS.c.value).where(CURSORS.c.connector == connector))).first()
+        return None if row is None else row.value
+
+    async def cursors(self, connectors: Iterable[str]) -> dict[str, CursorRow]:
+        rows = await self._select_in(CURSORS, "connector", connectors)
+        return {row.connector: _row_to(CursorRow, row) for row in rows}
+
+    async def set_cursor(self, connector: str, value: str | None, success_at: datetime | None = None) -> None:
+        """Store the cursor (in the same transaction as the rows it covers); clears ``last_error``."""
+        now = self.clock()
+        data = {
+            "connector": connector,
+            "value": value,
+            "updated_at": now,
+            "last_success_at": success_at or now,
+            "last_error": None,
+        }
+        stmt = self._insert(CURSORS)
+        stmt = stmt.values(data).on_conflict_do_update(
+            index_elements=["connector"],
+            set_={k: stmt.excluded[k] for k in ("value", "updated_at", "last_success_at", "last_error")},
+        )
+        await self.conn.execute(stmt)
+
+    async def record_poll_error(self, connector: str, error: str) -> None:
+        """Remember the last poll failure (masked, short) without moving the cursor."""
+        stmt = self._insert(CURSORS)
+        stmt = stmt.values(
+            connector=connector, value=None, updated_at=self.clock(), last_success_at=None, last_error=_short(error)
+        ).on_conflict_do_update(
+            index_elements=["connector"], set_={"last_error": stmt.excluded.last_error}
+        )
+        await self.conn.execute(stmt)
+
+    # -- inbox ------------------------------------------------------------------------------
+    async def inbox_put(self, connector: str, dedup_key: str, body: bytes) -> bool:
+        """Store a webhook delivery; False when (connector, dedup_key) was stored before."""
+        return (await self.inbox_put_many([(connector, dedup_key, body)]))[0]
+
+    async def inbox_put_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        """Store many deliveries in one statement (grouped commits); one bool per item, in order."""
+        now = self.clock()
+        stored: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str]] = set()
+        values = []
+        for connector, key, body in items:
+            if (connector, key) in seen:
+                continue
+            seen.add((connector, key))
+            values.append(
+                {"connector": connector, "dedup_key": key, "body": body, "received_at": now, "attempts": 0}
+            )
+        for chunk in _chunks(values, 200):
+            stmt = (
+                self._insert(INBOX)
+                .values(list(chunk))
+                .on_conflict_do_nothing(index_elements=["connector", "dedup_key"])
+                .returning(INBOX.c.connector, INBOX.c.dedup_key)
+            )
+            stored.update((r.connector, r.dedup_key) for r in (await self.conn.execute(stmt)).all())
+        result = []
+        for connector, key, _ in items:
+            result.append((connector, key) in stored)
+            stored.discard((connector, key))  # a repeat inside one batch is a duplicate
+        return result
+
+    async def inbox_pending(self, connector: str | None = None, limit: int = 500) -> list[InboxItem]:
+        """Unprocessed deliveries, oldest first."""
+        stmt = sa.select(INBOX).where(INBOX.c.processed_at.is_(None)).order_by(INBOX.c.id).limit(limit)
+        if connector is not None:
+            stmt = stmt.where(INBOX.c.connector == connector)
+        return [_row_to(InboxItem, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def inbox_mark_done(self, ids: Iterable[int]) -> None:
+        """Mark deliveries processed. The row (and its dedup key) is kept for :meth:`inbox_purge`."""
+        id_list = list(ids)
+        for chunk in _chunks(id_list):
+            await self.conn.execute(
+                sa.update(INBOX).where(INBOX.c.id.in_(chunk)).values(processed_at=self.clock(), body=b"")
+            )
+
+    async def inbox_mark_failed(self, ids: Iterable[int], error: str) -> None:
+        """Count a failed processing attempt (the delivery stays pending)."""
+        id_list = list(ids)
+        for chunk in _chunks(id_list):
+            await self.conn.execute(
+                sa.update(INBOX)
+                .where(INBOX.c.id.in_(chunk))
+                .values(attempts=INBOX.c.attempts + 1, error=_short(error))
+            )
+
+    async def inbox_purge(self, older_than: datetime) -> int:
+        """Delete processed deliveries received before ``older_than`` (keep >= 24 h for dedup)."""
+        result = await self.conn.execute(
+            sa.delete(INBOX).where(INBOX.c.processed_at.is_not(None), INBOX.c.received_at < older_than)
+        )
+        return int(result.rowcount or 0)
+
+    # -- outbox -----------------------------------------------------------------------------
+    async def outbox_add(self, rows: Iterable[OutboxItem]) -> list[str]:
+        """Queue planned writes; an already known ``idempotency_key`` is skipped.
+
+        Returns the idempotency keys actually added.
+        """
+        now = self.clock()
+        values = []
+        for item in rows:
+            data = _values(item, OUTBOX, skip=("id",))
+            data.update(created_at=now, updated_at=now)
+            values.append(data)
+        added: list[str] = []
+        for chunk in _chunks(values, 200):
+            stmt = (
+                self._insert(OUTBOX)
+                .values(list(chunk))
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(OUTBOX.c.idempotency_key)
+            )
+            added.extend((await self.conn.execute(stmt)).scalars().all())
+        return added
+
+    async def outbox_pending(
+        self, connector: str | None = None, limit: int = 500, states: Sequence[str] = ("pending",)
+    ) -> list[OutboxItem]:
+        """Queued writes in these states, oldest first."""
+        stmt = sa.select(OUTBOX).where(OUTBOX.c.state.in_(list(states))).order_by(OUTBOX.c.id).limit(limit)
+        if connector is not None:
+            stmt = stmt.where(OUTBOX.c.connector == connector)
+        return [_row_to(OutboxItem, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def outbox_update(
+        self,
+        ids: Iterable[int],
+        *,
+        state: str,
+        error: str | None = None,
+        bump_attempts: bool = False,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Move writes to ``state`` (``sending``/``done``/``failed``/``pending``), optionally counting an attempt."""
+        id_list = list(ids)
+        values: dict[str, Any] = {"state": state, "updated_at": self.clock(), "last_error": _short(error)}
+        if bump_attempts:
+            values["attempts"] = OUTBOX.c.attempts + 1
+        if payload is not None:
+            values["payload"] = dict(payload)
+        for chunk in _chunks(id_list):
+            await self.conn.execute(sa.update(OUTBOX).where(OUTBOX.c.id.in_(chunk)).values(**values))
+
+    # -- dead letters -----------------------------------------------------------------------
+    async def add_dead_letter(
+        self,
+        connector: str,
+        kind: str,
+        reason: str,
+        *,
+        canonical_id: str | None = None,
+        external_id: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        retriable: bool = True,
+    ) -> int:
+        """Dead-letter one record (see :meth:`add_dead_letters`); returns its id."""
+        row = DeadLetter(
+            connector=connector,
+            kind=kind,
+            reason=reason,
+            canonical_id=canonical_id,
+            external_id=external_id,
+            payload=dict(payload or {}),
+            retriable=retriable,
+        )
+        return (await self.add_dead_letters([row]))[0]
+
+    async def add_dead_letters(self, rows: Sequence[DeadLetter]) -> list[int]:
+        """Dead-letter records; an unresolved letter for the same (connector, external_id,
+        canonical_id, kind) is updated (reason, payload, attempts + 1) instead of duplicated.
+
+        Returns the letters' ids in input order. Costs one lookup per 500 ids, one bulk update
+        and one bulk insert.
+        """
+        if not rows:
+            return []
+        now = self.clock()
+        Ident = tuple[str, str | None, str | None, str]
+
+        def ident(row: DeadLetter | sa.Row[Any]) -> Ident:
+            return (row.connector, row.external_id, row.canonical_id, row.kind)
+
+        existing: dict[Ident, int] = {}
+        open_letters = (DEAD_LETTERS.c.resolved.is_(False),)
+        for column in ("external_id", "canonical_id"):
+            keys = {getattr(r, column) for r in rows if getattr(r, column)}
+            for found in await self._select_in(DEAD_LETTERS, column, sorted(keys), *open_letters):
+                existing[ident(found)] = found.id
+
+        updates: dict[int, dict[str, Any]] = {}
+        inserts: dict[Ident, dict[str, Any]] = {}
+        for row in rows:
+            key = ident(row)
+            reason = _short(row.reason) or ""
+            if key in existing:
+                updates[existing[key]] = {
+                    "b_id": existing[key],
+                    "b_reason": reason,
+                    "b_payload": dict(row.payload),
+                    "b_retriable": row.retriable,
+                }
+            else:
+                data = _values(row, DEAD_LETTERS, skip=("id",))
+                data.update(reason=reason, payload=dict(row.payload), first_seen=now, last_tried=now, resolved=False)
+                inserts[key] = data  # a repeat inside the batch: the last one wins
+        if updates:
+            stmt = (
+                sa.update(DEAD_LETTERS)
+                .where(DEAD_LETTERS.c.id == sa.bindparam("b_id"))
+                .values(
+                    reason=sa.bindparam("b_reason"),
+                    payload=sa.bindparam("b_payload", type_=DEAD_LETTERS.c.payload.type),
+                    retriable=sa.bindparam("b_retriable"),
+                    attempts=DEAD_LETTERS.c.attempts + 1,
+                    last_tried=now,
+                )
+            )
+            await self.conn.execute(stmt, list(updates.values()))
+        if inserts:
+            stmt_ins = sa.insert(DEAD_LETTERS).returning(DEAD_LETTERS.c.id, sort_by_parameter_order=True)
+            new_ids = (await self.conn.execute(stmt_ins, list(inserts.values()))).scalars().all()
+            existing.update(zip(inserts, new_ids, strict=True))
+        return [existing[ident(row)] for row in rows]
+
+    async def dead_letters(
+        self, *, ids: Iterable[int] | None = None, include_resolved: bool = False, connector: str | None = None
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first (unresolved only unless ``include_resolved``)."""
+        stmt = sa.select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.id)
+        if not include_resolved:
+            stmt = stmt.where(DEAD_LETTERS.c.resolved.is_(False))
+        if connector is not None:
+            stmt = stmt.where(DEAD_LETTERS.c.connector == connector)
+        if ids is not None:
+            id_list = list(ids)
+            if not id_list:
+                return []
+            stmt = stmt.where(DEAD_LETTERS.c.id.in_(id_list))
+        return [_row_to(DeadLetter, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def resolve_dead_letters(self, ids: Iterable[int]) -> int:
+        """Mark dead letters resolved (retried successfully or discarded); returns how many changed."""
+        count = 0
+        for chunk in _chunks(list(ids)):
+            result = await self.conn.execute(
+                sa.update(DEAD_LETTERS)
+                .where(DEAD_LETTERS.c.id.in_(chunk), DEAD_LETTERS.c.resolved.is_(False))
+                .values(resolved=True, last_tried=self.clock())
+            )
+            count += int(result.rowcount or 0)
+        return count
+
+    async def touch_dead_letters(self, ids: Iterable[int], reason: str | None = None) -> None:
+        """Count one more (failed) retry of these dead letters."""
+        values: dict[str, Any] = {"attempts": DEAD_LETTERS.c.attempts + 1, "last_tried": self.clock()}
+        if reason is not None:
+            values["reason"] = _short(reason)
+        for chunk in _chunks(list(ids)):
+            await self.conn.execute(sa.update(DEAD_LETTERS).where(DEAD_LETTERS.c.id.in_(chunk)).values(**values))
+
+    # -- conflicts --------------------------------------------------------------------------
+    async def open_conflict(self, canonical_id: str, field: str, values: Mapping[str, Any], reason: str) -> int:
+        """Open a conflict (``values`` already PHI-redacted); an open one on the same field is updated."""
+        existing = (
+            await self.conn.execute(
+                sa.select(CONFLICTS.c.id).where(
+                    CONFLICTS.c.canonical_id == canonical_id,
+                    CONFLICTS.c.field == field,
+                    CONFLICTS.c.resolved_at.is_(None),
+                )
+            )
+        ).scalar()
+        if existing is not None:
+            await self.conn.execute(
+                sa.update(CONFLICTS).where(CONFLICTS.c.id == existing).values(values=dict(values), reason=reason)
+            )
+            return int(existing)
+        stmt = (
+            sa.insert(CONFLICTS)
+            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=reason, opened=self.clock())
+            .returning(CONFLICTS.c.id)
+        )
+        return int((await self.conn.execute(stmt)).scalar_one())
+
+    async def conflicts(self, *, ids: Iterable[int] | None = None, include_resolved: bool = False) -> list[ConflictRow]:
+        """Conflicts, oldest first (open only unless ``include_resolved``)."""
+        stmt = sa.select(CONFLICTS).order_by(CONFLICTS.c.id)
+        if not include_resolved:
+            stmt = stmt.where(CONFLICTS.c.resolved_at.is_(None))
+        if ids is not None:
+            id_list = list(ids)
+            if not id_list:
+                return []
+            stmt = stmt.where(CONFLICTS.c.id.in_(id_list))
+        return [_row_to(ConflictRow, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def resolve_conflict(self, conflict_id: int, resolution: str) -> bool:
+        """Close an open conflict; False when it is unknown or already closed."""
+        result = await self.conn.execute(
+            sa.update(CONFLICTS)
+            .where(CONFLICTS.c.id == conflict_id, CONFLICTS.c.resolved_at.is_(None))
+            .values(resolved_at=self.clock(), resolution=resolution)
+        )
+        return bool(result.rowcount)
+
+    # -- audit ------------------------------------------------------------------------------
+    async def add_audit(self, rows: Iterable[AuditEntry]) -> None:
+        """Append audit entries (field names and fingerprints only)."""
+        now = self.clock()
+        values = []
+        for row in rows:
+            data = _values(row, AUDIT, skip=("id",))
+            data["at"] = row.at or now
+            data["fields"] = list(row.fields)
+            values.append(data)
+        if values:
+            await self.conn.execute(sa.insert(AUDIT), values)
+
+    async def audit_for(self, canonical_ids: Iterable[str]) -> dict[str, list[AuditEntry]]:
+        rows = await self._select_in(AUDIT, "canonical_id", canonical_ids)
+        out: dict[str, list[AuditEntry]] = defaultdict(list)
+        for row in sorted(rows, key=lambda r: r.id):
+            out[row.canonical_id].append(_row_to(AuditEntry, row))
+        return dict(out)
+
+    # -- crosswalk --------------------------------------------------------------------------
+    async def crosswalk_lookup(self, kind: str, keys: Iterable[str], connector: str) -> dict[str, str]:
+        """Canonical key -> ``connector``'s external id, for the keys that have an entry."""
+        rows = await self._select_in(
+            CROSSWALK, "key", keys, CROSSWALK.c.kind == kind, CROSSWALK.c.connector == connector
+        )
+        return {row.key: row.external_id for row in rows}
+
+    async def crosswalk_reverse(self, kind: str, connector: str, external_ids: Iterable[str]) -> dict[str, str]:
+        """``connector``'s external id -> canonical key, for the ids that have an entry."""
+        rows = await self._select_in(
+            CROSSWALK, "external_id", external_ids, CROSSWALK.c.kind == kind, CROSSWALK.c.connector == connector
+        )
+        return {row.external_id: row.key for row in rows}
+
+    async def crosswalk_entries(self, kind: str | None = None) -> list[CrosswalkEntry]:
+        stmt = sa.select(CROSSWALK).order_by(CROSSWALK.c.kind, CROSSWALK.c.key, CROSSWALK.c.connector)
+        if kind is not None:
+            stmt = stmt.where(CROSSWALK.c.kind == kind)
+        return [_row_to(CrosswalkEntry, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def crosswalk_add(self, rows: Iterable[CrosswalkEntry]) -> None:
+        """Insert entries; exact repeats are ignored. Callers check contradictions first
+        (``syncd.crosswalk``); a remaining clash violates a unique constraint and aborts."""
+        now = self.clock()
+        values = [
+            {"kind": r.kind, "key": r.key, "connector": r.connector, "external_id": r.external_id, "created_at": now}
+            for r in rows
+        ]
+        if values:
+            stmt = self._insert(CROSSWALK).on_conflict_do_nothing(
+                index_elements=["kind", "key", "connector"]
+            )
+            await self.conn.execute(stmt, values)
+
+    # -- connector state and leases ---------------------------------------------------------
+    async def state_get(self, connector: str, keys: Iterable[str]) -> dict[str, str]:
+        rows = await self._select_in(STATE, "key", keys, STATE.c.connector == connector)
+        return {row.key: row.value for row in rows}
+
+    async def state_set(self, connector: str, values: Mapping[str, str | None]) -> None:
+        """Set (or, with None, delete) connector state values."""
+        now = self.clock()
+        deletes = [k for k, v in values.items() if v is None]
+        upserts = [
+            {"connector": connector, "key": k, "value": v, "updated_at": now}
+            for k, v in values.items()
+            if v is not None
+        ]
+        if deletes:
+            await self.conn.execute(sa.delete(STATE).where(STATE.c.connector == connector, STATE.c.key.in_(deletes)))
+        if upserts:
+            stmt = self._insert(STATE)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["connector", "key"],
+                set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+            )
+            await self.conn.execute(stmt, upserts)
+
+    async def lease_acquire(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the named lease; False while another holder's lease is unexpired."""
+        now = self.clock()
+        until = now + timedelta(seconds=ttl)
+        stmt = self._insert(LEASES).values(name=name, holder=holder, expires_at=until)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["name"],
+            set_={"holder": stmt.excluded.holder, "expires_at": stmt.excluded.expires_at},
+            where=sa.or_(LEASES.c.holder == holder, LEASES.c.expires_at < now),
+        ).returning(LEASES.c.name)
+        return (await self.conn.execute(stmt)).first() is not None
+
+    async def lease_release(self, name: str, holder: str) -> None:
+        await self.conn.execute(sa.delete(LEASES).where(LEASES.c.name == name, LEASES.c.holder == holder))
+
+    async def lease_holder(self, name: str) -> Lease | None:
+        row = (await self.conn.execute(sa.select(LEASES).where(LEASES.c.name == name))).first()
+        return None if row is None else _row_to(Lease, row)
+
+    # -- read helpers for `status` ----------------------------------------------------------
+    async def connector_summaries(self, connectors: Sequence[str]) -> dict[str, ConnectorSummary]:
+        """Per-connector cursor, last success, pending inbox/outbox, dead letters, open conflicts."""
+        names = list(connectors)
+        cursors = await self.cursors(names)
+
+        async def grouped(stmt: sa.Select[Any]) -> dict[str, int]:
+            return {row[0]: int(row[1]) for row in (await self.conn.execute(stmt)).all()}
+
+        inbox = await grouped(
+            sa.select(INBOX.c.connector, sa.func.count())
+            .where(INBOX.c.processed_at.is_(None))
+            .group_by(INBOX.c.connector)
+        )
+        outbox = await grouped(
+            sa.select(OUTBOX.c.connector, sa.func.count())
+            .where(OUTBOX.c.state.in_(["pending", "sending"]))
+            .group_by(OUTBOX.c.connector)
+        )
+        dead = await grouped(
+            sa.select(DEAD_LETTERS.c.connector, sa.func.count())
+            .where(DEAD_LETTERS.c.resolved.is_(False))
+            .group_by(DEAD_LETTERS.c.connector)
+        )
+        conflicts = await grouped(
+            sa.select(LINKS.c.connector, sa.func.count(sa.distinct(CONFLICTS.c.id)))
+            .select_from(CONFLICTS.join(LINKS, LINKS.c.canonical_id == CONFLICTS.c.canonical_id))
+            .where(CONFLICTS.c.resolved_at.is_(None), LINKS.c.retired.is_(False))
+            .group_by(LINKS.c.connector)
+        )
+        out = {}
+        for name in names:
+            cur = cursors.get(name)
+            out[name] = ConnectorSummary(
+                connector=name,
+                cursor=cur.value if cur else None,
+                last_success_at=cur.last_success_at if cur else None,
+                last_error=cur.last_error if cur else None,
+                inbox_pending=inbox.get(name, 0),
+                outbox_pending=outbox.get(name, 0),
+                dead_letters=dead.get(name, 0),
+                open_conflicts=conflicts.get(name, 0),
+            )
+        return out
+
+    async def totals(self) -> dict[str, int]:
+        """Ledger-wide counts: unresolved dead letters and open conflicts."""
+        dead = (
+            await self.conn.execute(
+                sa.select(sa.func.count()).select_from(DEAD_LETTERS).where(DEAD_LETTERS.c.resolved.is_(False))
+            )
+        ).scalar_one()
+        conflicts = (
+            await self.conn.execute(
+                sa.select(sa.func.count()).select_from(CONFLICTS).where(CONFLICTS.c.resolved_at.is_(None))
+            )
+        ).scalar_one()
+        return {"dead_letters": int(dead), "open_conflicts": int(conflicts)}

@@ -1,0 +1,204 @@
+"""A small world for end-to-end scenarios: real sandboxes, a real ledger, a real config file.
+
+Everything goes through syncd's public entry points (config loading, crosswalk import, ``resync``), and
+vendor-side changes are made through the sandboxes' control API, the way another user would make them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from syncd.config import Config, load_config
+from syncd.crosswalk import import_rows, parse_csv
+from syncd.engine.runner import PassResult, resync
+from syncd.ledger.store import Ledger
+from syncd.sandboxkit import RunningSandbox, start_sandbox
+from syncd.sandboxkit.seedgen import SeedDataset, crosswalk_csv, generate
+
+AUTH: dict[str, dict[str, str]] = {
+    "salesforce_health": {"client_id": "sandbox-client", "client_secret": "sandbox-secret",
+                          "refresh_token": "sandbox-refresh", "api_version": "65.0"},
+    "zoho_crm": {"client_id": "sandbox-client", "client_secret": "sandbox-secret",
+                 "refresh_token": "sandbox-refresh"},
+    "saludya": {"api_key": "sandbox-key"},
+    "onlive": {"access_key_id": "OLAK7Q2N4X9EXAMPLE",
+               "secret_access_key": "olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"},
+    "dentally": {"access_token": "sandbox-token", "user_agent": "syncd-tests/1.0 (ops@clinic.example)"},
+}
+TIMEZONES = {"salesforce_health": "UTC", "zoho_crm": "Asia/Kolkata", "saludya": "America/Bogota",
+             "onlive": "Europe/Madrid", "dentally": "Europe/London"}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return str(value)
+
+
+@dataclass
+class World:
+    config_path: Path
+    config: Config
+    sandboxes: dict[str, RunningSandbox]
+    types: dict[str, str]
+    dataset: SeedDataset
+    crosswalk: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+
+    async def resync(self, **kw: Any) -> PassResult:
+        return await resync(self.config, **kw)
+
+    async def control(self, name: str, method: str, path: str, body: Any = None) -> Any:
+        async with aiohttp.ClientSession() as s, s.request(method, self.sandboxes[name].url + path, json=body) as r:
+            text = await r.text()
+            assert r.status < 300, f"{name} {method} {path}: {r.status} {text[:300]}"
+            return json.loads(text) if text else None
+
+    async def records(self, name: str) -> list[dict[str, Any]]:
+        return list((await self.control(name, "GET", "/_sandbox/records"))["records"])
+
+    async def record(self, name: str, external_id: str) -> dict[str, Any]:
+        for rec in await self.records(name):
+            if str(rec.get("id", rec.get("Id"))) == external_id:
+                return rec
+        raise KeyError(f"{name} has no record {external_id}")
+
+    async def edit(self, name: str, external_id: str, changes: Mapping[str, Any]) -> None:
+        """Another user edits the record in the vendor (bumps its version and modified time)."""
+        rec = {k: v for k, v in (await self.record(name, external_id)).items() if not k.startswith("_")}
+        rec.update(changes)
+        await self.control(name, "POST", "/_sandbox/records", {"records": [rec]})
+
+    async def fault(self, name: str, method: str, path: str, action: Mapping[str, Any], times: int = 1) -> None:
+        await self.control(name, "POST", "/_sandbox/faults",
+                           {"match": {"method": method, "path": path}, "times": times, "action": dict(action)})
+
+    async def write_requests(self, name: str) -> int:
+        rows = (await self.control(name, "GET", "/_sandbox/requests"))["requests"]
+        return sum(r["count"] for r in rows if r["method"] in ("POST", "PUT", "PATCH", "DELETE")
+                   and "oauth" not in r["route"])
+
+    async def link(self, canonical_id: str, connector: str) -> str:
+        ledger = await self.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                links = (await tx.links_of([canonical_id])).get(canonical_id, [])
+        finally:
+            await ledger.close()
+        return next(lk.external_id for lk in links if lk.connector == connector)
+
+    async def table_counts(self) -> dict[str, int]:
+        import sqlalchemy as sa
+
+        from syncd.ledger.models import metadata
+
+        ledger = await self.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                out = {}
+                for table in metadata.sorted_tables:
+                    out[table.name] = int((await tx.conn.execute(sa.select(sa.func.count()).select_from(table)))
+                                          .scalar_one())
+                return out
+        finally:
+            await ledger.close()
+
+    async def seed(self, name: str, appointments: bool = True) -> None:
+        module = importlib.import_module(f"connectors.{self.types[name]}.sandbox")
+        body, rows = module.seed_body(self.dataset)
+        if not appointments:
+            body = {k: v for k, v in body.items() if k != "records"} | {
+                "records": [r for r in body.get("records", []) if not _is_appointment(self.types[name], r)]
+            }
+            rows = [r for r in rows if r[0] != "appointment"]
+        await self.control(name, "POST", "/_sandbox/records", body)
+        self.crosswalk[name] = rows
+
+    async def import_crosswalk(self, *, appointments_for: Sequence[str] = (), skip: Sequence[tuple[str, str, str]] = ()
+                               ) -> None:
+        rows_by = {
+            name: [r for r in rows if (r[0] != "appointment" or name in appointments_for)
+                   and (name, r[0], r[1]) not in set(skip)]
+            for name, rows in self.crosswalk.items()
+        }
+        rows, problems = parse_csv(crosswalk_csv(rows_by), self.config.connectors)
+        assert not problems, problems
+        ledger = await Ledger.open(self.config.ledger.url)
+        try:
+            await ledger.upgrade()
+            report = await import_rows(ledger, rows, self.config)
+            assert not report.problems, report.problems
+        finally:
+            await ledger.close()
+
+    async def ledger(self) -> Ledger:
+        return await Ledger.open(self.config.ledger.url)
+
+    async def stop(self) -> None:
+        for sb in self.sandboxes.values():
+            await sb.stop()
+
+
+def _is_appointment(vendor: str, record: Mapping[str, Any]) -> bool:
+    attrs = record.get("attributes")
+    if isinstance(attrs, Mapping):
+        return attrs.get("type") == "ServiceAppointment"
+    return True
+
+
+async def make_world(
+    tmp_path: Path,
+    ledger_url: str,
+    members: Mapping[str, str],
+    *,
+    n_appointments: int = 5,
+    create_in: Sequence[str] | None = None,
+    owners: Mapping[str, str] | None = None,
+    sandbox_options: Mapping[str, Mapping[str, Any]] | None = None,
+    connector_extra: Mapping[str, Mapping[str, Any]] | None = None,
+    now: datetime | None = None,
+) -> World:
+    """Start the sandboxes for ``members`` (name -> vendor type) and write a config for them."""
+    sandboxes: dict[str, RunningSandbox] = {}
+    for name, vendor in members.items():
+        options = {"rate_limits": False, **dict((sandbox_options or {}).get(name, {}))}
+        sandboxes[name] = await start_sandbox(vendor, port=0, **options)
+    lines = [f'[ledger]\nurl = "{ledger_url}"\n', '[log]\nlevel = "warning"\nformat = "json"\n']
+    for name, vendor in members.items():
+        url = sandboxes[name].url
+        entries: dict[str, Any] = {"type": vendor, "base_url": url, "poll_interval": 60,
+                                   "timezone": TIMEZONES[vendor], "max_requests_per_second": 200,
+                                   **AUTH[vendor]}
+        if vendor == "salesforce_health":
+            entries["token_url"] = f"{url}/services/oauth2/token"
+        if vendor == "zoho_crm":
+            entries["accounts_url"] = url
+        if vendor in ("salesforce_health", "zoho_crm", "dentally"):
+            entries["webhook_secret"] = "sandbox-webhook-secret"
+        entries.update((connector_extra or {}).get(name, {}))
+        lines.append(f"[connectors.{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in entries.items()))
+    group: dict[str, Any] = {"name": "g", "members": list(members)}
+    if create_in is not None:
+        group["create_in"] = list(create_in)
+    if owners:
+        group["owners"] = dict(owners)
+    lines.append("[[sync]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in group.items()))
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    config = load_config(str(path))
+    single_location = "zoho_crm" in members.values()
+    dataset = generate(n_appointments, seed=7, now=now or datetime.now(UTC), locations=1 if single_location else None)
+    return World(path, config, sandboxes, dict(members), dataset)

@@ -1,0 +1,301 @@
+"""Config loading (CONTRACT section 2): every problem on its own line naming the key, exit 2."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from syncd.cli import main
+from syncd.config import AUTH_KEYS, load_config, resolve_config_path
+from syncd.errors import ConfigError
+from syncd.secret import Secret
+
+REPO = Path(__file__).resolve().parent.parent
+
+BASE = """
+[ledger]
+url = "sqlite+aiosqlite:///./x.db"
+
+[connectors.zoho]
+type = "zoho_crm"
+base_url = "http://127.0.0.1:8702"
+accounts_url = "http://127.0.0.1:8702"
+client_id = "cid"
+client_secret = "${ZOHO_SECRET}"
+refresh_token = "rt"
+
+[connectors.dentally]
+type = "dentally"
+base_url = "http://127.0.0.1:8705"
+access_token = "tok"
+user_agent = "syncd/0.1 (ops@clinic.example)"
+
+[[sync]]
+name = "main"
+members = ["zoho", "dentally"]
+"""
+ENV = {"ZOHO_SECRET": "s3cr3t-zoho-value"}
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_base_config_loads_with_vendor_defaults(tmp_path: Path) -> None:
+    """A minimal config loads; absent keys take the per-vendor defaults of VENDORS.md."""
+    config = load_config(write(tmp_path, BASE), env=ENV)
+    zoho, dentally = config.connectors["zoho"], config.connectors["dentally"]
+    assert (zoho.poll_interval, zoho.max_requests_per_second, zoho.timezone) == (120.0, 2.0, "UTC")
+    assert (dentally.poll_interval, dentally.max_requests_per_second) == (60.0, 1.0)
+    assert dentally.timezone == "Europe/London"
+    assert zoho.auth_value("client_secret") == "s3cr3t-zoho-value"
+    assert set(zoho.auth) == set(AUTH_KEYS["zoho_crm"])
+    group = config.sync[0]
+    assert group.create_in == ("zoho", "dentally")
+    assert group.owners["status"] == "*"
+    assert config.group_of("dentally") is group
+    assert config.server.port == 8080 and config.log.format == "json"
+
+
+def test_config_objects_are_immutable_and_hide_secrets(tmp_path: Path) -> None:
+    """Printing the config never shows a secret, and the objects cannot be changed."""
+    text = BASE.replace(
+        'url = "sqlite+aiosqlite:///./x.db"', 'url = "postgresql+asyncpg://syncd:pg-pass-123@db/syncd"'
+    ).replace('user_agent = "syncd/0.1 (ops@clinic.example)"', 'user_agent = "ua"\nwebhook_secret = "whsec-999"')
+    config = load_config(write(tmp_path, text), env=ENV)
+    shown = repr(config) + str(config)
+    for secret in ("s3cr3t-zoho-value", "pg-pass-123", "whsec-999", '"tok"', "'tok'"):
+        assert secret not in shown
+    assert isinstance(config.connectors["dentally"].webhook_secret, Secret)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.connectors["zoho"].base_url = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.connectors["new"] = config.connectors["zoho"]  # type: ignore[index]
+
+
+def test_repository_config_is_valid() -> None:
+    """The repository's example config.toml loads as it is."""
+    config = load_config(str(REPO / "config.toml"), env={})
+    assert set(config.connectors) == {"sf", "zoho", "saludya", "onlive", "dentally"}
+    assert [g.name for g in config.sync] == ["crm-ehr", "clinic-b"]
+    assert config.ledger.url.startswith("sqlite+aiosqlite://")
+
+
+def test_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--config, else $SYNCD_CONFIG, else ./config.toml."""
+    monkeypatch.delenv("SYNCD_CONFIG", raising=False)
+    assert resolve_config_path(None) == "config.toml"
+    monkeypatch.setenv("SYNCD_CONFIG", "/etc/syncd.toml")
+    assert resolve_config_path(None) == "/etc/syncd.toml"
+    assert resolve_config_path("mine.toml") == "mine.toml"
+
+
+def _replace(old: str, new: str) -> str:
+    assert old in BASE
+    return BASE.replace(old, new)
+
+
+BROKEN: list[tuple[str, str, dict[str, str], str]] = [
+    (
+        "unknown-top-level-key",
+        BASE + "\n[metrics]\nport = 1\n",
+        ENV,
+        "metrics: unknown key",
+    ),
+    (
+        "unknown-connector-key",
+        _replace('refresh_token = "rt"', 'refresh_token = "rt"\nbase_ulr = "http://x"'),
+        ENV,
+        "connectors.zoho.base_ulr: unknown key",
+    ),
+    (
+        "unset-env-variable",
+        BASE,
+        {},
+        "connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set",
+    ),
+    (
+        "wrong-type-port",
+        BASE + '\n[server]\nport = "eighty"\n',
+        ENV,
+        "server.port: expected an integer, got a string",
+    ),
+    (
+        "bad-connector-name",
+        _replace("[connectors.dentally]", "[connectors.Dentally-1]").replace('"dentally"]', '"Dentally-1"]'),
+        ENV,
+        "connectors.Dentally-1: connector name must match [a-z][a-z0-9_]{0,31}",
+    ),
+    (
+        "unknown-connector-type",
+        _replace('type = "dentally"', 'type = "dentaly"'),
+        ENV,
+        "connectors.dentally.type: must be one of salesforce_health, zoho_crm, saludya, onlive, dentally, "
+        "got 'dentaly'",
+    ),
+    (
+        "missing-auth-key",
+        _replace('access_token = "tok"\n', ""),
+        ENV,
+        "connectors.dentally.access_token: required for type dentally",
+    ),
+    (
+        "missing-base-url",
+        _replace('base_url = "http://127.0.0.1:8702"\n', ""),
+        ENV,
+        "connectors.zoho.base_url: required key is missing",
+    ),
+    (
+        "base-url-not-http",
+        _replace('base_url = "http://127.0.0.1:8702"', 'base_url = "127.0.0.1:8702"'),
+        ENV,
+        "connectors.zoho.base_url: must be an http:// or https:// URL",
+    ),
+    (
+        "sync-member-names-nothing",
+        _replace('members = ["zoho", "dentally"]', 'members = ["zoho", "dentaly"]'),
+        ENV,
+        "sync[0].members[1]: no connector named 'dentaly'",
+    ),
+    (
+        "owner-names-nothing",
+        _replace('members = ["zoho", "dentally"]', 'members = ["zoho", "dentally"]\nowners = { status = "sf" }'),
+        ENV,
+        "sync[0].owners.status: 'sf' is not a member of this sync group (or \"*\")",
+    ),
+    (
+        "owner-unknown-field",
+        _replace('members = ["zoho", "dentally"]', 'members = ["zoho", "dentally"]\nowners = { colour = "*" }'),
+        ENV,
+        "sync[0].owners.colour: unknown canonical field (one of status, start, end, patient, practitioner, "
+        "location, service_type, description, notes, cancellation_reason)",
+    ),
+    (
+        "create-in-not-member",
+        _replace('members = ["zoho", "dentally"]', 'members = ["zoho", "dentally"]\ncreate_in = ["sf"]'),
+        ENV,
+        "sync[0].create_in[0]: no connector named 'sf'",
+    ),
+    (
+        "too-few-members",
+        _replace('members = ["zoho", "dentally"]', 'members = ["zoho"]'),
+        ENV,
+        "sync[0].members: a sync group needs at least 2 members",
+    ),
+    (
+        "negative-poll-interval",
+        _replace('refresh_token = "rt"', 'refresh_token = "rt"\npoll_interval = -5'),
+        ENV,
+        "connectors.zoho.poll_interval: must be >= 0 (0 = never poll)",
+    ),
+    (
+        "zero-rate",
+        _replace('refresh_token = "rt"', 'refresh_token = "rt"\nmax_requests_per_second = 0'),
+        ENV,
+        "connectors.zoho.max_requests_per_second: must be a positive number",
+    ),
+    (
+        "bad-timezone",
+        _replace('refresh_token = "rt"', 'refresh_token = "rt"\ntimezone = "Mars/Olympus"'),
+        ENV,
+        "connectors.zoho.timezone: unknown IANA time zone 'Mars/Olympus'",
+    ),
+    (
+        "saludya-needs-timezone",
+        BASE + '\n[connectors.sy]\ntype = "saludya"\nbase_url = "http://127.0.0.1:8703"\napi_key = "k"\n',
+        ENV,
+        "connectors.sy.timezone: required for type saludya (the clinic's IANA zone)",
+    ),
+    (
+        "ledger-scheme",
+        _replace('url = "sqlite+aiosqlite:///./x.db"', 'url = "sqlite:///./x.db"'),
+        ENV,
+        "ledger.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://",
+    ),
+    (
+        "log-level",
+        BASE + '\n[log]\nlevel = "verbose"\n',
+        ENV,
+        "log.level: must be one of debug, info, warning, error, got 'verbose'",
+    ),
+    (
+        "bool-is-not-a-number",
+        _replace('refresh_token = "rt"', 'refresh_token = "rt"\nwindow_past_days = true'),
+        ENV,
+        "connectors.zoho.window_past_days: expected an integer, got a boolean",
+    ),
+    (
+        "connector-in-two-groups",
+        BASE + '\n[[sync]]\nname = "other"\nmembers = ["dentally", "zoho"]\n',
+        ENV,
+        "sync[1].members: connector 'dentally' is already in sync group 'main'",
+    ),
+    (
+        "invalid-toml",
+        BASE + "\n[server\n",
+        ENV,
+        "config: invalid TOML:",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "env", "expected"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN])
+def test_broken_config_reports_the_key_and_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, env: dict[str, str], expected: str
+) -> None:
+    """Each broken config prints its exact problem line on stderr and exits 2 (check-config)."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env)
+    if expected.endswith(":"):
+        assert any(p.startswith(expected) for p in info.value.problems), info.value.problems
+    else:
+        assert expected in info.value.problems
+    for name in ("ZOHO_SECRET",):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["check-config", "--config", path])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    if expected.endswith(":"):
+        assert any(line.startswith(expected) for line in lines), lines
+    else:
+        assert expected in lines
+    assert not (tmp_path / "x.db").exists(), "the ledger must not be touched"
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    """Several problems give several lines, not just the first."""
+    text = _replace('base_url = "http://127.0.0.1:8705"', "base_url = 5").replace(
+        'members = ["zoho", "dentally"]', 'members = ["zoho", "dentally"]\nextra = 1'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert info.value.problems == [
+        "connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set",
+        "connectors.dentally.base_url: expected a string, got an integer",
+        "sync[0].extra: unknown key",
+    ]
+
+
+def test_missing_file_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["check-config", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("config: file not found:")
+
+
+def test_env_interpolation_in_any_string(tmp_path: Path) -> None:
+    """${NAME} works inside longer strings and for numbers given as strings."""
+    text = _replace('base_url = "http://127.0.0.1:8705"', 'base_url = "http://${HOST}:8705"') + (
+        '\n[server]\nport = "${PORT}"\n'
+    )
+    config = load_config(write(tmp_path, text), env={**ENV, "HOST": "10.0.0.5", "PORT": "9090"})
+    assert config.connectors["dentally"].base_url == "http://10.0.0.5:8705"
+    assert config.server.port == 9090
