@@ -91,16 +91,21 @@ class Daemon:
         async with ledger.transaction(readonly=True) as tx:
             cursor = None if full else await tx.get_cursor(name)
         pages = 0
+        full_pass = cursor is None
+        seen: set[str] = set()
         self.engine.stats.stopped.pop(name, None)
         try:
             async for page in connector.changes(cursor):
                 pages += 1
+                seen.update(r.external_id for r in page.records)
                 await self.engine.process_page(name, page.records, page.deleted_ids, cursor=page.cursor,
                                                set_cursor=True)
                 if page.cursor is not None:
                     cursor = page.cursor
                 if self.state.draining:
-                    break
+                    return
+            if full_pass:
+                await self.engine.sweep_missing(name, seen)
         except VendorError as exc:
             async with ledger.transaction() as tx:
                 await tx.record_poll_error(name, exc.describe())

@@ -331,9 +331,9 @@ class HttpClient:
             try:
                 response.json()
             except ValueError:
-                error = Retriable(
-                    f"malformed JSON in a {response.status} answer", status=response.status
-                )
+                # a non-idempotent request (a create) may have been applied: its outcome is unknown
+                kind = Retriable if idempotent else UnknownOutcome
+                error = kind(f"malformed JSON in a {response.status} answer", status=response.status)
         if error is None:
             return response
         error.connector = error.connector or self.connector

@@ -47,7 +47,9 @@ log = get_logger("syncd.server")
 
 READ_CHUNK = 64 * 1024
 PING_TIMEOUT_S = 2.0
-BATCH_DELAY_S = 0.002
+BATCH_DELAY_S = 0.0
+"""Extra wait before a group commits. 0 groups naturally: every delivery that arrives while a commit
+is in flight (or in the same loop iteration) joins the next commit; measured best on PostgreSQL."""
 BATCH_MAX = 256
 RETRY_AFTER_S = "5"
 UNKNOWN_LABEL = "_unknown"
@@ -106,7 +108,8 @@ class ServerState:
 
 
 class InboxBatcher:
-    """Groups inbox writes: items put within ``delay`` seconds share one transaction.
+    """Groups inbox writes: items put within ``delay`` seconds (default: the same loop iteration, or
+    while the previous commit runs) share one transaction.
 
     While a commit runs, newly arriving items queue for the next one, so under load the group
     size follows the commit latency. An exception from the ledger is raised to every request of
@@ -410,6 +413,7 @@ class RunningServer:
     runner: web.AppRunner
     host: str
     port: int
+    stopped: bool = False
 
     @property
     def url(self) -> str:
@@ -417,8 +421,12 @@ class RunningServer:
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, flush the inbox writer."""
+        """Stop accepting, let in-flight requests finish, flush the inbox writer (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.runner.cleanup()
+        log.info("server_stopped", host=self.host, port=self.port)
 
 
 async def start_server(

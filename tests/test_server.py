@@ -29,7 +29,7 @@ from syncd.errors import WebhookError
 from syncd.inbox import decode_delivery, dedup_key, encode_delivery
 from syncd.ledger.store import Ledger, LedgerUnavailable
 from syncd.metrics import REGISTRY
-from syncd.server import BATCHER_KEY, RunningServer, ServerState, start_server
+from syncd.server import BATCHER_KEY, InboxBatcher, RunningServer, ServerState, start_server
 
 SECRET = "sandbox-webhook-secret"
 WRONG_SECRET = "not-the-secret"
@@ -144,8 +144,13 @@ class FaultyConnector:
 
     def __init__(self) -> None:
         self.error: BaseException | None = None
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
 
     async def parse_webhook(self, headers: Any, body: bytes, *, now: Any) -> WebhookDelivery:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.error is not None:
             raise self.error
         return WebhookDelivery(events=[WebhookEvent("x1")], dedup_key=None, signed_timestamp=None)
@@ -477,6 +482,25 @@ async def test_concurrent_deliveries_are_grouped_into_few_commits(env: Env) -> N
     assert batcher.commits - commits_before < 80  # grouped: fewer transactions than deliveries
 
 
+async def test_batcher_groups_one_commit_and_fails_every_waiter_alike(ledger: Ledger) -> None:
+    batcher = InboxBatcher(ledger)
+    items = [("sf", f"sha256:{i % 40}", b"{}") for i in range(50)]  # 10 repeats inside the group
+    results = await asyncio.gather(*(batcher.put(*item) for item in items))
+    assert batcher.commits == 1
+    assert results == [True] * 40 + [False] * 10
+
+    class BrokenLedger:
+        def transaction(self) -> Any:
+            raise LedgerUnavailable("ledger unreachable: OSError")
+
+    broken = InboxBatcher(cast(Ledger, BrokenLedger()))
+    outcomes = await asyncio.gather(*(broken.put("sf", f"k{i}", b"{}") for i in range(5)), return_exceptions=True)
+    assert all(isinstance(o, LedgerUnavailable) for o in outcomes)
+    await batcher.close()
+    with pytest.raises(LedgerUnavailable):
+        await batcher.put("sf", "late", b"{}")
+
+
 # -- health, readiness, metrics --------------------------------------------------------------------
 
 
@@ -599,6 +623,19 @@ async def test_ledger_unavailable_answers_503_and_recovers_without_restart(env: 
     status, text = await env.post("sf", body2, signed(body2))
     assert (status, json.loads(text)) == (202, {"accepted": 1})
     assert len(await env.inbox()) == 2
+
+
+async def test_shutdown_finishes_deliveries_in_flight(env: Env) -> None:
+    faulty = cast(FaultyConnector, env.connectors["boom"])
+    faulty.gate = asyncio.Event()
+    request = asyncio.create_task(env.post("boom", b"{}"))
+    await asyncio.wait_for(faulty.entered.wait(), 5)
+    stopping = asyncio.create_task(env.server.stop())
+    await asyncio.sleep(0.05)
+    faulty.gate.set()
+    assert await request == (202, '{"accepted": 1}')
+    await stopping
+    assert len(await env.inbox()) == 1
 
 
 # -- inbox encoding (no server) --------------------------------------------------------------------

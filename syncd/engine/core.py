@@ -26,8 +26,9 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from syncd import metrics
 from syncd.config import Config, SyncGroup
@@ -490,6 +491,9 @@ class Engine:
             await tx.retire_links(connector, [external_id])
         if work.outbox:
             await tx.outbox_add(work.outbox)
+            # the stored rows (with ids), pending ones only: a key already done is not written twice
+            stored = await tx.outbox_by_keys([o.idempotency_key for o in work.outbox])
+            work.outbox = [o for o in stored if o.state in ("pending", "sending")]
         if work.dead_letters:
             await tx.add_dead_letters(work.dead_letters)
         if work.audit:
@@ -539,6 +543,9 @@ class Engine:
         finally:
             for lock in locks:
                 lock.release()
+            if not self.dry_run:
+                async with self.ledger.transaction() as tx:
+                    await tx.release(cids, self.holder)
         if followups:
             await self.execute(followups)
 
@@ -898,6 +905,36 @@ class Engine:
                 payload={"phase": "cancel_old", "external_id": link.external_id})
             async with self.ledger.transaction() as tx:
                 await self._store(tx, work)
+
+    async def sweep_missing(self, source: str, seen: set[str]) -> None:
+        """After a full window pass: known records of ``source`` whose start lies in its window but
+        that the pass did not list are read one more time; the vendor answers "deleted" for those
+        that are gone, and the deletion is then carried to the other members (VENDORS part 2)."""
+        connector = self.connectors[source]
+        cfg = self.config.connectors[source]
+        tz = ZoneInfo(cfg.timezone)
+        midnight = datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        low = midnight - timedelta(days=cfg.window_past_days)
+        high = midnight + timedelta(days=cfg.window_future_days + 1)
+        async with self.ledger.transaction(readonly=True) as tx:
+            links = [lk for lk in await tx.links_of_connector(source) if lk.external_id not in seen]
+            rows = await tx.appointments([lk.canonical_id for lk in links])
+        missing: list[str] = []
+        for link in links:
+            row = rows.get(link.canonical_id)
+            if row is None or row.snapshot is None or not row.snapshot.get("start"):
+                continue
+            start = datetime.fromisoformat(str(row.snapshot["start"]).replace("Z", "+00:00"))
+            if low <= start < high and not Status(row.snapshot["status"]).terminal:
+                missing.append(link.external_id)
+        if not missing:
+            return
+        log.info("window_sweep", connector=source, count=len(missing))
+        size = max(1, connector.capabilities.batch_read_size) * 10
+        for start_index in range(0, len(missing), size):
+            chunk = missing[start_index:start_index + size]
+            records = await connector.read(chunk)
+            await self.process_page(source, [records[e] for e in chunk if e in records])
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

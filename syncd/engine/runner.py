@@ -98,9 +98,19 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
         connector = engine.connectors[name]
         read_ids: list[str] = []
         deleted: list[str] = []
+        good = []
         for item in batch:
-            for event in decode_delivery(item.body):
+            try:
+                events = decode_delivery(item.body)
+            except ValueError as exc:  # a corrupt row must not block the inbox
+                async with engine.ledger.transaction() as tx:
+                    await tx.inbox_mark_failed([item.id] if item.id is not None else [], f"undecodable: {exc}")
+                    await tx.inbox_mark_done([item.id] if item.id is not None else [])
+                continue
+            good.append(item)
+            for event in events:
                 (deleted if event.deleted else read_ids).append(event.external_id)
+        batch = good
         try:
             records = list((await connector.read(sorted(set(read_ids)))).values()) if read_ids else []
         except VendorError as exc:
@@ -118,10 +128,15 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
 
 async def _pass_over(engine: Engine, name: str, *, since: datetime | None, set_cursor: bool) -> None:
     connector = engine.connectors[name]
+    seen: set[str] = set()
     async for page in connector.changes(None, since=since):
+        seen.update(r.external_id for r in page.records)
+        seen.update(page.deleted_ids)
         await engine.process_page(name, page.records, page.deleted_ids, cursor=page.cursor, set_cursor=set_cursor)
         if name in engine.stats.stopped:
             return
+    if since is None:
+        await engine.sweep_missing(name, seen)
 
 
 async def _read_ids(engine: Engine, ids: Sequence[tuple[str, str]]) -> None:

@@ -374,6 +374,13 @@ class Tx:
                 .values(retired=True, updated_at=self.clock())
             )
 
+    async def links_of_connector(self, connector: str, *, include_retired: bool = False) -> list[Link]:
+        """Every link of one connector (for the window sweep after a full pass)."""
+        stmt = sa.select(LINKS).where(LINKS.c.connector == connector).order_by(LINKS.c.id)
+        if not include_retired:
+            stmt = stmt.where(LINKS.c.retired.is_(False))
+        return [_row_to(Link, row) for row in (await self.conn.execute(stmt)).all()]
+
     async def all_links(self, *, include_retired: bool = False) -> list[Link]:
         stmt = sa.select(LINKS).order_by(LINKS.c.canonical_id, LINKS.c.connector, LINKS.c.id)
         if not include_retired:
@@ -584,6 +591,12 @@ class Tx:
             )
             added.extend((await self.conn.execute(stmt)).scalars().all())
         return added
+
+    async def outbox_by_keys(self, keys: Iterable[str]) -> list[OutboxItem]:
+        """Queued writes by idempotency key (any state), in the order of ``keys``."""
+        rows = await self._select_in(OUTBOX, "idempotency_key", keys)
+        found = {row.idempotency_key: _row_to(OutboxItem, row) for row in rows}
+        return [found[k] for k in dict.fromkeys(keys) if k in found]
 
     async def outbox_pending(
         self, connector: str | None = None, limit: int = 500, states: Sequence[str] = ("pending",)

@@ -78,7 +78,11 @@ class World:
 
     async def edit(self, name: str, external_id: str, changes: Mapping[str, Any]) -> None:
         """Another user edits the record in the vendor (bumps its version and modified time)."""
-        rec = {k: v for k, v in (await self.record(name, external_id)).items() if not k.startswith("_")}
+        full = await self.record(name, external_id)
+        key = "Id" if "Id" in full else "id"
+        rec: dict[str, Any] = {key: full[key]}
+        if "attributes" in full:
+            rec["attributes"] = {"type": full["attributes"]["type"]}
         rec.update(changes)
         await self.control(name, "POST", "/_sandbox/records", {"records": [rec]})
 

@@ -1,0 +1,92 @@
+"""Dentally webhooks (VENDORS.md "Dentally" part 2 (a)): verification and parsing.
+
+Dentally's own signature scheme is unconfirmed, so the generic one applies: ``X-Syncd-Timestamp``
+(unix seconds) and ``X-Syncd-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>``,
+several comma-separated ``v1=`` values allowed, ±300 s, constant-time comparison. Deliveries carry
+ids only: ``appointment.created`` / ``appointment.updated`` are re-read, ``appointment.deleted``
+marks the record deleted; ``patient.*``, ``payment.*`` and other events are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from syncd.connector import WebhookDelivery, WebhookEvent
+from syncd.errors import WebhookError
+
+__all__ = ["TOLERANCE_S", "parse_delivery", "sign", "verify_signature"]
+
+TOLERANCE_S = 300
+TIMESTAMP_HEADER = "X-Syncd-Timestamp"
+SIGNATURE_HEADER = "X-Syncd-Signature"
+_REREAD = frozenset({"appointment.created", "appointment.updated"})
+_DELETED = "appointment.deleted"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The hex HMAC-SHA256 of ``"<timestamp>.<body>"`` (the generic scheme)."""
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, val in headers.items():
+            if key.lower() == lowered:
+                value = val
+                break
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def verify_signature(headers: Mapping[str, str], body: bytes, *, secret: str, now: datetime) -> str:
+    """Check the generic signature; return the signed timestamp or raise ``WebhookError(401)``."""
+    timestamp = _header(headers, TIMESTAMP_HEADER)
+    signature = _header(headers, SIGNATURE_HEADER)
+    if timestamp is None or signature is None:
+        raise WebhookError(401, "signature_missing", "the signature or timestamp header is missing")
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        raise WebhookError(401, "timestamp_invalid", "the timestamp is not unix seconds") from None
+    if abs(now.timestamp() - sent) > TOLERANCE_S:
+        raise WebhookError(401, "timestamp_stale", "the timestamp is more than 300 s from our clock")
+    expected = sign(secret, timestamp, body)
+    matched = False
+    for part in signature.split(","):
+        scheme, _, value = part.strip().partition("=")
+        if scheme == "v1" and hmac.compare_digest(value.strip().lower().encode(), expected.encode()):
+            matched = True  # keep comparing: the time taken does not depend on which value matched
+    if not matched:
+        raise WebhookError(401, "signature_mismatch", "the signature does not match")
+    return timestamp
+
+
+def parse_delivery(headers: Mapping[str, str], body: bytes, *, secret: str | None, now: datetime) -> WebhookDelivery:
+    """Verify one delivery and return its events (ids to re-read, deletions) and the event id."""
+    if not secret:
+        raise WebhookError(404, "webhooks_disabled", "webhooks are disabled for this connector")
+    timestamp = verify_signature(headers, body, secret=secret, now=now)
+    try:
+        payload: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookError(400, "malformed_body", "the body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise WebhookError(400, "malformed_body", "the body is not a JSON object")
+    event_id = payload.get("id")
+    event = payload.get("event")
+    if not isinstance(event_id, str) or not event_id or not isinstance(event, str) or not event:
+        raise WebhookError(400, "malformed_body", "the delivery lacks its event id or name")
+    if event not in _REREAD and event != _DELETED:
+        return WebhookDelivery(events=[], dedup_key=event_id, signed_timestamp=timestamp)  # accepted, ignored
+    data = payload.get("data")
+    record_id = data.get("id") if isinstance(data, dict) else None
+    if isinstance(record_id, bool) or not isinstance(record_id, (int, str)) or str(record_id) == "":
+        raise WebhookError(400, "malformed_body", "the delivery lacks data.id")
+    events = [WebhookEvent(external_id=str(record_id), deleted=event == _DELETED)]
+    return WebhookDelivery(events=events, dedup_key=event_id, signed_timestamp=timestamp)

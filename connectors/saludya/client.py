@@ -1,0 +1,236 @@
+"""SaludYa HTTP: Bearer API key, mandatory headers, error classification (VENDORS.md "SaludYa" parts 1, 6, 7).
+
+Every call goes through :class:`syncd.http.HttpClient`. :func:`classify` turns an answer into the error
+kinds of :mod:`syncd.errors` by meaning (a 409 is a busy doctor: ``rejected``, never a concurrency
+conflict); the client also remembers the last ``X-RateLimit-*`` figures for the scan guard (part 2).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import yarl
+
+from syncd.config import ConnectorConfig
+from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
+from syncd.http import HttpClient, Response
+
+__all__ = ["ApiKeyAuth", "RateLimitInfo", "SaludYaClient", "classify", "error_text", "mask"]
+
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_PHONE_RE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+
+
+def mask(text: str) -> str:
+    """``text`` with e-mail addresses and phone numbers masked (vendor messages are stored and shown)."""
+    return _PHONE_RE.sub("***", _EMAIL_RE.sub("***@***", text))
+
+
+def _error_object(response: Response) -> dict[str, Any]:
+    body = response.json_or_none()
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"]
+    return {}
+
+
+def error_text(error: Mapping[str, Any], fallback: str) -> str:
+    """The vendor's message plus its ``details`` (field -> message, conflicting id, suggested times)."""
+    message = str(error.get("message") or fallback)
+    details = error.get("details")
+    if isinstance(details, dict) and details:
+        parts = []
+        for key, value in details.items():
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            parts.append(f"{key}: {value}")
+        message = f"{message} ({'; '.join(parts)})"
+    return mask(message)
+
+
+def _wait_of(response: Response, fallback: float) -> float:
+    retry_after = response.retry_after()
+    if retry_after is not None:
+        return retry_after
+    reset = response.headers.get("X-RateLimit-Reset")
+    if reset is not None:
+        try:
+            return max(0.0, float(reset) - time.time() + 1.0)
+        except ValueError:
+            pass
+    return fallback
+
+
+def classify(response: Response, *, rate_limit_fallback: float = 60.0) -> VendorError | None:
+    """SaludYa's answer -> an error kind (None for success). Part 6's table, by meaning."""
+    status = response.status
+    if 200 <= status < 300:
+        return None
+    error = _error_object(response)
+    code = str(error["code"]) if error.get("code") else None
+    if not error and response.content_type != "application/json":
+        what = f"HTTP {status} with a {response.content_type or 'non-JSON'} body"
+    else:
+        what = f"HTTP {status}"
+    text = error_text(error, what) if error else what
+    if status == 401:
+        return AuthFailure(text, code=code or "UNAUTHORIZED", status=status)
+    if status == 429:
+        wait = _wait_of(response, rate_limit_fallback)
+        return RateLimited(text, wait=wait, code=code or "RATE_LIMIT_EXCEEDED", status=status)
+    if status >= 500 or status == 408:
+        return Retriable(text, code=code, status=status)
+    if status == 422:
+        # state lock / transition: the connector re-reads once and decides conflict or rejected (part 6)
+        return Conflict(text, code=code or "INVALID_STATE_TRANSITION", status=status)
+    # 400 VALIDATION_ERROR, 403 FORBIDDEN, 404 RESOURCE_NOT_FOUND, 409 APPOINTMENT_CONFLICT (busy doctor)
+    return Rejected(text, code=code, status=status)
+
+
+@dataclass(slots=True)
+class RateLimitInfo:
+    """The last ``X-RateLimit-*`` figures SaludYa sent (the window with the fewest requests left)."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None
+    window: int | None = None
+    seen_at: float = 0.0
+
+
+class ApiKeyAuth:
+    """``Authorization: Bearer <api_key>`` and a fresh ``X-Request-ID`` per request; nothing to refresh."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    async def apply(self, method: str, url: yarl.URL, headers: dict[str, str], body: bytes) -> None:
+        headers["Authorization"] = f"Bearer {self._api_key}"
+        headers["X-Request-ID"] = str(uuid.uuid4())
+
+    async def refresh(self) -> bool:
+        return False  # a static API key: an auth failure stops the connector
+
+
+class SaludYaClient:
+    """The SaludYa routes syncd uses: list, GET one, POST, PUT."""
+
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        options: Mapping[str, Any],
+        *,
+        max_rate_limit_wait: float | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.prefix = str(options["api_prefix"]).strip("/")
+        self.page_size = int(options["page_size"])
+        self.fallback_wait = float(options["rate_limit_fallback_s"])
+        self.rate = RateLimitInfo()
+        self.http = HttpClient(
+            config.name,
+            base_url=config.base_url,
+            classify=self._classify,
+            max_requests_per_second=config.max_requests_per_second,
+            auth=ApiKeyAuth(config.auth_value("api_key")),
+            max_rate_limit_wait=max_rate_limit_wait,
+            default_headers={"Accept": "application/json", "Accept-Language": "en"},
+            session=session,
+        )
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    def _classify(self, response: Response) -> VendorError | None:
+        self._note_rate(response.headers)
+        return classify(response, rate_limit_fallback=self.fallback_wait)
+
+    def _note_rate(self, headers: Mapping[str, str]) -> None:
+        remaining = headers.get("X-RateLimit-Remaining")
+        if remaining is None:
+            return
+        try:
+            self.rate = RateLimitInfo(
+                limit=_int(headers.get("X-RateLimit-Limit")),
+                remaining=int(remaining),
+                reset=float(headers["X-RateLimit-Reset"]) if headers.get("X-RateLimit-Reset") else None,
+                window=_int(headers.get("X-RateLimit-Window")),
+                seen_at=time.time(),
+            )
+        except ValueError:
+            return
+
+    def guard_wait(self, threshold: int) -> float:
+        """Seconds a scan pass should wait (part 2 guard): until the reset when few requests are left."""
+        info = self.rate
+        if info.remaining is None or info.remaining > threshold or info.reset is None:
+            return 0.0
+        wait = info.reset - time.time()
+        if wait <= 0:
+            self.rate = RateLimitInfo()
+            return 0.0
+        return wait
+
+    def _path(self, suffix: str = "") -> str:
+        return f"{self.prefix}/appointments{suffix}"
+
+    # -- routes -------------------------------------------------------------------------------
+    async def list_page(self, params: Mapping[str, str], page: int, *, op: str = "list") -> dict[str, Any]:
+        """One page of ``GET /api/appointments`` (created_at ascending, ties by id)."""
+        query = {"sort_by": "created_at", "sort_order": "asc", **params, "page": str(page),
+                 "limit": str(self.page_size)}
+        response = await self.http.request(op, "GET", self._path(), params=query)
+        body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise Retriable("list answer without a data array", status=response.status, code="BAD_ENVELOPE")
+        return body
+
+    async def get_one(self, appointment_id: str, *, op: str = "read") -> dict[str, Any] | None:
+        """``GET /api/appointments/{id}``: the record, or None when SaludYa answers 404."""
+        try:
+            response = await self.http.request(op, "GET", self._path("/" + _quote(appointment_id)))
+        except Rejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _record_of(response)
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /api/appointments``. A success whose body is not a record leaves the outcome unknown
+        (the create may have happened): :class:`UnknownOutcome`, so the caller searches, never repeats."""
+        response = await self.http.request("create", "POST", self._path(), json=dict(body), expect_json=False)
+        try:
+            return _record_of(response)
+        except (ValueError, Retriable) as exc:
+            raise UnknownOutcome("create answered without a readable record", status=response.status,
+                                 code="BAD_ENVELOPE", operation="create") from exc
+
+    async def update(self, appointment_id: str, body: Mapping[str, Any], *, op: str = "update") -> dict[str, Any]:
+        response = await self.http.request(op, "PUT", self._path("/" + _quote(appointment_id)), json=dict(body))
+        return _record_of(response)
+
+
+def _record_of(response: Response) -> dict[str, Any]:
+    body = response.json()
+    if not isinstance(body, dict) or not body.get("id"):
+        raise Retriable("answer without an appointment record", status=response.status, code="BAD_ENVELOPE")
+    return body
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
