@@ -8,6 +8,7 @@ import click
 
 from syncd.cli_common import EXIT_OK, config_option, load
 from syncd.crosswalk import parse_csv
+from syncd.engine.runner import check_mappings
 from syncd.errors import ConfigError
 
 
@@ -22,11 +23,13 @@ from syncd.errors import ConfigError
 )
 @click.pass_context
 def check_config(ctx: click.Context, crosswalk_file: str | None) -> None:
-    """Validate the config (and a crosswalk file): exit 0, or 2 with one line per problem.
+    """Validate the config, the mapping files it uses (and a crosswalk file): exit 0, or 2 with one
+    line per problem.
 
     Touches neither the ledger nor the network.
     """
     config = load(ctx, configure_logs=False)
+    check_mappings(config)  # every mapping file in use: unknown functions or statuses are config errors
     if crosswalk_file is not None:
         try:
             text = Path(crosswalk_file).read_text(encoding="utf-8")

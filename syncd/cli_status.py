@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,17 @@ from syncd.cli_common import config_option, echo_json, load, run
 from syncd.config import Config, mask_url
 from syncd.ledger.models import utcnow
 from syncd.ledger.store import ConnectorSummary, Ledger, LedgerUnavailable
+
+RUNTIME_KEYS = ("status.rate_limit", "status.subscription")
+
+
+def _loads(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -29,6 +41,7 @@ async def collect(config: Config) -> dict[str, Any]:
         summaries = await ledger.summaries(list(config.connectors))
         async with ledger.transaction(readonly=True) as tx:
             totals = await tx.totals()
+            runtime_state = {name: await tx.state_get(name, RUNTIME_KEYS) for name in config.connectors}
         dialect = ledger.dialect
     finally:
         await ledger.close()
@@ -51,6 +64,9 @@ async def collect(config: Config) -> dict[str, Any]:
             "outbox_pending": summary.outbox_pending,
             "dead_letters": summary.dead_letters,
             "open_conflicts": summary.open_conflicts,
+            # written by a running `syncd run` (absent when no daemon has run yet)
+            "rate_limit": _loads(runtime_state[name].get("status.rate_limit")),
+            "subscription": _loads(runtime_state[name].get("status.subscription")),
         }
     return {
         "ok": True,

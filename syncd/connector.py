@@ -52,6 +52,9 @@ class Capabilities:
     """The vendor needs a subscription for webhooks (created and renewed by :meth:`Connector.maintain`)."""
     replace_reason: str | None = None
     """Cancellation reason written on the old record of a replace flow (e.g. "Booked in error")."""
+    replace_cancel_first_when: frozenset[str] = frozenset()
+    """A replace whose changed references all lie in this set cancels the old record *before* creating
+    the new one (e.g. SaludYa: a patient-only change, since the old record still holds the slot)."""
 
 
 @dataclass(frozen=True, slots=True)

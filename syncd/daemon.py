@@ -151,6 +151,14 @@ class Daemon:
         for name, row in cursors.items():
             if row.last_success_at is not None:
                 metrics.poll_lag.labels(name).set((now - row.last_success_at).total_seconds())
+        rate_state = {
+            name: _json({"blocked_for_s": round(c.http.blocked_for, 1), "last_signal": c.http.last_rate_limit,
+                         "max_requests_per_second": self.config.connectors[name].max_requests_per_second})
+            for name, c in self.rt.connectors.items()
+        }
+        async with self.rt.ledger.transaction() as tx:
+            for name, value in rate_state.items():
+                await tx.state_set(name, {"status.rate_limit": value})
         self.state.mark_healthy()
 
     async def inbox_waker(self) -> None:

@@ -131,6 +131,8 @@ class SaludYaConnector:
             notification_switch=True,
             subscription=False,
             replace_reason=self.replace_reason,
+            # VENDORS SaludYa part 4: a patient-only change cancels first (the old record holds the slot)
+            replace_cancel_first_when=frozenset({"patient"}),
         )
         self.poll_interval = float(config.poll_interval) if config.poll_interval > 0 else 300.0
         self.list_required = tuple(str(n) for n in self.options["list_required"])

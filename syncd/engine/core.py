@@ -850,7 +850,8 @@ class Engine:
     async def _replace(self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest,
                        link: Link, followups: list[OutboxItem]) -> None:
         """A change the target forbids in place: create a new record, cancel the old one with the vendor's
-        reason, link the new one and retire the old (VENDORS head rule 13)."""
+        reason, link the new one and retire the old (VENDORS head rule 13). Where the vendor needs the slot
+        freed first (``capabilities.replace_cancel_first_when``), the old one is cancelled first."""
         stats = self.stats.of(target)
         current = request.current
         assert current is not None and current.appointment is not None
@@ -858,24 +859,41 @@ class Engine:
             await self._close_item(item, "failed", "replace needed but the old record is terminal",
                                    conflict=("patient", "replace flow on a terminal record", target))
             return
+        caps = connector.capabilities
+        old_cancelled = current.appointment.with_changes(status=Status.CANCELLED,
+                                                         cancellation_reason=caps.replace_reason)
+        cancel = WriteRequest(WriteKind.CANCEL, item.canonical_id, old_cancelled, external_id=link.external_id,
+                              current=current, changed=frozenset({"status", "cancellation_reason"}))
         create = WriteRequest(WriteKind.CREATE, item.canonical_id, request.desired, replaces=link.external_id,
                               changed=request.changed)
+        changed_refs = {f for f in REFERENCE_FIELDS
+                        if getattr(current.appointment, f) != getattr(request.desired, f)}
+        cancel_first = bool(changed_refs) and changed_refs <= caps.replace_cancel_first_when
+        cancelled: WriteOutcome | None = None
         try:
+            if cancel_first:
+                [cancelled] = await connector.write([cancel])
+                if cancelled.error is not None:
+                    await self._handle_outcome(target, connector, item, cancel, cancelled, followups)
+                    return
             [created] = await connector.write([create])
         except VendorError as exc:
             await self._write_failed(target, item, exc)
             return
         if created.error is not None or created.record is None:
+            if cancel_first:
+                # the old record is cancelled already: retire it so its cancellation is not taken for the
+                # patient's, and leave the refused create on record (dead letter, retriable after a fix)
+                async with self.ledger.transaction() as tx:
+                    await tx.retire_links(target, [link.external_id])
             await self._handle_outcome(target, connector, item, create, created, followups)
             return
-        reason = connector.capabilities.replace_reason
-        old_cancelled = current.appointment.with_changes(status=Status.CANCELLED, cancellation_reason=reason)
-        cancel = WriteRequest(WriteKind.CANCEL, item.canonical_id, old_cancelled, external_id=link.external_id,
-                              current=current, changed=frozenset({"status", "cancellation_reason"}))
-        try:
-            [cancelled] = await connector.write([cancel])
-        except VendorError as exc:
-            cancelled = WriteOutcome(cancel, error=exc)
+        if not cancel_first:
+            try:
+                [cancelled] = await connector.write([cancel])
+            except VendorError as exc:
+                cancelled = WriteOutcome(cancel, error=exc)
+        assert cancelled is not None
         merged = Appointment.from_json(item.payload["merged"])
         fingerprint = merged.fingerprint()
         stats.created += 1
@@ -892,19 +910,20 @@ class Engine:
                                            detail=f"old {link.external_id} retired"[:255])])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done")
-            await tx.release([item.canonical_id], self.holder)
         self._decide(Decision("replaced", target, item.canonical_id, created.record.external_id,
                               tuple(sorted(request.changed)), detail=f"old {link.external_id} cancelled"))
         if cancelled.error is None:
             stats.cancelled += 1
             metrics.writes.labels(target, "cancel", "ok").inc()
-        else:
-            work = _PageWork()
-            self._dead_letter(work, target, "replace_cancel", getattr(cancelled.error, "describe", lambda: str(
-                cancelled.error))(), canonical_id=item.canonical_id, external_id=link.external_id,
-                payload={"phase": "cancel_old", "external_id": link.external_id})
-            async with self.ledger.transaction() as tx:
-                await self._store(tx, work)
+            return
+        work = _PageWork()
+        error = cancelled.error
+        reason = error.describe() if isinstance(error, VendorError) else str(error)
+        self._dead_letter(work, target, "replace_cancel", reason, canonical_id=item.canonical_id,
+                          external_id=link.external_id,
+                          payload={"phase": "cancel_old", "external_id": link.external_id})
+        async with self.ledger.transaction() as tx:
+            await self._store(tx, work)
 
     async def sweep_missing(self, source: str, seen: set[str]) -> None:
         """After a full window pass: known records of ``source`` whose start lies in its window but
