@@ -88,6 +88,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _fill_unexpressible(appt: Appointment, base: Appointment, unexpressible: frozenset[str]) -> Appointment:
+    """``appt`` with the fields its vendor cannot hold taken from ``base``, so that fingerprints compare
+    what the vendor can express (a moved start keeps the base duration when the end is not its own)."""
+    if not unexpressible:
+        return appt
+    changes: dict[str, Any] = {}
+    for name in unexpressible:
+        if name == "end" and "start" not in unexpressible:
+            if appt.start is not None and base.duration is not None:
+                changes["end"] = appt.start + base.duration
+            continue
+        changes[name] = getattr(base, name)
+    try:
+        return appt.with_changes(**changes)
+    except ValueError:
+        return appt
+
+
 def _target_op(merged: Appointment, base: Appointment | None) -> WriteKind:
     if merged.status in CANCELLED and (base is None or base.status not in CANCELLED):
         return WriteKind.CANCEL
@@ -315,6 +333,15 @@ class Engine:
             self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
             return
         base = Appointment.from_json(row.snapshot)
+        canonical = _fill_unexpressible(canonical, base, rec.unexpressible)
+        if canonical.fingerprint() in (link.fingerprint, link.written_fingerprint):
+            stats.unchanged += 1
+            self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
+            if rec.version != link.version:
+                link.version = rec.version
+                link.modified_at = rec.modified_at
+                work.link(link)
+            return
         stats.changed += 1
         self._merge_change(group, source, rec, link, base, canonical, member_links, work)
 
@@ -381,7 +408,7 @@ class Engine:
             canonical_id=cid, sync_group=group.name, snapshot=merged.to_json(), fingerprint=merged.fingerprint()
         )
         self._plan_targets(group, cid, source, base, merged, result.changed, member_links.get(cid, []), work,
-                           source_view=None if deleted else (rec, canonical))
+                           source_view=None if deleted else (rec, canonical), source_modified=rec.modified_at)
 
     def _plan_targets(
         self,
@@ -396,6 +423,7 @@ class Engine:
         *,
         source_view: tuple[VendorRecord, Appointment] | None,
         attempt: int = 0,
+        source_modified: datetime | None = None,
     ) -> None:
         active = {lk.connector: lk for lk in links if not lk.retired and lk.connector in self.connectors}
         for member in group.members:
@@ -409,15 +437,18 @@ class Engine:
                 differs = [f for f in merged.diff(seen) if f not in rec.unexpressible]
                 if differs:
                     work.outbox.append(self._outbox(cid, member, _target_op(merged, seen), base=seen, merged=merged,
-                                                    source=source, changed=differs, attempt=attempt))
+                                                    source=source, changed=differs, attempt=attempt,
+                                                    source_modified=source_modified))
                 continue
             if member in active:
                 if changed:
                     work.outbox.append(self._outbox(cid, member, _target_op(merged, base), base=base, merged=merged,
-                                                    source=source, changed=list(changed), attempt=attempt))
+                                                    source=source, changed=list(changed), attempt=attempt,
+                                                    source_modified=source_modified))
             elif member in group.create_in and merged.status.creatable and member != source:
                 work.outbox.append(self._outbox(cid, member, WriteKind.CREATE, base=None, merged=merged,
-                                                source=source, changed=[], attempt=attempt))
+                                                source=source, changed=[], attempt=attempt,
+                                                source_modified=source_modified))
 
     def _record_merge(self, work: _PageWork, cid: str, source: str, base: Appointment, result: MergeResult) -> None:
         if result.changed:
@@ -447,6 +478,7 @@ class Engine:
         source: str,
         changed: list[str],
         attempt: int = 0,
+        source_modified: datetime | None = None,
     ) -> OutboxItem:
         merged_fp = merged.fingerprint()
         base_fp = base.fingerprint() if base is not None else "none"
@@ -460,6 +492,7 @@ class Engine:
                 "merged": merged.to_json(),
                 "changed": changed,
                 "source": source,
+                "source_modified": source_modified.isoformat() if source_modified else None,
                 "attempt": attempt,
             },
         )
@@ -822,8 +855,10 @@ class Engine:
         base = Appointment.from_json(base_json) if base_json else fresh_canonical
         mine = Appointment.from_json(item.payload["merged"])
         source = str(item.payload.get("source") or "")
+        raw_modified = item.payload.get("source_modified")
+        mine_modified = datetime.fromisoformat(raw_modified) if raw_modified else None
         sides = [
-            Side(source, mine, None, frozenset()),
+            Side(source, mine, mine_modified, frozenset()),
             Side(target, fresh_canonical, fresh.modified_at, fresh.unexpressible),
         ]
         result = merge(base, sides, group.owners)
