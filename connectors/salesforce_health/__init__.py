@@ -1,45 +1,25 @@
 """Salesforce Health Cloud (``salesforce_health``): connector factory and mapping loader.
 
-The connector modules are imported inside the functions, so importing the sandbox
-(``connectors.salesforce_health.sandbox``) never pulls in connector code.
+Declared through :class:`connectors._factory.VendorPackage`: the connector code is imported only when a
+connector is built, so importing the sandbox (``connectors.salesforce_health.sandbox``) never pulls it in.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from connectors._factory import VendorPackage
 
-if TYPE_CHECKING:
-    from syncd.config import ConnectorConfig
-    from syncd.connector import Connector, StateStore
-    from syncd.mapping import VendorMapping
+__all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
-__all__ = ["create_connector", "load_vendor_mapping"]
-
-
-def load_vendor_mapping() -> VendorMapping:
-    """Load and validate ``mappings/salesforce_health.toml``."""
-    from connectors.salesforce_health.mapfuncs import FUNCTIONS
-    from syncd.mapping import load_mapping
-
-    categories = ("None", "Scheduled", "Dispatched", "InProgress", "Completed", "CannotComplete", "Canceled")
-    values = ("None", "Scheduled", "Dispatched", "In Progress", "Completed", "Cannot Complete", "Canceled")
-    return load_mapping(
-        "salesforce_health",
-        functions=FUNCTIONS,
-        native_statuses=set(categories) | set(values),
-        required_functions=("time_in", "time_out", "status_in"),
-    )
-
-
-def create_connector(
-    config: ConnectorConfig,
-    *,
-    state: StateStore | None = None,
-    max_rate_limit_wait: float | None = None,
-    session: Any = None,
-) -> Connector:
-    from connectors.salesforce_health.connector import SalesforceHealthConnector
-
-    return SalesforceHealthConnector(
-        config, load_vendor_mapping(), state=state, max_rate_limit_wait=max_rate_limit_wait, session=session
-    )
+PACKAGE = VendorPackage(
+    vendor="salesforce_health",
+    connector="connectors.salesforce_health.connector:SalesforceHealthConnector",
+    mapfuncs="connectors.salesforce_health.mapfuncs",
+    required_functions=("time_in", "time_out", "status_in"),
+    # StatusCategory API values and the standard Status labels (orgs relabel Status; syncd maps on the category)
+    native_statuses=frozenset((
+        "None", "Scheduled", "Dispatched", "InProgress", "Completed", "CannotComplete", "Canceled",
+        "In Progress", "Cannot Complete",
+    )),
+)
+load_vendor_mapping = PACKAGE.load_mapping
+create_connector = PACKAGE.create_connector

@@ -1,53 +1,20 @@
 """SaludYa appointments: connector factory and mapping loader.
 
-The connector code is imported inside :func:`create_connector` so that importing the sandbox
-(``connectors.saludya.sandbox``) never pulls in connector code, and the reverse.
+Declared through :class:`connectors._factory.VendorPackage`: the connector code is imported only when a
+connector is built, so importing the sandbox (``connectors.saludya.sandbox``) never pulls it in.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from connectors._factory import VendorPackage
 
-from syncd.config import ConnectorConfig
-from syncd.connector import StateStore
-from syncd.mapping import VendorMapping, load_mapping
+__all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
-if TYPE_CHECKING:
-    import aiohttp
-
-    from syncd.connector import Connector
-
-__all__ = ["create_connector", "load_vendor_mapping"]
-
-REQUIRED_FUNCTIONS = ("time_in", "time_out", "duration_out", "notes_in", "notes_out")
-
-
-def load_vendor_mapping() -> VendorMapping:
-    """Load and validate ``mappings/saludya.toml`` (ConfigError listing every problem)."""
-    from connectors.saludya.mapfuncs import FUNCTIONS, NATIVE_STATUSES
-
-    return load_mapping(
-        "saludya",
-        functions=FUNCTIONS,
-        native_statuses=NATIVE_STATUSES,
-        required_functions=REQUIRED_FUNCTIONS,
-    )
-
-
-def create_connector(
-    config: ConnectorConfig,
-    *,
-    state: StateStore | None = None,
-    max_rate_limit_wait: float | None = None,
-    session: aiohttp.ClientSession | None = None,
-) -> Connector:
-    """Build the SaludYa connector for ``config``."""
-    from connectors.saludya.connector import SaludYaConnector
-
-    return SaludYaConnector(
-        config,
-        load_vendor_mapping(),
-        state=state,
-        max_rate_limit_wait=max_rate_limit_wait,
-        session=session,
-    )
+PACKAGE = VendorPackage(
+    vendor="saludya",
+    connector="connectors.saludya.connector:SaludYaConnector",
+    mapfuncs="connectors.saludya.mapfuncs",
+    required_functions=("time_in", "time_out", "duration_out", "notes_in", "notes_out"),
+)
+load_vendor_mapping = PACKAGE.load_mapping
+create_connector = PACKAGE.create_connector
