@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -55,6 +58,7 @@ class Daemon:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.subscriptions: dict[str, Any] = {}
         self.stopping = asyncio.Event()
+        self.drain_seconds = DRAIN_SECONDS
 
     # -- jobs ------------------------------------------------------------------------------
     def _track(self, coro: Awaitable[Any]) -> Awaitable[Any]:
@@ -162,12 +166,11 @@ class Daemon:
         self.state.mark_healthy()
 
     async def inbox_waker(self) -> None:
-        """Drain the inbox as soon as the receiver stores a delivery (and every few seconds anyway)."""
-        while not self.stopping.is_set():
-            await self.state.wait_for_events(timeout=5.0)
-            if self.stopping.is_set() or self.state.draining:
-                return
+        """Drain the inbox at start (deliveries accepted before a crash) and then as soon as the
+        receiver stores a delivery (and every few seconds anyway)."""
+        while not self.stopping.is_set() and not self.state.draining:
             await self.job(self.inbox)()
+            await self.state.wait_for_events(timeout=5.0)
 
     # -- life cycle --------------------------------------------------------------------------
     def schedule(self) -> None:
@@ -195,16 +198,66 @@ class Daemon:
         self.stopping.set()
         self.state.events_stored.set()
         systemd.stopping()
-        self.scheduler.shutdown(wait=False)
-        self.state.scheduler_running = False
+        # pause, not shutdown: APScheduler's shutdown cancels the jobs in flight at once, which
+        # would cut the drain short (a write cancelled between the vendor's answer and its commit)
+        if self.scheduler.running:
+            self.scheduler.pause()
         pending = [t for t in self.tasks if not t.done()]
         if pending:
             log.info("draining", count=len(pending))
-            _done, still = await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+            _done, still = await asyncio.wait(pending, timeout=self.drain_seconds)
             for task in still:
                 task.cancel()  # its writes stay queued in the outbox: nothing is lost
             if still:
+                log.warning("drain_timeout", count=len(still))
                 await asyncio.wait(still, timeout=5)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.state.scheduler_running = False
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` (``run:<host>:<pid>``) names a process of this host that no longer runs
+    ``syncd`` (killed with SIGKILL, or crashed): its lease is stale and may be taken over at once."""
+    kind, _, rest = holder.partition(":")
+    host, _, pid_text = rest.rpartition(":")
+    if kind != "run" or host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's process
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False  # no /proc: the process is alive, assume it is the other daemon
+    return b"syncd" not in cmdline  # the pid was reused by an unrelated process
+
+
+async def _take_lease(rt: Runtime, holder: str) -> None:
+    """Hold the SQLite ledger's ``syncd-run`` lease, or raise :class:`AlreadyRunning`.
+
+    A lease left by a daemon of this host that died without releasing it (kill -9, power loss of the
+    process) is taken over at once instead of waiting for it to expire."""
+    async with rt.ledger.transaction() as tx:
+        if await tx.lease_acquire(LEASE_NAME, holder, LEASE_TTL):
+            return
+        other = await tx.lease_holder(LEASE_NAME)
+        if other is not None and _holder_is_dead(other.holder):
+            await tx.lease_release(LEASE_NAME, other.holder)
+            if await tx.lease_acquire(LEASE_NAME, holder, LEASE_TTL):
+                log.warning("stale_lease_taken_over", op="run")
+                return
+            other = await tx.lease_holder(LEASE_NAME)
+    raise AlreadyRunning(
+        f"another syncd run ({other.holder if other else 'unknown'}) holds this SQLite ledger; "
+        "stop it first, or use PostgreSQL for several replicas"
+    )
 
 
 def _json(value: Any) -> str:
@@ -223,13 +276,7 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, port:
     async with open_runtime(config) as rt:
         holder = holder_name("run")
         if rt.ledger.dialect == "sqlite":
-            async with rt.ledger.transaction() as tx:
-                if not await tx.lease_acquire(LEASE_NAME, holder, LEASE_TTL):
-                    other = await tx.lease_holder(LEASE_NAME)
-                    raise AlreadyRunning(
-                        f"another syncd run ({other.holder if other else 'unknown'}) holds this SQLite ledger; "
-                        "use PostgreSQL for several replicas"
-                    )
+            await _take_lease(rt, holder)
         state = ServerState()
         daemon = Daemon(config, rt, state)
         daemon.holder = holder

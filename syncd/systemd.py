@@ -46,6 +46,8 @@ def notify(state: str, *, env: Mapping[str, str] | None = None) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # never block the daemon: a receiver that stops reading fills the queue -> False, not a hang
+            sock.setblocking(False)
             sock.connect(address)
             sock.sendall(state.encode("utf-8"))
     except OSError:
