@@ -1,5 +1,5 @@
 # syncd front door. On a fresh machine (Python 3.11+, pip, make) these need nothing else:
-#   make demo    check the example config, create the SQLite ledger, show status
+#   make demo    check the example config, then the live demonstration (syncd demo, ~30 s)
 #   make test    the whole test suite (SQLite and PostgreSQL; see README)
 #   make lint    ruff + mypy
 #   make bench   benchmarks
@@ -24,13 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo runs the sandboxes and the daemon in one process against a temporary copy of $(CONFIG):
+# its own fresh SQLite ledger and JSON log in a temporary directory (removed afterwards; keep them
+# with DEMO_ARGS=--keep), so every run starts clean and ./syncd.db is never touched by the demo.
+DEMO_ARGS ?=
 demo: venv
 	$(BIN)/syncd check-config --config $(CONFIG)
 	$(BIN)/syncd db upgrade --config $(CONFIG)
-	$(BIN)/syncd status --config $(CONFIG)
-	@echo
-	@echo "syncd is configured and its ledger is ready. Syncing itself (syncd run, syncd demo)"
-	@echo "arrives with the sync engine; until then this demo stops here."
+	$(BIN)/syncd demo --config $(CONFIG) $(DEMO_ARGS)
 
 test: venv
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ from syncd.cli_common import EXIT_CONFIG, EXIT_UNAVAILABLE, config_option
 from syncd.cli_config import check_config
 from syncd.cli_crosswalk import crosswalk
 from syncd.cli_db import db
+from syncd.cli_demo import demo_command
 from syncd.cli_run import run_command
 from syncd.cli_sandbox import sandbox
 from syncd.cli_status import status
@@ -49,6 +50,7 @@ def main() -> None:
 
 COMMANDS: tuple[click.Command, ...] = (
     check_config, db, crosswalk, status, resync_command, deadletters, conflicts, sandbox, run_command,
+    demo_command,
 )
 for _command in COMMANDS:
     main.add_command(_command)

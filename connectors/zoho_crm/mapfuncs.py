@@ -172,7 +172,7 @@ class ZohoMapper:
                 practitioner=_lookup_id(raw.get(self.f["practitioner"]), "practitioner"),
                 location=raw.get(self.f["location"]) or None,
                 service_type=_lookup_id(service, "service_type"),
-                description=raw.get(self.f["description"]) or None,
+                description=self.description_in(raw),
                 notes=raw.get(self.f["notes"]) or None,
                 cancellation_reason=reason,
                 native_status=self.native_status(raw),
@@ -180,6 +180,16 @@ class ZohoMapper:
             )
         except InvalidAppointment as exc:
             raise MappingError(f"zoho_crm: {exc}") from None
+
+    def description_in(self, raw: Mapping[str, Any]) -> str | None:
+        """``Appointment_Name`` is mandatory, so syncd fills it with the service name (or a placeholder)
+        when the appointment has no description: that filler reads back as "no description"."""
+        name = raw.get(self.f["description"]) or None
+        service = raw.get(self.f["service_type"])
+        service_name = service.get("name") if isinstance(service, Mapping) else None
+        if name is not None and name in (service_name, str(self.d["appointment_name"])):
+            return None
+        return str(name) if name is not None else None
 
     def syncd_id(self, raw: Mapping[str, Any]) -> str | None:
         value = raw.get(self.f["reference"])

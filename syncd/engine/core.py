@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ log = get_logger("syncd.engine")
 
 CANONICAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_CONFLICT_RETRIES = 3
+RECENT_WRITE_SECONDS = 30.0
 CANCELLED = (Status.CANCELLED, Status.ENTERED_IN_ERROR)
 
 
@@ -140,6 +142,10 @@ class Engine:
         self._reconcile_lock = asyncio.Lock()
         self._record_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._write_slots = asyncio.Semaphore(max_concurrency)
+        self._inflight: dict[tuple[str, str], int] = {}
+        """(connector, external id) -> writes in flight: a record read meanwhile may be half-written."""
+        self._recent_writes: dict[tuple[str, str], tuple[float, str | None]] = {}
+        """(connector, external id) -> (when our last write finished, the version it produced)."""
         self.planned: list[OutboxItem] = []
         """dry-run: the writes that would have been made."""
 
@@ -180,6 +186,7 @@ class Engine:
         stats = self.stats.of(source)
         stats.read += len(records)
         metrics.records_read.labels(source).inc(len(records))
+        records = await self._settle_own_writes(source, records)
         all_records = list(records) + [
             VendorRecord(external_id=ext, version=None, appointment=None, deleted=True) for ext in deleted_ids
         ]
@@ -207,6 +214,27 @@ class Engine:
             return
         if work.outbox:
             await self.execute(work.outbox)
+
+    async def _settle_own_writes(self, source: str, records: Sequence[VendorRecord]) -> Sequence[VendorRecord]:
+        """Records read while (or just after) syncd itself wrote them may show a half-applied
+        write (a vendor whose update takes two calls). Wait for the write to finish and read those
+        records again, so a half-written state is never taken for somebody else's change."""
+        now = time.monotonic()
+        suspects: list[str] = []
+        for rec in records:
+            key = (source, rec.external_id)
+            recent = self._recent_writes.get(key)
+            if key in self._inflight or (
+                recent is not None and now - recent[0] < RECENT_WRITE_SECONDS and rec.version != recent[1]
+            ):
+                suspects.append(rec.external_id)
+        if not suspects or source not in self.connectors:
+            return records
+        deadline = now + 60
+        while any((source, ext) in self._inflight for ext in suspects) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        fresh = await self.connectors[source].read(suspects)
+        return [fresh.get(rec.external_id, rec) if rec.external_id in fresh else rec for rec in records]
 
     def _count_planned(self, item: OutboxItem) -> None:
         stats = self.stats.of(item.connector)
@@ -597,11 +625,15 @@ class Engine:
             links = await tx.links_of([i.canonical_id for i in items])
             keyed: dict[str, set[str]] = defaultdict(set)
             for item in items:
-                merged = Appointment.from_json(item.payload["merged"])
-                for name in REFERENCE_FIELDS:
-                    value = getattr(merged, name)
-                    if value is not None:
-                        keyed[REFERENCE_KIND[name]].add(value)
+                # the merged record's references, and the base's: the target's current record (which a
+                # replace decision looks at) may still name the old patient
+                for raw in (item.payload["merged"], item.payload.get("base")):
+                    if not raw:
+                        continue
+                    for name in REFERENCE_FIELDS:
+                        value = raw.get(name)
+                        if value is not None:
+                            keyed[REFERENCE_KIND[name]].add(value)
             lookup = {kind: await tx.crosswalk_lookup(kind, sorted(keys), target) for kind, keys in keyed.items()}
             sending: list[int] = []
             for item in items:
@@ -703,13 +735,25 @@ class Engine:
                     requests = [(i, r) for i, r in requests if i is not item]
         if not requests:
             return
+        keys = [(target, r.external_id) for _, r in requests if r.external_id is not None]
+        for key in keys:
+            self._inflight[key] = self._inflight.get(key, 0) + 1
         try:
             outcomes = await connector.write([r for _, r in requests])
         except (Retriable, RateLimited, AuthFailure) as exc:
             for item, _ in requests:
                 await self._write_failed(target, item, exc)
             return
+        finally:
+            finished = time.monotonic()
+            for key in keys:
+                self._inflight[key] -= 1
+                if not self._inflight[key]:
+                    del self._inflight[key]
+                self._recent_writes[key] = (finished, None)
         for (item, request), outcome in zip(requests, outcomes, strict=True):
+            if outcome.record is not None and outcome.error is None:
+                self._recent_writes[(target, outcome.record.external_id)] = (time.monotonic(), outcome.record.version)
             await self._handle_outcome(target, connector, item, request, outcome, followups)
         stats.api_calls = self._api_calls(connector)
 

@@ -1,0 +1,95 @@
+"""``syncd demo`` end to end: run as a subprocess against the repository's ``config.toml``.
+
+One run (about 20 seconds) is shared by the tests of this module: exit 0 with the five scripted
+outcomes holding, a summary naming them, and no patient data anywhere in what it printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from syncd.demo import RECEPTION_NOTE, demo_datasets
+from syncd.sandboxkit.seedgen import NOTES
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 90
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    code: int
+    stdout: str
+    stderr: str
+    log: str
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    cwd = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("SYNCD_CONFIG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncd", "demo", "--config", str(ROOT / "config.toml"), "--keep"],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )
+    kept = re.search(r"ledger and JSON log kept in (\S+)", proc.stdout)
+    log = ""
+    if kept is not None:
+        workdir = Path(kept.group(1))
+        log_file = workdir / "syncd-demo.log"
+        log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
+        shutil.rmtree(workdir, ignore_errors=True)
+    yield DemoRun(proc.returncode, proc.stdout, proc.stderr, log)
+
+
+def test_demo_exits_0_with_all_five_outcomes_holding(demo_run: DemoRun) -> None:
+    assert demo_run.code == 0, demo_run.stdout[-3000:] + demo_run.stderr[-2000:]
+    assert "all 5 scripted outcomes hold" in demo_run.stdout
+
+
+def test_summary_shows_the_five_scripted_outcomes(demo_run: DemoRun) -> None:
+    out = demo_run.stdout
+    summary = out[out.index("What just happened:"):]
+    for number, title in (
+        (1, "Reschedule in the CRM (zoho)"),
+        (2, "Cancellation in the EHR (dentally)"),
+        (3, "GET/PUT race on a write to sf"),
+        (4, "Patient change that dentally forbids in place"),
+        (5, "Missing crosswalk entry (patient, sf)"),
+    ):
+        assert re.search(rf"[✓✗] {number}\. {re.escape(title)}", summary), (number, summary)
+    assert "What syncd wrote, per target system" in out
+    for name in ("sf", "zoho", "saludya", "onlive", "dentally"):
+        assert re.search(rf"│ {name}\s+│", out), name
+    # the dead letter's reason names the missing kind, key and connector
+    assert re.search(r"missing crosswalk entry: patient P-\d+ for connector sf", summary)
+    # live decisions were shown: creates in the first sync, the race's re-merge
+    assert re.search(r"\bzoho\s+created\s+appt apt_", out)
+    assert re.search(r"\bsf\s+re-merge\s+appt apt_", out)
+
+
+def test_no_patient_data_in_output_or_log(demo_run: DemoRun) -> None:
+    assert demo_run.stdout
+    text = "\n".join((demo_run.stdout, demo_run.stderr, demo_run.log))
+    leaks: list[str] = []
+    for dataset in demo_datasets(datetime.now(UTC)):
+        for patient in dataset.patients:
+            for value in (f"{patient.given} {patient.family}", patient.email, patient.phone):
+                if value in text:
+                    leaks.append(value)
+            if re.search(rf"\b{re.escape(patient.family)}\b", text):
+                leaks.append(patient.family)
+    for note in (*(n for n in NOTES if n), RECEPTION_NOTE):
+        if note in text:
+            leaks.append(note)
+    assert not leaks, sorted(set(leaks))
