@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from syncd.errors import MappingError, VendorError
 from syncd.http import HttpClient
+from syncd.mapping import VendorMapping
 from syncd.model import Appointment
 
 __all__ = [
@@ -164,6 +165,9 @@ class Connector(Protocol):
 
     name: str
     capabilities: Capabilities
+    mapping: VendorMapping
+    """The vendor's declarative mapping (``mappings/<type>.toml``); the engine reads its status table to
+    know which canonical statuses one native status stands for (a lossy read is no change)."""
 
     @property
     def http(self) -> HttpClient:

@@ -41,7 +41,7 @@ from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejec
 from syncd.ledger.models import AppointmentRow, AuditEntry, DeadLetter, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
 from syncd.logging import get_logger, mask_contact
-from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, Appointment, Status
+from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, STATUS_RANK, Appointment, Status
 
 __all__ = ["Decision", "Engine"]
 
@@ -362,6 +362,7 @@ class Engine:
             return
         base = Appointment.from_json(row.snapshot)
         canonical = _fill_unexpressible(canonical, base, rec.unexpressible)
+        canonical = self._keep_covered_status(source, canonical, base)
         if canonical.fingerprint() in (link.fingerprint, link.written_fingerprint):
             stats.unchanged += 1
             self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
@@ -372,6 +373,32 @@ class Engine:
             return
         stats.changed += 1
         self._merge_change(group, source, rec, link, base, canonical, member_links, work)
+
+    def _keep_covered_status(self, source: str, appt: Appointment, base: Appointment) -> Appointment:
+        """A vendor whose native status stands for several canonical ones (Zoho "Scheduled" for
+        proposed, pending and booked; a status it cannot show at all) says nothing new when the base
+        status is one of them: keep the base's, so a lossy read never changes the status."""
+        if appt.status == base.status:
+            return appt
+        connector = self.connectors.get(source)
+        status_out = getattr(getattr(connector, "mapping", None), "status_out", None)
+        if not status_out:
+            return appt
+        native = status_out.get(appt.status)
+        covered = status_out.get(base.status)
+        if native is None:
+            return appt
+        if covered is None:
+            # the vendor cannot show the base status at all: only progress beyond it is news
+            if STATUS_RANK[appt.status] > STATUS_RANK[base.status]:
+                return appt
+        elif covered != native:
+            return appt
+        reason = base.cancellation_reason if base.status in CANCELLED else None
+        try:
+            return appt.with_changes(status=base.status, cancellation_reason=reason)
+        except ValueError:
+            return appt
 
     def _new_appointment(
         self,
