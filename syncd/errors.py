@@ -11,6 +11,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "MappingError",
+    "NotWritable",
     "RateLimited",
     "Rejected",
     "Retriable",
@@ -119,6 +120,13 @@ class Rejected(VendorError):
     """A vendor rule refused the change: permanent, never retried unchanged."""
 
     kind = "rejected"
+
+
+class NotWritable(Rejected):
+    """The connector decided, before sending, that the target cannot take this change (a field still
+    locked after a re-read, a terminal record): an open conflict (VENDORS head rule 10), not a dead letter."""
+
+    kind = "not_writable"
 
 
 class AuthFailure(VendorError):

@@ -28,7 +28,7 @@ from syncd.connector import (
     WriteOutcome,
     WriteRequest,
 )
-from syncd.errors import Conflict, MappingError, Rejected
+from syncd.errors import Conflict, MappingError, NotWritable, Rejected
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, Status
 
@@ -486,7 +486,7 @@ class DentallyConnector:
             values.update(await self._replaced_note(request, raw))
         return values
 
-    def _locked(self, raw: Mapping[str, Any], values: Mapping[str, Any]) -> Rejected | None:
+    def _locked(self, raw: Mapping[str, Any], values: Mapping[str, Any]) -> NotWritable | None:
         """Part 5/8: outside Pending only state and notes can change. Changing a patient that is set is
         left to Dentally's own check (its answer names the rule); adding one outside Pending is locked."""
         native = self.mapper.native_status(raw)
@@ -496,7 +496,8 @@ class DentallyConnector:
         if raw.get(self.mapping.fields["patient"]) is not None:
             editable.add(self.mapping.fields["patient"])
         if set(values) - editable:
-            return Rejected(f"locked: {native} ({STATE_LOCK_PREFIX} {native})", code="locked", status=None)
+            # still locked after the pre-write re-read: a conflict, not a dead letter (VENDORS head rule 10)
+            return NotWritable(f"locked: {native} ({STATE_LOCK_PREFIX} {native})", code="locked", status=None)
         return None
 
     async def _update(self, request: WriteRequest) -> WriteOutcome:

@@ -479,11 +479,11 @@ class SaludYaConnector:
 
     @staticmethod
     def _stale(current: VendorRecord, fresh: VendorRecord) -> bool:
-        if current.version != fresh.version:
-            return True
-        if current.appointment is not None and fresh.appointment is not None:
-            return current.appointment.fingerprint() != fresh.appointment.fingerprint()
-        return False
+        # ``updated_at`` is strictly increasing per record (part 8): a different version is a change.
+        # ``current.appointment`` is syncd's merge base, not a vendor read, so its fingerprint is not
+        # compared (a lossy mapping would make every write look stale); the engine compares fingerprints
+        # with the ledger when it reads the record.
+        return current.version != fresh.version
 
     def _payload(
         self,

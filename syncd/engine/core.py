@@ -37,7 +37,16 @@ from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, Wr
 from syncd.engine.ids import new_canonical_id
 from syncd.engine.merge import FieldConflict, MergeResult, Side, merge
 from syncd.engine.stats import PassStats
-from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, VendorError
+from syncd.errors import (
+    AuthFailure,
+    Conflict,
+    MappingError,
+    NotWritable,
+    RateLimited,
+    Rejected,
+    Retriable,
+    VendorError,
+)
 from syncd.ledger.models import AppointmentRow, AuditEntry, DeadLetter, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
 from syncd.logging import get_logger, mask_contact
@@ -538,7 +547,7 @@ class Engine:
         merged_fp = merged.fingerprint()
         base_fp = base.fingerprint() if base is not None else "none"
         return OutboxItem(
-            idempotency_key=f"{cid}:{target}:{op.value}:{base_fp[:12]}:{merged_fp[:16]}",
+            idempotency_key=f"{cid}:{target}:{op.value}:{base_fp[:12]}:{merged_fp[:16]}:{attempt}",
             canonical_id=cid,
             connector=target,
             op=op.value,
@@ -643,7 +652,7 @@ class Engine:
         stats = self.stats.of(target)
         work = _PageWork()
         requests: list[tuple[OutboxItem, WriteRequest]] = []
-        replaces: list[tuple[OutboxItem, WriteRequest, Link]] = []
+        replaces: list[tuple[OutboxItem, WriteRequest, Link, Appointment]] = []
         async with self.ledger.transaction() as tx:
             held = await tx.claim([i.canonical_id for i in items], self.holder, ttl=120)
             items = [i for i in items if i.canonical_id in held]
@@ -667,11 +676,10 @@ class Engine:
                 built = self._build_request(target, connector, item, links.get(item.canonical_id, []), lookup, work)
                 if built is None:
                     continue
-                request, link = built
-                if item.op == WriteKind.UPDATE.value and link is not None and request.current is not None:
-                    current_appt = request.current.appointment
-                    if current_appt is not None and connector.needs_replace(current_appt, request.desired):
-                        replaces.append((item, request, link))
+                request, link, believed = built
+                if item.op == WriteKind.UPDATE.value and link is not None and believed is not None:
+                    if connector.needs_replace(believed, request.desired):
+                        replaces.append((item, request, link, believed))
                         continue
                 requests.append((item, request))
                 if item.id is not None:
@@ -682,8 +690,8 @@ class Engine:
             await self._finish_items(tx, [i for i in items if i.state == "failed"])
         if requests:
             await self._send(target, connector, requests, followups)
-        for item, request, link in replaces:
-            await self._replace(target, connector, item, request, link, followups)
+        for item, request, link, believed in replaces:
+            await self._replace(target, connector, item, request, link, believed, followups)
         stats.api_calls = self._api_calls(connector)
 
     def _build_request(
@@ -694,7 +702,7 @@ class Engine:
         links: list[Link],
         lookup: Mapping[str, Mapping[str, str]],
         work: _PageWork,
-    ) -> tuple[WriteRequest, Link | None] | None:
+    ) -> tuple[WriteRequest, Link | None, Appointment | None] | None:
         merged = Appointment.from_json(item.payload["merged"])
         base_json = item.payload.get("base")
         base = Appointment.from_json(base_json) if base_json else None
@@ -716,17 +724,19 @@ class Engine:
                               payload={"phase": "write", "outbox": item.payload, "op": item.op})
             return None
         current: VendorRecord | None = None
+        believed: Appointment | str | None = None
         if link is not None:
+            # what the target holds as far as the ledger knows: its version (the connector re-reads and
+            # compares it before writing) and the merge base in the target's ids (its references give a
+            # connector the related records it needs; the replace decision looks at it)
             believed = self._translate(target, base, lookup) if base is not None else None
-            current = VendorRecord(
-                external_id=link.external_id,
-                version=link.version,
-                appointment=believed if isinstance(believed, Appointment) else None,
-                modified_at=link.modified_at,
-            )
+            current = VendorRecord(external_id=link.external_id, version=link.version,
+                                   appointment=believed if isinstance(believed, Appointment) else None,
+                                   modified_at=link.modified_at)
         changed = frozenset(item.payload.get("changed") or [])
-        return WriteRequest(op, item.canonical_id, desired, external_id=link.external_id if link else None,
-                            current=current, changed=changed), link
+        request = WriteRequest(op, item.canonical_id, desired, external_id=link.external_id if link else None,
+                               current=current, changed=changed)
+        return request, link, believed if isinstance(believed, Appointment) else None
 
     def _translate(self, target: str, appt: Appointment, lookup: Mapping[str, Mapping[str, str]]) -> Appointment | str:
         changes: dict[str, Any] = {}
@@ -800,6 +810,11 @@ class Engine:
         if isinstance(error, Conflict):
             await self._conflict_retry(target, connector, item, request, outcome, followups)
             return
+        if isinstance(error, NotWritable):
+            metrics.writes.labels(target, item.op, "not_writable").inc()
+            await self._close_item(item, "failed", error.describe(),
+                                   conflict=(self._field_of(request), error.describe(), target))
+            return
         if isinstance(error, Rejected):
             metrics.writes.labels(target, item.op, "rejected").inc()
             await self._close_item(item, "failed", error.describe(), dead=("rejected", target, request, error))
@@ -812,6 +827,36 @@ class Engine:
             await self._write_failed(target, item, error)
             return
         await self._close_item(item, "failed", "no record in outcome", dead=("write", target, request, None))
+
+    @staticmethod
+    def _field_of(request: WriteRequest) -> str:
+        """The field a refused write is about (for the conflict row): the first changed one."""
+        from syncd.model import SYNC_FIELDS
+
+        return next((f for f in SYNC_FIELDS if f in request.changed), "status")
+
+    def _echo_matches(self, target: str, record: VendorRecord, desired: Appointment) -> bool:
+        """Does the record the vendor answered hold exactly what we wrote (on what it can express)?
+        When another user's change landed beside ours (a GET/PUT race the vendor cannot detect), it does
+        not: the answer is then no echo, and the next read carries that change to the others."""
+        if record.appointment is None:
+            return True
+        got = record.appointment
+        status_out = getattr(getattr(self.connectors.get(target), "mapping", None), "status_out", None) or {}
+        from syncd.model import SYNC_FIELDS
+
+        for name in SYNC_FIELDS:
+            if name in record.unexpressible:
+                continue
+            mine, theirs = getattr(desired, name), getattr(got, name)
+            if name == "status":
+                if status_out.get(mine, mine) != status_out.get(theirs, theirs):
+                    return False
+            elif name == "cancellation_reason" or mine is None:
+                continue  # vendors fill reasons and defaults of their own
+            elif mine != theirs:
+                return False
+        return True
 
     async def _write_ok(
         self, target: str, item: OutboxItem, request: WriteRequest, record: VendorRecord, *, adopted: bool = False
@@ -827,11 +872,12 @@ class Engine:
         else:
             stats.updated += 1
         metrics.writes.labels(target, op.value, "ok").inc()
+        echo_version = record.version if self._echo_matches(target, record, request.desired) else None
         async with self.ledger.transaction() as tx:
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
                                         external_id=record.external_id, version=record.version,
                                         fingerprint=fingerprint, written_fingerprint=fingerprint,
-                                        written_version=record.version, modified_at=record.modified_at)])
+                                        written_version=echo_version, modified_at=record.modified_at)])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done")
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
@@ -954,26 +1000,24 @@ class Engine:
         followups.extend(work.outbox)
 
     async def _replace(self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest,
-                       link: Link, followups: list[OutboxItem]) -> None:
+                       link: Link, believed: Appointment, followups: list[OutboxItem]) -> None:
         """A change the target forbids in place: create a new record, cancel the old one with the vendor's
         reason, link the new one and retire the old (VENDORS head rule 13). Where the vendor needs the slot
         freed first (``capabilities.replace_cancel_first_when``), the old one is cancelled first."""
         stats = self.stats.of(target)
         current = request.current
-        assert current is not None and current.appointment is not None
-        if current.appointment.status.terminal:
+        assert current is not None
+        if believed.status.terminal:
             await self._close_item(item, "failed", "replace needed but the old record is terminal",
                                    conflict=("patient", "replace flow on a terminal record", target))
             return
         caps = connector.capabilities
-        old_cancelled = current.appointment.with_changes(status=Status.CANCELLED,
-                                                         cancellation_reason=caps.replace_reason)
+        old_cancelled = believed.with_changes(status=Status.CANCELLED, cancellation_reason=caps.replace_reason)
         cancel = WriteRequest(WriteKind.CANCEL, item.canonical_id, old_cancelled, external_id=link.external_id,
                               current=current, changed=frozenset({"status", "cancellation_reason"}))
         create = WriteRequest(WriteKind.CREATE, item.canonical_id, request.desired, replaces=link.external_id,
                               changed=request.changed)
-        changed_refs = {f for f in REFERENCE_FIELDS
-                        if getattr(current.appointment, f) != getattr(request.desired, f)}
+        changed_refs = {f for f in REFERENCE_FIELDS if getattr(believed, f) != getattr(request.desired, f)}
         cancel_first = bool(changed_refs) and changed_refs <= caps.replace_cancel_first_when
         cancelled: WriteOutcome | None = None
         try:
