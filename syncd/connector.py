@@ -113,6 +113,10 @@ class WriteRequest:
     """Canonical fields to change (update); the connector may send more where its vendor needs it."""
     replaces: str | None = None
     """Create in a replace flow: the old external id (written to the vendor's marker where it has one)."""
+    current_is_read: bool = True
+    """True when ``current`` is what the vendor answered to a read. The engine passes False: its
+    ``current`` carries the version the ledger holds and the merge base in the vendor's ids, so a
+    connector compares versions, not fingerprints, with it."""
 
 
 @dataclass(slots=True)
@@ -123,6 +127,9 @@ class WriteOutcome:
     record: VendorRecord | None = None
     """The record as the vendor holds it after the write (at least external id and version)."""
     error: VendorError | MappingError | None = None
+    sent: bool = True
+    """False when nothing still differed after the pre-write re-read, so no write request was sent
+    (counted as unchanged, not as a write)."""
 
     @property
     def ok(self) -> bool:

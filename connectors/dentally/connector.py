@@ -38,7 +38,9 @@ log = structlog.get_logger(__name__)
 
 STATE_KNOWN = "known_window_ids"
 #: canonical fields with no Dentally field (VENDORS head rule 15)
-_UNEXPRESSIBLE = frozenset({"description"})
+# description has no Dentally field; a cancellation reason is one of the practice's fixed reasons, so a
+# free-text reason cannot be held (a read of "Other" is no news about the reason)
+_UNEXPRESSIBLE = frozenset({"description", "cancellation_reason"})
 _PLAIN_FIELDS = ("start", "end", "patient", "practitioner", "location", "service_type", "notes")
 _MODE_POLL = "poll"
 _MODE_WINDOW = "window"
@@ -519,7 +521,7 @@ class DentallyConnector:
         except MappingError as exc:
             return WriteOutcome(request, error=exc)
         if not values:
-            return WriteOutcome(request, record=fresh)  # nothing still differs: no write
+            return WriteOutcome(request, record=fresh, sent=False)  # nothing still differs: no write
         locked = self._locked(raw, values)
         if locked is not None:
             log.info("write_refused", connector=self.name, external_id=rid, op="update", code=locked.code)

@@ -464,7 +464,7 @@ class OnliveConnector:
             return WriteOutcome(request, error=exc)
         if native in self.mapper.closed:
             if cancel and native == "cancelled":
-                return WriteOutcome(request, record=fresh)  # already cancelled: nothing left to do
+                return WriteOutcome(request, record=fresh, sent=False)  # already cancelled: nothing left to do
             if body or cancel:
                 return WriteOutcome(request, error=Conflict(
                     f"the Onlive appointment is {native} and cannot be modified", code="APPOINTMENT_CLOSED",

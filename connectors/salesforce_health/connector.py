@@ -428,9 +428,11 @@ class SalesforceHealthConnector:
         resources = res if res is not None else self._resources_of(current_appt)
         record = self._record(ext, row, resources)
         if request.current is not None:
-            # the version carries a digest of the content (SystemModstamp has one-second precision), so
-            # it alone tells a change; ``current.appointment`` is syncd's merge base, not a read
             stale = record.version != request.current.version
+            # the fingerprint only against a ``current`` the vendor answered: the engine's carries its
+            # merge base (the version already holds a digest of the content)
+            if not stale and request.current_is_read and record.appointment is not None and current_appt is not None:
+                stale = record.appointment.fingerprint() != current_appt.fingerprint()
             if stale:
                 return WriteOutcome(request, error=Conflict("the record changed since it was read",
                                                             code="STALE_VERSION"), record=record)

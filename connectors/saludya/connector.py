@@ -35,7 +35,7 @@ from syncd.connector import (
     WriteOutcome,
     WriteRequest,
 )
-from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, VendorError
+from syncd.errors import AuthFailure, Conflict, MappingError, NotWritable, RateLimited, Rejected, VendorError
 from syncd.http import HttpClient
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment
@@ -436,7 +436,7 @@ class SaludYaConnector:
                                                         code="RESOURCE_NOT_FOUND", status=404),
                                 record=self._deleted(rid))
         fresh = self._record(raw)
-        if request.current is not None and self._stale(request.current, fresh):
+        if request.current is not None and self._stale(request, fresh):
             log.info("stale_write_refused", connector=self.name, external_id=rid, op=request.kind.value)
             return WriteOutcome(request, error=Conflict("the appointment changed in SaludYa since it was read",
                                                         code="STALE"), record=fresh)
@@ -449,10 +449,11 @@ class SaludYaConnector:
             replacing = request.desired.cancellation_reason == self.replace_reason
         payload = self._payload(raw, request.desired, fields, request.canonical_id, replacing=replacing)
         if not payload:
-            return WriteOutcome(request, record=fresh)  # nothing SaludYa can hold still differs
+            return WriteOutcome(request, record=fresh, sent=False)  # nothing SaludYa can hold still differs
         native = str(raw.get("status"))
         if native in self.mapper.terminal:
-            return WriteOutcome(request, error=Conflict(
+            # syncd decides not to write a terminal record: an open conflict (VENDORS head rule 10)
+            return WriteOutcome(request, error=NotWritable(
                 f"the SaludYa appointment is {native} (terminal): it cannot be edited", code="TERMINAL"),
                 record=fresh)
         payload["send_notification"] = False
@@ -478,12 +479,17 @@ class SaludYaConnector:
         return WriteOutcome(request, record=self._record(written))
 
     @staticmethod
-    def _stale(current: VendorRecord, fresh: VendorRecord) -> bool:
-        # ``updated_at`` is strictly increasing per record (part 8): a different version is a change.
-        # ``current.appointment`` is syncd's merge base, not a vendor read, so its fingerprint is not
-        # compared (a lossy mapping would make every write look stale); the engine compares fingerprints
-        # with the ledger when it reads the record.
-        return current.version != fresh.version
+    def _stale(request: WriteRequest, fresh: VendorRecord) -> bool:
+        """Part 8: ``updated_at`` (whole seconds) and the fingerprint. The fingerprint is compared only
+        with a ``current`` the vendor answered (``current_is_read``); the engine's ``current`` carries
+        its merge base, which a lossy mapping would always make look stale."""
+        current = request.current
+        assert current is not None
+        if current.version != fresh.version:
+            return True
+        if request.current_is_read and current.appointment is not None and fresh.appointment is not None:
+            return current.appointment.fingerprint() != fresh.appointment.fingerprint()
+        return False
 
     def _payload(
         self,

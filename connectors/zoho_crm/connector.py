@@ -29,7 +29,7 @@ from syncd.connector import (
     WriteOutcome,
     WriteRequest,
 )
-from syncd.errors import AuthFailure, Conflict, MappingError, Rejected, VendorError
+from syncd.errors import AuthFailure, Conflict, MappingError, NotWritable, Rejected, VendorError
 from syncd.http import HttpClient, Response
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, Status
@@ -496,9 +496,10 @@ class ZohoCrmConnector:
                 outcomes[index] = WriteOutcome(request, error=exc)
                 continue
             if conflict is not None:
-                outcomes[index] = WriteOutcome(request, error=Conflict(conflict, code="TERMINAL"), record=fresh)
+                # a terminal record is not written: an open conflict (VENDORS head rule 10), not a re-read loop
+                outcomes[index] = WriteOutcome(request, error=NotWritable(conflict, code="TERMINAL"), record=fresh)
             elif not values:
-                outcomes[index] = WriteOutcome(request, record=fresh)  # nothing still differs
+                outcomes[index] = WriteOutcome(request, record=fresh, sent=False)  # nothing still differs
             else:
                 pending.append((index, request, raw, {"id": rid, **values}))
         if pending:

@@ -358,10 +358,9 @@ class Engine:
             self._new_appointment(group, source, rec, canonical, fingerprint, member_links, work,
                                   canonical_id=link.canonical_id)
             return
-        if (link.written_version is not None and rec.version == link.written_version) or fingerprint in (
-            link.fingerprint,
-            link.written_fingerprint,
-        ):
+        # echo suppression compares the whole mapped record, never the version alone: a vendor whose
+        # write answer lacks another user's concurrent change keeps our version on their content
+        if fingerprint in (link.fingerprint, link.written_fingerprint):
             stats.unchanged += 1
             if rec.version != link.version:
                 link.version = rec.version
@@ -372,6 +371,10 @@ class Engine:
         base = Appointment.from_json(row.snapshot)
         canonical = _fill_unexpressible(canonical, base, rec.unexpressible)
         canonical = self._keep_covered_status(source, canonical, base)
+        if canonical.status in CANCELLED and canonical.status == base.status:
+            # a reason travels with the cancellation itself; vendors fill reasons of their own afterwards
+            # (a default, a fixed list), which is no news
+            canonical = canonical.with_changes(cancellation_reason=base.cancellation_reason)
         if canonical.fingerprint() in (link.fingerprint, link.written_fingerprint):
             stats.unchanged += 1
             self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
@@ -735,7 +738,7 @@ class Engine:
                                    modified_at=link.modified_at)
         changed = frozenset(item.payload.get("changed") or [])
         request = WriteRequest(op, item.canonical_id, desired, external_id=link.external_id if link else None,
-                               current=current, changed=changed)
+                               current=current, changed=changed, current_is_read=False)
         return request, link, believed if isinstance(believed, Appointment) else None
 
     def _translate(self, target: str, appt: Appointment, lookup: Mapping[str, Mapping[str, str]]) -> Appointment | str:
@@ -805,7 +808,7 @@ class Engine:
     ) -> None:
         error = outcome.error
         if error is None and outcome.record is not None:
-            await self._write_ok(target, item, request, outcome.record)
+            await self._write_ok(target, item, request, outcome.record, sent=outcome.sent)
             return
         if isinstance(error, Conflict):
             await self._conflict_retry(target, connector, item, request, outcome, followups)
@@ -852,26 +855,35 @@ class Engine:
             if name == "status":
                 if status_out.get(mine, mine) != status_out.get(theirs, theirs):
                     return False
-            elif name == "cancellation_reason" or mine is None:
-                continue  # vendors fill reasons and defaults of their own
+            elif name in ("cancellation_reason", "description") and mine is None:
+                continue  # vendors fill a reason or a mandatory name of their own
             elif mine != theirs:
                 return False
         return True
 
     async def _write_ok(
-        self, target: str, item: OutboxItem, request: WriteRequest, record: VendorRecord, *, adopted: bool = False
+        self,
+        target: str,
+        item: OutboxItem,
+        request: WriteRequest,
+        record: VendorRecord,
+        *,
+        adopted: bool = False,
+        sent: bool = True,
     ) -> None:
         stats = self.stats.of(target)
         merged = Appointment.from_json(item.payload["merged"])
         fingerprint = merged.fingerprint()
         op = request.kind
-        if op is WriteKind.CREATE:
+        if not sent:
+            stats.unchanged += 1  # nothing the target can hold still differed: no request was sent
+        elif op is WriteKind.CREATE:
             stats.created += 1
         elif op is WriteKind.CANCEL:
             stats.cancelled += 1
         else:
             stats.updated += 1
-        metrics.writes.labels(target, op.value, "ok").inc()
+        metrics.writes.labels(target, op.value, "ok" if sent else "not_needed").inc()
         echo_version = record.version if self._echo_matches(target, record, request.desired) else None
         async with self.ledger.transaction() as tx:
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
@@ -879,12 +891,14 @@ class Engine:
                                         fingerprint=fingerprint, written_fingerprint=fingerprint,
                                         written_version=echo_version, modified_at=record.modified_at)])
             if item.id is not None:
-                await tx.outbox_update([item.id], state="done")
+                await tx.outbox_update([item.id], state="done", error=None if sent else "nothing left to send")
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
                                            fields=list(request.changed), fingerprint_after=fingerprint,
                                            detail="adopted after a lost answer" if adopted else None)])
             await tx.release([item.canonical_id], self.holder)
         action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
+        if not sent:
+            action = "unchanged"
         self._decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
 
     async def _write_failed(self, target: str, item: OutboxItem, error: VendorError) -> None:
@@ -1014,7 +1028,8 @@ class Engine:
         caps = connector.capabilities
         old_cancelled = believed.with_changes(status=Status.CANCELLED, cancellation_reason=caps.replace_reason)
         cancel = WriteRequest(WriteKind.CANCEL, item.canonical_id, old_cancelled, external_id=link.external_id,
-                              current=current, changed=frozenset({"status", "cancellation_reason"}))
+                              current=current, changed=frozenset({"status", "cancellation_reason"}),
+                              current_is_read=False)
         create = WriteRequest(WriteKind.CREATE, item.canonical_id, request.desired, replaces=link.external_id,
                               changed=request.changed)
         changed_refs = {f for f in REFERENCE_FIELDS if getattr(believed, f) != getattr(request.desired, f)}

@@ -33,6 +33,7 @@ from syncd.errors import (
     AuthFailure,
     Conflict,
     MappingError,
+    NotWritable,
     RateLimited,
     Rejected,
     Retriable,
@@ -511,7 +512,7 @@ async def test_terminal_record_is_a_conflict_without_a_put(sandbox: RunningSandb
     desired = current.appointment.with_changes(notes="late edit")
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "t", desired, external_id=rid, current=current,
                                            changed=frozenset({"notes"}))])
-    assert isinstance(out.error, Conflict) and out.error.code == "TERMINAL"
+    assert isinstance(out.error, NotWritable) and out.error.code == "TERMINAL"  # an open conflict (head rule 10)
     assert await requests_of(sandbox, "PUT", "/api/appointments/{id}") == 0
 
 

@@ -23,7 +23,16 @@ from connectors.zoho_crm.connector import STATE_CHANNEL, ZohoCrmConnector
 from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time_to_utc
 from syncd.config import ConnectorConfig
 from syncd.connector import MemoryStateStore, VendorRecord, WriteKind, WriteRequest
-from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, WebhookError
+from syncd.errors import (
+    AuthFailure,
+    Conflict,
+    MappingError,
+    NotWritable,
+    RateLimited,
+    Rejected,
+    Retriable,
+    WebhookError,
+)
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
@@ -647,13 +656,13 @@ async def test_reschedule_later_and_cancel_are_sent_the_zoho_way(sandbox: Runnin
     assert out.ok, out.error
     dump = {r["id"]: r for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]}
     assert dump[rid]["Status"] == "Cancelled" and dump[rid]["Cancellation_Reason"] == "By Customer"
-    # a terminal record is never edited: a conflict, without a PUT
+    # a terminal record is never edited: an open conflict (NotWritable, VENDORS head rule 10), without a PUT
     final = (await conn.read([rid]))[rid]
     assert final.appointment is not None
     before = await counts(sandbox)
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_r", final.appointment.with_changes(notes="x"),
                                            external_id=rid, current=final, changed=frozenset({"notes"}))])
-    assert isinstance(out.error, Conflict) and out.record is not None
+    assert isinstance(out.error, NotWritable) and out.record is not None
     assert delta(await counts(sandbox), before, "PUT", MOD) == 0
 
 

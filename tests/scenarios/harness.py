@@ -6,6 +6,7 @@ vendor-side changes are made through the sandboxes' control API, the way another
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ import aiohttp
 from syncd.config import Config, load_config
 from syncd.crosswalk import import_rows, parse_csv
 from syncd.engine.runner import PassResult, resync
+from syncd.ledger.models import AuditEntry, ConflictRow, DeadLetter, Link
 from syncd.ledger.store import Ledger
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.sandboxkit.seedgen import SeedDataset, crosswalk_csv, generate
@@ -60,6 +62,13 @@ class World:
 
     async def resync(self, **kw: Any) -> PassResult:
         return await resync(self.config, **kw)
+
+    async def resync_within(self, seconds: float = 5.0, **kw: Any) -> PassResult:
+        """``resync`` that fails the test (instead of hanging it) when the pass outlives ``seconds``."""
+        try:
+            return await asyncio.wait_for(resync(self.config, **kw), seconds)
+        except TimeoutError:
+            raise AssertionError(f"resync did not finish within {seconds} s") from None
 
     async def control(self, name: str, method: str, path: str, body: Any = None) -> Any:
         async with aiohttp.ClientSession() as s, s.request(method, self.sandboxes[name].url + path, json=body) as r:
@@ -103,6 +112,57 @@ class World:
         finally:
             await ledger.close()
         return next(lk.external_id for lk in links if lk.connector == connector)
+
+    async def links(self, canonical_id: str, *, include_retired: bool = False) -> list[Link]:
+        """Every ledger link of ``canonical_id`` (retired ones too when asked)."""
+        ledger = await self.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                return list((await tx.links_of([canonical_id], include_retired=include_retired)).get(canonical_id, []))
+        finally:
+            await ledger.close()
+
+    async def dead_letters(self, connector: str | None = None) -> list[DeadLetter]:
+        """Open dead letters, oldest first (of one connector when given)."""
+        ledger = await self.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                return await tx.dead_letters(connector=connector)
+        finally:
+            await ledger.close()
+
+    async def conflicts(self) -> list[ConflictRow]:
+        """Open conflicts."""
+        ledger = await self.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                return await tx.conflicts()
+        finally:
+            await ledger.close()
+
+    async def audit(self, canonical_id: str) -> list[AuditEntry]:
+        """The audit trail of ``canonical_id``."""
+        ledger = await self.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                return list((await tx.audit_for([canonical_id])).get(canonical_id, []))
+        finally:
+            await ledger.close()
+
+    def external(self, name: str, kind: str, key: str) -> str:
+        """The seeded external id of crosswalk ``kind``/``key`` in connector ``name``."""
+        return next(ext for k, c, ext in self.crosswalk[name] if k == kind and c == key)
+
+    async def write_counts(self, name: str) -> dict[str, int]:
+        """Write requests by ``METHOD route`` (token routes left out)."""
+        rows = (await self.control(name, "GET", "/_sandbox/requests"))["requests"]
+        return {f"{r['method']} {r['route']}": int(r["count"]) for r in rows
+                if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and "oauth" not in r["route"]}
+
+    async def set_clock(self, name: str, now: datetime | None) -> None:
+        """Set the sandbox's clock (``None`` restores real time)."""
+        await self.control(name, "POST", "/_sandbox/clock",
+                           {"now": None if now is None else now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
 
     async def table_counts(self) -> dict[str, int]:
         import sqlalchemy as sa

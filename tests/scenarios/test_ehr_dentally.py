@@ -1,0 +1,206 @@
+"""End-to-end scenarios between Zoho CRM and Dentally, on SQLite and PostgreSQL.
+
+syncd is driven only through ``resync``; vendor data changes only through the sandboxes' control API,
+the way another user (or Dentally itself) would change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.scenarios.harness import World, make_world
+
+MEMBERS = {"zoho": "zoho_crm", "dent": "dentally"}
+
+
+async def _world(tmp_path: Path, ledger_url: str, n: int = 4, **kw: Any) -> World:
+    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=n, **kw)
+    await world.seed("zoho")
+    await world.seed("dent", appointments=False)
+    return world
+
+
+@pytest.fixture
+async def synced(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
+    """Zoho holds 4 appointments, Dentally none; a first resync has created them in Dentally."""
+    world = await _world(tmp_path, ledger_url)
+    try:
+        await world.import_crosswalk()
+        first = await world.resync_within()
+        assert first.exit_code == 0, first.document
+        assert first.document["connectors"]["dent"]["created"] == 4
+        yield world
+    finally:
+        await world.stop()
+
+
+async def _dent_of(world: World, index: int) -> tuple[str, str, dict[str, Any]]:
+    """(canonical id, Dentally id, Dentally record) of the ``index``-th seeded appointment."""
+    cid = world.dataset.appointments[index].key
+    dent_id = await world.link(cid, "dent")
+    return cid, dent_id, await world.record("dent", dent_id)
+
+
+def _zoho_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def _dent_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_new_crm_appointment_is_created_in_dentally_with_its_reference(synced: World):
+    for appt in synced.dataset.appointments:
+        dent = await synced.record("dent", await synced.link(appt.key, "dent"))
+        assert dent["metadata"]["syncd_id"] == appt.key
+        assert dent["patient_id"] == int(synced.external("dent", "patient", appt.patient))
+        assert dent["practitioner_id"] == int(synced.external("dent", "practitioner", appt.practitioner))
+        assert _dent_time(dent["start_time"]) == appt.start
+        assert dent["state"] == "Confirmed"  # Zoho "Scheduled" is canonical booked
+    before = await synced.write_requests("dent")
+    again = await synced.resync_within()
+    assert again.exit_code == 0
+    assert again.document["connectors"]["dent"]["created"] == 0
+    assert await synced.write_requests("dent") == before
+
+
+async def test_cancellation_in_dentally_with_a_reason_cancels_in_the_crm(synced: World):
+    cid, dent_id, _ = await _dent_of(synced, 1)
+    await synced.edit("dent", dent_id, {"state": "Cancelled", "cancellation_reason_id": 2,
+                                        "cancellation_reason": "Cancelled by patient"})
+    result = await synced.resync_within()
+    assert result.exit_code == 0, result.document
+    assert result.document["connectors"]["zoho"]["cancelled"] == 1
+    zoho = next(r for r in await synced.records("zoho") if r["Syncd_Id"] == cid)
+    assert zoho["Status"] == "Cancelled"
+    second = await synced.resync_within()
+    assert all(c["cancelled"] == c["updated"] == 0 for c in second.document["connectors"].values())
+
+
+async def test_patient_change_in_crm_is_a_replace_in_dentally(synced: World):
+    appt = synced.dataset.appointments[0]
+    cid, old_id, old = await _dent_of(synced, 0)
+    other = next(p for p in synced.dataset.patients if p.key != appt.patient)
+    zid = next(r["id"] for r in await synced.records("zoho") if r["Syncd_Id"] == cid)
+    module, contact = synced.external("zoho", "patient", other.key).split(":", 1)
+    await synced.edit("zoho", zid, {"Appointment_For": {"module": module, "id": contact}})
+    result = await synced.resync_within()
+    assert result.exit_code == 0, result.document
+    counts = result.document["connectors"]["dent"]
+    assert (counts["created"], counts["cancelled"], counts["updated"]) == (1, 1, 0), counts
+    new_id = await synced.link(cid, "dent")
+    assert new_id != old_id
+    new = await synced.record("dent", new_id)
+    assert new["patient_id"] == int(synced.external("dent", "patient", other.key))
+    assert new["metadata"] == {"syncd_id": cid, "syncd_replaces": old_id}
+    assert (new["start_time"], new["practitioner_id"], new["state"]) == (old["start_time"], old["practitioner_id"],
+                                                                         old["state"])
+    old_now = await synced.record("dent", old_id)
+    assert old_now["state"] == "Cancelled"
+    assert old_now["cancellation_reason"] == "Booked in error"
+    assert f"replaced by appointment {new_id}" in old_now["notes"]
+    links = await synced.links(cid, include_retired=True)
+    dent_links = {lk.external_id: lk.retired for lk in links if lk.connector == "dent"}
+    assert dent_links == {old_id: True, new_id: False}
+    assert any(a.action == "replaced" and a.connector == "dent" for a in await synced.audit(cid))
+    # the CRM keeps its (live) appointment: the old Dentally record's cancellation is not propagated
+    zoho = await synced.record("zoho", zid)
+    assert zoho["Status"] == "Scheduled"
+    before = await synced.write_requests("dent"), await synced.write_requests("zoho")
+    again = await synced.resync_within()
+    assert again.exit_code == 0, again.document
+    assert all(c["created"] == c["updated"] == c["cancelled"] == 0 for c in again.document["connectors"].values())
+    assert (await synced.write_requests("dent"), await synced.write_requests("zoho")) == before
+
+
+async def test_reschedule_onto_a_confirmed_dentally_appointment_is_a_locked_conflict(synced: World):
+    """VENDORS Dentally §5/§8: only state and notes can change once Confirmed; still locked after a re-read
+    -> an open conflict (head rule 10), never a move back to Pending, and no blind retry."""
+    cid, dent_id, dent = await _dent_of(synced, 0)
+    assert dent["state"] == "Confirmed"
+    zid = next(r["id"] for r in await synced.records("zoho") if r["Syncd_Id"] == cid)
+    zoho = await synced.record("zoho", zid)
+    start = datetime.fromisoformat(zoho["Appointment_Start_Time"]) + timedelta(hours=1)
+    await synced.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
+                                    "Appointment_End_Time": _zoho_time(start + timedelta(minutes=zoho["Duration"]))})
+    result = await synced.resync_within()
+    assert result.exit_code == 1, result.document
+    conflicts = [c for c in await synced.conflicts() if c.canonical_id == cid]
+    assert any("locked: Confirmed" in c.reason for c in conflicts), [dl.reason for dl in await synced.dead_letters()]
+    assert not await synced.dead_letters("dent")
+    after = await synced.record("dent", dent_id)
+    assert after["state"] == "Confirmed" and after["start_time"] == dent["start_time"]
+    writes = await synced.write_requests("dent")
+    again = await synced.resync_within()
+    assert again.document["connectors"]["dent"]["updated"] == 0
+    assert await synced.write_requests("dent") == writes
+    assert len([c for c in await synced.conflicts() if c.canonical_id == cid]) == len(conflicts)
+
+
+async def test_auto_confirm_between_read_and_write_hits_the_lock_and_is_a_conflict(tmp_path: Path, ledger_url: str):
+    """The seed thread's case: a Pending appointment is confirmed by SMS between syncd's GET and its PUT."""
+    world = await _world(tmp_path, ledger_url, n=4)
+    try:
+        await world.import_crosswalk()
+        assert (await world.resync_within()).exit_code == 0
+        cid = world.dataset.appointments[0].key
+        dent_id = await world.link(cid, "dent")
+        await world.edit("dent", dent_id, {"state": "Pending"})
+        assert (await world.resync_within()).exit_code == 0
+        zid = next(r["id"] for r in await world.records("zoho") if r["Syncd_Id"] == cid)
+        zoho = await world.record("zoho", zid)
+        start = datetime.fromisoformat(zoho["Appointment_Start_Time"]) + timedelta(hours=3)
+        await world.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
+                                       "Appointment_End_Time": _zoho_time(start + timedelta(minutes=zoho["Duration"]))})
+        await world.fault("dent", "PUT", f"/v1/appointments/{dent_id}", {"type": "auto_confirm"})
+        result = await world.resync_within()
+        assert result.exit_code == 1, result.document
+        dent = await world.record("dent", dent_id)
+        assert dent["state"] == "Confirmed"  # never moved back to Pending to unlock it
+        conflicts = [c for c in await world.conflicts() if c.canonical_id == cid]
+        assert any("locked: Confirmed" in c.reason for c in conflicts), [dl.reason for dl in await world.dead_letters()]
+    finally:
+        await world.stop()
+
+
+async def test_zoho_completed_only_after_the_end_time(synced: World):
+    """Zoho E4: Completed before Appointment_End_Time is refused (DEPENDENT_MISMATCH); syncd defers it or
+    records one outcome, and never re-sends the refused write blindly."""
+    cid, dent_id, _ = await _dent_of(synced, 2)
+    await synced.edit("dent", dent_id, {"state": "Completed"})
+    first = await synced.resync_within()
+    zid = next(r["id"] for r in await synced.records("zoho") if r["Syncd_Id"] == cid)
+    assert (await synced.record("zoho", zid))["Status"] != "Completed"
+    letters = await synced.dead_letters("zoho")
+    if letters:
+        assert first.exit_code == 1
+        assert any("DEPENDENT_MISMATCH" in dl.reason for dl in letters), [dl.reason for dl in letters]
+    else:
+        assert first.exit_code == 0, first.document
+    writes = await synced.write_requests("zoho")
+    await synced.resync_within()
+    assert await synced.write_requests("zoho") == writes
+
+
+async def test_completed_in_crm_onto_a_confirmed_dentally_appointment_is_a_refused_transition(synced: World):
+    """Dentally 5: Confirmed -> Completed is not an API transition; the 422 is a dead letter with Dentally's
+    params, and the refused write is not sent again by the next pass."""
+    cid, dent_id, _ = await _dent_of(synced, 3)
+    zid = next(r["id"] for r in await synced.records("zoho") if r["Syncd_Id"] == cid)
+    await synced.edit("zoho", zid, {"Status": "Completed"})
+    result = await synced.resync_within()
+    assert result.exit_code == 1, result.document
+    [letter] = await synced.dead_letters("dent")
+    assert letter.kind == "rejected" and letter.canonical_id == cid
+    assert "can not transition from Confirmed to Completed" in letter.reason
+    assert (await synced.record("dent", dent_id))["state"] == "Confirmed"
+    writes = await synced.write_requests("dent")
+    again = await synced.resync_within()
+    assert again.document["connectors"]["dent"]["updated"] == 0
+    assert await synced.write_requests("dent") == writes
+    assert len(await synced.dead_letters("dent")) == 1
