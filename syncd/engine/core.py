@@ -218,8 +218,7 @@ class Engine:
                 pass
         if self.dry_run:
             self.planned.extend(work.outbox)
-            for item in work.outbox:
-                self._count_planned(item)
+            await self._count_planned(work.outbox)
             return
         if work.outbox:
             await self.execute(work.outbox)
@@ -245,17 +244,40 @@ class Engine:
         fresh = await self.connectors[source].read(suspects)
         return [fresh.get(rec.external_id, rec) if rec.external_id in fresh else rec for rec in records]
 
-    def _count_planned(self, item: OutboxItem) -> None:
-        stats = self.stats.of(item.connector)
-        if item.op == "create":
-            stats.created += 1
-        elif item.op == "cancel":
-            stats.cancelled += 1
-        elif item.op == "replace":
-            stats.created += 1
-            stats.cancelled += 1
-        else:
-            stats.updated += 1
+    async def _count_planned(self, items: Sequence[OutboxItem]) -> None:
+        """Dry run: count what the writer would do with ``items`` (translations and replace decisions
+        included) without sending anything."""
+        if not items:
+            return
+        async with self.ledger.transaction(readonly=True) as tx:
+            for item in items:
+                stats = self.stats.of(item.connector)
+                connector = self.connectors.get(item.connector)
+                merged = Appointment.from_json(item.payload["merged"])
+                base = Appointment.from_json(item.payload["base"]) if item.payload.get("base") else None
+                lookup: dict[str, dict[str, str]] = {}
+                for appt in (merged, base):
+                    for name in REFERENCE_FIELDS:
+                        key = getattr(appt, name) if appt is not None else None
+                        if key is not None:
+                            kind = REFERENCE_KIND[name]
+                            lookup.setdefault(kind, {}).update(
+                                await tx.crosswalk_lookup(kind, [key], item.connector))
+                desired = self._translate(item.connector, merged, lookup)
+                if isinstance(desired, str):
+                    stats.dead_lettered += 1
+                    continue
+                believed = self._translate(item.connector, base, lookup) if base is not None else None
+                if (item.op == WriteKind.UPDATE.value and connector is not None and isinstance(believed, Appointment)
+                        and connector.needs_replace(believed, desired)):
+                    stats.created += 1
+                    stats.cancelled += 1
+                elif item.op == WriteKind.CREATE.value:
+                    stats.created += 1
+                elif item.op == WriteKind.CANCEL.value:
+                    stats.cancelled += 1
+                else:
+                    stats.updated += 1
 
     async def _reconcile_page(self, tx: Tx, source: str, records: list[VendorRecord], work: _PageWork) -> None:
         group = self.group_of[source]

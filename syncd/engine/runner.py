@@ -214,6 +214,8 @@ async def resync(
             exit_code = EXIT_UNAVAILABLE
         elif totals.get("dead_letters", 0) or totals.get("open_conflicts", 0):
             exit_code = EXIT_PARTIAL
+        elif dry_run and (engine.stats.total("dead_lettered") or engine.stats.total("conflicts")):
+            exit_code = EXIT_PARTIAL  # what the pass would leave behind
         else:
             exit_code = EXIT_OK
         return PassResult(exit_code, _document(engine, started, totals, exit_code), decisions)
