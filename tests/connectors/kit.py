@@ -9,12 +9,45 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
+
+import aiohttp
 
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
-from syncd.model import Appointment
+from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
+
+
+async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
+    """Call a sandbox control route (``/_sandbox/...``); any answer but 2xx fails the test."""
+    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
+        text = await r.text()
+        assert r.status < 300, text
+        return await r.json() if text.strip() else None
+
+
+class KitDefaults:
+    """Scenario pieces most vendors share; a kit overrides what its vendor does differently."""
+
+    cancel_reason = "Cancelled by patient via EHR"
+
+    def update_of(self, current: Appointment) -> tuple[Appointment, frozenset[str]]:
+        """Move the appointment an hour later and change its notes."""
+        assert current.start is not None and current.end is not None
+        desired = current.with_changes(
+            start=current.start + timedelta(hours=1),
+            end=current.end + timedelta(hours=1),
+            notes="moved by the contract suite",
+        )
+        return desired, frozenset({"start", "end", "notes"})
+
+    def cancel_of(self, current: Appointment) -> Appointment:
+        return current.with_changes(status=Status.CANCELLED, cancellation_reason=self.cancel_reason)
+
+    async def delete(self, sb: RunningSandbox, external_id: str) -> None:
+        await control(sb, "POST", "/_sandbox/records", {"delete": [external_id]})
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-import aiohttp
 import pytest
 
 from connectors import create_connector
@@ -14,7 +12,7 @@ from syncd.connector import Connector, MemoryStateStore, VendorRecord, WriteKind
 from syncd.errors import AuthFailure, Conflict, Rejected
 from syncd.model import Status
 from syncd.sandboxkit import RunningSandbox
-from tests.connectors.kit import ContractKit
+from tests.connectors.kit import ContractKit, control
 
 
 @pytest.fixture
@@ -25,11 +23,6 @@ async def connector(kit: ContractKit, sandbox: RunningSandbox) -> AsyncIterator[
     finally:
         await conn.close()
 
-
-async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
 
 
 async def request_count(sb: RunningSandbox, route: str | None = None, method: str | None = None) -> int:

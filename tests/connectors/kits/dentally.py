@@ -6,8 +6,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
-
 from connectors.dentally.sandbox import seed_body
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
@@ -15,7 +13,7 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import RuleCase
+from tests.connectors.kit import RuleCase, control
 
 WEBHOOK_SECRET = "sandbox-webhook-secret"
 TOKEN = "sandbox-token"
@@ -23,11 +21,6 @@ USER_AGENT = "syncd-contract-tests (dentally)"
 
 _ids = itertools.count(1)
 
-
-async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
 
 
 def _future_slot(days: int = 3, hour: int = 10) -> datetime:

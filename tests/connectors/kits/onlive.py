@@ -7,8 +7,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
-
 from connectors.onlive.sandbox import seed_body
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
@@ -16,7 +14,7 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import RuleCase
+from tests.connectors.kit import KitDefaults, RuleCase, control
 
 KEY_ID = "OLAK7Q2N4X9EXAMPLE"
 SECRET = "olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"
@@ -26,11 +24,6 @@ PATIENT = "new.patient@example.org"
 
 _serial = itertools.count(1)
 
-
-async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
 
 
 def iso(when: datetime) -> str:
@@ -63,7 +56,7 @@ def fresh_seed(n: int) -> dict[str, Any]:
     return body
 
 
-class OnliveKit:
+class OnliveKit(KitDefaults):
     vendor = "onlive"
     three_pages = 2 * 100 + 1
     create_route = ("POST", "/api/v2/appointments")
@@ -104,24 +97,12 @@ class OnliveKit:
             notes="first visit",
         )
 
-    def update_of(self, current: Appointment) -> tuple[Appointment, frozenset[str]]:
-        assert current.start is not None and current.end is not None
-        desired = current.with_changes(
-            start=current.start + timedelta(hours=1),
-            end=current.end + timedelta(hours=1),
-            notes="moved by the contract suite",
-        )
-        return desired, frozenset({"start", "end", "notes"})
 
-    def cancel_of(self, current: Appointment) -> Appointment:
-        return current.with_changes(status=Status.CANCELLED, cancellation_reason="Cancelled by patient via EHR")
 
     async def vendor_edit(self, sb: RunningSandbox, external_id: str) -> None:
         await control(sb, "POST", "/_sandbox/records",
                       {"records": [{"id": external_id, "comment": f"edited {next(_serial)}"}]})
 
-    async def delete(self, sb: RunningSandbox, external_id: str) -> None:
-        await control(sb, "POST", "/_sandbox/records", {"delete": [external_id]})
 
     def rule_cases(self) -> list[RuleCase]:
         def appt(rec: VendorRecord) -> Appointment:

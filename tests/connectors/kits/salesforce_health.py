@@ -6,15 +6,13 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
-
 from connectors.salesforce_health.sandbox.util import to_id18
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import RuleCase
+from tests.connectors.kit import RuleCase, control
 
 _COUNTER = itertools.count(1)
 
@@ -51,12 +49,6 @@ REFERENCE_DATA: list[dict[str, Any]] = [
 def _sf(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
-
-async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        text = await r.text()
-        return await r.json() if text.strip() else None
 
 
 async def as_another_user_before_this_minute(sb: RunningSandbox, body: dict[str, Any]) -> None:

@@ -11,8 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
-
 from connectors.saludya.sandbox import seed_body
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
@@ -20,7 +18,7 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import RuleCase
+from tests.connectors.kit import KitDefaults, RuleCase, control
 
 TIMEZONE = "America/Bogota"
 API_KEY = "sandbox-key"
@@ -31,11 +29,6 @@ SPECIALTY = "Cardiología"
 
 _ids = itertools.count(1)
 
-
-async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
 
 
 def tomorrow_local(hour: int, minute: int = 0) -> datetime:
@@ -55,7 +48,8 @@ def reference_data() -> dict[str, Any]:
     }
 
 
-class SaludYaKit:
+class SaludYaKit(KitDefaults):
+    cancel_reason = "Paciente tuvo una emergencia"
     vendor = "saludya"
     three_pages = 2 * 100 + 1
     create_route = ("POST", "/api/appointments")
@@ -114,24 +108,12 @@ class SaludYaKit:
             notes="first visit",
         )
 
-    def update_of(self, current: Appointment) -> tuple[Appointment, frozenset[str]]:
-        assert current.start is not None and current.end is not None
-        desired = current.with_changes(
-            start=current.start + timedelta(hours=1),
-            end=current.end + timedelta(hours=1),
-            notes="moved by the contract suite",
-        )
-        return desired, frozenset({"start", "end", "notes"})
 
-    def cancel_of(self, current: Appointment) -> Appointment:
-        return current.with_changes(status=Status.CANCELLED, cancellation_reason="Paciente tuvo una emergencia")
 
     async def vendor_edit(self, sb: RunningSandbox, external_id: str) -> None:
         await control(sb, "POST", "/_sandbox/records",
                       {"records": [{"id": external_id, "notes": f"edited {next(_ids)}"}]})
 
-    async def delete(self, sb: RunningSandbox, external_id: str) -> None:
-        await control(sb, "POST", "/_sandbox/records", {"delete": [external_id]})
 
     def rule_cases(self) -> list[RuleCase]:
         async def block_slot(sb: RunningSandbox, rec: VendorRecord) -> None:

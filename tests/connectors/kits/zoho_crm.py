@@ -6,8 +6,6 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
-
 from connectors.zoho_crm.sandbox import seed_body
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
@@ -15,7 +13,7 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import RuleCase
+from tests.connectors.kit import KitDefaults, RuleCase, control
 
 PATIENT = "Contacts:5545974000000413001"
 PRACTITIONER = "5545974000000394001"
@@ -27,18 +25,13 @@ WEBHOOK_SECRET = "sandbox-webhook-secret"
 _ids = itertools.count(1)
 
 
-async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
-
 
 def _future_slot(days: int = 3, hour: int = 10) -> datetime:
     base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
     return base + timedelta(days=days)
 
 
-class ZohoCrmKit:
+class ZohoCrmKit(KitDefaults):
     vendor = "zoho_crm"
     three_pages = 2 * 200 + 1
     create_route = ("POST", "/crm/v7/Appointments__s")
@@ -92,24 +85,12 @@ class ZohoCrmKit:
             notes="first visit",
         )
 
-    def update_of(self, current: Appointment) -> tuple[Appointment, frozenset[str]]:
-        assert current.start is not None and current.end is not None
-        desired = current.with_changes(
-            start=current.start + timedelta(hours=1),
-            end=current.end + timedelta(hours=1),
-            notes="moved by the contract suite",
-        )
-        return desired, frozenset({"start", "end", "notes"})
 
-    def cancel_of(self, current: Appointment) -> Appointment:
-        return current.with_changes(status=Status.CANCELLED, cancellation_reason="Cancelled by patient via EHR")
 
     async def vendor_edit(self, sb: RunningSandbox, external_id: str) -> None:
         await control(sb, "POST", "/_sandbox/records",
                       {"records": [{"id": external_id, "Additional_Information": f"edited {next(_ids)}"}]})
 
-    async def delete(self, sb: RunningSandbox, external_id: str) -> None:
-        await control(sb, "POST", "/_sandbox/records", {"delete": [external_id]})
 
     def rule_cases(self) -> list[RuleCase]:
         def change_service(rec: VendorRecord) -> Appointment:
