@@ -6,10 +6,13 @@ rule 8). The core decides what to do from the kind alone, never from a vendor na
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
     "AuthFailure",
     "ConfigError",
     "Conflict",
+    "Deferred",
     "MappingError",
     "NotWritable",
     "RateLimited",
@@ -127,6 +130,17 @@ class NotWritable(Rejected):
     locked after a re-read, a terminal record): an open conflict (VENDORS head rule 10), not a dead letter."""
 
     kind = "not_writable"
+
+
+class Deferred(VendorError):
+    """The vendor only accepts this change later (Zoho: Completed after the end time): the write stays
+    queued in the outbox and is sent on a later pass once ``not_before`` has passed."""
+
+    kind = "deferred"
+
+    def __init__(self, message: str, *, not_before: datetime, **kw: object) -> None:
+        self.not_before = not_before
+        super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
 class AuthFailure(VendorError):

@@ -29,7 +29,7 @@ from syncd.connector import (
     WriteOutcome,
     WriteRequest,
 )
-from syncd.errors import AuthFailure, Conflict, MappingError, NotWritable, Rejected, VendorError
+from syncd.errors import AuthFailure, Conflict, Deferred, MappingError, NotWritable, Rejected, VendorError
 from syncd.http import HttpClient, Response
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, Status
@@ -489,6 +489,16 @@ class ZohoCrmConnector:
                 outcomes[index] = WriteOutcome(
                     request, error=Conflict("the record changed in Zoho since it was read", code="STALE"),
                     record=fresh)
+                continue
+            end = fresh.appointment.end if fresh.appointment is not None else None
+            if (request.desired.status is Status.FULFILLED and end is not None
+                    and datetime.now(UTC) < end + timedelta(seconds=1)
+                    and self.mapper.native_status(raw) not in self.mapper.terminal
+                    and not await self._auto_complete()):  # with auto-completion Zoho completes it itself
+                # part 6: Completed before Appointment_End_Time is refused (DEPENDENT_MISMATCH): defer it
+                outcomes[index] = WriteOutcome(request, error=Deferred(
+                    "Zoho takes Completed only after the appointment's end", code="DEFER_COMPLETED",
+                    not_before=end + timedelta(seconds=1)), record=fresh)
                 continue
             try:
                 values, conflict = await self._update_values(request, fresh, raw)

@@ -40,6 +40,7 @@ from syncd.engine.stats import PassStats
 from syncd.errors import (
     AuthFailure,
     Conflict,
+    Deferred,
     MappingError,
     NotWritable,
     RateLimited,
@@ -834,6 +835,17 @@ class Engine:
             return
         if isinstance(error, Conflict):
             await self._conflict_retry(target, connector, item, request, outcome, followups)
+            return
+        if isinstance(error, Deferred):
+            # the vendor takes this change only later: keep it queued (drained by the daemon's outbox job
+            # and by every resync once the time has come); nothing is lost, nothing dead-lettered
+            metrics.writes.labels(target, item.op, "deferred").inc()
+            self._decide(Decision("deferred", target, item.canonical_id, request.external_id,
+                                  tuple(sorted(request.changed)), detail=error.not_before.isoformat()))
+            async with self.ledger.transaction() as tx:
+                if item.id is not None:
+                    until = f"{error.not_before:%Y-%m-%dT%H:%M:%SZ}"
+                    await tx.outbox_update([item.id], state="pending", error=f"deferred until {until}")
             return
         if isinstance(error, NotWritable):
             metrics.writes.labels(target, item.op, "not_writable").inc()

@@ -26,6 +26,7 @@ from syncd.connector import MemoryStateStore, VendorRecord, WriteKind, WriteRequ
 from syncd.errors import (
     AuthFailure,
     Conflict,
+    Deferred,
     MappingError,
     NotWritable,
     RateLimited,
@@ -841,3 +842,19 @@ async def test_write_to_a_deleted_record_is_a_conflict_with_a_deleted_record(san
     [out] = await conn.write([WriteRequest(WriteKind.CANCEL, "apt_d", KIT.cancel_of(current.appointment),
                                            external_id=rid, current=current)])
     assert isinstance(out.error, Conflict) and out.record is not None and out.record.deleted
+
+
+async def test_completed_before_the_end_time_is_deferred_not_sent(sandbox: RunningSandbox,
+                                                                   conn: ZohoCrmConnector) -> None:
+    """Part 6: Completed before Appointment_End_Time would be refused (DEPENDENT_MISMATCH, E4), so the
+    connector defers it until the end + 1 s and sends nothing now."""
+    [rid] = await KIT.seed(sandbox, 1)
+    fresh = (await conn.read([rid]))[rid]
+    assert fresh.appointment is not None and fresh.appointment.end is not None
+    before = await counts(sandbox)
+    [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_done",
+                                           fresh.appointment.with_changes(status=Status.FULFILLED),
+                                           external_id=rid, current=fresh, changed=frozenset({"status"}))])
+    assert isinstance(out.error, Deferred)
+    assert out.error.not_before == fresh.appointment.end + timedelta(seconds=1)
+    assert delta(await counts(sandbox), before, "PUT", MOD) == 0
