@@ -381,24 +381,19 @@ class Engine:
             self._new_appointment(group, source, rec, canonical, fingerprint, member_links, work,
                                   canonical_id=link.canonical_id)
             return
-        # echo suppression compares the whole mapped record, never the version alone: a vendor whose
-        # write answer lacks another user's concurrent change keeps our version on their content
-        if fingerprint in (link.fingerprint, link.written_fingerprint):
-            stats.unchanged += 1
-            if rec.version != link.version:
-                link.version = rec.version
-                link.modified_at = rec.modified_at
-                work.link(link)
-            self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
-            return
+        # compare what the vendor can express: fields it cannot hold, a lossy status and the reasons it
+        # fills itself after a cancellation are taken from the merge base
         base = Appointment.from_json(row.snapshot)
         canonical = _fill_unexpressible(canonical, base, rec.unexpressible)
         canonical = self._keep_covered_status(source, canonical, base)
         if canonical.status in CANCELLED and canonical.status == base.status:
-            # a reason travels with the cancellation itself; vendors fill reasons of their own afterwards
-            # (a default, a fixed list), which is no news
             canonical = canonical.with_changes(cancellation_reason=base.cancellation_reason)
-        if canonical.fingerprint() in (link.fingerprint, link.written_fingerprint):
+        # echo suppression compares the whole mapped record, never the version alone: a vendor whose
+        # write answer lacks another user's concurrent change keeps our version on their content
+        if fingerprint in (link.fingerprint, link.written_fingerprint) or canonical.fingerprint() in (
+            link.fingerprint,
+            link.written_fingerprint,
+        ):
             stats.unchanged += 1
             self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
             if rec.version != link.version:
