@@ -48,10 +48,10 @@ from syncd.errors import (
     Retriable,
     VendorError,
 )
-from syncd.ledger.models import AppointmentRow, AuditEntry, DeadLetter, Link, OutboxItem
+from syncd.ledger.models import AppointmentRow, AuditEntry, ConflictRow, DeadLetter, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
 from syncd.logging import get_logger, mask_contact
-from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, STATUS_RANK, Appointment, Status
+from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, STATUS_RANK, SYNC_FIELDS, Appointment, Status
 
 __all__ = ["Decision", "Engine"]
 
@@ -863,8 +863,6 @@ class Engine:
     @staticmethod
     def _field_of(request: WriteRequest) -> str:
         """The field a refused write is about (for the conflict row): the first changed one."""
-        from syncd.model import SYNC_FIELDS
-
         return next((f for f in SYNC_FIELDS if f in request.changed), "status")
 
     def _echo_matches(self, target: str, record: VendorRecord, desired: Appointment) -> bool:
@@ -875,8 +873,6 @@ class Engine:
             return True
         got = record.appointment
         status_out = getattr(getattr(self.connectors.get(target), "mapping", None), "status_out", None) or {}
-        from syncd.model import SYNC_FIELDS
-
         for name in SYNC_FIELDS:
             if name in record.unexpressible:
                 continue
@@ -1118,6 +1114,41 @@ class Engine:
                           payload={"phase": "cancel_old", "external_id": link.external_id})
         async with self.ledger.transaction() as tx:
             await self._store(tx, work)
+
+    async def take_version(
+        self, conflict: ConflictRow, take: str, links: Sequence[Link], row: AppointmentRow | None
+    ) -> str | None:
+        """Settle an open conflict by taking connector ``take``'s current value of the conflicting field
+        (re-read now), make it the merge base and sync it to the other members. Returns why it could
+        not, or None when done."""
+        link = next((lk for lk in links if lk.connector == take and not lk.retired), None)
+        group = self.group_of.get(take)
+        if link is None or row is None or row.snapshot is None or group is None:
+            return f"{take} holds no linked record for conflict {conflict.id}"
+        record = (await self.connectors[take].read([link.external_id]))[link.external_id]
+        if record.appointment is None:
+            return f"{take}'s record is deleted or unreadable"
+        async with self.ledger.transaction(readonly=True) as tx:
+            refs = await self._source_refs(tx, take, [record])
+        chosen, missing = self._to_canonical(take, record, refs)
+        if chosen is None:
+            return missing or "missing reference"
+        base = Appointment.from_json(row.snapshot)
+        field_names = ["start", "end"] if conflict.field == "start" else [conflict.field]
+        values = {name: getattr(chosen, name) for name in field_names if name not in record.unexpressible}
+        merged = base.with_changes(**values) if values else base
+        work = _PageWork()
+        async with self.ledger.transaction() as tx:
+            await tx.save_appointments([AppointmentRow(canonical_id=conflict.canonical_id, sync_group=group.name,
+                                                       snapshot=merged.to_json(), fingerprint=merged.fingerprint())])
+            self._plan_targets(group, conflict.canonical_id, "", base, merged, merged.diff(base) or field_names,
+                               links, work, source_view=None)
+            await self._store(tx, work)
+            if conflict.id is not None:
+                await tx.resolve_conflict(conflict.id, f"took {take}")
+        if work.outbox:
+            await self.execute(work.outbox)
+        return None
 
     async def sweep_missing(self, source: str, seen: set[str]) -> None:
         """After a full window pass: known records of ``source`` whose start lies in its window but

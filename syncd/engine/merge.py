@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from syncd.model import STATUS_RANK, SYNC_FIELDS, Appointment, InvalidAppointment, Status
+from syncd.model import STATUS_RANK, SYNC_FIELDS, TEXT_FIELDS, Appointment, InvalidAppointment, Status, text_digest
 
 __all__ = ["FieldConflict", "MergeResult", "Side", "merge"]
 
@@ -74,8 +74,6 @@ def _unit_value(appt: Appointment, unit: tuple[str, ...]) -> tuple[Any, ...]:
 
 
 def _redact(unit: tuple[str, ...], value: tuple[Any, ...]) -> Any:
-    from syncd.model import TEXT_FIELDS, text_digest
-
     out = []
     for name, v in zip(unit, value, strict=True):
         if name in TEXT_FIELDS:

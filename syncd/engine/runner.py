@@ -18,14 +18,14 @@ from typing import Any
 
 from connectors import create_connector, validate_mappings
 from syncd.config import Config
-from syncd.connector import Connector, VendorRecord
+from syncd.connector import Connector, WriteKind, WriteRequest
 from syncd.engine.core import Decision, Engine
 from syncd.errors import ConfigError, RateLimited, VendorError
 from syncd.inbox import decode_delivery
 from syncd.ledger.models import OutboxItem
 from syncd.ledger.store import Ledger
 from syncd.logging import get_logger
-from syncd.model import Appointment
+from syncd.model import Status
 
 __all__ = ["PassResult", "Runtime", "open_runtime", "resync"]
 
@@ -278,9 +278,6 @@ async def _pending_item(ledger: Ledger, key: str) -> OutboxItem | None:
 
 
 async def _retry_cancel_old(engine: Engine, connector_name: str, canonical_id: str, external_id: str) -> None:
-    from syncd.connector import WriteKind, WriteRequest
-    from syncd.model import Status
-
     connector = engine.connectors[connector_name]
     current = (await connector.read([external_id]))[external_id]
     if current.deleted or current.appointment is None or current.appointment.status.terminal:
@@ -308,38 +305,8 @@ async def resolve_conflict(config: Config, conflict_id: int, take: str) -> tuple
             conflict = found[0]
             links = (await tx.links_of([conflict.canonical_id])).get(conflict.canonical_id, [])
             row = (await tx.appointments([conflict.canonical_id])).get(conflict.canonical_id)
-        link = next((lk for lk in links if lk.connector == take), None)
-        if link is None or row is None or row.snapshot is None:
-            return EXIT_PARTIAL, f"{take} holds no linked record for conflict {conflict_id}"
-        connector = rt.connectors[take]
-        record: VendorRecord = (await connector.read([link.external_id]))[link.external_id]
-        if record.appointment is None:
-            return EXIT_PARTIAL, f"{take}'s record is deleted or unreadable"
         engine = Engine(config, rt.ledger, rt.connectors, holder=holder_name("resolve"))
-        group = engine.group_of.get(take)
-        if group is None:
-            return EXIT_PARTIAL, f"{take} is in no sync group"
-        # taking a version: make the chosen record the new merge base for the conflicting field
-        base = Appointment.from_json(row.snapshot)
-        async with rt.ledger.transaction() as tx:
-            refs = await engine._source_refs(tx, take, [record])
-        chosen, missing = engine._to_canonical(take, record, refs)
-        if chosen is None:
-            return EXIT_PARTIAL, missing or "missing reference"
-        field_names = ["start", "end"] if conflict.field == "start" else [conflict.field]
-        values = {name: getattr(chosen, name) for name in field_names if name not in record.unexpressible}
-        merged = base.with_changes(**values) if values else base
-        async with rt.ledger.transaction() as tx:
-            from syncd.engine.core import _PageWork
-            from syncd.ledger.models import AppointmentRow
-
-            work = _PageWork()
-            await tx.save_appointments([AppointmentRow(canonical_id=conflict.canonical_id, sync_group=group.name,
-                                                       snapshot=merged.to_json(), fingerprint=merged.fingerprint())])
-            engine._plan_targets(group, conflict.canonical_id, "", base, merged, merged.diff(base) or field_names,
-                                 links, work, source_view=None)
-            await engine._store(tx, work)
-            await tx.resolve_conflict(conflict_id, f"took {take}")
-        if work.outbox:
-            await engine.execute(work.outbox)
+        problem = await engine.take_version(conflict, take, links, row)
+        if problem is not None:
+            return EXIT_PARTIAL, problem
         return EXIT_OK, f"conflict {conflict_id} resolved: took {take}"
