@@ -93,3 +93,13 @@ def test_no_patient_data_in_output_or_log(demo_run: DemoRun) -> None:
         if note in text:
             leaks.append(note)
     assert not leaks, sorted(set(leaks))
+
+
+def test_no_secret_in_output_or_log(demo_run: DemoRun) -> None:
+    """Credentials (the sandboxes' documented ones here) and the tokens they buy never reach a log."""
+    text = "\n".join((demo_run.stdout, demo_run.stderr, demo_run.log))
+    assert demo_run.log, "the daemon's JSON log was read"
+    for secret in ("sandbox-secret", "sandbox-refresh", "sandbox-token", "sandbox-key", "sandbox-webhook-secret",
+                   "olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"):
+        assert secret not in text, secret
+    assert not re.search(r"(?i)\b(bearer|zoho-oauthtoken)\s+\S", text)
