@@ -24,9 +24,11 @@ time_in = "local_to_utc"
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,28 @@ from typing import Any
 from syncd.errors import ConfigError, MappingError
 from syncd.model import Status
 
-__all__ = ["VendorMapping", "load_mapping"]
+__all__ = ["VendorMapping", "load_mapping", "offset_time_to_utc"]
+
+_ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)$")
+_ISO_WITH_COMPACT_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:?\d{2}|Z)$")
+
+
+def offset_time_to_utc(
+    value: Any, *, vendor: str, field: str = "datetime", compact_offset: bool = False
+) -> datetime | None:
+    """An ISO 8601 date-time that carries its offset (``2026-12-01T14:30:00+05:30``, ``...Z``; with
+    ``compact_offset`` also ``+0530``) as a UTC instant; None for an empty value. Anything else is a
+    :class:`MappingError` naming the vendor and the field, never a guess."""
+    if value is None or value == "":
+        return None
+    pattern = _ISO_WITH_COMPACT_OFFSET if compact_offset else _ISO_WITH_OFFSET
+    if not isinstance(value, str) or not pattern.match(value):
+        raise MappingError(f"{vendor}: {field} is not an ISO 8601 time with offset", field=field)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MappingError(f"{vendor}: {field} is not a valid time", field=field) from None
+    return parsed.astimezone(UTC)
 
 _TOP_KEYS = {"vendor", "status", "fields", "defaults", "functions", "options"}
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.errors import MappingError
-from syncd.mapping import VendorMapping
+from syncd.mapping import VendorMapping, offset_time_to_utc
 from syncd.model import Appointment, InvalidAppointment, Status
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
 
 NATIVE_STATUSES = ("Pending", "Confirmed", "Arrived", "In surgery", "Completed", "Cancelled", "Did not attend")
 
-_ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:?\d{2}|Z)$")
 _INT = re.compile(r"^[0-9]+$")
 #: canonical fields written only while the appointment is Pending (part 4 table)
 PENDING_ONLY = ("start", "end", "practitioner", "location", "service_type")
@@ -38,15 +37,7 @@ PENDING_ONLY = ("start", "end", "practitioner", "location", "service_type")
 
 def dentally_time_to_utc(value: Any, field: str = "datetime") -> datetime | None:
     """A Dentally ISO 8601 time with offset (``2026-12-01T09:00:00.000Z``) as a UTC instant."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _ISO_WITH_OFFSET.match(value):
-        raise MappingError(f"dentally: {field} is not an ISO 8601 time with offset", field=field)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise MappingError(f"dentally: {field} is not a valid time", field=field) from None
-    return parsed.astimezone(UTC)
+    return offset_time_to_utc(value, vendor="dentally", field=field, compact_offset=True)
 
 
 def utc_to_dentally_time(value: datetime) -> str:

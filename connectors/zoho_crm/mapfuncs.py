@@ -7,14 +7,13 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd.errors import MappingError
-from syncd.mapping import VendorMapping
+from syncd.mapping import VendorMapping, offset_time_to_utc
 from syncd.model import Appointment, InvalidAppointment, Status
 
 __all__ = [
@@ -31,20 +30,11 @@ __all__ = [
 
 NATIVE_STATUSES = ("Scheduled", "Overdue", "Completed", "Cancelled")
 
-_ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)$")
 
 
 def zoho_time_to_utc(value: Any, field: str = "datetime") -> datetime | None:
     """A Zoho ISO 8601 datetime with offset (e.g. ``2026-12-01T14:30:00+05:30``) as a UTC instant."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _ISO_WITH_OFFSET.match(value):
-        raise MappingError(f"zoho_crm: {field} is not an ISO 8601 datetime with offset", field=field)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise MappingError(f"zoho_crm: {field} is not a valid datetime", field=field) from None
-    return parsed.astimezone(UTC)
+    return offset_time_to_utc(value, vendor="zoho_crm", field=field)
 
 
 def utc_to_zoho_time(value: datetime) -> str:
