@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -266,3 +267,33 @@ async def make_world(
     single_location = "zoho_crm" in members.values()
     dataset = generate(n_appointments, seed=7, now=now or datetime.now(UTC), locations=1 if single_location else None)
     return World(path, config, sandboxes, dict(members), dataset)
+
+
+async def pair_world(
+    tmp_path: Path, ledger_url: str, members: Mapping[str, str], *, source: str, n: int = 4, **kw: Any
+) -> World:
+    """A world whose appointments start in ``source``; the other members hold the reference data only."""
+    world = await make_world(tmp_path, ledger_url, members, n_appointments=n, **kw)
+    await world.seed(source)
+    for name in members:
+        if name != source:
+            await world.seed(name, appointments=False)
+    return world
+
+
+@asynccontextmanager
+async def synced_pair(
+    tmp_path: Path, ledger_url: str, members: Mapping[str, str], *, source: str, n: int = 4
+) -> AsyncIterator[World]:
+    """:func:`pair_world` after a first resync has created ``source``'s appointments in every other member."""
+    world = await pair_world(tmp_path, ledger_url, members, source=source, n=n)
+    try:
+        await world.import_crosswalk()
+        first = await world.resync_within()
+        assert first.exit_code == 0, first.document
+        for name in members:
+            if name != source:
+                assert first.document["connectors"][name]["created"] == n, first.document
+        yield world
+    finally:
+        await world.stop()

@@ -15,30 +15,20 @@ import pytest
 from syncd.crosswalk import import_rows, parse_csv
 from syncd.engine.runner import retry_dead_letters
 from syncd.ledger.store import Ledger
-from tests.scenarios.harness import World, make_world
+from tests.scenarios.harness import World, pair_world, synced_pair
 
 MEMBERS = {"zoho": "zoho_crm", "sf": "salesforce_health"}
 
 
 async def _world(tmp_path: Path, ledger_url: str, **kw) -> World:
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=kw.pop("n", 4), **kw)
-    await world.seed("zoho")
-    await world.seed("sf", appointments=False)
-    return world
+    return await pair_world(tmp_path, ledger_url, MEMBERS, source="zoho", n=kw.pop("n", 4), **kw)
 
 
 @pytest.fixture
 async def synced(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     """Zoho holds 4 appointments, Salesforce none; a first resync has created them in Salesforce."""
-    world = await _world(tmp_path, ledger_url)
-    try:
-        await world.import_crosswalk()
-        first = await world.resync()
-        assert first.exit_code == 0, first.document
-        assert first.document["connectors"]["sf"]["created"] == 4
+    async with synced_pair(tmp_path, ledger_url, MEMBERS, source="zoho") as world:
         yield world
-    finally:
-        await world.stop()
 
 
 def _zoho_time(dt: datetime) -> str:

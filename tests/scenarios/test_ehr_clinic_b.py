@@ -15,31 +15,21 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.scenarios.harness import World, make_world
+from tests.scenarios.harness import World, make_world, pair_world, synced_pair
 
 MEMBERS = {"onlive": "onlive", "saludya": "saludya"}
 BOGOTA = ZoneInfo("America/Bogota")
 
 
 async def _world(tmp_path: Path, ledger_url: str, n: int = 4, **kw: Any) -> World:
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=n, **kw)
-    await world.seed("onlive")
-    await world.seed("saludya", appointments=False)
-    return world
+    return await pair_world(tmp_path, ledger_url, MEMBERS, source="onlive", n=n, **kw)
 
 
 @pytest.fixture
 async def synced(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     """Onlive holds 4 appointments, SaludYa none; a first resync has created them in SaludYa."""
-    world = await _world(tmp_path, ledger_url)
-    try:
-        await world.import_crosswalk()
-        first = await world.resync_within()
-        assert first.exit_code == 0, first.document
-        assert first.document["connectors"]["saludya"]["created"] == 4
+    async with synced_pair(tmp_path, ledger_url, MEMBERS, source="onlive") as world:
         yield world
-    finally:
-        await world.stop()
 
 
 async def _no_saludya_notifications(world: World) -> None:

@@ -13,30 +13,20 @@ from typing import Any
 
 import pytest
 
-from tests.scenarios.harness import World, make_world
+from tests.scenarios.harness import World, pair_world, synced_pair
 
 MEMBERS = {"zoho": "zoho_crm", "dent": "dentally"}
 
 
 async def _world(tmp_path: Path, ledger_url: str, n: int = 4, **kw: Any) -> World:
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=n, **kw)
-    await world.seed("zoho")
-    await world.seed("dent", appointments=False)
-    return world
+    return await pair_world(tmp_path, ledger_url, MEMBERS, source="zoho", n=n, **kw)
 
 
 @pytest.fixture
 async def synced(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     """Zoho holds 4 appointments, Dentally none; a first resync has created them in Dentally."""
-    world = await _world(tmp_path, ledger_url)
-    try:
-        await world.import_crosswalk()
-        first = await world.resync_within()
-        assert first.exit_code == 0, first.document
-        assert first.document["connectors"]["dent"]["created"] == 4
+    async with synced_pair(tmp_path, ledger_url, MEMBERS, source="zoho") as world:
         yield world
-    finally:
-        await world.stop()
 
 
 async def _dent_of(world: World, index: int) -> tuple[str, str, dict[str, Any]]:
