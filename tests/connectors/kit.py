@@ -28,6 +28,12 @@ async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) 
         return await r.json() if text.strip() else None
 
 
+async def request_counts(sb: RunningSandbox) -> dict[tuple[str, str], int]:
+    """The sandbox's request counters: (method, route template) -> count."""
+    rows = (await control(sb, "GET", "/_sandbox/requests"))["requests"]
+    return {(r["method"], r["route"]): r["count"] for r in rows}
+
+
 class KitDefaults:
     """Scenario pieces most vendors share; a kit overrides what its vendor does differently."""
 

@@ -31,6 +31,7 @@ from syncd.http import Response
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
+from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.dentally import KIT, TOKEN, USER_AGENT, set_fields
 
 BASE = "http://dentally.test"
@@ -528,19 +529,12 @@ async def conn(sandbox: RunningSandbox) -> AsyncIterator[DentallyConnector]:
         await c.close()
 
 
-async def sb_control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
 
 
-async def counts(sb: RunningSandbox) -> dict[tuple[str, str], int]:
-    rows = (await sb_control(sb, "GET", "/_sandbox/requests"))["requests"]
-    return {(r["method"], r["route"]): r["count"] for r in rows}
 
 
 async def dump(sb: RunningSandbox) -> dict[str, dict[str, Any]]:
-    return {str(r["id"]): r for r in (await sb_control(sb, "GET", "/_sandbox/records"))["records"]}
+    return {str(r["id"]): r for r in (await control(sb, "GET", "/_sandbox/records"))["records"]}
 
 
 def route_count(before: dict[tuple[str, str], int], after: dict[tuple[str, str], int], method: str,
@@ -550,9 +544,9 @@ def route_count(before: dict[tuple[str, str], int], after: dict[tuple[str, str],
 
 async def test_reading_n_records_costs_n_gets(sandbox: RunningSandbox, conn: DentallyConnector) -> None:
     ids = await KIT.seed(sandbox, 7)
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     got = await conn.read([*ids, "757000001"])
-    after = await counts(sandbox)
+    after = await request_counts(sandbox)
     assert route_count(before, after, "GET", "/appointments/{id}") == 8
     assert got["757000001"].deleted and all(not got[i].deleted for i in ids)
 
@@ -561,9 +555,9 @@ async def test_idle_incremental_costs_one_get(sandbox: RunningSandbox, conn: Den
     await KIT.seed(sandbox, 3)
     _, cursor = await drain(conn, None)
     _, cursor = await drain(conn, cursor)  # first pass of the process also counts the window once
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     pages, _ = await drain(conn, cursor)
-    after = await counts(sandbox)
+    after = await request_counts(sandbox)
     assert route_count(before, after, "GET", "/appointments") == 1
     assert len(pages) == 1
 
@@ -571,10 +565,10 @@ async def test_idle_incremental_costs_one_get(sandbox: RunningSandbox, conn: Den
 async def test_reconciliation_pages_and_filters_start_time_itself(sandbox: RunningSandbox,
                                                                   conn: DentallyConnector) -> None:
     ids = await KIT.seed(sandbox, 150)
-    await sb_control(sandbox, "POST", "/_sandbox/faults",
+    await control(sandbox, "POST", "/_sandbox/faults",
                      {"match": {"method": "GET", "path": "/v1/appointments"}, "times": 50,
                       "action": {"type": "ignore_before"}})
-    await sb_control(sandbox, "POST", "/_sandbox/faults",
+    await control(sandbox, "POST", "/_sandbox/faults",
                      {"match": {"method": "GET", "path": "/v1/appointments"}, "times": 50,
                       "action": {"type": "omit_total_pages"}})
     pages, cursor = await drain(conn, None)
@@ -587,16 +581,16 @@ async def test_updated_after_refused_switches_to_window_mode(sandbox: RunningSan
                                                              conn: DentallyConnector) -> None:
     ids = await KIT.seed(sandbox, 3)
     _, cursor = await drain(conn, None)
-    await sb_control(sandbox, "POST", "/_sandbox/faults",
+    await control(sandbox, "POST", "/_sandbox/faults",
                      {"match": {"method": "GET", "path": "/v1/appointments"}, "times": 1,
                       "action": {"type": "reject_updated_after"}})
     await KIT.vendor_edit(sandbox, ids[0])
     pages, new = await drain(conn, cursor)
     assert ids[0] in {r.external_id for p in pages for r in p.records}
     assert new is not None and json.loads(new)["mode"] == "window"
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     pages2, _ = await drain(conn, new)  # within max(poll_interval, 900 s): nothing to do
-    assert await counts(sandbox) == before and all(not p.records for p in pages2)
+    assert await request_counts(sandbox) == before and all(not p.records for p in pages2)
 
 
 async def test_create_writes_reference_and_no_description(sandbox: RunningSandbox, conn: DentallyConnector) -> None:
@@ -616,17 +610,17 @@ async def test_update_sends_only_what_still_differs(sandbox: RunningSandbox, con
     current = (await conn.read([rid]))[rid]
     assert current.appointment is not None
     desired = current.appointment.with_changes(notes="only this")
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_u", desired, external_id=rid, current=current,
                                            changed=frozenset({"notes", "start"}))])
     assert out.ok and out.record is not None and out.record.version != current.version
-    after = await counts(sandbox)
+    after = await request_counts(sandbox)
     assert route_count(before, after, "PUT", "/appointments/{id}") == 1
     assert route_count(before, after, "GET", "/appointments/{id}") == 1  # the re-read before the PUT
     # nothing differs any more: no PUT at all
     [again] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_u", desired, external_id=rid, current=out.record,
                                              changed=frozenset({"notes"}))])
-    assert again.ok and route_count(after, await counts(sandbox), "PUT", "/appointments/{id}") == 0
+    assert again.ok and route_count(after, await request_counts(sandbox), "PUT", "/appointments/{id}") == 0
 
 
 async def test_auto_confirm_between_reread_and_put_is_a_conflict(sandbox: RunningSandbox,
@@ -635,7 +629,7 @@ async def test_auto_confirm_between_reread_and_put_is_a_conflict(sandbox: Runnin
     await set_fields(sandbox, rid, state="Pending")
     current = (await conn.read([rid]))[rid]
     assert current.appointment is not None and current.appointment.start is not None
-    await sb_control(sandbox, "POST", "/_sandbox/faults",
+    await control(sandbox, "POST", "/_sandbox/faults",
                      {"match": {"method": "PUT", "path": f"/v1/appointments/{rid}"}, "times": 1,
                       "action": {"type": "auto_confirm"}})
     later = current.appointment.start + timedelta(hours=2)
@@ -666,10 +660,10 @@ async def test_cancel_default_reason_and_arrived_not_written_over_in_surgery(
     await set_fields(sandbox, b, state="In surgery")
     cur_b = (await conn.read([b]))[b]
     assert cur_b.appointment is not None and cur_b.appointment.native_status == "In surgery"
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     [kept] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_b", cur_b.appointment.with_changes(
         status=Status.ARRIVED), external_id=b, current=cur_b, changed=frozenset({"status"}))])
-    assert kept.ok and route_count(before, await counts(sandbox), "PUT", "/appointments/{id}") == 0
+    assert kept.ok and route_count(before, await request_counts(sandbox), "PUT", "/appointments/{id}") == 0
 
 
 async def test_waitlist_is_a_mapping_error_and_nothing_is_written(sandbox: RunningSandbox,
@@ -677,11 +671,11 @@ async def test_waitlist_is_a_mapping_error_and_nothing_is_written(sandbox: Runni
     [rid] = await KIT.seed(sandbox, 1)
     current = (await conn.read([rid]))[rid]
     assert current.appointment is not None
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_w", current.appointment.with_changes(
         status=Status.WAITLIST), external_id=rid, current=current, changed=frozenset({"status"}))])
     assert isinstance(out.error, MappingError)
-    assert route_count(before, await counts(sandbox), "PUT", "/appointments/{id}") == 0
+    assert route_count(before, await request_counts(sandbox), "PUT", "/appointments/{id}") == 0
 
 
 async def test_patient_change_replace_flow(sandbox: RunningSandbox, conn: DentallyConnector) -> None:
@@ -692,7 +686,7 @@ async def test_patient_change_replace_flow(sandbox: RunningSandbox, conn: Dental
     desired = current.appointment.with_changes(patient=other)
     assert conn.needs_replace(current.appointment, desired)
     # the lost response of the replace create is found by syncd_id + syncd_replaces, not repeated
-    await sb_control(sandbox, "POST", "/_sandbox/faults",
+    await control(sandbox, "POST", "/_sandbox/faults",
                      {"match": {"method": "POST", "path": "/v1/appointments"}, "times": 1,
                       "action": {"type": "drop_after_apply"}})
     [made] = await conn.write([WriteRequest(WriteKind.CREATE, "apt_r", desired, replaces=old)])
@@ -713,7 +707,7 @@ async def test_patient_change_replace_flow(sandbox: RunningSandbox, conn: Dental
 
 async def test_hourly_quota_403_waits_for_the_reset(sandbox: RunningSandbox, conn: DentallyConnector) -> None:
     ids = await KIT.seed(sandbox, 1)
-    await sb_control(sandbox, "POST", "/_sandbox/faults",
+    await control(sandbox, "POST", "/_sandbox/faults",
                      {"match": {"method": "GET", "path": "/v1/appointments/*"}, "times": 1,
                       "action": {"type": "rate_limit_hourly"}})
     conn.client.http.max_rate_limit_wait = 5.0  # the reset is about an hour away: give up instead of waiting
@@ -752,13 +746,13 @@ async def test_daily_reconciliation_runs_after_the_poll(sandbox: RunningSandbox,
                      finish_time=utc_to_dentally_time(far + timedelta(minutes=30)))
     state = json.loads(cursor or "{}")
     state["r"] = "2026-01-01T00:00:00.000Z"  # the daily reconciliation is due
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     pages, new = await drain(conn, json.dumps(state))
     moved = [r for p in pages for r in p.records if r.external_id == ids[0]]
     assert moved and moved[0].appointment is not None and moved[0].appointment.start == far
     assert not [d for p in pages for d in p.deleted_ids]  # moved out of the window is not deleted
     assert new is not None and json.loads(new)["r"] != "2026-01-01T00:00:00.000Z"
-    after = await counts(sandbox)
+    after = await request_counts(sandbox)
     assert route_count(before, after, "GET", "/appointments") >= 2  # the poll, then the window chunks
 
 
@@ -794,7 +788,7 @@ async def test_sandbox_webhooks_verify_and_parse(sandbox: RunningSandbox, conn: 
     await site.start()
     port = runner.addresses[0][1]
     try:
-        await sb_control(sandbox, "POST", "/_sandbox/options",
+        await control(sandbox, "POST", "/_sandbox/options",
                          {"webhook_url": f"http://127.0.0.1:{port}/webhooks/dentally"})
         [rid] = await KIT.seed(sandbox, 1)
         await asyncio.wait_for(got.wait(), 5)

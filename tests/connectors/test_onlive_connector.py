@@ -29,7 +29,8 @@ from syncd.http import Response
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
-from tests.connectors.kits.onlive import KEY_ID, SECRET, control, fresh_seed, iso
+from tests.connectors.kit import control, request_counts
+from tests.connectors.kits.onlive import KEY_ID, SECRET, fresh_seed, iso
 
 BASE = "http://onlive.test"
 LIST = re.compile(r"^http://onlive\.test/api/v2/appointments(\?.*)?$")
@@ -404,9 +405,6 @@ async def seed(sb: RunningSandbox, n: int) -> list[str]:
     return [r["id"] for r in body["records"]]
 
 
-async def counts(sb: RunningSandbox) -> dict[tuple[str, str], int]:
-    rows = (await control(sb, "GET", "/_sandbox/requests"))["requests"]
-    return {(r["method"], r["route"]): r["count"] for r in rows}
 
 
 async def stored(sb: RunningSandbox, rid: str) -> dict[str, Any]:
@@ -429,11 +427,11 @@ async def drain(c: OnliveConnector, cursor: str | None) -> tuple[list[VendorReco
 async def test_call_economy_reads_and_polls(sb: RunningSandbox, conn: OnliveConnector) -> None:
     ids = await seed(sb, 7)
     await conn.read(ids)
-    assert (await counts(sb))[("GET", "/api/v2/appointments/{id}")] == 7  # no batch read: one GET each
+    assert (await request_counts(sb))[("GET", "/api/v2/appointments/{id}")] == 7  # no batch read: one GET each
     _, cursor = await drain(conn, None)
-    before = (await counts(sb))[("GET", "/api/v2/appointments")]
+    before = (await request_counts(sb))[("GET", "/api/v2/appointments")]
     _, cursor2 = await drain(conn, cursor)
-    assert (await counts(sb))[("GET", "/api/v2/appointments")] == before + 1  # nothing changed: one GET
+    assert (await request_counts(sb))[("GET", "/api/v2/appointments")] == before + 1  # nothing changed: one GET
     assert json.loads(cursor2 or "")["mode"] == "inc"
 
 
@@ -442,9 +440,9 @@ async def test_poll_pages_at_100_and_sees_deletions(sb: RunningSandbox, conn: On
     _, cursor = await drain(conn, None)
     more = await seed(sb, 150)
     await control(sb, "POST", "/_sandbox/records", {"delete": [ids[0]]})
-    before = (await counts(sb))[("GET", "/api/v2/appointments")]
+    before = (await request_counts(sb))[("GET", "/api/v2/appointments")]
     records, _ = await drain(conn, cursor)
-    assert (await counts(sb))[("GET", "/api/v2/appointments")] == before + 2  # ⌈(151+1)/100⌉
+    assert (await request_counts(sb))[("GET", "/api/v2/appointments")] == before + 2  # ⌈(151+1)/100⌉
     seen = {r.external_id for r in records}
     assert set(more) <= seen
     assert any(r.external_id == ids[0] and r.deleted for r in records)
@@ -464,9 +462,9 @@ async def test_ignored_filter_switches_to_window_mode(sb: RunningSandbox, conn: 
     assert ids[1] in {r.external_id for r in records}
     state = json.loads(cursor2 or "")
     assert state["mode"] == "window" and "next" in state
-    before = sum((await counts(sb)).values())
+    before = sum((await request_counts(sb)).values())
     pages = [p async for p in conn.changes(cursor2)]  # within 300 s: no network call
-    assert sum((await counts(sb)).values()) == before and pages[0].cursor == cursor2
+    assert sum((await request_counts(sb)).values()) == before and pages[0].cursor == cursor2
 
 
 async def test_refused_filter_switches_to_window_mode(sb: RunningSandbox, conn: OnliveConnector) -> None:
@@ -483,18 +481,18 @@ async def test_request_expired_is_corrected_once(sb: RunningSandbox, conn: Onliv
     sb.sandbox.clock.advance(1200)  # the sandbox is 20 minutes ahead
     got = await conn.read(ids)  # four concurrent reads share one correction
     assert not any(r.deleted for r in got.values()) and conn.client.auth.corrections == 1
-    before = sum((await counts(sb)).values())
+    before = sum((await request_counts(sb)).values())
     await conn.read(ids[:1])  # the offset is kept: no second 401
-    assert conn.client.auth.corrections == 1 and sum((await counts(sb)).values()) == before + 1
+    assert conn.client.auth.corrections == 1 and sum((await request_counts(sb)).values()) == before + 1
 
 
 async def test_request_expired_twice_stops_with_auth_failure(sb: RunningSandbox, conn: OnliveConnector) -> None:
     [rid] = await seed(sb, 1)
     await fault(sb, "GET", "/api/v2/appointments/*", {"type": "request_expired"}, times=5)
-    before = sum((await counts(sb)).values())
+    before = sum((await request_counts(sb)).values())
     with pytest.raises(AuthFailure):
         await conn.read([rid])
-    assert sum((await counts(sb)).values()) - before == 2
+    assert sum((await request_counts(sb)).values()) - before == 2
 
 
 async def test_stale_guest_list_is_refused_and_fresh_one_is_kept(sb: RunningSandbox, conn: OnliveConnector) -> None:
@@ -542,7 +540,7 @@ async def test_no_op_and_vendor_only_statuses_send_no_put(sb: RunningSandbox, co
     outs = await conn.write([same, fulfilled, arrived])
     assert all(o.ok for o in outs), [o.error for o in outs]
     assert "status" in (outs[1].record.unexpressible if outs[1].record else set())
-    assert ("PUT", "/api/v2/appointments/{id}") not in await counts(sb)
+    assert ("PUT", "/api/v2/appointments/{id}") not in await request_counts(sb)
     assert (await stored(sb, rid))["_notifications"] == 0
 
 
@@ -605,7 +603,7 @@ async def test_lost_create_found_by_client_side_match(sb: RunningSandbox, conn: 
     mine = [r for r in records if r["externalId"] == "apt_lost"]
     assert len(mine) == 1 and mine[0]["id"] == out.record.external_id  # type: ignore[union-attr]
     assert mine[0]["origin"] == "syncd" and mine[0]["status"] == "pending" and mine[0]["title"] == "Appointment"
-    assert (await counts(sb))[("POST", "/api/v2/appointments")] == 1
+    assert (await request_counts(sb))[("POST", "/api/v2/appointments")] == 1
 
 
 async def test_practitioner_change_replace_flow(sb: RunningSandbox, conn: OnliveConnector) -> None:
@@ -649,4 +647,4 @@ async def test_replace_of_a_past_record_recreates_nothing(sb: RunningSandbox, co
                                                practitioner="c0a80121-7d2e-4f4b-9c1a-5e6f7a8b9c0d")
     [out] = await conn.write([WriteRequest(WriteKind.CREATE, "apt_p", desired, replaces=rid)])
     assert isinstance(out.error, Rejected) and out.error.code == "REPLACE_TARGET_CLOSED"
-    assert ("POST", "/api/v2/appointments") not in await counts(sb)
+    assert ("POST", "/api/v2/appointments") not in await request_counts(sb)

@@ -37,6 +37,7 @@ from syncd.errors import (
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
+from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.zoho_crm import KIT
 
 BASE = "http://zoho.test"
@@ -528,15 +529,8 @@ async def conn(sandbox: RunningSandbox) -> AsyncIterator[ZohoCrmConnector]:
         await c.close()
 
 
-async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as s, s.request(method, sb.url + path, json=body) as r:
-        assert r.status < 300, await r.text()
-        return await r.json()
 
 
-async def counts(sb: RunningSandbox) -> dict[tuple[str, str], int]:
-    rows = (await control(sb, "GET", "/_sandbox/requests"))["requests"]
-    return {(r["method"], r["route"]): r["count"] for r in rows}
 
 
 def delta(after: dict[tuple[str, str], int], before: dict[tuple[str, str], int], method: str, route: str) -> int:
@@ -567,11 +561,11 @@ async def test_call_economy_1000_changed_records(sandbox: RunningSandbox, conn: 
     await control(sandbox, "POST", "/_sandbox/clock",
                   {"now": (datetime.now(UTC) + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")})
     ids = await KIT.seed(sandbox, 1000)
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     records, _, cursor = await drain(conn, cursor)
     listed = {r.external_id: r for r in records}
     assert set(ids) <= set(listed)
-    after_list = await counts(sandbox)
+    after_list = await request_counts(sandbox)
     assert delta(after_list, before, "GET", MOD) <= 5  # the listing itself
     assert delta(after_list, before, "GET", f"{MOD}/deleted") == 1  # mandatory deletions feed (part 2)
     requests = []
@@ -582,7 +576,7 @@ async def test_call_economy_1000_changed_records(sandbox: RunningSandbox, conn: 
                                      external_id=rid, current=rec, changed=frozenset({"notes"})))
     outcomes = await conn.write(requests)
     assert all(o.ok for o in outcomes)
-    after_write = await counts(sandbox)
+    after_write = await request_counts(sandbox)
     assert delta(after_write, after_list, "PUT", MOD) <= 10  # the writes
     assert delta(after_write, after_list, "GET", MOD) == 10  # mandatory pre-write batch re-reads (part 8)
     assert delta(after_write, after_list, "POST", MOD) == 0
@@ -590,10 +584,10 @@ async def test_call_economy_1000_changed_records(sandbox: RunningSandbox, conn: 
 
 async def test_read_batches_of_100(sandbox: RunningSandbox, conn: ZohoCrmConnector) -> None:
     ids = await KIT.seed(sandbox, 250)
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     got = await conn.read([*ids, "5545974000000000404"])
     assert all(not got[i].deleted for i in ids) and got["5545974000000000404"].deleted
-    assert delta(await counts(sandbox), before, "GET", MOD) == 3  # ⌈251/100⌉
+    assert delta(await request_counts(sandbox), before, "GET", MOD) == 3  # ⌈251/100⌉
 
 
 async def test_incremental_poll_drops_ties_and_idles_cheaply(sandbox: RunningSandbox, conn: ZohoCrmConnector) -> None:
@@ -610,10 +604,10 @@ async def test_incremental_poll_drops_ties_and_idles_cheaply(sandbox: RunningSan
     state = json.loads(cursor)
     assert state["m"]["t"] is not None
     # the next pass sees only ties (dropped): nothing new, two GETs (modified + deletions)
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     again, deleted, cursor2 = await drain(conn, cursor)
     assert again == [] and deleted == []
-    after = await counts(sandbox)
+    after = await request_counts(sandbox)
     assert delta(after, before, "GET", MOD) == 1 and delta(after, before, "GET", f"{MOD}/deleted") == 1
     assert json.loads(cursor2 or "{}")["m"] == state["m"]
 
@@ -630,11 +624,11 @@ async def test_no_op_update_sends_no_put(sandbox: RunningSandbox, conn: ZohoCrmC
     [rid] = await KIT.seed(sandbox, 1)
     current = (await conn.read([rid]))[rid]
     assert current.appointment is not None
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_noop", current.appointment, external_id=rid,
                                            current=current, changed=frozenset({"notes"}))])
     assert out.ok and out.record is not None and out.record.version == current.version
-    assert delta(await counts(sandbox), before, "PUT", MOD) == 0
+    assert delta(await request_counts(sandbox), before, "PUT", MOD) == 0
 
 
 async def test_reschedule_later_and_cancel_are_sent_the_zoho_way(sandbox: RunningSandbox,
@@ -660,11 +654,11 @@ async def test_reschedule_later_and_cancel_are_sent_the_zoho_way(sandbox: Runnin
     # a terminal record is never edited: an open conflict (NotWritable, VENDORS head rule 10), without a PUT
     final = (await conn.read([rid]))[rid]
     assert final.appointment is not None
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_r", final.appointment.with_changes(notes="x"),
                                            external_id=rid, current=final, changed=frozenset({"notes"}))])
     assert isinstance(out.error, NotWritable) and out.record is not None
-    assert delta(await counts(sandbox), before, "PUT", MOD) == 0
+    assert delta(await request_counts(sandbox), before, "PUT", MOD) == 0
 
 
 async def test_replace_flow_links_old_to_new(sandbox: RunningSandbox, conn: ZohoCrmConnector) -> None:
@@ -692,12 +686,12 @@ async def test_auto_completion_preference_means_no_completed_write(sandbox: Runn
     [rid] = await KIT.seed(sandbox, 1)
     current = (await conn.read([rid]))[rid]
     assert current.appointment is not None
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_auto",
                                            current.appointment.with_changes(status=Status.FULFILLED),
                                            external_id=rid, current=current, changed=frozenset({"status"}))])
     assert out.ok, out.error
-    assert delta(await counts(sandbox), before, "PUT", MOD) == 0
+    assert delta(await request_counts(sandbox), before, "PUT", MOD) == 0
 
 
 async def test_watch_subscription_and_callbacks_end_to_end(sandbox: RunningSandbox, conn: ZohoCrmConnector) -> None:
@@ -719,9 +713,9 @@ async def test_watch_subscription_and_callbacks_end_to_end(sandbox: RunningSandb
     try:
         status = await conn.maintain(f"http://127.0.0.1:{port}")
         assert status["subscription"] == "active" and status["renewed"]
-        before = await counts(sandbox)
+        before = await request_counts(sandbox)
         status2 = await conn.maintain(f"http://127.0.0.1:{port}")
-        assert status2["renewed"] is False and await counts(sandbox) == before  # nothing to renew yet
+        assert status2["renewed"] is False and await request_counts(sandbox) == before  # nothing to renew yet
         channel = await conn.state.get(STATE_CHANNEL)
         watch = (await control(sandbox, "GET", "/_sandbox/records"))["watch"]
         assert str(watch[0]["channel_id"]) == channel
@@ -851,10 +845,10 @@ async def test_completed_before_the_end_time_is_deferred_not_sent(sandbox: Runni
     [rid] = await KIT.seed(sandbox, 1)
     fresh = (await conn.read([rid]))[rid]
     assert fresh.appointment is not None and fresh.appointment.end is not None
-    before = await counts(sandbox)
+    before = await request_counts(sandbox)
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_done",
                                            fresh.appointment.with_changes(status=Status.FULFILLED),
                                            external_id=rid, current=fresh, changed=frozenset({"status"}))])
     assert isinstance(out.error, Deferred)
     assert out.error.not_before == fresh.appointment.end + timedelta(seconds=1)
-    assert delta(await counts(sandbox), before, "PUT", MOD) == 0
+    assert delta(await request_counts(sandbox), before, "PUT", MOD) == 0
