@@ -35,7 +35,7 @@ from syncd import metrics
 from syncd.config import Config, SyncGroup
 from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest
 from syncd.engine.ids import new_canonical_id
-from syncd.engine.merge import FieldConflict, MergeResult, Side, merge
+from syncd.engine.merge import FieldConflict, MergeResult, Side, merge, news_of
 from syncd.engine.stats import PassStats
 from syncd.errors import (
     AuthFailure,
@@ -196,16 +196,17 @@ class Engine:
         stats = self.stats.of(source)
         stats.read += len(records)
         metrics.records_read.labels(source).inc(len(records))
-        records = await self._settle_own_writes(source, records)
-        all_records = list(records) + [
-            VendorRecord(external_id=ext, version=None, appointment=None, deleted=True) for ext in deleted_ids
-        ]
-        # one record per external id: the last one wins within a page
-        by_id: dict[str, VendorRecord] = {}
-        for rec in all_records:
-            by_id[rec.external_id] = rec
         work = _PageWork()
         async with self._reconcile_lock:
+            # under the lock: a write of ours that landed while this page waited for it is seen here
+            records = await self._settle_own_writes(source, records)
+            all_records = list(records) + [
+                VendorRecord(external_id=ext, version=None, appointment=None, deleted=True) for ext in deleted_ids
+            ]
+            # one record per external id: the last one wins within a page
+            by_id: dict[str, VendorRecord] = {}
+            for rec in all_records:
+                by_id[rec.external_id] = rec
             try:
                 async with self.ledger.transaction() as tx:
                     if source in self.group_of:
@@ -225,9 +226,11 @@ class Engine:
             await self.execute(work.outbox)
 
     async def _settle_own_writes(self, source: str, records: Sequence[VendorRecord]) -> Sequence[VendorRecord]:
-        """Records read while (or just after) syncd itself wrote them may show a half-applied
-        write (a vendor whose update takes two calls). Wait for the write to finish and read those
-        records again, so a half-written state is never taken for somebody else's change."""
+        """Records read while (or just before) syncd itself wrote them may show a half-applied write
+        (a vendor whose update takes two calls) or the state before it. Wait for the write to finish
+        and read those records again, so neither is taken for somebody else's change. Suspects: a
+        write of this process in flight or finished since, or a record older than the ledger's last
+        known version of it (written or read meanwhile by another process sharing the ledger)."""
         now = time.monotonic()
         suspects: list[str] = []
         for rec in records:
@@ -237,7 +240,18 @@ class Engine:
                 recent is not None and now - recent[0] < RECENT_WRITE_SECONDS and rec.version != recent[1]
             ):
                 suspects.append(rec.external_id)
-        if not suspects or source not in self.connectors:
+        if source not in self.connectors:
+            return records
+        dated = {rec.external_id: rec.modified_at for rec in records
+                 if rec.modified_at is not None and rec.external_id not in suspects}
+        if dated:
+            async with self.ledger.transaction(readonly=True) as tx:
+                known = await tx.links_for(source, dated)
+            for ext, at in dated.items():
+                newest = known[ext].modified_at if ext in known else None
+                if at is not None and newest is not None and at < newest:
+                    suspects.append(ext)
+        if not suspects:
             return records
         deadline = now + 60
         while any((source, ext) in self._inflight for ext in suspects) and time.monotonic() < deadline:
@@ -396,13 +410,25 @@ class Engine:
         ):
             stats.unchanged += 1
             self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
-            if rec.version != link.version:
+            seen = canonical.to_json()
+            if rec.version != link.version or link.seen != seen:
                 link.version = rec.version
                 link.modified_at = rec.modified_at
+                link.seen = seen
                 work.link(link)
             return
+        if link.seen is not None:
+            news = news_of(canonical, Appointment.from_json(link.seen), base)
+            if news.fingerprint() == base.fingerprint():
+                # it differs from the merge base only where it still holds what it held before: a write
+                # of ours on its way there, or a read older than that write -- nothing new, nothing undone
+                stats.unchanged += 1
+                self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id, detail="lagging"))
+                return
+        else:
+            news = canonical
         stats.changed += 1
-        self._merge_change(group, source, rec, link, base, canonical, member_links, work)
+        self._merge_change(group, source, rec, link, base, canonical, member_links, work, news=news)
 
     def _keep_covered_status(self, source: str, appt: Appointment, base: Appointment) -> Appointment:
         """A vendor whose native status stands for several canonical ones (Zoho "Scheduled" for
@@ -449,7 +475,7 @@ class Engine:
             canonical_id=cid, sync_group=group.name, snapshot=canonical.to_json(), fingerprint=fingerprint
         )
         work.link(Link(canonical_id=cid, connector=source, external_id=rec.external_id, version=rec.version,
-                       fingerprint=fingerprint, modified_at=rec.modified_at))
+                       fingerprint=fingerprint, modified_at=rec.modified_at, seen=canonical.to_json()))
         work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="seen-new",
                                      fields=[], fingerprint_before=None, fingerprint_after=fingerprint))
         linked = {lk.connector for lk in member_links.get(cid, []) if not lk.retired}
@@ -477,9 +503,13 @@ class Engine:
         work: _PageWork,
         *,
         deleted: bool = False,
+        news: Appointment | None = None,
     ) -> None:
+        """Merge ``source``'s record (``canonical``: what it holds; ``news``: what of that is new, see
+        :func:`news_of`) into the base, store it and plan the writes to the other members."""
         cid = link.canonical_id
-        side = Side(source, canonical, rec.modified_at, rec.unexpressible)
+        news = canonical if news is None else news
+        side = Side(source, news, rec.modified_at, rec.unexpressible)
         result = merge(base, [side], group.owners)
         self._record_merge(work, cid, source, base, result)
         merged = result.merged
@@ -488,12 +518,15 @@ class Engine:
             link.version = rec.version
             link.fingerprint = fingerprint
             link.modified_at = rec.modified_at
+            link.seen = canonical.to_json()
             work.link(link)
         work.appointments[cid] = AppointmentRow(
             canonical_id=cid, sync_group=group.name, snapshot=merged.to_json(), fingerprint=merged.fingerprint()
         )
+        # the source is written back only what the merge refused from its news; fields it lags behind
+        # on are on their way there already
         self._plan_targets(group, cid, source, base, merged, result.changed, member_links.get(cid, []), work,
-                           source_view=None if deleted else (rec, canonical), source_modified=rec.modified_at)
+                           source_view=None if deleted else (rec, news), source_modified=rec.modified_at)
 
     def _plan_targets(
         self,
@@ -914,7 +947,8 @@ class Engine:
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
                                         external_id=record.external_id, version=record.version,
                                         fingerprint=fingerprint, written_fingerprint=fingerprint,
-                                        written_version=echo_version, modified_at=record.modified_at)])
+                                        written_version=echo_version, modified_at=record.modified_at,
+                                        seen=merged.to_json())])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done", error=None if sent else "nothing left to send")
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
@@ -1025,7 +1059,8 @@ class Engine:
         async with self.ledger.transaction() as tx:
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
                                         external_id=fresh.external_id, version=fresh.version,
-                                        fingerprint=fresh_canonical.fingerprint(), modified_at=fresh.modified_at)])
+                                        fingerprint=fresh_canonical.fingerprint(), modified_at=fresh.modified_at,
+                                        seen=fresh_canonical.to_json())])
             await tx.save_appointments([AppointmentRow(canonical_id=item.canonical_id, sync_group=group.name,
                                                        snapshot=merged.to_json(), fingerprint=merged.fingerprint())])
             links = (await tx.links_of([item.canonical_id])).get(item.canonical_id, [])
@@ -1093,7 +1128,7 @@ class Engine:
                                         external_id=created.record.external_id, version=created.record.version,
                                         fingerprint=fingerprint, written_fingerprint=fingerprint,
                                         written_version=created.record.version,
-                                        modified_at=created.record.modified_at)])
+                                        modified_at=created.record.modified_at, seen=merged.to_json())])
             await tx.retire_links(target, [link.external_id])
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action="replaced",
                                            fields=list(request.changed), fingerprint_after=fingerprint,

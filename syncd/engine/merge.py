@@ -24,7 +24,7 @@ from typing import Any
 
 from syncd.model import STATUS_RANK, SYNC_FIELDS, TEXT_FIELDS, Appointment, InvalidAppointment, Status, text_digest
 
-__all__ = ["FieldConflict", "MergeResult", "Side", "merge"]
+__all__ = ["FieldConflict", "MergeResult", "Side", "merge", "news_of"]
 
 # fields merged as a unit: (start, end) is one slot
 _UNITS: tuple[tuple[str, ...], ...] = tuple(
@@ -165,3 +165,24 @@ def _settle(
         if len(ordered) == 1 or ordered[0][1] != ordered[1][1]:
             return ordered[0][0], "most-recent"
     return None, "open"
+
+
+def news_of(record: Appointment, seen: Appointment, base: Appointment) -> Appointment:
+    """What a member's ``record`` says that is new: the ``base`` with each field (the slot as one unit)
+    where the record differs from what the member was last known to hold (``seen``).
+
+    A field the record still holds as ``seen`` while the base moved on is a write of ours on its way
+    there (or a read older than our write): not the member's change, so the base value stays. Falls
+    back to the record itself when the combination would be impossible.
+    """
+    values: dict[str, Any] = {}
+    for unit in _UNITS:
+        if _unit_value(record, unit) != _unit_value(seen, unit):
+            for name in unit:
+                values[name] = getattr(record, name)
+    if "status" in values:
+        values["cancellation_reason"] = record.cancellation_reason
+    try:
+        return base.with_changes(**values) if values else base
+    except InvalidAppointment:
+        return record

@@ -2,8 +2,9 @@
 
 The ledger holds what the merge needs and nothing more: ids, versions, fingerprints, the last merged
 canonical snapshot (the merge base), cursors, queues and audit metadata. Patient data appears only
-inside ``appointments.snapshot`` (the canonical record itself, with references as canonical keys) and
-in transit in ``inbox.body`` / ``outbox.payload``; conflicts and the audit trail hold field names,
+inside ``appointments.snapshot`` (the canonical record itself, with references as canonical keys),
+``links.seen`` (each member's last known version of it, same shape) and in transit in
+``inbox.body`` / ``outbox.payload``; conflicts and the audit trail hold field names,
 fingerprints and redacted values only.
 
 Every timestamp is stored timezone-aware and read back as an aware UTC ``datetime`` on both databases
@@ -113,6 +114,11 @@ class Link(SQLModel, table=True):
     """Fingerprint of our own last write (echo suppression)."""
     written_version: str | None = Field(default=None, max_length=255)
     modified_at: datetime | None = _dt(nullable=True, default=None)
+    seen: dict[str, Any] | None = Field(default=None, sa_type=JSONType, nullable=True)
+    """What this member holds as far as syncd knows (its last read, or our last write there), as a
+    canonical ``Appointment.to_json()``: the member's own merge base. A record that differs from the
+    canonical snapshot only where it equals ``seen`` lags behind a write still on its way; it does
+    not undo that write. None until the first read or write (the canonical snapshot stands in)."""
     retired: bool = Field(default=False)
     """Old id of a replace flow: kept for the audit trail and ``find_by_reference`` excludes."""
     created_at: datetime = _dt(default_factory=utcnow)
