@@ -112,6 +112,8 @@ class SalesforceHealthConnector:
         self.fields: list[str] = list(self.options["api_fields"])
         self.batch = int(self.options.get("batch_read_size", 200))
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
+        self._unstamped: set[str] = set()
+        """Ids this connector has just created and is stamping with ``Syncd_Id__c``: not orphans."""
         self.capabilities = Capabilities(
             webhooks=True,
             batch_read_size=self.batch,
@@ -583,7 +585,13 @@ class SalesforceHealthConnector:
         async def do_create() -> str:
             new_id = await self.client.connect("create", "POST", None, body)
             created[new_id] = True
-            await set_reference(new_id)
+            # a concurrent create's orphan search must not take this record for its own lost POST
+            # (two appointments of one patient at one start: one per practitioner)
+            self._unstamped.add(new_id)
+            try:
+                await set_reference(new_id)
+            finally:
+                self._unstamped.discard(new_id)
             for key in created:
                 if key.startswith("adopted:"):
                     return key.removeprefix("adopted:")
@@ -631,7 +639,8 @@ class SalesforceHealthConnector:
             f"AND SchedStartTime = {utc_z_out(desired.start)} AND Syncd_Id__c = null",
             op="find_reference",
         )
-        ids = [r["Id"] for r in rows if isinstance(r.get("Id"), str) and r["Id"] not in exclude]
+        ids = [r["Id"] for r in rows
+               if isinstance(r.get("Id"), str) and r["Id"] not in exclude and r["Id"] not in self._unstamped]
         if not ids:
             return None
         if len(ids) > 1:

@@ -591,3 +591,36 @@ async def test_callback_result_import_is_used() -> None:
     assert seen["workTypeId"] == "08qxx0000004C97AAE" and seen["timeZone"] == "Europe/Madrid"
     assert {"reference": "Facility/0Hhxx0000004C1aCAE"} in seen["participants"]
     assert "sourceSystem" not in seen and "slots" not in seen
+
+
+async def test_lost_create_does_not_take_a_concurrent_create_for_its_orphan(
+        sandbox: RunningSandbox, conn: SalesforceHealthConnector) -> None:
+    """Two appointments of one patient at one start (say, two practitioners): while the first create
+    is still stamping its new record with ``Syncd_Id__c``, the second create's answer is lost. Its
+    orphan search (records of that patient and start without a reference) must not count the first
+    one's record, or the lost create ends as ambiguous (and its record a duplicate later)."""
+    await KIT.seed(sandbox, 1)
+    before = {r["Id"] for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]}
+    desired = KIT.new_appointment()
+    await control(sandbox, "POST", "/_sandbox/faults", {
+        "match": {"method": "PATCH", "path": "/services/data/*/sobjects/ServiceAppointment/*"},
+        "action": {"type": "delay", "seconds": 1.5}, "times": 1})
+    first = asyncio.create_task(conn.write([WriteRequest(WriteKind.CREATE, "apt_first", desired)]))
+    post = "POST /services/data/v65.0/connect/health/appointment-management/appointment"
+    for _ in range(100):  # until its POST has landed (its reference PATCH is held back then)
+        if (await counts(sandbox)).get(post):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    await control(sandbox, "POST", "/_sandbox/faults", {
+        "match": {"method": "POST", "path": "/services/data/*/connect/health/appointment-management/appointment"},
+        "action": {"type": "drop_after_apply"}, "times": 1})
+    [second] = await conn.write([WriteRequest(WriteKind.CREATE, "apt_second", desired)])
+    [one] = await first
+    assert one.ok and second.ok, (one.error, second.error)
+    assert one.record is not None and second.record is not None
+    assert (one.record.syncd_id, second.record.syncd_id) == ("apt_first", "apt_second")
+    assert one.record.external_id != second.record.external_id
+    rows = [r for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]
+            if r.get("Id") not in before and str(r.get("Id", "")).startswith("08p")]
+    assert sorted(r.get("Syncd_Id__c") for r in rows) == ["apt_first", "apt_second"], rows
