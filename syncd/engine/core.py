@@ -944,6 +944,8 @@ class Engine:
         metrics.writes.labels(target, op.value, "ok" if sent else "not_needed").inc()
         echo_version = record.version if self._echo_matches(target, record, request.desired) else None
         async with self.ledger.transaction() as tx:
+            # seen: what we wrote, not the answer -- where another user's change landed beside ours
+            # (a race the vendor cannot detect), the next read must show it as news
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
                                         external_id=record.external_id, version=record.version,
                                         fingerprint=fingerprint, written_fingerprint=fingerprint,
