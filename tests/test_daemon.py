@@ -240,6 +240,43 @@ async def test_sigterm_during_a_busy_sync_drains_exits_0_and_leaves_nothing_undo
         await _cleanup(world, daemon)
 
 
+async def test_a_write_that_outlives_the_30s_drain_is_abandoned_safely(tmp_path: Path, ledger_url: str) -> None:
+    """CONTRACT: on SIGTERM the daemon "finishes or safely abandons in-flight writes within 30 s, and
+    exits 0". Here the vendor holds syncd's create for 45 s: the drain gives up after 30 s, the write
+    stays queued (its outcome unknown), and the next pass writes it exactly once."""
+    world = await _world(tmp_path, ledger_url, n=1, polls={"zoho": 1, "sf": 0}, sync_first=False)
+    daemon = _daemon(world, tmp_path)
+    try:
+        await world.fault("sf", "POST", "/services/data/v*/connect/health/appointment-management/appointment",
+                          {"type": "delay", "seconds": 45})
+        daemon.start()
+        await daemon.ready()
+        await eventually(lambda: request_counts(world, "sf"),
+                         lambda c: any(k[0] == "POST" and "appointment-management" in k[1] for k in c),
+                         timeout=10, what="the create sent to Salesforce")
+        daemon.signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        assert await daemon.wait(45) == 0, daemon.log_text()[-3000:]
+        assert time.monotonic() - stopped_at < 37  # 30 s of drain, then cancelled within 5 s
+        assert "drain_timeout" in daemon.log_text()
+        ledger = await world.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                queued = await tx.outbox_pending("sf", states=("pending", "sending"))
+        finally:
+            await ledger.close()
+        assert [(o.op, o.state, o.attempts) for o in queued] == [("create", "sending", 1)], queued  # not lost
+        code, out, err = await cli(world.config_path, "resync", "--json")
+        doc = json.loads(out)
+        assert code == 0, (code, err[-2000:])
+        assert doc["connectors"]["sf"]["created"] == 1, doc
+        [record] = await world.records("sf")
+        assert record["Syncd_Id__c"] == world.dataset.appointments[0].key
+        assert doc["dead_letters"] == doc["open_conflicts"] == 0, doc
+    finally:
+        await _cleanup(world, daemon)
+
+
 # -- polling, status, one daemon per SQLite ledger --------------------------------------------------
 
 
