@@ -464,8 +464,8 @@ class SalesforceHealthConnector:
         except NotFound as exc:
             return WriteOutcome(request, error=Conflict(exc.message, code=exc.code, status=exc.status),
                                 record=self._deleted(ext))
-        if not wrote:
-            return WriteOutcome(request, record=record)
+        if not wrote:  # it holds all of it already (another write carried it): nothing was sent
+            return WriteOutcome(request, record=record, sent=False)
         return WriteOutcome(request, record=await self._read_back(ext, self._resources_of(target)))
 
     async def _apply(

@@ -35,7 +35,7 @@ from syncd import metrics
 from syncd.config import Config, SyncGroup
 from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest
 from syncd.engine.ids import new_canonical_id
-from syncd.engine.merge import FieldConflict, MergeResult, Side, merge, news_of
+from syncd.engine.merge import FieldConflict, MergeResult, Side, merge, merge_member, news_of
 from syncd.engine.stats import PassStats
 from syncd.errors import (
     AuthFailure,
@@ -410,25 +410,22 @@ class Engine:
         ):
             stats.unchanged += 1
             self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
-            seen = canonical.to_json()
-            if rec.version != link.version or link.seen != seen:
+            held = canonical.to_json()
+            if rec.version != link.version or link.seen != held:
                 link.version = rec.version
                 link.modified_at = rec.modified_at
-                link.seen = seen
+                link.seen = held
                 work.link(link)
             return
-        if link.seen is not None:
-            news = news_of(canonical, Appointment.from_json(link.seen), base)
-            if news.fingerprint() == base.fingerprint():
-                # it differs from the merge base only where it still holds what it held before: a write
-                # of ours on its way there, or a read older than that write -- nothing new, nothing undone
-                stats.unchanged += 1
-                self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id, detail="lagging"))
-                return
-        else:
-            news = canonical
+        seen = Appointment.from_json(link.seen) if link.seen is not None else None
+        if seen is not None and news_of(canonical, seen, base).fingerprint() == base.fingerprint():
+            # it differs from the merge base only where it still holds what it held before: a write of
+            # ours on its way there, or a read older than that write -- nothing new, nothing undone
+            stats.unchanged += 1
+            self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id, detail="lagging"))
+            return
         stats.changed += 1
-        self._merge_change(group, source, rec, link, base, canonical, member_links, work, news=news)
+        self._merge_change(group, source, rec, link, base, canonical, member_links, work, seen=seen)
 
     def _keep_covered_status(self, source: str, appt: Appointment, base: Appointment) -> Appointment:
         """A vendor whose native status stands for several canonical ones (Zoho "Scheduled" for
@@ -503,14 +500,24 @@ class Engine:
         work: _PageWork,
         *,
         deleted: bool = False,
-        news: Appointment | None = None,
+        seen: Appointment | None = None,
     ) -> None:
-        """Merge ``source``'s record (``canonical``: what it holds; ``news``: what of that is new, see
-        :func:`news_of`) into the base, store it and plan the writes to the other members."""
+        """Merge ``source``'s record (``canonical``: what it holds) into the base, store it and plan the
+        writes to the other members. With ``seen`` (what the source was last known to hold) the merge
+        is three-way between the record and the base; without it the record's differences from the
+        base are its changes."""
         cid = link.canonical_id
-        news = canonical if news is None else news
-        side = Side(source, news, rec.modified_at, rec.unexpressible)
-        result = merge(base, [side], group.owners)
+        side = Side(source, canonical, rec.modified_at, rec.unexpressible)
+        if seen is not None:
+            others = [lk.modified_at for lk in member_links.get(cid, [])
+                      if lk.connector != source and not lk.retired and lk.modified_at is not None]
+            result = merge_member(seen, side, base, max(others, default=None), group.owners)
+            # written back to the source: only what the merge refused from its own changes; the fields
+            # it lags behind on are on their way there already
+            source_holds = news_of(canonical, seen, result.merged)
+        else:
+            result = merge(base, [side], group.owners)
+            source_holds = canonical
         self._record_merge(work, cid, source, base, result)
         merged = result.merged
         fingerprint = canonical.fingerprint()
@@ -523,10 +530,8 @@ class Engine:
         work.appointments[cid] = AppointmentRow(
             canonical_id=cid, sync_group=group.name, snapshot=merged.to_json(), fingerprint=merged.fingerprint()
         )
-        # the source is written back only what the merge refused from its news; fields it lags behind
-        # on are on their way there already
         self._plan_targets(group, cid, source, base, merged, result.changed, member_links.get(cid, []), work,
-                           source_view=None if deleted else (rec, news), source_modified=rec.modified_at)
+                           source_view=None if deleted else (rec, source_holds), source_modified=rec.modified_at)
 
     def _plan_targets(
         self,
@@ -713,6 +718,20 @@ class Engine:
             if not items:
                 return
             links = await tx.links_of([i.canonical_id for i in items])
+            latest = await tx.appointments({i.canonical_id for i in items})
+            superseded = [i for i in items if not self._bring_up_to_date(
+                i, latest.get(i.canonical_id), links.get(i.canonical_id, []), target)]
+            if superseded:
+                ids = [i.id for i in superseded if i.id is not None]
+                if ids:
+                    await tx.outbox_update(ids, state="done", error="superseded: the target already holds the latest")
+                await tx.release([i.canonical_id for i in superseded], self.holder)
+                for i in superseded:
+                    stats.unchanged += 1
+                    self._decide(Decision("unchanged", target, i.canonical_id, None, detail="superseded"))
+                items = [i for i in items if i not in superseded]
+                if not items:
+                    return
             keyed: dict[str, set[str]] = defaultdict(set)
             for item in items:
                 # the merged record's references, and the base's: the target's current record (which a
@@ -747,6 +766,37 @@ class Engine:
         for item, request, link, believed in replaces:
             await self._replace(target, connector, item, request, link, believed, followups)
         stats.api_calls = self._api_calls(connector)
+
+    @staticmethod
+    def _bring_up_to_date(item: OutboxItem, row: AppointmentRow | None, links: Sequence[Link], target: str) -> bool:
+        """A queued write planned from an older merge is brought up to the ledger's latest one: it
+        writes the latest values, compared with what the target was last known to hold, so that it
+        never carries an old merge over a newer one (another user's later change). False: nothing of
+        it is left to write."""
+        if row is None or row.snapshot is None:
+            return True
+        latest = Appointment.from_json(row.snapshot)
+        planned = Appointment.from_json(item.payload["merged"])
+        if latest.fingerprint() == planned.fingerprint():
+            return True
+        if item.op == WriteKind.CREATE.value:
+            if not latest.status.creatable:
+                return False  # cancelled (or further) before it was created there: nothing to create
+            item.payload = {**item.payload, "merged": latest.to_json()}
+            return True
+        link = next((lk for lk in links if lk.connector == target and not lk.retired), None)
+        base_json = item.payload.get("base")
+        believed = (Appointment.from_json(link.seen) if link is not None and link.seen is not None
+                    else Appointment.from_json(base_json) if base_json else None)
+        if believed is None:
+            item.payload = {**item.payload, "merged": latest.to_json()}
+            return True
+        changed = latest.diff(believed)
+        if not changed:
+            return False
+        item.op = _target_op(latest, believed).value
+        item.payload = {**item.payload, "merged": latest.to_json(), "base": believed.to_json(), "changed": changed}
+        return True
 
     def _build_request(
         self,

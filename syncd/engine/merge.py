@@ -24,7 +24,10 @@ from typing import Any
 
 from syncd.model import STATUS_RANK, SYNC_FIELDS, TEXT_FIELDS, Appointment, InvalidAppointment, Status, text_digest
 
-__all__ = ["FieldConflict", "MergeResult", "Side", "merge", "news_of"]
+LEDGER_SIDE = "(ledger)"
+"""Name of the ledger's side in :func:`merge_member`: what the rest of the group agreed on."""
+
+__all__ = ["LEDGER_SIDE", "FieldConflict", "MergeResult", "Side", "merge", "merge_member", "news_of"]
 
 # fields merged as a unit: (start, end) is one slot
 _UNITS: tuple[tuple[str, ...], ...] = tuple(
@@ -186,3 +189,37 @@ def news_of(record: Appointment, seen: Appointment, base: Appointment) -> Appoin
         return base.with_changes(**values) if values else base
     except InvalidAppointment:
         return record
+
+
+def merge_member(
+    seen: Appointment,
+    side: Side,
+    base: Appointment,
+    base_modified: datetime | None,
+    owners: Mapping[str, str] | None = None,
+) -> MergeResult:
+    """Three-way merge of one member's record (``side``) with the ledger's snapshot (``base``), their
+    common ancestor being what that member was last known to hold (``seen``).
+
+    A field only the member changed is taken from it; one only the ledger moved on (a write to the
+    member still on its way) keeps the ledger's value; one both changed to different values is a true
+    conflict, settled as in :func:`merge`: the ledger's side stands for every other member (an owner
+    other than this member is the ledger's side), its time is ``base_modified``. The result is built
+    on ``base`` and its ``changed`` lists the fields that differ from ``base``.
+    """
+    remapped = {name: (owner if owner in ("*", side.connector) else LEDGER_SIDE) for name, owner in
+                (owners or {}).items()}
+    three = merge(seen, [side, Side(LEDGER_SIDE, base, base_modified)], remapped)
+    values = {name: getattr(three.merged, name) for name in SYNC_FIELDS}
+    try:
+        merged = base.with_changes(**values)
+    except InvalidAppointment:
+        merged = three.merged
+    changed = merged.diff(base)
+    return MergeResult(
+        merged=merged,
+        changed=changed,
+        sources={name: side.connector for name in changed},
+        conflicts=three.conflicts,
+        ignored=[entry for entry in three.ignored if entry[0] != LEDGER_SIDE],
+    )

@@ -624,3 +624,20 @@ async def test_lost_create_does_not_take_a_concurrent_create_for_its_orphan(
     rows = [r for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]
             if r.get("Id") not in before and str(r.get("Id", "")).startswith("08p")]
     assert sorted(r.get("Syncd_Id__c") for r in rows) == ["apt_first", "apt_second"], rows
+
+
+async def test_an_update_it_already_holds_sends_nothing_and_says_so(sandbox: RunningSandbox,
+                                                                    conn: SalesforceHealthConnector) -> None:
+    """A queued notes write whose value an earlier write (a cancel's comment) already carried: nothing
+    is sent, and the outcome says so (``sent=False``), so the pass does not count a write it never made."""
+    [rid] = await KIT.seed(sandbox, 1)
+    current = (await conn.read([rid]))[rid]
+    assert current.appointment is not None
+    before = await counts(sandbox)
+    [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "apt_s", current.appointment, external_id=rid,
+                                           current=current, changed=frozenset({"notes"}))])
+    assert out.ok, out.error
+    assert out.sent is False
+    after = await counts(sandbox)
+    writes = {k: v - before.get(k, 0) for k, v in after.items() if k.split()[0] in ("PATCH", "PUT", "POST")}
+    assert not any(writes.values()), writes

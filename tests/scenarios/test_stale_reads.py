@@ -19,7 +19,7 @@ from pathlib import Path
 
 from syncd.connector import VendorRecord
 from syncd.engine.core import Engine
-from syncd.engine.merge import news_of
+from syncd.engine.merge import LEDGER_SIDE, Side, merge_member, news_of
 from syncd.engine.runner import open_runtime
 from syncd.model import Appointment, Status
 from tests.scenarios.harness import World, synced_pair
@@ -159,3 +159,49 @@ def test_news_of_keeps_the_base_where_the_record_still_holds_what_it_held() -> N
     cancelled = news_of(_appt(status=Status.CANCELLED, cancellation_reason="patient"), seen, base)
     assert (cancelled.status, cancelled.cancellation_reason, cancelled.notes) == (
         Status.CANCELLED, "patient", "from the other system")
+
+
+async def test_queued_writes_on_both_sides_end_in_one_value_everywhere(tmp_path: Path, ledger_url: str) -> None:
+    """Both systems edit the note while the writes between them are queued: the Salesforce user first,
+    the Zoho user a minute later. When the queued writes go out, neither may carry its older merge
+    over the newer one (a write that overtakes a later merge is a lost update): both systems end with
+    the most recent note, and the ledger agrees."""
+    async with _pair(tmp_path, ledger_url) as (world, cid, zid, sid):
+        async with open_runtime(world.config) as rt:
+            engine = Engine(world.config, rt.ledger, rt.connectors, holder="run:test")
+            await _claim(world, cid, "replica-2")  # the writes stay queued for now
+            await world.edit("sf", sid, {"Comments": "From the call centre"})
+            await engine.process_page("sf", await _read(engine, "sf", sid))
+            await world.set_clock("zoho", datetime.now(UTC) + timedelta(minutes=1))
+            await world.edit("zoho", zid, {"Additional_Information": NOTE})
+            await engine.process_page("zoho", await _read(engine, "zoho", zid))
+        await _claim(world, cid, "replica-2", release=True)
+        for _ in range(3):
+            result = await world.resync_within()
+            assert result.exit_code == 0, result.document
+        zoho, sf = await world.record("zoho", zid), await world.record("sf", sid)
+        assert (zoho["Additional_Information"], sf["Comments"]) == (NOTE, NOTE)
+        assert (await _canonical(world, cid)).notes == NOTE
+
+
+def test_merge_member_is_three_way_with_what_the_member_held_as_ancestor() -> None:
+    seen = _appt()
+    base = _appt(notes="from the other system")  # the ledger moved on: a write to the member is queued
+    moved = datetime(2026, 12, 1, 11, tzinfo=UTC)
+    early, late = datetime(2026, 12, 1, 8, tzinfo=UTC), datetime(2026, 12, 1, 9, tzinfo=UTC)
+    # the member changed only the slot: the slot is taken, the ledger's note stays
+    only_slot = merge_member(seen, Side("zoho", _appt(start=moved, end=moved + timedelta(minutes=30)), late),
+                             base, early)
+    assert (only_slot.merged.start, only_slot.merged.notes) == (moved, "from the other system")
+    assert only_slot.changed == ["start", "end"] and not only_slot.conflicts
+    # both changed the note: a true conflict, the most recent change wins ...
+    mine = Side("zoho", _appt(notes="edited here"), late)
+    newer = merge_member(seen, mine, base, early)
+    assert newer.merged.notes == "edited here" and newer.conflicts[0].winner == "zoho"
+    older = merge_member(seen, Side("zoho", _appt(notes="edited here"), early), base, late)
+    assert older.merged.notes == "from the other system" and older.changed == []
+    assert older.conflicts[0].winner == LEDGER_SIDE
+    # ... unless an owner says otherwise: another member's ownership is the ledger's side
+    owned = merge_member(seen, mine, base, early, {"notes": "dentally"})
+    assert owned.merged.notes == "from the other system" and owned.conflicts[0].rule == "owner"
+    assert merge_member(seen, mine, base, late, {"notes": "zoho"}).merged.notes == "edited here"
