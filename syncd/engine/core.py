@@ -197,8 +197,11 @@ class Engine:
         stats.read += len(records)
         metrics.records_read.labels(source).inc(len(records))
         work = _PageWork()
+        # writes of ours to these records still in flight are waited for outside the lock (a slow vendor
+        # must not hold up the other connectors' pages) ...
+        records = await self._settle_own_writes(source, records, ledger_check=False)
         async with self._reconcile_lock:
-            # under the lock: a write of ours that landed while this page waited for it is seen here
+            # ... and checked again under it: a write that landed while this page waited is seen here
             records = await self._settle_own_writes(source, records)
             all_records = list(records) + [
                 VendorRecord(external_id=ext, version=None, appointment=None, deleted=True) for ext in deleted_ids
@@ -225,7 +228,9 @@ class Engine:
         if work.outbox:
             await self.execute(work.outbox)
 
-    async def _settle_own_writes(self, source: str, records: Sequence[VendorRecord]) -> Sequence[VendorRecord]:
+    async def _settle_own_writes(
+        self, source: str, records: Sequence[VendorRecord], *, ledger_check: bool = True
+    ) -> Sequence[VendorRecord]:
         """Records read while (or just before) syncd itself wrote them may show a half-applied write
         (a vendor whose update takes two calls) or the state before it. Wait for the write to finish
         and read those records again, so neither is taken for somebody else's change. Suspects: a
@@ -244,7 +249,7 @@ class Engine:
             return records
         dated = {rec.external_id: rec.modified_at for rec in records
                  if rec.modified_at is not None and rec.external_id not in suspects}
-        if dated:
+        if dated and ledger_check:
             async with self.ledger.transaction(readonly=True) as tx:
                 known = await tx.links_for(source, dated)
             for ext, at in dated.items():
