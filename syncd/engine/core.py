@@ -403,10 +403,7 @@ class Engine:
         # compare what the vendor can express: fields it cannot hold, a lossy status and the reasons it
         # fills itself after a cancellation are taken from the merge base
         base = Appointment.from_json(row.snapshot)
-        canonical = _fill_unexpressible(canonical, base, rec.unexpressible)
-        canonical = self._keep_covered_status(source, canonical, base)
-        if canonical.status in CANCELLED and canonical.status == base.status:
-            canonical = canonical.with_changes(cancellation_reason=base.cancellation_reason)
+        canonical = self._comparable(source, canonical, base, rec.unexpressible)
         # echo suppression compares the whole mapped record, never the version alone: a vendor whose
         # write answer lacks another user's concurrent change keeps our version on their content
         if fingerprint in (link.fingerprint, link.written_fingerprint) or canonical.fingerprint() in (
@@ -431,6 +428,17 @@ class Engine:
             return
         stats.changed += 1
         self._merge_change(group, source, rec, link, base, canonical, member_links, work, seen=seen)
+
+    def _comparable(
+        self, source: str, appt: Appointment, base: Appointment, unexpressible: frozenset[str]
+    ) -> Appointment:
+        """``appt`` as read from ``source``, what the vendor cannot express taken from ``base``: the
+        fields it cannot hold, a lossy status (Zoho "Scheduled"), the cancellation reason it fills."""
+        appt = _fill_unexpressible(appt, base, unexpressible)
+        appt = self._keep_covered_status(source, appt, base)
+        if appt.status in CANCELLED and appt.status == base.status:
+            appt = appt.with_changes(cancellation_reason=base.cancellation_reason)
+        return appt
 
     def _keep_covered_status(self, source: str, appt: Appointment, base: Appointment) -> Appointment:
         """A vendor whose native status stands for several canonical ones (Zoho "Scheduled" for
@@ -1100,6 +1108,8 @@ class Engine:
             return
         base_json = item.payload.get("base")
         base = Appointment.from_json(base_json) if base_json else fresh_canonical
+        # read as the reconcile reads it: a lossy status or a field it cannot hold is no change of its own
+        fresh_canonical = self._comparable(target, fresh_canonical, base, fresh.unexpressible)
         mine = Appointment.from_json(item.payload["merged"])
         source = str(item.payload.get("source") or "")
         raw_modified = item.payload.get("source_modified")

@@ -205,3 +205,25 @@ def test_merge_member_is_three_way_with_what_the_member_held_as_ancestor() -> No
     owned = merge_member(seen, mine, base, early, {"notes": "dentally"})
     assert owned.merged.notes == "from the other system" and owned.conflicts[0].rule == "owner"
     assert merge_member(seen, mine, base, late, {"notes": "zoho"}).merged.notes == "edited here"
+
+
+async def test_a_re_read_after_a_refused_write_keeps_a_status_the_target_cannot_tell(
+        tmp_path: Path, ledger_url: str) -> None:
+    """Zoho shows pending and booked alike as "Scheduled". When syncd's write to Zoho finds the record
+    changed (a Zoho user moved it) and re-reads it to merge again, that "Scheduled" is no news: the
+    appointment stays pending everywhere (it used to come back as booked, and Dentally, say, then
+    locked the slot of a Confirmed appointment)."""
+    async with _pair(tmp_path, ledger_url) as (world, cid, zid, sid):
+        await world.edit("sf", sid, {"Status": "None", "StatusCategory": "None"})
+        assert (await world.resync_within()).exit_code == 0
+        assert (await _canonical(world, cid)).status is Status.PENDING
+        start = await _reschedule_in_zoho(world, zid)  # not read yet: syncd's write will find it changed
+        await world.edit("sf", sid, {"Comments": NOTE})
+        async with open_runtime(world.config) as rt:
+            engine = Engine(world.config, rt.ledger, rt.connectors, holder="run:test")
+            await engine.process_page("sf", await _read(engine, "sf", sid))
+            assert engine.stats.of("zoho").retried >= 1  # the re-read and re-merge happened
+        merged = await _canonical(world, cid)
+        assert merged.status is Status.PENDING, "Zoho's 'Scheduled' was taken for a booking"
+        assert (merged.notes, merged.start) == (NOTE, start)
+        assert (await world.record("sf", sid))["Status"] == "None"
