@@ -13,6 +13,9 @@ hold. Per field:
 
 A side never moves the status out of a terminal base status (a lagging system); such a value is ignored.
 ``start`` and ``end`` are merged as one unit (the time slot), so a merge never builds an impossible slot.
+
+:func:`merge_member` is the reconcile's merge of one member's record: three-way with what that member
+was last known to hold as the common ancestor, the ledger's snapshot standing for the other members.
 """
 
 from __future__ import annotations
