@@ -737,7 +737,7 @@ class Engine:
             if superseded:
                 ids = [i.id for i in superseded if i.id is not None]
                 if ids:
-                    await tx.outbox_update(ids, state="done", error="superseded: the target already holds the latest")
+                    await tx.outbox_update(ids, state="done", error="superseded by a later merge: nothing to write")
                 await tx.release([i.canonical_id for i in superseded], self.holder)
                 for i in superseded:
                     stats.unchanged += 1
