@@ -40,6 +40,16 @@ TIMEZONES = {"salesforce_health": "UTC", "zoho_crm": "Asia/Kolkata", "saludya": 
              "onlive": "Europe/Madrid", "dentally": "Europe/London"}
 
 
+def zoho_time(dt: datetime) -> str:
+    """A datetime as Zoho writes it (UTC, seconds, ``+00:00``), for sandbox edits."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def parse_sf_time(value: str) -> datetime:
+    """A Salesforce datetime (``...+0000`` or ``...Z``) as an aware datetime."""
+    return datetime.fromisoformat(value.replace("+0000", "+00:00").replace("Z", "+00:00"))
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)

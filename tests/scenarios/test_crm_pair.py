@@ -15,7 +15,7 @@ import pytest
 from syncd.crosswalk import import_rows, parse_csv
 from syncd.engine.runner import retry_dead_letters
 from syncd.ledger.store import Ledger
-from tests.scenarios.harness import World, pair_world, synced_pair
+from tests.scenarios.harness import World, pair_world, synced_pair, zoho_time
 
 MEMBERS = {"zoho": "zoho_crm", "sf": "salesforce_health"}
 
@@ -29,10 +29,6 @@ async def synced(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     """Zoho holds 4 appointments, Salesforce none; a first resync has created them in Salesforce."""
     async with synced_pair(tmp_path, ledger_url, MEMBERS, source="zoho") as world:
         yield world
-
-
-def _zoho_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 async def test_echo_suppression_second_resync_only_reads(synced: World):
@@ -49,8 +45,8 @@ async def test_reschedule_in_crm_reaches_the_other_system(synced: World):
     zid = (await synced.records("zoho"))[0]["id"]
     rec = await synced.record("zoho", zid)
     start = datetime.fromisoformat(rec["Appointment_Start_Time"]) + timedelta(hours=1)
-    await synced.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
-                                    "Appointment_End_Time": _zoho_time(start + timedelta(minutes=rec["Duration"]))})
+    await synced.edit("zoho", zid, {"Appointment_Start_Time": zoho_time(start),
+                                    "Appointment_End_Time": zoho_time(start + timedelta(minutes=rec["Duration"]))})
     result = await synced.resync()
     assert result.exit_code == 0, result.document
     assert result.document["connectors"]["sf"]["updated"] == 1
@@ -89,8 +85,8 @@ async def test_get_put_race_is_resolved_by_reread_without_clobbering(synced: Wor
     cid = rec["Syncd_Id"]
     sf_id = await synced.link(cid, "sf")
     start = datetime.fromisoformat(rec["Appointment_Start_Time"]) + timedelta(hours=2)
-    await synced.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
-                                    "Appointment_End_Time": _zoho_time(start + timedelta(minutes=rec["Duration"]))})
+    await synced.edit("zoho", zid, {"Appointment_Start_Time": zoho_time(start),
+                                    "Appointment_End_Time": zoho_time(start + timedelta(minutes=rec["Duration"]))})
     # another Salesforce user edits the comment just before our write lands
     await synced.fault("sf", "PUT", "/services/data/*/connect/health/appointment-management/appointment/*",
                        {"type": "mutate_before", "changes": {"Comments": "Changed by reception"}})

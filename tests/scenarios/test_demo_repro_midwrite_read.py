@@ -20,17 +20,9 @@ from pathlib import Path
 
 from syncd.engine.core import Engine
 from syncd.engine.runner import open_runtime
-from tests.scenarios.harness import make_world
+from tests.scenarios.harness import make_world, parse_sf_time, zoho_time
 
 CONNECT_PUT = "/services/data/*/connect/health/appointment-management/appointment/*"
-
-
-def _zoho_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def _sf_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("+0000", "+00:00").replace("Z", "+00:00"))
 
 
 async def test_a_read_between_the_two_calls_of_our_update_does_not_revert_it(tmp_path: Path) -> None:
@@ -46,8 +38,8 @@ async def test_a_read_between_the_two_calls_of_our_update_does_not_revert_it(tmp
         sf_id = await world.link(cid, "sf")
         start = datetime.fromisoformat(rec["Appointment_Start_Time"]) + timedelta(hours=2)
         # a reschedule plus a text change: Salesforce takes it as PATCH (text) then PUT (times)
-        await world.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
-                                       "Appointment_End_Time": _zoho_time(start + timedelta(minutes=rec["Duration"])),
+        await world.edit("zoho", zid, {"Appointment_Start_Time": zoho_time(start),
+                                       "Appointment_End_Time": zoho_time(start + timedelta(minutes=rec["Duration"])),
                                        "Appointment_Name": "Rebooked check-up"})
         await world.fault("sf", "PUT", CONNECT_PUT, {"type": "delay", "seconds": 1.5})
         # one engine, as in ``syncd run``: the poll of Zoho writes to Salesforce while the poll of
@@ -62,7 +54,7 @@ async def test_a_read_between_the_two_calls_of_our_update_does_not_revert_it(tmp
             await writer
         await world.resync()
         sf = await world.record("sf", sf_id)
-        assert _sf_time(sf["SchedStartTime"]) == start.astimezone(UTC)
+        assert parse_sf_time(sf["SchedStartTime"]) == start.astimezone(UTC)
         zoho_now = [r for r in await world.records("zoho") if not r.get("_deleted_at")]
         assert [r["id"] for r in zoho_now if r.get("Status") != "Cancelled"] == [zid], "Zoho record was replaced"
         assert datetime.fromisoformat((await world.record("zoho", zid))["Appointment_Start_Time"]) == start

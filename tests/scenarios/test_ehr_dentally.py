@@ -7,13 +7,13 @@ the way another user (or Dentally itself) would change it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.scenarios.harness import World, pair_world, synced_pair
+from tests.scenarios.harness import World, pair_world, synced_pair, zoho_time
 
 MEMBERS = {"zoho": "zoho_crm", "dent": "dentally"}
 
@@ -34,10 +34,6 @@ async def _dent_of(world: World, index: int) -> tuple[str, str, dict[str, Any]]:
     cid = world.dataset.appointments[index].key
     dent_id = await world.link(cid, "dent")
     return cid, dent_id, await world.record("dent", dent_id)
-
-
-def _zoho_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def _dent_time(value: str) -> datetime:
@@ -116,8 +112,8 @@ async def test_reschedule_onto_a_confirmed_dentally_appointment_is_a_locked_conf
     zid = next(r["id"] for r in await synced.records("zoho") if r["Syncd_Id"] == cid)
     zoho = await synced.record("zoho", zid)
     start = datetime.fromisoformat(zoho["Appointment_Start_Time"]) + timedelta(hours=1)
-    await synced.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
-                                    "Appointment_End_Time": _zoho_time(start + timedelta(minutes=zoho["Duration"]))})
+    await synced.edit("zoho", zid, {"Appointment_Start_Time": zoho_time(start),
+                                    "Appointment_End_Time": zoho_time(start + timedelta(minutes=zoho["Duration"]))})
     result = await synced.resync_within()
     assert result.exit_code == 1, result.document
     conflicts = [c for c in await synced.conflicts() if c.canonical_id == cid]
@@ -145,8 +141,8 @@ async def test_auto_confirm_between_read_and_write_hits_the_lock_and_is_a_confli
         zid = next(r["id"] for r in await world.records("zoho") if r["Syncd_Id"] == cid)
         zoho = await world.record("zoho", zid)
         start = datetime.fromisoformat(zoho["Appointment_Start_Time"]) + timedelta(hours=3)
-        await world.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
-                                       "Appointment_End_Time": _zoho_time(start + timedelta(minutes=zoho["Duration"]))})
+        await world.edit("zoho", zid, {"Appointment_Start_Time": zoho_time(start),
+                                       "Appointment_End_Time": zoho_time(start + timedelta(minutes=zoho["Duration"]))})
         await world.fault("dent", "PUT", f"/v1/appointments/{dent_id}", {"type": "auto_confirm"})
         result = await world.resync_within()
         assert result.exit_code == 1, result.document

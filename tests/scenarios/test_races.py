@@ -19,13 +19,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.scenarios.harness import World, make_world
+from tests.scenarios.harness import World, make_world, zoho_time
 
 BOGOTA = ZoneInfo("America/Bogota")
-
-
-def _zoho_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def _ms_z(dt: datetime) -> str:
@@ -64,8 +60,8 @@ VIEWS: dict[str, VendorView] = {
     "zoho_crm": VendorView(
         "Additional_Information", None, lambda r: _parse(r["Appointment_Start_Time"]),
         lambda r: _parse(r["Appointment_End_Time"]),
-        lambda r, by: {"Appointment_Start_Time": _zoho_time(_parse(r["Appointment_Start_Time"]) + by),
-                       "Appointment_End_Time": _zoho_time(_parse(r["Appointment_End_Time"]) + by)}),
+        lambda r, by: {"Appointment_Start_Time": zoho_time(_parse(r["Appointment_Start_Time"]) + by),
+                       "Appointment_End_Time": zoho_time(_parse(r["Appointment_End_Time"]) + by)}),
     "salesforce_health": VendorView(
         "Comments", "Description", lambda r: _parse(r["SchedStartTime"]), lambda r: _parse(r["SchedEndTime"]),
         lambda r, by: {"SchedStartTime": _sf_time(_parse(r["SchedStartTime"]) + by),

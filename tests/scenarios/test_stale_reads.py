@@ -22,17 +22,9 @@ from syncd.engine.core import Engine
 from syncd.engine.merge import LEDGER_SIDE, Side, merge_member, news_of
 from syncd.engine.runner import open_runtime
 from syncd.model import Appointment, Status
-from tests.scenarios.harness import World, synced_pair
+from tests.scenarios.harness import World, parse_sf_time, synced_pair, zoho_time
 
 NOTE = "Wheelchair access: use the side door"
-
-
-def _zoho_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
-
-
-def _sf_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("+0000", "+00:00").replace("Z", "+00:00"))
 
 
 @asynccontextmanager
@@ -48,8 +40,8 @@ async def _reschedule_in_zoho(world: World, zid: str) -> datetime:
     rec = await world.record("zoho", zid)
     start = datetime.fromisoformat(rec["Appointment_Start_Time"]) + timedelta(hours=2)
     end = datetime.fromisoformat(rec["Appointment_End_Time"]) + timedelta(hours=2)
-    await world.edit("zoho", zid, {"Appointment_Start_Time": _zoho_time(start),
-                                   "Appointment_End_Time": _zoho_time(end)})
+    await world.edit("zoho", zid, {"Appointment_Start_Time": zoho_time(start),
+                                   "Appointment_End_Time": zoho_time(end)})
     return start.astimezone(UTC)
 
 
@@ -85,7 +77,7 @@ async def _assert_both(world: World, zid: str, sid: str, start: datetime) -> Non
     assert zoho["Additional_Information"] == NOTE, "Zoho lost the note"
     assert sf["Comments"] == NOTE, "Salesforce lost the note"
     assert datetime.fromisoformat(zoho["Appointment_Start_Time"]) == start
-    assert _sf_time(sf["SchedStartTime"]) == start
+    assert parse_sf_time(sf["SchedStartTime"]) == start
 
 
 async def test_a_read_taken_before_our_queued_write_does_not_undo_it(tmp_path: Path, ledger_url: str) -> None:
@@ -129,7 +121,7 @@ async def test_a_read_older_than_a_write_by_another_process_is_read_again(tmp_pa
             await daemon.process_page("zoho", stale)
             sf = await world.record("sf", sid)
             assert sf["Comments"] == NOTE, "the stale Zoho read took the note back out of Salesforce"
-            assert _sf_time(sf["SchedStartTime"]) == start
+            assert parse_sf_time(sf["SchedStartTime"]) == start
         settle = await world.resync_within()
         assert settle.exit_code == 0, settle.document
         await _assert_both(world, zid, sid, start)
