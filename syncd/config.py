@@ -79,7 +79,8 @@ _ENV_RE = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LEDGER_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("json", "console")
+LOG_FORMATS = ("auto", "json", "console")
+"""``auto`` (the default): human-readable on a terminal, JSON lines otherwise."""
 
 
 def mask_url(url: str) -> str:
@@ -117,7 +118,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
-    format: str = "json"
+    format: str = "auto"
+    """``auto`` (key absent): console on a terminal, else json; or ``json`` / ``console`` always."""
 
 
 @dataclass(frozen=True)
@@ -392,7 +394,7 @@ class _Parser:
             return None
         self.unknown_keys("log", table, ("level", "format"))
         level = self.choice("log.level", table.get("level", "info"), LOG_LEVELS)
-        fmt = self.choice("log.format", table.get("format", "json"), LOG_FORMATS)
+        fmt = self.choice("log.format", table.get("format", "auto"), LOG_FORMATS)
         if isinstance(level, _Missing) or isinstance(fmt, _Missing):
             return None
         return LogConfig(level=level, format=fmt)

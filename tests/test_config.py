@@ -59,7 +59,7 @@ def test_base_config_loads_with_vendor_defaults(tmp_path: Path) -> None:
     assert group.create_in == ("zoho", "dentally")
     assert group.owners["status"] == "*"
     assert config.group_of("dentally") is group
-    assert config.server.port == 8080 and config.log.format == "json"
+    assert config.server.port == 8080 and config.log.format == "auto"
 
 
 def test_config_objects_are_immutable_and_hide_secrets(tmp_path: Path) -> None:
