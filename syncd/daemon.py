@@ -194,6 +194,7 @@ class Daemon:
                                    **common, **kw)
 
         for name, cfg in self.config.connectors.items():
+            metrics.poll_interval.labels(name).set(cfg.poll_interval)
             if cfg.poll_interval <= 0:
                 continue  # webhooks (and resync) only: never read on our own, not even at start
             add(f"poll:{name}", self.poll, cfg.poll_interval, args=[name], next_run_time=now)

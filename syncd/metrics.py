@@ -154,6 +154,12 @@ last_success = Gauge(
     ["connector"],
     registry=REGISTRY,
 )
+poll_interval = Gauge(
+    "syncd_poll_interval_seconds",
+    "The connector's configured poll_interval (0 = never polled: webhooks and resync only); compare with the lag",
+    ["connector"],
+    registry=REGISTRY,
+)
 ledger_refreshed = Gauge(
     "syncd_ledger_gauges_refreshed_timestamp_seconds",
     "Unix time the gauges read from the ledger were last refreshed (stale: the refresh is failing)",

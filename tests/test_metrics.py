@@ -174,8 +174,11 @@ async def test_daemon_exports_what_alerts_need_and_logs_quietly(tmp_path: Path, 
         await world.seed("zoho")
         await world.seed("dentally", appointments=False)
         await world.import_crosswalk()
+        latency_before = _registry_value("syncd_sync_latency_seconds_count", connector="dentally") or 0
         first = await world.resync_within(30)
         assert first.exit_code == 0 and first.document["connectors"]["dentally"]["created"] == 2, first.document
+        # the pass ran in this process: each confirmed create was timed from when it was planned
+        assert _registry_value("syncd_sync_latency_seconds_count", connector="dentally") == latency_before + 2
         dentally_id = str((await world.records("dentally"))[0]["id"])
         zoho_id = str((await world.records("zoho"))[0]["id"])
 
@@ -209,6 +212,7 @@ async def test_daemon_exports_what_alerts_need_and_logs_quietly(tmp_path: Path, 
     assert value(samples, "syncd_auth_failures_total", connector="zoho", kind="request") in (None, 0)
     zoho_success = value(samples, "syncd_last_success_timestamp_seconds", connector="zoho")
     assert zoho_success is not None and time.time() - zoho_success < 30
+    assert value(samples, "syncd_poll_interval_seconds", connector="zoho") == 1
     lag = value(samples, "syncd_poll_lag_seconds", connector="zoho")
     assert lag is not None and 0 <= lag < 30
     assert value(samples, "syncd_last_success_timestamp_seconds", connector="dentally") is not None  # first resync
