@@ -246,7 +246,8 @@ def test_masker_still_masks_phone_numbers_and_emails(phone: str) -> None:
 def test_timestamps_survive_the_whole_chain_while_phones_do_not(capsys: pytest.CaptureFixture[str]) -> None:
     """A standard-library line (APScheduler's words) through the real chain keeps its times."""
     configure_logging("info", "json")
-    message = 'Run time of job "poll:zoho (trigger: interval[0:01:00], next run at: 2026-12-07 10:02:11 UTC)" was missed'
+    message = ('Run time of job "poll:zoho (trigger: interval[0:01:00], next run at: 2026-12-07 10:02:11 UTC)" '
+               "was missed")
     logging.getLogger("apscheduler.executors.default").warning(message + " by 0:00:02.5, caller %s", PHONE)
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["event"] == message + " by 0:00:02.5, caller [phone]"
