@@ -1,9 +1,12 @@
-"""Typed, immutable configuration (CONTRACT section 2).
+"""Typed, immutable configuration (docs/reference.md §2).
 
 ``load_config`` reads the TOML file once at start-up, replaces every ``${NAME}`` with the
-environment variable NAME, validates every key and returns frozen objects. Every problem found is
-reported (not only the first), one line each, as ``<dotted.key>: <message>``, through a single
-:class:`syncd.errors.ConfigError`; the CLI prints the lines and exits 2 before any I/O.
+environment variable NAME or, where that is unset, with the systemd credential of that name (the
+file ``$CREDENTIALS_DIRECTORY/NAME``, from the unit's ``LoadCredential=``, less one trailing
+newline), validates every key and returns frozen objects. Every problem found is reported (not only
+the first), one line each, as ``<dotted.key>: <message>``, through a single
+:class:`syncd.errors.ConfigError`; the CLI prints the lines and exits 2 before touching the ledger
+or the network. An unknown key or value gets a did-you-mean suggestion naming the closest valid one.
 
 Secrets (auth keys, webhook secrets, the console token, a password inside the ledger URL) are held
 so that printing the config object never shows them.
@@ -11,6 +14,7 @@ so that printing the config object never shows them.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -75,11 +79,15 @@ TYPE_DEFAULTS: dict[str, TypeDefaults] = {
 _FALLBACK_DEFAULTS = TypeDefaults(60.0, 5.0, "UTC")
 
 CONNECTOR_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_ENV_RE = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHOWN_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+"""An unterminated reference is echoed in its error only when it looks like a variable name."""
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+"""Set by systemd for a unit with ``LoadCredential=`` (a directory holding one file per credential)."""
 LEDGER_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("json", "console")
+LOG_FORMATS = ("auto", "json", "console")
+"""``auto`` (the default): human-readable on a terminal, JSON lines otherwise."""
 
 
 def mask_url(url: str) -> str:
@@ -117,7 +125,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
-    format: str = "json"
+    format: str = "auto"
+    """``auto`` (key absent): console on a terminal, else json; or ``json`` / ``console`` always."""
 
 
 @dataclass(frozen=True)
@@ -202,10 +211,35 @@ class _Missing:
 _MISSING = _Missing()
 
 
+@dataclass(frozen=True)
+class _Problem:
+    message: str
+
+
+def _did_you_mean(name: str, candidates: tuple[str, ...] | list[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``candidates`` (difflib), else ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    if not close:
+        close = [c for c in candidates if c.lower() == name.lower() or c.replace("_", "") == name.replace("_", "")]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _auth_keys_elsewhere(ctype: str) -> dict[str, str]:
+    """Auth keys of the other connector types -> ``"type <t>"`` (a key pasted from another vendor's table)."""
+    out: dict[str, str] = {}
+    for other, keys in AUTH_KEYS.items():
+        if other != ctype:
+            for key in keys:
+                out.setdefault(key, f"type {other}")
+    return out
+
+
 class _Parser:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        self.credentials: dict[str, str | _Problem] = {}
+        """credential name -> its content (or why it cannot be had), each file read once"""
         #: connector names declared with a valid name (even if their table has problems), so that
         #: a broken connector is not reported a second time as a dangling reference
         self.declared: set[str] = set()
@@ -215,22 +249,69 @@ class _Parser:
 
     # primitive readers: each returns _MISSING after recording a problem (or when absent)
     def interpolate(self, key: str, value: str) -> str | _Missing:
-        missing: list[str] = []
-
-        def repl(match: re.Match[str]) -> str:
-            name = match.group(1)
+        """Replace every ``${NAME}``; the substituted text is never scanned again."""
+        if "${" not in value:
+            return value
+        out: list[str] = []
+        problems: list[str] = []
+        pos = 0
+        while (start := value.find("${", pos)) >= 0:
+            out.append(value[pos:start])
+            end = value.find("}", start + 2)
+            if end < 0:
+                rest = value[start + 2:]
+                hint = f' (write "${{{rest}}}")' if _SHOWN_NAME_RE.fullmatch(rest) else ""
+                problems.append(f'unterminated variable reference: "${{" without a closing "}}"{hint}')
+                pos = len(value)
+                break
+            name = value[start + 2:end]
+            pos = end + 1
             if not _ENV_NAME_RE.fullmatch(name):
-                missing.append(f"invalid variable reference ${{{name}}}")
-                return ""
-            if name not in self.env:
-                missing.append(f"environment variable {name} is not set")
-                return ""
-            return self.env[name]
-
-        result = _ENV_RE.sub(repl, value)
-        for message in missing:
+                problems.append(f"invalid variable reference ${{{name}}}")
+                continue
+            resolved = self.lookup(name)
+            if isinstance(resolved, _Problem):
+                problems.append(resolved.message)
+            else:
+                out.append(resolved)
+        out.append(value[pos:])
+        for message in problems:
             self.fail(key, message)
-        return _MISSING if missing else result
+        return _MISSING if problems else "".join(out)
+
+    def lookup(self, name: str) -> str | _Problem:
+        """Environment variable ``name``, else the systemd credential file ``$CREDENTIALS_DIRECTORY/name``
+        (its content less one trailing newline, ``\\n`` or ``\\r\\n``)."""
+        if name in self.env:
+            return self.env[name]
+        if name not in self.credentials:
+            self.credentials[name] = self._read_credential(name)
+        return self.credentials[name]
+
+    def _read_credential(self, name: str) -> str | _Problem:
+        directory = self.env.get(CREDENTIALS_DIRECTORY)
+        if not directory:
+            return _Problem(
+                f"environment variable {name} is not set (set it, or give it to syncd as a systemd "
+                f"credential: LoadCredential={name}:/path/to/file)"
+            )
+        path = Path(directory) / name
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return _Problem(
+                f"environment variable {name} is not set and there is no credential file {path} "
+                f"(check LoadCredential={name}:... in the unit)"
+            )
+        except OSError as exc:
+            return _Problem(f"cannot read credential file {path} ({type(exc).__name__})")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return _Problem(f"credential file {path} is not UTF-8 text")
+        if text.endswith("\r\n"):
+            return text[:-2]
+        return text[:-1] if text.endswith("\n") else text
 
     def table(self, key: str, value: object) -> Mapping[str, Any] | _Missing:
         if not isinstance(value, Mapping):
@@ -238,10 +319,27 @@ class _Parser:
             return _MISSING
         return value
 
-    def unknown_keys(self, prefix: str, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    def unknown_keys(
+        self,
+        prefix: str,
+        table: Mapping[str, Any],
+        allowed: tuple[str, ...],
+        *,
+        elsewhere: Mapping[str, str] | None = None,
+    ) -> None:
+        """One problem per key not in ``allowed``, naming the closest valid key (or listing them);
+        ``elsewhere`` maps keys valid in another kind of table (another connector type) to that kind."""
         for name in table:
-            if name not in allowed:
-                self.fail(f"{prefix}.{name}" if prefix else name, "unknown key")
+            if name in allowed:
+                continue
+            key = f"{prefix}.{name}" if prefix else name
+            suggestion = _did_you_mean(name, allowed)
+            if suggestion:
+                self.fail(key, f"unknown key{suggestion}")
+            elif elsewhere and name in elsewhere:
+                self.fail(key, f"unknown key here: {name!r} is a key of {elsewhere[name]}")
+            else:
+                self.fail(key, f"unknown key (valid keys: {', '.join(allowed)})")
 
     def string(self, key: str, value: object) -> str | _Missing:
         if not isinstance(value, str):
@@ -295,7 +393,7 @@ class _Parser:
         if isinstance(text, _Missing):
             return _MISSING
         if text not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)}, got {text!r}")
+            self.fail(key, f"must be one of {', '.join(choices)}, got {text!r}{_did_you_mean(text, choices)}")
             return _MISSING
         return text
 
@@ -392,7 +490,7 @@ class _Parser:
             return None
         self.unknown_keys("log", table, ("level", "format"))
         level = self.choice("log.level", table.get("level", "info"), LOG_LEVELS)
-        fmt = self.choice("log.format", table.get("format", "json"), LOG_FORMATS)
+        fmt = self.choice("log.format", table.get("format", "auto"), LOG_FORMATS)
         if isinstance(level, _Missing) or isinstance(fmt, _Missing):
             return None
         return LogConfig(level=level, format=fmt)
@@ -439,7 +537,7 @@ class _Parser:
             "window_past_days",
             "window_future_days",
         )
-        self.unknown_keys(key, table, common + auth_keys)
+        self.unknown_keys(key, table, common + auth_keys, elsewhere=_auth_keys_elsewhere(ctype))
         defaults = TYPE_DEFAULTS.get(ctype, _FALLBACK_DEFAULTS)
         before = len(self.problems)
 
@@ -583,7 +681,8 @@ class _Parser:
                 for field_name, owner in owners_table.items():
                     okey = f"{key}.owners.{field_name}"
                     if field_name not in SYNC_FIELDS:
-                        self.fail(okey, f"unknown canonical field (one of {', '.join(SYNC_FIELDS)})")
+                        self.fail(okey, f"unknown canonical field (one of {', '.join(SYNC_FIELDS)})"
+                                        f"{_did_you_mean(field_name, SYNC_FIELDS)}")
                         continue
                     text = self.string(okey, owner)
                     if isinstance(text, str):
@@ -608,7 +707,7 @@ class _Parser:
             if what == "member" and name in self.declared:
                 self.fail(f"{key}[{index}]", f"connector {name!r} is not a member of this sync group")
             else:
-                self.fail(f"{key}[{index}]", f"no connector named {name!r}")
+                self.fail(f"{key}[{index}]", f"no connector named {name!r}{_did_you_mean(name, sorted(self.declared))}")
 
 
 _TYPE_NAMES: dict[type, str] = {

@@ -2,8 +2,12 @@
 
 APScheduler polls every connector on its ``poll_interval`` (never two polls of one connector at once;
 missed runs coalesced), a daily window reconciliation re-reads each connector's window, the webhook
-inbox is drained as soon as the receiver stores a delivery, queued writes are retried, and vendor
-subscriptions (Zoho watch channels) are kept alive. SIGTERM or SIGINT stops intake (``/readyz``
+inbox is drained as soon as the receiver stores a delivery, queued writes are retried, vendor
+subscriptions (Zoho watch channels) are kept alive and the metrics read from the ledger are
+refreshed. Jobs are named by what they do and for which connector (``poll:zoho``,
+``reconcile:zoho``, ``outbox``, ``maintain``, ``health``, ``metrics``, ``lease``): those names are
+what APScheduler's warnings (a run skipped because the previous one still runs) and syncd's own
+``job_failed`` lines show. SIGTERM or SIGINT stops intake (``/readyz``
 turns 503), lets in-flight work finish for up to 30 s -- anything unfinished stays queued in the
 ledger -- closes every session and exits 0. Under systemd it sends READY=1, WATCHDOG=1 and STOPPING=1.
 """
@@ -75,17 +79,20 @@ class Daemon:
 
         return runner()
 
-    def job(self, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def job(self, func: Callable[..., Awaitable[Any]], name: str | None = None) -> Callable[..., Awaitable[Any]]:
+        """``func`` as a scheduler job named ``name`` (default: the function's name) that never raises."""
+        job_name = name or func.__name__
+
         async def wrapped(*args: Any) -> Any:
             try:
                 return await self._track(func(*args))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a failing job must never stop the daemon
-                log.error("job_failed", op=func.__name__, error_type=type(exc).__name__)
+                log.error("job_failed", job=job_name, error_type=type(exc).__name__)
                 return None
 
-        wrapped.__name__ = func.__name__
+        wrapped.__name__ = wrapped.__qualname__ = job_name
         return wrapped
 
     async def poll(self, name: str, *, full: bool = False) -> None:
@@ -111,13 +118,18 @@ class Daemon:
             if full_pass:
                 await self.engine.sweep_missing(name, seen)
         except VendorError as exc:
+            metrics.poll_failures.labels(name, exc.kind).inc()
             async with ledger.transaction() as tx:
                 await tx.record_poll_error(name, exc.describe())
             log.warning("poll_failed", connector=name, kind=exc.kind, code=exc.code)
             return
+        except Exception:
+            metrics.poll_failures.labels(name, "internal").inc()  # logged as job_failed
+            raise
+        succeeded = datetime.now(UTC)
         async with ledger.transaction() as tx:
-            await tx.set_cursor(name, cursor, success_at=datetime.now(UTC))
-        metrics.poll_lag.labels(name).set(0)
+            await tx.set_cursor(name, cursor, success_at=succeeded)
+        metrics.mark_success(name, succeeded.timestamp())
         log.info("poll_done", connector=name, count=pages)
 
     async def reconcile(self, name: str) -> None:
@@ -148,13 +160,8 @@ class Daemon:
             if not await tx.lease_acquire(LEASE_NAME, self.holder, LEASE_TTL):
                 log.error("lease_lost", op="run")
 
-    async def lag(self) -> None:
-        async with self.rt.ledger.transaction(readonly=True) as tx:
-            cursors = await tx.cursors(list(self.rt.connectors))
-        now = datetime.now(UTC)
-        for name, row in cursors.items():
-            if row.last_success_at is not None:
-                metrics.poll_lag.labels(name).set((now - row.last_success_at).total_seconds())
+    async def health(self) -> None:
+        """Every few seconds: the rate-limit state for ``syncd status``, and proof of a live loop."""
         rate_state = {
             name: _json({"blocked_for_s": round(c.http.blocked_for, 1), "last_signal": c.http.last_rate_limit,
                          "max_requests_per_second": self.config.connectors[name].max_requests_per_second})
@@ -165,32 +172,40 @@ class Daemon:
                 await tx.state_set(name, {"status.rate_limit": value})
         self.state.mark_healthy()
 
+    async def refresh_metrics(self) -> None:
+        """The gauges read from the ledger (backlog, dead letters, conflicts, last success, resync)."""
+        await metrics.refresh_from_ledger(self.rt.ledger, list(self.rt.connectors))
+
     async def inbox_waker(self) -> None:
         """Drain the inbox at start (deliveries accepted before a crash) and then as soon as the
         receiver stores a delivery (and every few seconds anyway)."""
         while not self.stopping.is_set() and not self.state.draining:
-            await self.job(self.inbox)()
+            await self.job(self.inbox, "inbox")()
             await self.state.wait_for_events(timeout=5.0)
 
     # -- life cycle --------------------------------------------------------------------------
     def schedule(self) -> None:
         now = datetime.now(UTC)
-        add = self.scheduler.add_job
         common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+
+        def add(job_id: str, func: Callable[..., Awaitable[Any]], seconds: float, **kw: Any) -> None:
+            # id and name alike: APScheduler's own lines name a job by its name (else the wrapper's qualname)
+            self.scheduler.add_job(self.job(func, job_id), "interval", seconds=seconds, id=job_id, name=job_id,
+                                   **common, **kw)
+
         for name, cfg in self.config.connectors.items():
+            metrics.poll_interval.labels(name).set(cfg.poll_interval)
             if cfg.poll_interval <= 0:
                 continue  # webhooks (and resync) only: never read on our own, not even at start
-            add(self.job(self.poll), "interval", seconds=cfg.poll_interval, args=[name], id=f"poll:{name}",
-                next_run_time=now, **common)
-            add(self.job(self.reconcile), "interval", seconds=RECONCILE_SECONDS, args=[name],
-                id=f"reconcile:{name}", next_run_time=now + timedelta(seconds=RECONCILE_SECONDS), **common)
-        add(self.job(self.outbox), "interval", seconds=OUTBOX_RETRY_SECONDS, id="outbox", next_run_time=now,
-            **common)
-        add(self.job(self.maintain), "interval", seconds=MAINTAIN_SECONDS, id="maintain", next_run_time=now,
-            **common)
-        add(self.job(self.lag), "interval", seconds=5, id="lag", next_run_time=now, **common)
+            add(f"poll:{name}", self.poll, cfg.poll_interval, args=[name], next_run_time=now)
+            add(f"reconcile:{name}", self.reconcile, RECONCILE_SECONDS, args=[name],
+                next_run_time=now + timedelta(seconds=RECONCILE_SECONDS))
+        add("outbox", self.outbox, OUTBOX_RETRY_SECONDS, next_run_time=now)
+        add("maintain", self.maintain, MAINTAIN_SECONDS, next_run_time=now)
+        add("health", self.health, 5, next_run_time=now)
+        add("metrics", self.refresh_metrics, metrics.LEDGER_REFRESH_SECONDS, next_run_time=now)
         if self.rt.ledger.dialect == "sqlite":
-            add(self.job(self.renew_lease), "interval", seconds=LEASE_TTL / 3, id="lease", **common)
+            add("lease", self.renew_lease, LEASE_TTL / 3)
 
     async def shutdown(self) -> None:
         """Stop intake, let in-flight work finish (bounded), stop the scheduler."""

@@ -276,10 +276,13 @@ class HttpClient:
                     return await self._send(op, method, url, body, generation_headers, idempotent,
                                             expect_json, classifier, use_auth)
                 except AuthFailure:
+                    # refused for good (a token request, or nothing to refresh, or after the one refresh)
                     if refreshed or self.auth is None or not use_auth:
+                        metrics.auth_failures.labels(self.connector, "request" if use_auth else "token").inc()
                         raise
                     refreshed = True
                     if not await self.auth.refresh():
+                        metrics.auth_failures.labels(self.connector, "request").inc()
                         raise
                     self.retried += 1
 
@@ -321,11 +324,10 @@ class HttpClient:
                 raw = await resp.read()
                 response = Response(status=resp.status, headers=CIMultiDict(resp.headers), body=raw, url=str(resp.url))
         except (TimeoutError, aiohttp.ClientError) as exc:
+            metrics.observe_request(self.connector, op, started, exc)
             kind = Retriable if idempotent else UnknownOutcome
             what = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
             raise kind(f"{method} {url.path} {what}", connector=self.connector, operation=op) from exc
-        finally:
-            metrics.vendor_request_seconds.labels(self.connector, op).observe(time.perf_counter() - started)
         error = classify(response)
         if error is None and expect_json and response.body.strip():
             try:
@@ -334,6 +336,7 @@ class HttpClient:
                 # a non-idempotent request (a create) may have been applied: its outcome is unknown
                 kind = Retriable if idempotent else UnknownOutcome
                 error = kind(f"malformed JSON in a {response.status} answer", status=response.status)
+        metrics.observe_request(self.connector, op, started, error)
         if error is None:
             return response
         error.connector = error.connector or self.connector

@@ -59,7 +59,7 @@ def test_base_config_loads_with_vendor_defaults(tmp_path: Path) -> None:
     assert group.create_in == ("zoho", "dentally")
     assert group.owners["status"] == "*"
     assert config.group_of("dentally") is group
-    assert config.server.port == 8080 and config.log.format == "json"
+    assert config.server.port == 8080 and config.log.format == "auto"
 
 
 def test_config_objects_are_immutable_and_hide_secrets(tmp_path: Path) -> None:
@@ -105,19 +105,20 @@ BROKEN: list[tuple[str, str, dict[str, str], str]] = [
         "unknown-top-level-key",
         BASE + "\n[metrics]\nport = 1\n",
         ENV,
-        "metrics: unknown key",
+        "metrics: unknown key (valid keys: ledger, server, log, connectors, sync)",
     ),
     (
         "unknown-connector-key",
         _replace('refresh_token = "rt"', 'refresh_token = "rt"\nbase_ulr = "http://x"'),
         ENV,
-        "connectors.zoho.base_ulr: unknown key",
+        "connectors.zoho.base_ulr: unknown key; did you mean 'base_url'?",
     ),
     (
         "unset-env-variable",
         BASE,
         {},
-        "connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set",
+        "connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set (set it, or give it to "
+        "syncd as a systemd credential: LoadCredential=ZOHO_SECRET:/path/to/file)",
     ),
     (
         "wrong-type-port",
@@ -136,7 +137,7 @@ BROKEN: list[tuple[str, str, dict[str, str], str]] = [
         _replace('type = "dentally"', 'type = "dentaly"'),
         ENV,
         "connectors.dentally.type: must be one of salesforce_health, zoho_crm, saludya, onlive, dentally, "
-        "got 'dentaly'",
+        "got 'dentaly'; did you mean 'dentally'?",
     ),
     (
         "missing-auth-key",
@@ -160,7 +161,7 @@ BROKEN: list[tuple[str, str, dict[str, str], str]] = [
         "sync-member-names-nothing",
         _replace('members = ["zoho", "dentally"]', 'members = ["zoho", "dentaly"]'),
         ENV,
-        "sync[0].members[1]: no connector named 'dentaly'",
+        "sync[0].members[1]: no connector named 'dentaly'; did you mean 'dentally'?",
     ),
     (
         "owner-names-nothing",
@@ -236,6 +237,63 @@ BROKEN: list[tuple[str, str, dict[str, str], str]] = [
         "sync[1].members: connector 'dentally' is already in sync group 'main'",
     ),
     (
+        "unterminated-reference",
+        _replace('refresh_token = "rt"', 'refresh_token = "${ZOHO_REFRESH_TOKEN"'),
+        ENV,
+        'connectors.zoho.refresh_token: unterminated variable reference: "${" without a closing "}" '
+        '(write "${ZOHO_REFRESH_TOKEN}")',
+    ),
+    (
+        "unterminated-reference-after-a-good-one",
+        _replace('client_secret = "${ZOHO_SECRET}"', 'client_secret = "${ZOHO_SECRET}-${ZOHO_SUFFIX"'),
+        ENV,
+        'connectors.zoho.client_secret: unterminated variable reference: "${" without a closing "}" '
+        '(write "${ZOHO_SUFFIX}")',
+    ),
+    (
+        "unterminated-reference-that-is-no-name-is-not-echoed",
+        _replace('client_id = "cid"', 'client_id = "cid${not a-name"'),
+        ENV,
+        'connectors.zoho.client_id: unterminated variable reference: "${" without a closing "}"',
+    ),
+    (
+        "did-you-mean-auth-key",
+        _replace('access_token = "tok"', 'acess_token = "tok"'),
+        ENV,
+        "connectors.dentally.acess_token: unknown key; did you mean 'access_token'?",
+    ),
+    (
+        "key-of-another-connector-type",
+        _replace('access_token = "tok"', 'access_token = "tok"\napi_key = "k"'),
+        ENV,
+        "connectors.dentally.api_key: unknown key here: 'api_key' is a key of type saludya",
+    ),
+    (
+        "did-you-mean-section",
+        BASE + '\n[loggin]\nlevel = "info"\n',
+        ENV,
+        "loggin: unknown key; did you mean 'log'?",
+    ),
+    (
+        "did-you-mean-server-key",
+        BASE + "\n[server]\nmax_body_size = 10\n",
+        ENV,
+        "server.max_body_size: unknown key; did you mean 'max_body_bytes'?",
+    ),
+    (
+        "did-you-mean-log-format",
+        BASE + '\n[log]\nformat = "jsno"\n',
+        ENV,
+        "log.format: must be one of auto, json, console, got 'jsno'; did you mean 'json'?",
+    ),
+    (
+        "did-you-mean-owner-field",
+        _replace('members = ["zoho", "dentally"]', 'members = ["zoho", "dentally"]\nowners = { stauts = "zoho" }'),
+        ENV,
+        "sync[0].owners.stauts: unknown canonical field (one of status, start, end, patient, practitioner, "
+        "location, service_type, description, notes, cancellation_reason); did you mean 'status'?",
+    ),
+    (
         "invalid-toml",
         BASE + "\n[server\n",
         ENV,
@@ -279,9 +337,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), env={})
     assert info.value.problems == [
-        "connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set",
+        "connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set (set it, or give it to "
+        "syncd as a systemd credential: LoadCredential=ZOHO_SECRET:/path/to/file)",
         "connectors.dentally.base_url: expected a string, got an integer",
-        "sync[0].extra: unknown key",
+        "sync[0].extra: unknown key (valid keys: name, members, create_in, owners)",
     ]
 
 
@@ -299,3 +358,87 @@ def test_env_interpolation_in_any_string(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, text), env={**ENV, "HOST": "10.0.0.5", "PORT": "9090"})
     assert config.connectors["dentally"].base_url == "http://10.0.0.5:8705"
     assert config.server.port == 9090
+
+
+def test_an_unterminated_reference_never_passes_as_a_literal_secret(tmp_path: Path) -> None:
+    """``"${SF_REFRESH_TOKEN"`` used to load as the literal secret; an unterminated reference that is
+    not a variable name is reported without echoing what follows the ``${``."""
+    text = _replace('refresh_token = "rt"', 'refresh_token = "${SF_REFRESH_TOKEN"').replace(
+        'client_id = "cid"', 'client_id = "${s3cr3t-pasted-value"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={**ENV, "SF_REFRESH_TOKEN": "rt-value"})
+    assert [p.split(":", 1)[0] for p in info.value.problems] == [
+        "connectors.zoho.client_id", "connectors.zoho.refresh_token"]
+    assert "s3cr3t" not in "\n".join(info.value.problems)
+
+
+def test_suggestions_are_left_out_when_nothing_is_close(tmp_path: Path) -> None:
+    text = _replace('refresh_token = "rt"', 'refresh_token = "rt"\nzzz = 1')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env=ENV)
+    [problem] = info.value.problems
+    assert problem.startswith("connectors.zoho.zzz: unknown key (valid keys: type, base_url, ")
+    assert "did you mean" not in problem and "client_secret" in problem
+
+
+# -- systemd credentials: ${NAME} from $CREDENTIALS_DIRECTORY/NAME --------------------------------
+
+
+def _credentials(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+    return directory
+
+
+def test_unset_variable_falls_back_to_the_credential_file(tmp_path: Path) -> None:
+    """One trailing newline is removed (``\\n`` or ``\\r\\n``), no more; the environment wins over the file."""
+    creds = _credentials(tmp_path, {"ZOHO_SECRET": b"from-file\n", "DENT_TOKEN": b"tok\n\n",
+                                    "PORT": b"9091\r\n", "HOST": b"10.0.0.7"})
+    text = _replace('access_token = "tok"', 'access_token = "${DENT_TOKEN}"').replace(
+        'base_url = "http://127.0.0.1:8705"', 'base_url = "http://${HOST}:8705"') + '\n[server]\nport = "${PORT}"\n'
+    config = load_config(write(tmp_path, text), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.connectors["zoho"].auth_value("client_secret") == "from-file"
+    assert config.connectors["dentally"].auth_value("access_token") == "tok\n"
+    assert config.connectors["dentally"].base_url == "http://10.0.0.7:8705"
+    assert config.server.port == 9091
+    both = load_config(write(tmp_path, text), env={"CREDENTIALS_DIRECTORY": str(creds), **ENV})
+    assert both.connectors["zoho"].auth_value("client_secret") == ENV["ZOHO_SECRET"]
+
+
+def test_a_variable_in_neither_place_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    creds = _credentials(tmp_path, {"OTHER": b"x\n"})
+    (creds / "ZOHO_CLIENT").mkdir()  # a directory where a file should be: cannot be read
+    (creds / "BINARY").write_bytes(b"\xff\xfe\x00")
+    text = _replace('client_id = "cid"', 'client_id = "${ZOHO_CLIENT}"').replace(
+        'refresh_token = "rt"', 'refresh_token = "${BINARY}"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert info.value.problems == [
+        f"connectors.zoho.client_id: cannot read credential file {creds / 'ZOHO_CLIENT'} (IsADirectoryError)",
+        f"connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set and there is no "
+        f"credential file {creds / 'ZOHO_SECRET'} (check LoadCredential=ZOHO_SECRET:... in the unit)",
+        f"connectors.zoho.refresh_token: credential file {creds / 'BINARY'} is not UTF-8 text",
+    ]
+
+
+def test_check_config_reads_credentials_and_exits_2_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real command: secrets from the credentials directory pass check-config; one missing file
+    fails it with exit 2 and a line naming the key, and no secret is ever printed."""
+    creds = _credentials(tmp_path, {"ZOHO_SECRET": b"s3cr3t-from-credential\n"})
+    path = write(tmp_path, BASE)
+    monkeypatch.delenv("ZOHO_SECRET", raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    result = CliRunner().invoke(main, ["check-config", "--config", path])
+    assert result.exit_code == 0, result.output
+    assert "config OK" in result.stdout and "s3cr3t" not in result.output
+    (creds / "ZOHO_SECRET").unlink()
+    result = CliRunner().invoke(main, ["check-config", "--config", path])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set and there is no "
+        f"credential file {creds / 'ZOHO_SECRET'} (check LoadCredential=ZOHO_SECRET:... in the unit)"
+    ]

@@ -119,8 +119,10 @@ def test_unit_file_has_the_required_settings() -> None:
         "User": "syncd",
         "Group": "syncd",
         "StateDirectory": "syncd",
-        "EnvironmentFile": "/etc/syncd/syncd.env",
+        "EnvironmentFile": "-/etc/syncd/syncd.env",
+        "ExecStartPre": "/opt/syncd/venv/bin/syncd check-config --config /etc/syncd/config.toml",
         "ExecStart": "/opt/syncd/venv/bin/syncd run --config /etc/syncd/config.toml",
+        "LimitNOFILE": "65536",
         "TimeoutStopSec": "45",
         "ProtectSystem": "strict",
         "ProtectHome": "yes",
@@ -165,3 +167,33 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         and not ("/opt/syncd/venv/bin/syncd" in line and "No such file" in line)
     ]
     assert not problems, "\n".join(problems)
+
+
+def _unit_lines(key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith(f"{key}=")]
+
+
+def test_unit_loads_every_secret_as_a_systemd_credential() -> None:
+    """One LoadCredential=NAME:syncd.NAME per secret of the environment-file example (the same names,
+    so a config's ${NAME} finds either), looked up by name in the credential store (/etc/credstore/),
+    where a missing file is skipped: an absolute path to a missing file would fail the unit."""
+    credentials = _unit_lines("LoadCredential")
+    names = [entry.split(":", 1)[0] for entry in credentials]
+    assert credentials == [f"{name}:syncd.{name}" for name in names]
+    assert len(set(names)) == len(names)
+    example = {line.split("=", 1)[0].lstrip("# ").strip() for line in ENV_EXAMPLE.read_text().splitlines()
+               if "=" in line and line.lstrip("# ").split("=", 1)[0].strip().isupper()
+               and " " not in line.lstrip("# ").split("=", 1)[0].strip()}
+    assert set(names) == example, set(names) ^ example
+    assert set(names) >= {"SF_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "DENTALLY_ACCESS_TOKEN", "SYNCD_DB_PASSWORD"}
+
+
+def test_unit_checks_the_config_before_starting_and_documents_a_file_the_install_creates() -> None:
+    assert _unit_lines("ExecStartPre") == ["/opt/syncd/venv/bin/syncd check-config --config /etc/syncd/config.toml"]
+    [documentation] = _unit_lines("Documentation")
+    assert documentation == "file:///usr/share/doc/syncd/README.md"
+    text = UNIT.read_text()
+    # the install steps in the unit's header copy the README (and docs/) to where Documentation= points
+    assert "cp -r README.md docs deploy /usr/share/doc/syncd/" in text
+    assert (UNIT.parent.parent / "README.md").is_file()
+    assert "cp -r README.md docs deploy /usr/share/doc/syncd/" in (UNIT.parent.parent / "README.md").read_text()

@@ -1005,6 +1005,7 @@ class Engine:
         else:
             stats.updated += 1
         metrics.writes.labels(target, op.value, "ok" if sent else "not_needed").inc()
+        metrics.observe_sync_latency(target, item.created_at, sent)
         echo_version = record.version if self._echo_matches(target, record, request.desired) else None
         async with self.ledger.transaction() as tx:
             # seen: what we wrote, not the answer -- where another user's change landed beside ours

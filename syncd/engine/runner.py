@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from connectors import create_connector, validate_mappings
+from syncd import metrics
 from syncd.config import Config
 from syncd.connector import Connector, WriteKind, WriteRequest
 from syncd.engine.core import Decision, Engine
@@ -218,7 +219,9 @@ async def resync(
             exit_code = EXIT_PARTIAL  # what the pass would leave behind
         else:
             exit_code = EXIT_OK
-        return PassResult(exit_code, _document(engine, started, totals, exit_code), decisions)
+        result = PassResult(exit_code, _document(engine, started, totals, exit_code), decisions)
+        await metrics.record_resync(rt.ledger, exit_code, result.document)  # for /metrics and status
+        return result
 
 
 async def retry_dead_letters(config: Config, ids: Sequence[int] | None) -> tuple[int, list[dict[str, Any]]]:
