@@ -32,8 +32,14 @@ from syncd.secret import Secret
 
 __all__ = [
     "AUTH_KEYS",
+    "CONNECTOR_KEYS",
     "CONNECTOR_NAME_RE",
     "CONNECTOR_TYPES",
+    "LEDGER_KEYS",
+    "LOG_KEYS",
+    "SERVER_KEYS",
+    "SYNC_KEYS",
+    "TOP_LEVEL_KEYS",
     "TYPE_DEFAULTS",
     "Config",
     "ConnectorConfig",
@@ -57,6 +63,25 @@ AUTH_KEYS: dict[str, tuple[str, ...]] = {
     "onlive": ("access_key_id", "secret_access_key"),
     "dentally": ("access_token", "user_agent"),
 }
+
+#: The keys each table accepts: the one list the parser checks against (any other key is an
+#: "unknown key" problem) and that docs/configuration.md is tested against (tests/test_docs.py).
+TOP_LEVEL_KEYS: tuple[str, ...] = ("ledger", "server", "log", "connectors", "sync")
+LEDGER_KEYS: tuple[str, ...] = ("url",)
+SERVER_KEYS: tuple[str, ...] = ("host", "port", "max_body_bytes", "public_url", "console_token")
+LOG_KEYS: tuple[str, ...] = ("level", "format")
+CONNECTOR_KEYS: tuple[str, ...] = (
+    "type",
+    "base_url",
+    "poll_interval",
+    "timezone",
+    "webhook_secret",
+    "max_requests_per_second",
+    "window_past_days",
+    "window_future_days",
+)
+"""Keys of every ``[connectors.<name>]`` table; :data:`AUTH_KEYS` adds the keys of its type."""
+SYNC_KEYS: tuple[str, ...] = ("name", "members", "create_in", "owners")
 
 
 @dataclass(frozen=True)
@@ -423,7 +448,7 @@ class _Parser:
 
     # sections -----------------------------------------------------------------------------------
     def parse(self, raw: Mapping[str, Any], path: str | None) -> Config:
-        self.unknown_keys("", raw, ("ledger", "server", "log", "connectors", "sync"))
+        self.unknown_keys("", raw, TOP_LEVEL_KEYS)
         ledger = self.ledger(raw.get("ledger", {}))
         server = self.server(raw.get("server", {}))
         log = self.log(raw.get("log", {}))
@@ -445,7 +470,7 @@ class _Parser:
         table = self.table("ledger", value)
         if isinstance(table, _Missing):
             return None
-        self.unknown_keys("ledger", table, ("url",))
+        self.unknown_keys("ledger", table, LEDGER_KEYS)
         if "url" not in table:
             return LedgerConfig()
         url = self.string("ledger.url", table["url"])
@@ -460,7 +485,7 @@ class _Parser:
         table = self.table("server", value)
         if isinstance(table, _Missing):
             return None
-        self.unknown_keys("server", table, ("host", "port", "max_body_bytes", "public_url", "console_token"))
+        self.unknown_keys("server", table, SERVER_KEYS)
         defaults = ServerConfig()
         host = self.string("server.host", table.get("host", defaults.host))
         port = self.integer("server.port", table.get("port", defaults.port), minimum=0, maximum=65535)
@@ -488,7 +513,7 @@ class _Parser:
         table = self.table("log", value)
         if isinstance(table, _Missing):
             return None
-        self.unknown_keys("log", table, ("level", "format"))
+        self.unknown_keys("log", table, LOG_KEYS)
         level = self.choice("log.level", table.get("level", "info"), LOG_LEVELS)
         fmt = self.choice("log.format", table.get("format", "auto"), LOG_FORMATS)
         if isinstance(level, _Missing) or isinstance(fmt, _Missing):
@@ -527,17 +552,7 @@ class _Parser:
         if isinstance(ctype, _Missing):
             return None
         auth_keys = AUTH_KEYS[ctype]
-        common = (
-            "type",
-            "base_url",
-            "poll_interval",
-            "timezone",
-            "webhook_secret",
-            "max_requests_per_second",
-            "window_past_days",
-            "window_future_days",
-        )
-        self.unknown_keys(key, table, common + auth_keys, elsewhere=_auth_keys_elsewhere(ctype))
+        self.unknown_keys(key, table, CONNECTOR_KEYS + auth_keys, elsewhere=_auth_keys_elsewhere(ctype))
         defaults = TYPE_DEFAULTS.get(ctype, _FALLBACK_DEFAULTS)
         before = len(self.problems)
 
@@ -648,7 +663,7 @@ class _Parser:
         table = self.table(key, value)
         if isinstance(table, _Missing):
             return None
-        self.unknown_keys(key, table, ("name", "members", "create_in", "owners"))
+        self.unknown_keys(key, table, SYNC_KEYS)
         before = len(self.problems)
         name: str | _Missing = _MISSING
         if "name" not in table:
