@@ -41,7 +41,12 @@ log = structlog.get_logger(__name__)
 STATE_CHANNEL = "watch_channel_id"
 STATE_EXPIRY = "watch_channel_expiry"
 _PLAIN_FIELDS = ("patient", "practitioner", "location", "service_type", "description", "notes")
-_UNEXPRESSIBLE = frozenset({"end"})  # Appointment_End_Time is read-only (start + service Duration)
+#: "end | Appointment_End_Time | read-only (start + service Duration); a different canonical end is not
+#: written" (docs/vendors/zoho_crm.md §9, §3): stored, derived by Zoho from the start
+_READ_ONLY = frozenset({"end"})
+#: the create column's mandatory keys syncd fills from the appointment: Appointment_For, Owner,
+#: Service_Name, Appointment_Start_Time (docs/vendors/zoho_crm.md §4; Location defaults to Business Address)
+_REQUIRED_ON_CREATE = frozenset({"start", "patient", "practitioner", "service_type"})
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -81,6 +86,8 @@ class ZohoCrmConnector:
             notification_switch=False,
             subscription=True,
             replace_reason=str(mapping.defaults["replace_reason"]),
+            read_only=_READ_ONLY,
+            required_on_create=_REQUIRED_ON_CREATE,
         )
         self._prefs: dict[str, Any] | None = None
         self._prefs_at = 0.0
@@ -113,7 +120,7 @@ class ZohoCrmConnector:
             log.warning("record_unmappable", connector=self.name, external_id=external_id, code=exc.field)
             return VendorRecord(external_id, version, None, error=exc, modified_at=modified, syncd_id=syncd_id)
         return VendorRecord(external_id, version, appointment, modified_at=modified, syncd_id=syncd_id,
-                            unexpressible=_UNEXPRESSIBLE)
+                            read_only=_READ_ONLY)
 
     @staticmethod
     def _deleted(external_id: str) -> VendorRecord:
