@@ -165,6 +165,8 @@ class WriteOutcome:
 class WebhookEvent:
     external_id: str
     deleted: bool = False
+    """The delivery says the record was deleted: a claim only. The inbox drain re-reads the id and cancels
+    nothing unless the vendor's read confirms the deletion."""
     record: VendorRecord | None = None
     """The record when the delivery carries it whole; None means "re-read this id"."""
 
