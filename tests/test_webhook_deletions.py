@@ -1,10 +1,12 @@
-"""A webhook deletion is a claim, confirmed by the vendor's own read before anything is cancelled
-(docs/vendors/dentally.md §2, docs/vendors/zoho_crm.md §2), on SQLite and PostgreSQL.
+"""A deletion is acted on only once the vendor's own read confirms it, and a confirmed one is synced like any
+other change (docs/vendors/dentally.md §2, docs/vendors/zoho_crm.md §2), on SQLite and PostgreSQL.
 
 Dentally: a signed ``appointment.deleted`` is posted to a running ``syncd run`` (a subprocess that never
 polls, so the webhook is the only way it learns anything). Zoho: a ``delete`` callback goes through the
 real webhook route (:func:`syncd.server.start_server`) and the inbox drain. In both, a deletion of a live
 record cancels nothing anywhere and later edits still sync; a real deletion still cancels in the others.
+A write that finds its target deleted (a vendor answer, then a re-read) syncs that deletion instead of
+opening a conflict.
 """
 
 from __future__ import annotations
@@ -191,5 +193,34 @@ async def test_zoho_delete_callback_for_a_live_record_cancels_nothing(tmp_path: 
                 assert (await world.record("sf", await world.link(other.key, "sf")))["StatusCategory"] != "Canceled"
             finally:
                 await server.stop()
+    finally:
+        await world.stop()
+
+
+# -- a write that meets a deleted target ------------------------------------------------------------
+
+
+async def test_a_write_that_finds_its_target_deleted_syncs_the_deletion(tmp_path: Path, ledger_url: str) -> None:
+    """Salesforce's record is deleted while Zoho's notes change: the write to Salesforce meets ENTITY_IS_DELETED,
+    the re-read confirms it (null, then GET 404), and that deletion cancels the appointment in Zoho -- a
+    deleted record takes no more changes, so there is nothing for a clinic to decide."""
+    members = {"zoho": "zoho_crm", "sf": "salesforce_health"}
+    world = await _synced(tmp_path, ledger_url, "zoho", members)
+    try:
+        appt, other = world.dataset.appointments
+        zoho_id, sf_id = await world.link(appt.key, "zoho"), await world.link(appt.key, "sf")
+        await world.control("sf", "POST", "/_sandbox/records", {"delete": [sf_id]})
+        await world.edit("zoho", zoho_id, {"Additional_Information": "Bring the referral"})
+        result = await world.resync_within(15)
+        assert result.exit_code == 0, (result.document, [c.reason for c in await world.conflicts()])
+        assert await world.conflicts() == [] and await world.dead_letters() == []
+        assert (await world.record("zoho", zoho_id))["Status"] == "Cancelled"
+        assert await _status(world, appt.key) == "cancelled"
+        sf_links = [lk for lk in await world.links(appt.key, include_retired=True) if lk.connector == "sf"]
+        assert [lk.retired for lk in sf_links] == [True]
+        assert (await world.record("zoho", await world.link(other.key, "zoho")))["Status"] == "Scheduled"
+        again = await world.resync_within(15)
+        assert again.exit_code == 0 and all(
+            c["created"] == c["updated"] == c["cancelled"] == 0 for c in again.document["connectors"].values())
     finally:
         await world.stop()

@@ -1158,6 +1158,9 @@ class Engine:
             except VendorError as exc:
                 await self._write_failed(target, item, exc)
                 return
+        if fresh.deleted:
+            await self._target_deleted(target, item, fresh, followups)
+            return
         if attempt > MAX_CONFLICT_RETRIES or fresh.appointment is None or fresh.error is not None:
             reason = "the record kept changing under our writes" if attempt > MAX_CONFLICT_RETRIES else (
                 "the record was deleted or became unreadable while we wrote")
@@ -1206,6 +1209,24 @@ class Engine:
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done", error="superseded by a re-merge")
             await tx.release([item.canonical_id], self.holder)
+        followups.extend(work.outbox)
+
+    async def _target_deleted(self, target: str, item: OutboxItem, deleted: VendorRecord,
+                              followups: list[OutboxItem]) -> None:
+        """The write found its target record deleted, and a re-read confirmed it: that deletion is a change
+        of the target like any other (reconciled as one, so the appointment is cancelled elsewhere unless
+        it is terminal already), never an open conflict. The queued write is done: nothing is left there."""
+        work = _PageWork()
+        async with self._reconcile_lock:
+            async with self.ledger.transaction() as tx:
+                if target in self.group_of:
+                    await self._reconcile_page(tx, target, [deleted], work)
+                    await self._store(tx, work)
+                if item.id is not None:
+                    await tx.outbox_update([item.id], state="done",
+                                           error="the target record was deleted: its deletion is synced instead")
+                await tx.release([item.canonical_id], self.holder)
+        self._decide(Decision("unchanged", target, item.canonical_id, deleted.external_id, detail="target deleted"))
         followups.extend(work.outbox)
 
     async def _replace(self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest,
