@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -440,6 +441,10 @@ class ZohoCrmConnector:
         if request.kind is WriteKind.CANCEL:
             names |= {"status", "cancellation_reason"}
         differ = {n for n in names if getattr(desired, n) != getattr(base, n)}
+        if desired.status.terminal:
+            # Service_Name is never updatable (docs/vendors/zoho_crm.md §4, E8) and a replace flow creates
+            # no new record for an appointment that is over: it keeps the service it was booked with
+            differ.discard("service_type")
         values: dict[str, Any] = {}
         status_write = False
         if differ & {"status", "cancellation_reason"}:
@@ -530,7 +535,16 @@ class ZohoCrmConnector:
             else:
                 for (index, request, raw, body), result in zip(pending, results, strict=True):
                     outcomes[index] = await self._update_outcome(request, raw, body, result)
-        return [o for o in outcomes if o is not None]
+        return [self._service_kept(o) for o in outcomes if o is not None]
+
+    @staticmethod
+    def _service_kept(outcome: WriteOutcome) -> WriteOutcome:
+        """For an appointment that is over, the service is this record's own (read-only: see
+        ``_update_values``), so the engine remembers Zoho's value rather than the one it could not send."""
+        if outcome.record is not None and outcome.request.desired.status.terminal:
+            outcome.record = dataclasses.replace(outcome.record,
+                                                 read_only=outcome.record.read_only | {"service_type"})
+        return outcome
 
     async def _update_outcome(
         self, request: WriteRequest, raw: Mapping[str, Any], body: Mapping[str, Any], result: Mapping[str, Any]

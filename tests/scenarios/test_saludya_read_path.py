@@ -235,3 +235,26 @@ async def test_salesforce_needs_saludyas_default_location_and_says_how_to_set_it
         await _nothing_written_on_resync(world)
     finally:
         await world.stop()
+
+
+async def test_a_service_change_on_an_appointment_cancelled_meanwhile_is_kept_out_of_zoho(synced: World) -> None:
+    """Salesforce gets a new work type while SaludYa cancels the appointment: one pass carries the
+    cancellation everywhere; Zoho, which can change a service only by a replace and replaces nothing for
+    an appointment that is over, keeps its service, and nothing is dead-lettered or left to oscillate."""
+    world = synced
+    appt = world.dataset.appointments[2]
+    new_service = next(s for s in world.dataset.services if s.key != appt.service)
+    sf_id, sy_id, zoho_id = (await world.link(appt.key, "sf"), await world.link(appt.key, "saludya"),
+                             await world.link(appt.key, "zoho"))
+    await world.edit("sf", sf_id, {"WorkTypeId": world.external("sf", "service", new_service.key)})
+    await world.edit("saludya", sy_id, {"status": "cancelled", "cancellation_reason": "Paciente canceló"})
+    result = await world.resync_within(15)
+    assert result.exit_code == 0, (result.document, [d.reason for d in await world.dead_letters()],
+                                   [c.reason for c in await world.conflicts()])
+    zoho = await world.record("zoho", zoho_id)
+    assert zoho["Status"] == "Cancelled"
+    assert zoho["Service_Name"]["id"] == world.external("zoho", "service", appt.service)
+    assert await world.link(appt.key, "zoho") == zoho_id  # no replace for an appointment that is over
+    assert (await world.record("sf", sf_id))["StatusCategory"] == "Canceled"
+    await _no_conflicts_or_dead_letters(world)
+    await _nothing_written_on_resync(world)
