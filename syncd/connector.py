@@ -68,11 +68,6 @@ class Capabilities:
     """Canonical fields a create in this system cannot do without. A create whose appointment lacks one
     is dead-lettered by the engine before anything is sent, naming the field and how to supply it."""
 
-    @property
-    def unwritable(self) -> frozenset[str]:
-        """Every canonical field syncd never sends to this system (:attr:`not_stored` | :attr:`read_only`)."""
-        return self.not_stored | self.read_only
-
 
 @dataclass(frozen=True, slots=True)
 class VendorRecord:
