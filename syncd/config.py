@@ -79,6 +79,7 @@ CONNECTOR_KEYS: tuple[str, ...] = (
     "max_requests_per_second",
     "window_past_days",
     "window_future_days",
+    "default_location",
 )
 """Keys of every ``[connectors.<name>]`` table; :data:`AUTH_KEYS` adds the keys of its type."""
 SYNC_KEYS: tuple[str, ...] = ("name", "members", "create_in", "owners")
@@ -104,6 +105,8 @@ TYPE_DEFAULTS: dict[str, TypeDefaults] = {
 _FALLBACK_DEFAULTS = TypeDefaults(60.0, 5.0, "UTC")
 
 CONNECTOR_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+CANONICAL_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A crosswalk key (docs/reference.md §3)."""
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHOWN_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 """An unterminated reference is echoed in its error only when it looks like a variable name."""
@@ -166,6 +169,10 @@ class ConnectorConfig:
     window_past_days: int = 7
     window_future_days: int = 90
     auth: Mapping[str, Secret] = field(default_factory=dict)
+    default_location: str | None = None
+    """Crosswalk key (kind ``location``) of the location at which every appointment of this system takes
+    place, for a system that stores none (SaludYa): read into the canonical record, so that a target
+    requiring a location (Salesforce Facility, Dentally site) can be written. None: not set."""
 
     def auth_value(self, key: str) -> str:
         """The revealed value of auth key ``key`` (validated present at load time)."""
@@ -589,6 +596,13 @@ class _Parser:
                 else:
                     self.fail(f"{key}.webhook_secret", "must not be empty (leave the key out to disable webhooks)")
 
+        default_location: str | _Missing | None = None
+        if "default_location" in table:
+            default_location = self.string(f"{key}.default_location", table["default_location"])
+            if isinstance(default_location, str) and not CANONICAL_KEY_RE.fullmatch(default_location):
+                self.fail(f"{key}.default_location", "must be a crosswalk key (kind location) matching "
+                          "[A-Za-z0-9_-]{1,64}, e.g. \"LOC-1\"")
+
         past = self.integer(f"{key}.window_past_days", table.get("window_past_days", 7), minimum=0)
         future = self.integer(f"{key}.window_future_days", table.get("window_future_days", 90), minimum=0)
 
@@ -619,6 +633,7 @@ class _Parser:
             window_past_days=past,
             window_future_days=future,
             auth=MappingProxyType(auth),
+            default_location=default_location if isinstance(default_location, str) else None,
         )
 
     def timezone(self, key: str, value: object) -> str | _Missing:

@@ -56,6 +56,17 @@ class Capabilities:
     replace_cancel_first_when: frozenset[str] = frozenset()
     """A replace whose changed references all lie in this set cancels the old record *before* creating
     the new one (e.g. SaludYa: a patient-only change, since the old record still holds the slot)."""
+    not_stored: frozenset[str] = frozenset()
+    """Canonical fields the system does not store at all (SaludYa ``location``). Never read, never
+    compared, never written: what it reads for them is no news, the merge base stands in for them."""
+    read_only: frozenset[str] = frozenset()
+    """Canonical fields the system stores but syncd may not write: only its own users set them (SaludYa
+    ``specialty``) or the vendor derives them (Zoho's end time). Read, mapped through the crosswalk and
+    merged as that system's value; never sent, so a change made elsewhere causes no write there and no
+    conflict (a derived ``end`` follows the start: the merged duration is kept)."""
+    required_on_create: frozenset[str] = frozenset()
+    """Canonical fields a create in this system cannot do without. A create whose appointment lacks one
+    is dead-lettered by the engine before anything is sent, naming the field and how to supply it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +88,17 @@ class VendorRecord:
     """The canonical id found in the vendor's idempotency field, if any."""
     replaces: str | None = None
     """For a record made by a replace flow: the old external id its marker names."""
-    unexpressible: frozenset[str] = frozenset()
-    """Canonical fields this vendor cannot hold or that only its own users set (VENDORS rule 15)."""
+    not_stored: frozenset[str] = frozenset()
+    """Canonical fields this record does not store (its connector's :attr:`Capabilities.not_stored`, plus
+    any that depend on the record)."""
+    read_only: frozenset[str] = frozenset()
+    """Canonical fields this record holds but syncd may not write (:attr:`Capabilities.read_only`, plus any
+    that depend on the record, e.g. an Onlive status only Onlive sets; docs/vendors/README.md rule 15)."""
+
+    @property
+    def unexpressible(self) -> frozenset[str]:
+        """Every field syncd cannot write to this record: :attr:`not_stored` | :attr:`read_only`."""
+        return self.not_stored | self.read_only
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +160,8 @@ class WriteOutcome:
 class WebhookEvent:
     external_id: str
     deleted: bool = False
+    """The delivery says the record was deleted: a claim only. The inbox drain re-reads the id and cancels
+    nothing unless the vendor's read confirms the deletion."""
     record: VendorRecord | None = None
     """The record when the delivery carries it whole; None means "re-read this id"."""
 

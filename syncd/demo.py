@@ -15,9 +15,11 @@ What it does, in order (about 30 seconds):
 4. runs the daemon (:func:`syncd.daemon.run_daemon`, the same code as ``syncd run``) and, while it
    polls, makes five scripted changes as other users would: a reschedule in the CRM, a cancellation
    in the EHR, a GET/PUT race on a target's write, a patient change that Dentally forbids in place,
-   and the missing crosswalk entry from step 3;
+   and the missing crosswalk entry from step 3; then, in the SaludYa group, a booking born in SaludYa
+   that must reach its CRM with its service type (SaludYa's read-only specialty) and the group's
+   ``default_location``;
 5. checks each outcome by reading the sandboxes' and the ledger's state, prints a summary and exits
-   0 when all five hold (1 otherwise, naming what did not).
+   0 when all of them hold (1 otherwise, naming what did not).
 
 The live view is built from the daemon's own structured log (the ``sync_decision`` events, which carry
 ids, connector names and field names only), so it shows exactly what ``syncd run`` decides. The JSON
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import importlib
 import io
 import json
@@ -46,6 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from rich.console import Console
@@ -100,6 +104,9 @@ SANDBOX_AUTH: dict[str, dict[str, str]] = {
 #: which member of a group holds the seeded appointments (the clinical system first)
 HOLDER_PREFERENCE = ("dentally", "saludya", "onlive", "salesforce_health", "zoho_crm")
 CREATABLE = ("proposed", "pending", "booked")
+CRM_TYPES = ("onlive", "zoho_crm", "salesforce_health")
+"""The member types a SaludYa booking is shown reaching (the CRMs)."""
+SALUDYA_BOOKING_ID = "apt_demonewbooking1"
 
 ACTION_STYLE = {
     "created": ("green", "created"),
@@ -685,6 +692,97 @@ class Story:
                                   f"(fix: syncd crosswalk import, then syncd deadletters retry)")
 
 
+# ----------------------------------------------------------------------------------------- SaludYa
+
+
+@dataclass(frozen=True)
+class SaludYaGroup:
+    """A group where a booking born in SaludYa must reach a CRM: connector names by role."""
+
+    group: SyncGroup
+    saludya: str
+    crm: str
+
+
+def find_saludya_group(config: Config) -> SaludYaGroup | None:
+    """The first group with a SaludYa member and a CRM member it creates in (the repository's clinic-b)."""
+    for group in config.sync:
+        saludya = [m for m in group.members if config.connectors[m].type == "saludya"]
+        crms = [m for m in group.members if config.connectors[m].type in CRM_TYPES and m in group.create_in]
+        if saludya and crms:
+            return SaludYaGroup(group, saludya[0], crms[0])
+    return None
+
+
+def _saludya_booking(dataset: SeedDataset, zone: str) -> tuple[dict[str, Any], str, datetime]:
+    """A booking a SaludYa receptionist makes (SaludYa's own ids left to the caller): tomorrow evening in
+    the clinic's zone, off the seeded slot grid, within SaludYa's hot scan window (today and tomorrow).
+    Returns the record without ids, the service key whose name is its specialty, and its start (UTC)."""
+    service = dataset.services[1 % len(dataset.services)]
+    tz = ZoneInfo(zone)
+    tomorrow = (datetime.now(tz) + timedelta(days=1)).date()
+    local = datetime(tomorrow.year, tomorrow.month, tomorrow.day, 18, 30, tzinfo=tz)
+    record = {"specialty": service.name, "date": local.strftime("%Y-%m-%d"), "time": local.strftime("%H:%M"),
+              "duration_minutes": service.minutes, "status": "confirmed", "reason": None, "notes": None}
+    return record, service.key, local.astimezone(UTC)
+
+
+async def saludya_booking_reaches_crm(story: Story, outcome: Outcome, target: SaludYaGroup,
+                                      dataset: SeedDataset) -> None:
+    """Scenario: a receptionist books in SaludYa; the CRM gets it with the service its specialty maps to
+    (read-only in SaludYa, read all the same) and the group's default location (SaludYa stores none)."""
+    sy, crm = target.saludya, target.crm
+    patient, doctor = dataset.patients[0].key, dataset.practitioners[0].key
+    sy_patient, sy_doctor = story.ref(sy, "patient", patient), story.ref(sy, "practitioner", doctor)
+    if sy_patient is None or sy_doctor is None:
+        await story.settle(outcome, f"no {sy} crosswalk entries for patient {patient} / practitioner {doctor}", "")
+        return
+    record, service, start = _saludya_booking(dataset, story.config.connectors[sy].timezone)
+    record.update({"id": SALUDYA_BOOKING_ID, "patient_id": sy_patient, "doctor_id": sy_doctor})
+    default = story.config.connectors[sy].default_location
+    want_service = story.ref(crm, "service", service)
+    want_location = story.ref(crm, "location", default) if default else None
+    story.say(f"A receptionist books appointment {SALUDYA_BOOKING_ID} in {sy} with the specialty of service "
+              f"{service} (read-only there: only {sy}'s users set it); {sy} stores no location, its "
+              f"default_location is {default or 'not set'}.")
+    await story.sandboxes.control(sy, "POST", "/_sandbox/records", {"records": [record]})
+    found: list[str] = []
+
+    async def check() -> str | None:
+        cid = next((c for c, ext in (await story.links(sy)).items() if ext == SALUDYA_BOOKING_ID), None)
+        if cid is None:
+            return f"{sy} {SALUDYA_BOOKING_ID} was not read yet"
+        crm_id = (await story.links(crm)).get(cid)
+        rec = await story.sandboxes.record(crm, crm_id) if crm_id else None
+        if rec is None or crm_id is None:
+            return f"{crm} holds no appointment for {cid}"
+        got = _crm_service_location(story.config.connectors[crm].type, rec)
+        if _parse_time(got[2]) != start:
+            return f"{crm} {crm_id} does not start at the booked time"
+        if got[0] != want_service:
+            return f"{crm} {crm_id} does not carry service {service} ({want_service})"
+        if default and got[1] != want_location:
+            return f"{crm} {crm_id} is not at the default location {default}"
+        found[:] = [cid, crm_id]
+        return None
+
+    why = await story.until(check)
+    cid, crm_id = found if found else ("-", "-")
+    where = f" at {default}" if default else ""
+    await story.settle(outcome, why, f"booked in {sy} ({SALUDYA_BOOKING_ID}) → {crm} {crm_id} created for {cid} "
+                                     f"with service {service}{where}")
+
+
+def _crm_service_location(crm_type: str, rec: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
+    """(service id, location id, start) of a CRM record, in the CRM's own ids."""
+    if crm_type == "onlive":
+        return _opt(rec.get("serviceId")), _opt((rec.get("extraFields") or {}).get("location")), rec.get("startAt")
+    if crm_type == "zoho_crm":
+        return _opt((rec.get("Service_Name") or {}).get("id")), _opt(rec.get("Location")), rec.get(
+            "Appointment_Start_Time")
+    return _opt(rec.get("WorkTypeId")), _opt(rec.get("ServiceTerritoryId")), rec.get("SchedStartTime")
+
+
 # ----------------------------------------------------------------------------------------- runner
 
 
@@ -758,7 +856,7 @@ async def _wait_initial(sandboxes: Sandboxes, expected: Mapping[str, int], timeo
 
 
 async def run_demo(base: Config, console: Console, *, workdir: Path, log_file: TextIO) -> int:
-    """The whole demo; returns the exit code (0 when all five scripted outcomes hold). The daemon's
+    """The whole demo; returns the exit code (0 when all scripted outcomes hold). The daemon's
     JSON log lines go to ``log_file``; the ledger is created in ``workdir``."""
     crm_group = find_crm_group(base)
     started = time.monotonic()
@@ -792,6 +890,10 @@ async def run_demo(base: Config, console: Console, *, workdir: Path, log_file: T
         Outcome(4, f"Patient change that {crm_group.ehr} forbids in place"),
         Outcome(5, f"Missing crosswalk entry (patient, {crm_group.other})"),
     ]
+    saludya_group = find_saludya_group(base)
+    if saludya_group is not None:
+        outcomes.append(Outcome(len(outcomes) + 1, f"A booking born in {saludya_group.saludya} reaches "
+                                                  f"{saludya_group.crm} with its service type"))
     stop = asyncio.Event()
     daemon: asyncio.Task[int] | None = None
     feed = Feed(console)
@@ -834,12 +936,16 @@ async def run_demo(base: Config, console: Console, *, workdir: Path, log_file: T
                         console.print(Text(f"  ✗ {why}", style="bold red"))
                     else:
                         await feed.settled()  # let the echoes of the creates pass
-                    steps = (story.reschedule, story.cancellation, story.race, story.patient_change,
-                             story.missing_crosswalk)
+                    steps: list[Callable[[Outcome], Awaitable[None]]] = [
+                        story.reschedule, story.cancellation, story.race, story.patient_change,
+                        story.missing_crosswalk]
+                    if saludya_group is not None:
+                        steps.append(functools.partial(saludya_booking_reaches_crm, story, target=saludya_group,
+                                                       dataset=datasets[saludya_group.group.name]))
                     for outcome, step in zip(outcomes, steps, strict=True):
                         if stop.is_set():
                             break
-                        progress.update(task, advance=1, description=f"scenario {outcome.number}/5")
+                        progress.update(task, advance=1, description=f"scenario {outcome.number}/{len(outcomes)}")
                         console.rule(f"{outcome.number}. {outcome.title}")
                         if daemon.done():
                             daemon.result()

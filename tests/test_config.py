@@ -329,6 +329,49 @@ def test_broken_config_reports_the_key_and_exits_2(
     assert not (tmp_path / "x.db").exists(), "the ledger must not be touched"
 
 
+SALUDYA = BASE + """
+[connectors.sy]
+type = "saludya"
+base_url = "http://127.0.0.1:8703"
+api_key = "k"
+timezone = "America/Bogota"
+default_location = "LOC-1"
+"""
+
+
+def test_default_location_is_read_and_validated(tmp_path: Path) -> None:
+    """``default_location`` (docs/reference.md §2): optional, a crosswalk key; a malformed one is a config
+    error naming the key."""
+    config = load_config(write(tmp_path, SALUDYA), env=ENV)
+    assert config.connectors["sy"].default_location == "LOC-1"
+    assert config.connectors["zoho"].default_location is None
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, SALUDYA.replace('"LOC-1"', '"Main street 1"')), env=ENV)
+    assert [p for p in info.value.problems if p.startswith("connectors.sy.default_location: must be a crosswalk key")]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, SALUDYA.replace('"LOC-1"', "1")), env=ENV)
+    assert "connectors.sy.default_location: expected a string, got an integer" in info.value.problems
+
+
+def test_check_config_finds_a_default_location_missing_from_the_crosswalk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, SALUDYA)
+    monkeypatch.setenv("ZOHO_SECRET", "x")
+    monkeypatch.chdir(tmp_path)
+    cw = tmp_path / "cw.csv"
+    cw.write_text("kind,key,connector,external_id\nlocation,LOC-2,zoho,Business Address\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["check-config", "--config", path, "--crosswalk", str(cw)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"connectors.sy.default_location: location 'LOC-1' is not in the crosswalk {cw}; add a row "
+        "location,LOC-1,<connector>,<its id there> for each member that needs a location"]
+    cw.write_text("kind,key,connector,external_id\nlocation,LOC-1,zoho,Business Address\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["check-config", "--config", path, "--crosswalk", str(cw)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "x.db").exists(), "the ledger must not be touched"
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     """Several problems give several lines, not just the first."""
     text = _replace('base_url = "http://127.0.0.1:8705"', "base_url = 5").replace(

@@ -1,6 +1,6 @@
 """``syncd demo`` end to end: run as a subprocess against the repository's ``config.toml``.
 
-One run (about 20 seconds) is shared by the tests of this module: exit 0 with the five scripted
+One run (about 20 seconds) is shared by the tests of this module: exit 0 with the six scripted
 outcomes holding, a summary naming them, and no patient data anywhere in what it printed or logged.
 """
 
@@ -52,9 +52,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     yield DemoRun(proc.returncode, proc.stdout, proc.stderr, log)
 
 
-def test_demo_exits_0_with_all_five_outcomes_holding(demo_run: DemoRun) -> None:
+def test_demo_exits_0_with_all_six_outcomes_holding(demo_run: DemoRun) -> None:
     assert demo_run.code == 0, demo_run.stdout[-3000:] + demo_run.stderr[-2000:]
-    assert "all 5 scripted outcomes hold" in demo_run.stdout
+    assert "all 6 scripted outcomes hold" in demo_run.stdout
 
 
 def test_summary_shows_the_five_scripted_outcomes(demo_run: DemoRun) -> None:
@@ -66,11 +66,16 @@ def test_summary_shows_the_five_scripted_outcomes(demo_run: DemoRun) -> None:
         (3, "GET/PUT race on a write to sf"),
         (4, "Patient change that dentally forbids in place"),
         (5, "Missing crosswalk entry (patient, sf)"),
+        (6, "A booking born in saludya reaches onlive with its service type"),
     ):
         assert re.search(rf"[✓✗] {number}\. {re.escape(title)}", summary), (number, summary)
     assert "What syncd wrote, per target system" in out
     for name in ("sf", "zoho", "saludya", "onlive", "dentally"):
         assert re.search(rf"│ {name}\s+│", out), name
+    # the SaludYa booking reached the CRM with the service its specialty maps to, at the default location
+    assert re.search(r"6\. A booking born in saludya reaches onlive with its service type: booked in saludya "
+                     r"\(apt_\w+\)\s+→\s+onlive\s+\S+\s+created\s+for\s+apt_\w+\s+with\s+service\s+SVC-\d+\s+at\s+LOC-1",
+                     summary), summary
     # the dead letter's reason names the missing kind, key and connector
     assert re.search(r"missing crosswalk entry: patient P-\d+ for connector sf", summary)
     # live decisions were shown: creates in the first sync, the race's re-merge

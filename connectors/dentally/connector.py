@@ -37,10 +37,12 @@ __all__ = ["DentallyConnector"]
 log = structlog.get_logger(__name__)
 
 STATE_KNOWN = "known_window_ids"
-#: canonical fields with no Dentally field (VENDORS head rule 15)
-# description has no Dentally field; a cancellation reason is one of the practice's fixed reasons, so a
-# free-text reason cannot be held (a read of "Other" is no news about the reason)
-_UNEXPRESSIBLE = frozenset({"description", "cancellation_reason"})
+#: "description has no Dentally field and is not stored there" (docs/vendors/dentally.md §9); nor is a
+#: free-text cancellation reason: Dentally keeps one of the practice's fixed reasons (§4), which the
+#: connector picks by name when it cancels, so a read of "Other" says nothing about the text
+_NOT_STORED = frozenset({"description", "cancellation_reason"})
+#: a create needs start_time, finish_time and practitioner_id (docs/vendors/dentally.md §4)
+_REQUIRED_ON_CREATE = frozenset({"start", "end", "practitioner"})
 _PLAIN_FIELDS = ("start", "end", "patient", "practitioner", "location", "service_type", "notes")
 _MODE_POLL = "poll"
 _MODE_WINDOW = "window"
@@ -87,6 +89,8 @@ class DentallyConnector:
             notification_switch=False,
             subscription=False,
             replace_reason=str(mapping.defaults["replace_reason"]),
+            not_stored=_NOT_STORED,
+            required_on_create=_REQUIRED_ON_CREATE,
         )
         self._reasons: dict[str, int] | None = None
         self._replaced_by: dict[str, str] = {}  # old external id -> new one (replace flows of this process)
@@ -117,7 +121,7 @@ class DentallyConnector:
             return VendorRecord(external_id, version, None, error=exc, modified_at=modified, syncd_id=syncd_id,
                                 replaces=replaces)
         return VendorRecord(external_id, version, appointment, modified_at=modified, syncd_id=syncd_id,
-                            replaces=replaces, unexpressible=_UNEXPRESSIBLE)
+                            replaces=replaces, not_stored=_NOT_STORED)
 
     @staticmethod
     def _deleted(external_id: str) -> VendorRecord:

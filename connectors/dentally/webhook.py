@@ -3,8 +3,9 @@
 Dentally's own signature scheme is unconfirmed, so the generic one applies: ``X-Syncd-Timestamp``
 (unix seconds) and ``X-Syncd-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>``,
 several comma-separated ``v1=`` values allowed, ±300 s, constant-time comparison. Deliveries carry
-ids only: ``appointment.created`` / ``appointment.updated`` are re-read, ``appointment.deleted``
-marks the record deleted; ``patient.*``, ``payment.*`` and other events are accepted and ignored.
+ids only: ``appointment.created`` / ``appointment.updated`` are re-read, ``appointment.deleted`` is a
+claim the drain confirms by a re-read (a 404 means deleted, a 200 is an update; docs/vendors/dentally.md
+§2); ``patient.*``, ``payment.*`` and other events are accepted and ignored.
 """
 
 from __future__ import annotations

@@ -44,6 +44,8 @@ __all__ = ["OnliveConnector"]
 log = structlog.get_logger(__name__)
 
 _VENDOR_ONLY_STATUSES = frozenset({Status.FULFILLED, Status.NOSHOW})
+#: a create needs startAt, endAt, calendarIds and guests (docs/vendors/onlive.md §4; the title is syncd's)
+_REQUIRED_ON_CREATE = frozenset({"start", "end", "patient", "practitioner"})
 
 
 class OnliveConnector:
@@ -76,6 +78,9 @@ class OnliveConnector:
             notification_switch=False,
             subscription=False,
             replace_reason=str(self.defaults["replace_reason"]),
+            # every canonical field has an Onlive field syncd may write (docs/vendors/onlive.md §9); only
+            # the completed and no-show statuses are Onlive's own, per record (see _mark)
+            required_on_create=_REQUIRED_ON_CREATE,
         )
         self._replaced_by: dict[str, str] = {}
         if config.webhook_secret is not None:
@@ -397,9 +402,10 @@ class OnliveConnector:
 
     @staticmethod
     def _mark(record: VendorRecord, desired: Appointment) -> VendorRecord:
-        """Rule 15: completed and no-show are set by Onlive only; the status is reported unexpressible."""
+        """Completed and no-show are set by Onlive only (docs/vendors/onlive.md §9, docs/vendors/README.md
+        rule 15): for such an appointment the status is read-only there."""
         if desired.status in _VENDOR_ONLY_STATUSES:
-            return dataclasses.replace(record, unexpressible=record.unexpressible | {"status"})
+            return dataclasses.replace(record, read_only=record.read_only | {"status"})
         return record
 
     async def _fresh_or_error(

@@ -60,6 +60,8 @@ from syncd.model import SYNC_FIELDS, Appointment, InvalidAppointment, Status
 
 __all__ = ["SalesforceHealthConnector"]
 
+_REQUIRED_ON_CREATE = frozenset({"start", "end", "patient", "practitioner", "location", "service_type"})
+
 log = structlog.get_logger(__name__)
 
 _SF_ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
@@ -123,6 +125,10 @@ class SalesforceHealthConnector:
             notification_switch=False,
             subscription=False,
             replace_reason=None,
+            # every canonical field has a field syncd writes (docs/vendors/salesforce_health.md §9), so
+            # nothing is declared not stored or read-only. A create needs a Patient, a Facility and a
+            # Practitioner participant and a workTypeId, besides its times (§4)
+            required_on_create=_REQUIRED_ON_CREATE,
         )
 
     # -- records ---------------------------------------------------------------------------------

@@ -44,8 +44,14 @@ __all__ = ["SaludYaConnector", "ScanState"]
 
 log = structlog.get_logger(__name__)
 
-#: canonical fields SaludYa cannot hold (location) or that only its own users set (specialty, read-only)
-UNEXPRESSIBLE = frozenset({"location", "service_type"})
+#: SaludYa stores no location at all: "location | none | not stored in SaludYa; read as null"
+#: (docs/vendors/saludya.md §9); a group that needs one sets ``default_location`` on this connector
+NOT_STORED = frozenset({"location"})
+#: SaludYa stores the specialty but only its own users set it: "service_type | specialty (read-only) | read
+#: through crosswalk kind service; never written" (docs/vendors/saludya.md §9; sending it is a 400, §4)
+READ_ONLY = frozenset({"service_type"})
+#: a create needs the patient, the doctor, the date and the time (docs/vendors/saludya.md §4)
+REQUIRED_ON_CREATE = frozenset({"start", "end", "patient", "practitioner"})
 PASSES = ("hot", "near", "full")
 CURSOR_VERSION = 1
 
@@ -133,6 +139,9 @@ class SaludYaConnector:
             replace_reason=self.replace_reason,
             # VENDORS SaludYa part 4: a patient-only change cancels first (the old record holds the slot)
             replace_cancel_first_when=frozenset({"patient"}),
+            not_stored=NOT_STORED,
+            read_only=READ_ONLY,
+            required_on_create=REQUIRED_ON_CREATE,
         )
         self.poll_interval = float(config.poll_interval) if config.poll_interval > 0 else 300.0
         self.list_required = tuple(str(n) for n in self.options["list_required"])
@@ -163,7 +172,7 @@ class SaludYaConnector:
         if split.replaced is not None:
             appointment = appointment.with_changes(extra={"replaced_marker": split.replaced})
         return VendorRecord(external_id, version, appointment, modified_at=modified, syncd_id=split.reference,
-                            unexpressible=UNEXPRESSIBLE)
+                            not_stored=NOT_STORED, read_only=READ_ONLY)
 
     @staticmethod
     def _deleted(external_id: str) -> VendorRecord:

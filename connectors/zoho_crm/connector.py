@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -41,7 +42,12 @@ log = structlog.get_logger(__name__)
 STATE_CHANNEL = "watch_channel_id"
 STATE_EXPIRY = "watch_channel_expiry"
 _PLAIN_FIELDS = ("patient", "practitioner", "location", "service_type", "description", "notes")
-_UNEXPRESSIBLE = frozenset({"end"})  # Appointment_End_Time is read-only (start + service Duration)
+#: "end | Appointment_End_Time | read-only (start + service Duration); a different canonical end is not
+#: written" (docs/vendors/zoho_crm.md §9, §3): stored, derived by Zoho from the start
+_READ_ONLY = frozenset({"end"})
+#: the create column's mandatory keys syncd fills from the appointment: Appointment_For, Owner,
+#: Service_Name, Appointment_Start_Time (docs/vendors/zoho_crm.md §4; Location defaults to Business Address)
+_REQUIRED_ON_CREATE = frozenset({"start", "patient", "practitioner", "service_type"})
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -81,6 +87,8 @@ class ZohoCrmConnector:
             notification_switch=False,
             subscription=True,
             replace_reason=str(mapping.defaults["replace_reason"]),
+            read_only=_READ_ONLY,
+            required_on_create=_REQUIRED_ON_CREATE,
         )
         self._prefs: dict[str, Any] | None = None
         self._prefs_at = 0.0
@@ -113,7 +121,7 @@ class ZohoCrmConnector:
             log.warning("record_unmappable", connector=self.name, external_id=external_id, code=exc.field)
             return VendorRecord(external_id, version, None, error=exc, modified_at=modified, syncd_id=syncd_id)
         return VendorRecord(external_id, version, appointment, modified_at=modified, syncd_id=syncd_id,
-                            unexpressible=_UNEXPRESSIBLE)
+                            read_only=_READ_ONLY)
 
     @staticmethod
     def _deleted(external_id: str) -> VendorRecord:
@@ -433,6 +441,10 @@ class ZohoCrmConnector:
         if request.kind is WriteKind.CANCEL:
             names |= {"status", "cancellation_reason"}
         differ = {n for n in names if getattr(desired, n) != getattr(base, n)}
+        if desired.status.terminal:
+            # Service_Name is never updatable (docs/vendors/zoho_crm.md §4, E8) and a replace flow creates
+            # no new record for an appointment that is over: it keeps the service it was booked with
+            differ.discard("service_type")
         values: dict[str, Any] = {}
         status_write = False
         if differ & {"status", "cancellation_reason"}:
@@ -523,7 +535,16 @@ class ZohoCrmConnector:
             else:
                 for (index, request, raw, body), result in zip(pending, results, strict=True):
                     outcomes[index] = await self._update_outcome(request, raw, body, result)
-        return [o for o in outcomes if o is not None]
+        return [self._service_kept(o) for o in outcomes if o is not None]
+
+    @staticmethod
+    def _service_kept(outcome: WriteOutcome) -> WriteOutcome:
+        """For an appointment that is over, the service is this record's own (read-only: see
+        ``_update_values``), so the engine remembers Zoho's value rather than the one it could not send."""
+        if outcome.record is not None and outcome.request.desired.status.terminal:
+            outcome.record = dataclasses.replace(outcome.record,
+                                                 read_only=outcome.record.read_only | {"service_type"})
+        return outcome
 
     async def _update_outcome(
         self, request: WriteRequest, raw: Mapping[str, Any], body: Mapping[str, Any], result: Mapping[str, Any]

@@ -34,6 +34,16 @@ from zoneinfo import ZoneInfo
 from syncd import metrics
 from syncd.config import Config, SyncGroup
 from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest
+from syncd.engine.fields import (
+    Limits,
+    comparable,
+    default_location_of,
+    held_after_write,
+    limits_of,
+    missing_field_reason,
+    missing_on_create,
+    writable,
+)
 from syncd.engine.ids import new_canonical_id
 from syncd.engine.merge import FieldConflict, MergeResult, Side, merge, merge_member, news_of
 from syncd.engine.stats import PassStats
@@ -100,24 +110,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _fill_unexpressible(appt: Appointment, base: Appointment, unexpressible: frozenset[str]) -> Appointment:
-    """``appt`` with the fields its vendor cannot hold taken from ``base``, so that fingerprints compare
-    what the vendor can express (a moved start keeps the base duration when the end is not its own)."""
-    if not unexpressible:
-        return appt
-    changes: dict[str, Any] = {}
-    for name in unexpressible:
-        if name == "end" and "start" not in unexpressible:
-            if appt.start is not None and base.duration is not None:
-                changes["end"] = appt.start + base.duration
-            continue
-        changes[name] = getattr(base, name)
-    try:
-        return appt.with_changes(**changes)
-    except ValueError:
-        return appt
-
-
 def _target_op(merged: Appointment, base: Appointment | None) -> WriteKind:
     if merged.status in CANCELLED and (base is None or base.status not in CANCELLED):
         return WriteKind.CANCEL
@@ -158,6 +150,16 @@ class Engine:
         """(connector, external id) -> (when our last write finished, the version it produced)."""
         self.planned: list[OutboxItem] = []
         """dry-run: the writes that would have been made."""
+        self.default_locations: dict[str, str] = {
+            name: cfg.default_location for name, cfg in config.connectors.items() if cfg.default_location
+        }
+        """connector -> its ``default_location`` (the location of all its appointments)."""
+
+    def _limits(self, name: str, record: VendorRecord | None = None) -> Limits:
+        """What member ``name`` cannot take from syncd (for ``record`` when given)."""
+        connector = self.connectors.get(name)
+        return limits_of(connector.capabilities if connector is not None else None, record,
+                         default_location=self.default_locations.get(name))
 
     # ------------------------------------------------------------------ reporting
     def _decide(self, decision: Decision) -> None:
@@ -284,7 +286,9 @@ class Engine:
                             lookup.setdefault(kind, {}).update(
                                 await tx.crosswalk_lookup(kind, [key], item.connector))
                 desired = self._translate(item.connector, merged, lookup)
-                if isinstance(desired, str):
+                if isinstance(desired, str) or (
+                        item.op == WriteKind.CREATE.value and connector is not None
+                        and missing_on_create(desired, connector.capabilities.required_on_create)):
                     stats.dead_lettered += 1
                     continue
                 believed = self._translate(item.connector, base, lookup) if base is not None else None
@@ -331,11 +335,16 @@ class Engine:
         """The record with references as canonical keys, or (None, reason) when one has no entry."""
         appt = rec.appointment
         assert appt is not None
+        not_stored = self._limits(source, rec).not_stored
         changes: dict[str, Any] = {"native_status": None, "extra": {}}
         for name in REFERENCE_FIELDS:
             value = getattr(appt, name)
-            if value is None or name in rec.unexpressible:
-                changes[name] = None if name in rec.unexpressible else value
+            if name in not_stored:
+                changes[name] = None  # never read there: the merge base stands in for it
+                continue
+            if value is None:
+                if name == "location" and source in self.default_locations:
+                    changes[name] = self.default_locations[source]  # all its appointments take place there
                 continue
             kind = REFERENCE_KIND[name]
             key = refs.get(kind, {}).get(value)
@@ -403,7 +412,7 @@ class Engine:
         # compare what the vendor can express: fields it cannot hold, a lossy status and the reasons it
         # fills itself after a cancellation are taken from the merge base
         base = Appointment.from_json(row.snapshot)
-        canonical = self._comparable(source, canonical, base, rec.unexpressible)
+        canonical = self._comparable(source, canonical, base, self._limits(source, rec))
         # echo suppression compares the whole mapped record, never the version alone: a vendor whose
         # write answer lacks another user's concurrent change keeps our version on their content
         if fingerprint in (link.fingerprint, link.written_fingerprint) or canonical.fingerprint() in (
@@ -430,11 +439,12 @@ class Engine:
         self._merge_change(group, source, rec, link, base, canonical, member_links, work, seen=seen)
 
     def _comparable(
-        self, source: str, appt: Appointment, base: Appointment, unexpressible: frozenset[str]
+        self, source: str, appt: Appointment, base: Appointment, limits: Limits
     ) -> Appointment:
-        """``appt`` as read from ``source``, what the vendor cannot express taken from ``base``: the
-        fields it cannot hold, a lossy status (Zoho "Scheduled"), the cancellation reason it fills."""
-        appt = _fill_unexpressible(appt, base, unexpressible)
+        """``appt`` as read from ``source``, what the vendor says nothing about taken from ``base``: the
+        fields it does not store, a derived end, a lossy status (Zoho "Scheduled"), the cancellation
+        reason it fills. Its read-only fields stay as read (they are its own value)."""
+        appt = comparable(appt, base, limits)
         appt = self._keep_covered_status(source, appt, base)
         if appt.status in CANCELLED and appt.status == base.status:
             appt = appt.with_changes(cancellation_reason=base.cancellation_reason)
@@ -520,7 +530,7 @@ class Engine:
         is three-way between the record and the base; without it the record's differences from the
         base are its changes."""
         cid = link.canonical_id
-        side = Side(source, canonical, rec.modified_at, rec.unexpressible)
+        side = Side(source, canonical, rec.modified_at, self._limits(source, rec).no_news)
         if seen is not None:
             others = [lk.modified_at for lk in member_links.get(cid, [])
                       if lk.connector != source and not lk.retired and lk.modified_at is not None]
@@ -570,16 +580,18 @@ class Engine:
                     continue
                 rec, seen = source_view
                 # the source keeps what the merge refused from it (e.g. leaving a terminal status)
-                differs = [f for f in merged.diff(seen) if f not in rec.unexpressible]
+                differs = writable(merged.diff(seen), self._limits(member, rec))
                 if differs:
                     work.outbox.append(self._outbox(cid, member, _target_op(merged, seen), base=seen, merged=merged,
                                                     source=source, changed=differs, attempt=attempt,
                                                     source_modified=source_modified))
                 continue
             if member in active:
-                if changed:
+                # what the member does not store or only its own users set is never sent there
+                to_send = writable(changed, self._limits(member))
+                if to_send:
                     work.outbox.append(self._outbox(cid, member, _target_op(merged, base), base=base, merged=merged,
-                                                    source=source, changed=list(changed), attempt=attempt,
+                                                    source=source, changed=to_send, attempt=attempt,
                                                     source_modified=source_modified))
             elif member in group.create_in and merged.status.creatable and member != source:
                 work.outbox.append(self._outbox(cid, member, WriteKind.CREATE, base=None, merged=merged,
@@ -733,7 +745,7 @@ class Engine:
             links = await tx.links_of([i.canonical_id for i in items])
             latest = await tx.appointments({i.canonical_id for i in items})
             superseded = [i for i in items if not self._bring_up_to_date(
-                i, latest.get(i.canonical_id), links.get(i.canonical_id, []), target)]
+                i, latest.get(i.canonical_id), links.get(i.canonical_id, []), target, self._limits(target))]
             if superseded:
                 ids = [i.id for i in superseded if i.id is not None]
                 if ids:
@@ -756,6 +768,8 @@ class Engine:
                         value = raw.get(name)
                         if value is not None:
                             keyed[REFERENCE_KIND[name]].add(value)
+            if self.default_locations:
+                keyed["location"].update(self.default_locations.values())  # a location _located may fill in
             lookup = {kind: await tx.crosswalk_lookup(kind, sorted(keys), target) for kind, keys in keyed.items()}
             sending: list[int] = []
             for item in items:
@@ -781,7 +795,8 @@ class Engine:
         stats.api_calls = self._api_calls(connector)
 
     @staticmethod
-    def _bring_up_to_date(item: OutboxItem, row: AppointmentRow | None, links: Sequence[Link], target: str) -> bool:
+    def _bring_up_to_date(item: OutboxItem, row: AppointmentRow | None, links: Sequence[Link], target: str,
+                          limits: Limits) -> bool:
         """A queued write planned from an older merge is brought up to the ledger's latest one: it
         writes the latest values, compared with what the target was last known to hold, so that it
         never carries an old merge over a newer one (another user's later change). False: nothing of
@@ -804,7 +819,7 @@ class Engine:
         if believed is None:
             item.payload = {**item.payload, "merged": latest.to_json()}
             return True
-        changed = latest.diff(believed)
+        changed = writable(latest.diff(believed), limits)
         if not changed:
             return False
         item.op = _target_op(latest, believed).value
@@ -833,6 +848,11 @@ class Engine:
         if op is WriteKind.CREATE and link is not None:
             item.state = "failed"  # already there (a concurrent pass created it)
             return None
+        located = self._located(merged, links, str(item.payload.get("source") or ""))
+        if located is not merged:
+            # merged before the member's default_location was configured: written with it now
+            merged = located
+            item.payload = {**item.payload, "merged": merged.to_json()}
         desired = self._translate(target, merged, lookup)
         if isinstance(desired, str):
             item.state = "failed"
@@ -840,6 +860,13 @@ class Engine:
                               external_id=link.external_id if link else None,
                               payload={"phase": "write", "outbox": item.payload, "op": item.op})
             return None
+        if op is WriteKind.CREATE:
+            missing = self._missing_on_create(target, connector, item, desired, links)
+            if missing is not None:
+                item.state = "failed"
+                self._dead_letter(work, target, "missing_field", missing, canonical_id=item.canonical_id,
+                                  external_id=None, payload={"phase": "write", "outbox": item.payload, "op": item.op})
+                return None
         current: VendorRecord | None = None
         believed: Appointment | str | None = None
         if link is not None:
@@ -855,10 +882,36 @@ class Engine:
                                current=current, changed=changed, current_is_read=False)
         return request, link, believed if isinstance(believed, Appointment) else None
 
+    def _located(self, merged: Appointment, links: Sequence[Link], source: str) -> Appointment:
+        """``merged`` with the ``default_location`` of a member holding it, when it has no location."""
+        if merged.location is not None or not self.default_locations:
+            return merged
+        holders = [lk.connector for lk in links if not lk.retired] + ([source] if source else [])
+        key = default_location_of(holders, self.default_locations)
+        return merged.with_changes(location=key) if key is not None else merged
+
+    def _missing_on_create(self, target: str, connector: Connector, item: OutboxItem, desired: Appointment,
+                           links: Sequence[Link]) -> str | None:
+        """Why ``desired`` cannot be created in ``target`` (a field its vendor requires is empty), or None."""
+        missing = missing_on_create(desired, connector.capabilities.required_on_create)
+        if not missing:
+            return None
+        source = str(item.payload.get("source") or "")
+        holders = {lk.connector for lk in links if not lk.retired} | ({source} if source else set())
+        not_storing = [m for m in holders if m in self.connectors and "location" in self._limits(m).not_stored]
+        return missing_field_reason(target, self.config.connectors[target].type, item.canonical_id, missing,
+                                    not_storing)
+
     def _translate(self, target: str, appt: Appointment, lookup: Mapping[str, Mapping[str, str]]) -> Appointment | str:
+        """``appt`` in ``target``'s ids; a reference it never takes from syncd (not stored, read-only) is
+        left out, so it needs no crosswalk entry there."""
         changes: dict[str, Any] = {}
+        unwritable = self._limits(target).unwritable
         for name in REFERENCE_FIELDS:
             key = getattr(appt, name)
+            if name in unwritable and key is not None:
+                changes[name] = None
+                continue
             if key is None:
                 continue
             kind = REFERENCE_KIND[name]
@@ -969,9 +1022,10 @@ class Engine:
             return True
         got = record.appointment
         status_out = getattr(getattr(self.connectors.get(target), "mapping", None), "status_out", None) or {}
+        unwritable = self._limits(target, record).unwritable
         for name in SYNC_FIELDS:
-            if name in record.unexpressible:
-                continue
+            if name in unwritable:
+                continue  # not written by us: whatever the vendor holds there is no sign of a race
             mine, theirs = getattr(desired, name), getattr(got, name)
             if name == "status":
                 if status_out.get(mine, mine) != status_out.get(theirs, theirs):
@@ -1009,12 +1063,15 @@ class Engine:
         echo_version = record.version if self._echo_matches(target, record, request.desired) else None
         async with self.ledger.transaction() as tx:
             # seen: what we wrote, not the answer -- where another user's change landed beside ours
-            # (a race the vendor cannot detect), the next read must show it as news
+            # (a race the vendor cannot detect), the next read must show it as news; only its read-only
+            # fields are taken from the answer (they are the member's own value, never ours)
+            held = await self._held(tx, target, record, merged)
+            held_fingerprint = held.fingerprint()
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
                                         external_id=record.external_id, version=record.version,
-                                        fingerprint=fingerprint, written_fingerprint=fingerprint,
+                                        fingerprint=held_fingerprint, written_fingerprint=held_fingerprint,
                                         written_version=echo_version, modified_at=record.modified_at,
-                                        seen=merged.to_json())])
+                                        seen=held.to_json())])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done", error=None if sent else "nothing left to send")
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
@@ -1025,6 +1082,16 @@ class Engine:
         if not sent:
             action = "unchanged"
         self._decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
+
+    async def _held(self, tx: Tx, target: str, record: VendorRecord, written: Appointment) -> Appointment:
+        """What ``target`` holds after syncd wrote ``written`` there (canonical keys): ``written``, with
+        its read-only fields as the vendor's answer ``record`` shows them."""
+        limits = self._limits(target, record)
+        if not limits.own_values or record.appointment is None or record.error is not None:
+            return written
+        refs = await self._source_refs(tx, target, [record])
+        answer, _missing = self._to_canonical(target, record, refs)
+        return held_after_write(written, answer, limits)
 
     async def _write_failed(self, target: str, item: OutboxItem, error: VendorError) -> None:
         """A retriable failure that outlived the HTTP layer's retries, a long wait or refused auth:
@@ -1092,6 +1159,9 @@ class Engine:
             except VendorError as exc:
                 await self._write_failed(target, item, exc)
                 return
+        if fresh.deleted:
+            await self._target_deleted(target, item, fresh, followups)
+            return
         if attempt > MAX_CONFLICT_RETRIES or fresh.appointment is None or fresh.error is not None:
             reason = "the record kept changing under our writes" if attempt > MAX_CONFLICT_RETRIES else (
                 "the record was deleted or became unreadable while we wrote")
@@ -1110,14 +1180,15 @@ class Engine:
         base_json = item.payload.get("base")
         base = Appointment.from_json(base_json) if base_json else fresh_canonical
         # read as the reconcile reads it: a lossy status or a field it cannot hold is no change of its own
-        fresh_canonical = self._comparable(target, fresh_canonical, base, fresh.unexpressible)
+        fresh_limits = self._limits(target, fresh)
+        fresh_canonical = self._comparable(target, fresh_canonical, base, fresh_limits)
         mine = Appointment.from_json(item.payload["merged"])
         source = str(item.payload.get("source") or "")
         raw_modified = item.payload.get("source_modified")
         mine_modified = datetime.fromisoformat(raw_modified) if raw_modified else None
         sides = [
             Side(source, mine, mine_modified, frozenset()),
-            Side(target, fresh_canonical, fresh.modified_at, fresh.unexpressible),
+            Side(target, fresh_canonical, fresh.modified_at, fresh_limits.no_news),
         ]
         result = merge(base, sides, group.owners)
         # when times are unknown for our side, a true conflict is settled by owners or left open
@@ -1139,6 +1210,24 @@ class Engine:
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done", error="superseded by a re-merge")
             await tx.release([item.canonical_id], self.holder)
+        followups.extend(work.outbox)
+
+    async def _target_deleted(self, target: str, item: OutboxItem, deleted: VendorRecord,
+                              followups: list[OutboxItem]) -> None:
+        """The write found its target record deleted, and a re-read confirmed it: that deletion is a change
+        of the target like any other (reconciled as one, so the appointment is cancelled elsewhere unless
+        it is terminal already), never an open conflict. The queued write is done: nothing is left there."""
+        work = _PageWork()
+        async with self._reconcile_lock:
+            async with self.ledger.transaction() as tx:
+                if target in self.group_of:
+                    await self._reconcile_page(tx, target, [deleted], work)
+                    await self._store(tx, work)
+                if item.id is not None:
+                    await tx.outbox_update([item.id], state="done",
+                                           error="the target record was deleted: its deletion is synced instead")
+                await tx.release([item.canonical_id], self.holder)
+        self._decide(Decision("unchanged", target, item.canonical_id, deleted.external_id, detail="target deleted"))
         followups.extend(work.outbox)
 
     async def _replace(self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest,
@@ -1192,11 +1281,12 @@ class Engine:
         stats.created += 1
         metrics.writes.labels(target, "create", "ok").inc()
         async with self.ledger.transaction() as tx:
+            held = await self._held(tx, target, created.record, merged)
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
                                         external_id=created.record.external_id, version=created.record.version,
-                                        fingerprint=fingerprint, written_fingerprint=fingerprint,
+                                        fingerprint=held.fingerprint(), written_fingerprint=held.fingerprint(),
                                         written_version=created.record.version,
-                                        modified_at=created.record.modified_at, seen=merged.to_json())])
+                                        modified_at=created.record.modified_at, seen=held.to_json())])
             await tx.retire_links(target, [link.external_id])
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action="replaced",
                                            fields=list(request.changed), fingerprint_after=fingerprint,

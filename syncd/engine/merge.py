@@ -1,8 +1,10 @@
 """Three-way merge of one appointment across the members of a sync group.
 
 The *base* is the last merged canonical snapshot in the ledger. Each *side* is one member's current
-version of the appointment (canonical keys), with the member's modified time and the fields it cannot
-hold. Per field:
+version of the appointment (canonical keys), with the member's modified time and the fields its value
+says nothing about (:attr:`Side.no_news`: those the member does not store, and an end it derives from
+the start). A field the member stores but syncd may not write (read-only, e.g. SaludYa's specialty) is
+merged as that member's value like any other. Per field:
 
 * no side changed it: the base value stays;
 * one side changed it (or every side that changed it agrees): that value is taken;
@@ -45,7 +47,10 @@ class Side:
     connector: str
     appointment: Appointment
     modified_at: datetime | None = None
-    unexpressible: frozenset[str] = frozenset()
+    no_news: frozenset[str] = frozenset()
+    """Fields this side proposes nothing for: not stored by its member (:mod:`syncd.engine.fields`).
+    With ``end`` here but not ``start``, the member derives its end: a moved start keeps the base's
+    duration."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +109,8 @@ def merge(base: Appointment, sides: list[Side], owners: Mapping[str, str] | None
         proposals: dict[str, tuple[Any, ...]] = {}
         for side in sides:
             value = _unit_value(side.appointment, unit)
-            if any(name in side.unexpressible for name in unit):
-                if unit == ("start", "end") and "start" not in side.unexpressible and base.duration is not None:
+            if any(name in side.no_news for name in unit):
+                if unit == ("start", "end") and "start" not in side.no_news and base.duration is not None:
                     # the vendor cannot set the end (e.g. it derives it from a service): a moved start
                     # keeps the merged duration
                     start = side.appointment.start

@@ -87,7 +87,14 @@ class PassResult:
 
 
 async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
-    """Process stored webhook deliveries: ids are re-read (batched), deletions applied."""
+    """Process stored webhook deliveries: every id is re-read (batched), deletions included.
+
+    A delivery never decides content, nor a deletion: a deletion event is confirmed by the vendor's own
+    read before anything is cancelled (docs/vendors/dentally.md §2, docs/vendors/zoho_crm.md §2). The
+    connector's read answers "deleted" only the way its vendor confirms one (Dentally: GET 404; Zoho: a
+    batch read that no longer returns the id; Salesforce: a composite null confirmed by a GET 404); a
+    record that is still readable is handled as an update, so a forged, stale or misdirected deletion
+    cancels nothing."""
     processed = 0
     async with engine.ledger.transaction(readonly=True) as tx:
         items = await tx.inbox_pending(limit=limit)
@@ -98,7 +105,7 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
     for name, batch in by_connector.items():
         connector = engine.connectors[name]
         read_ids: list[str] = []
-        deleted: list[str] = []
+        claimed_deleted: set[str] = set()
         good = []
         for item in batch:
             try:
@@ -110,21 +117,34 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
                 continue
             good.append(item)
             for event in events:
-                (deleted if event.deleted else read_ids).append(event.external_id)
+                read_ids.append(event.external_id)
+                if event.deleted:
+                    claimed_deleted.add(event.external_id)
         batch = good
         try:
-            records = list((await connector.read(sorted(set(read_ids)))).values()) if read_ids else []
+            found = await connector.read(sorted(set(read_ids))) if read_ids else {}
         except VendorError as exc:
             async with engine.ledger.transaction() as tx:
                 await tx.inbox_mark_failed([i.id for i in batch if i.id is not None], exc.describe())
             log.warning("inbox_read_failed", connector=name, kind=exc.kind, code=exc.code)
             continue
-        await engine.process_page(name, records, sorted(set(deleted)))
+        records = list(found.values())
+        _log_deletion_checks(name, claimed_deleted, found)
+        await engine.process_page(name, records)
         if not engine.dry_run:
             async with engine.ledger.transaction() as tx:
                 await tx.inbox_mark_done([i.id for i in batch if i.id is not None])
         processed += len(batch)
     return processed
+
+
+def _log_deletion_checks(name: str, claimed: set[str], found: Mapping[str, Any]) -> None:
+    """One log line per deletion event: confirmed by the re-read, or refuted (the record lives)."""
+    for external_id in sorted(claimed):
+        record = found.get(external_id)
+        confirmed = record is not None and record.deleted
+        log.info("webhook_deletion_confirmed" if confirmed else "webhook_deletion_refuted", connector=name,
+                 external_id=external_id, op="inbox")
 
 
 async def _pass_over(engine: Engine, name: str, *, since: datetime | None, set_cursor: bool) -> None:

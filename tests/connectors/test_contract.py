@@ -10,7 +10,7 @@ import pytest
 from connectors import create_connector
 from syncd.connector import Connector, MemoryStateStore, VendorRecord, WriteKind, WriteRequest
 from syncd.errors import AuthFailure, Conflict, Rejected
-from syncd.model import Status
+from syncd.model import SYNC_FIELDS, Status
 from syncd.sandboxkit import RunningSandbox
 from tests.connectors.kit import ContractKit, control
 
@@ -82,6 +82,24 @@ async def test_read_batch(kit: ContractKit, sandbox: RunningSandbox, connector: 
         assert rec.error is None and not rec.deleted
         assert rec.appointment is not None and rec.appointment.start is not None
         assert rec.version
+
+
+async def test_declares_what_it_does_not_store_apart_from_what_it_may_not_write(
+    kit: ContractKit, sandbox: RunningSandbox, connector: Connector
+):
+    """Capabilities name canonical fields: those the system does not store, those it stores but syncd may
+    not write, those a create needs. The first two never overlap, a required field is writable, and every
+    record read carries its connector's declaration (docs/vendors/README.md rule 15)."""
+    caps = connector.capabilities
+    for declared in (caps.not_stored, caps.read_only, caps.required_on_create):
+        assert declared <= set(SYNC_FIELDS)
+    assert not caps.not_stored & caps.read_only
+    assert not caps.required_on_create & (caps.not_stored | caps.read_only)
+    assert {"start", "practitioner"} <= caps.required_on_create
+    ids = await kit.seed(sandbox, 2)
+    for rec in (await connector.read(ids)).values():
+        assert rec.not_stored >= caps.not_stored and rec.read_only >= caps.read_only
+        assert rec.unexpressible == rec.not_stored | rec.read_only
 
 
 async def test_create_then_find_by_reference(kit: ContractKit, sandbox: RunningSandbox, connector: Connector):

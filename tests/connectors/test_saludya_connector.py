@@ -248,7 +248,10 @@ def test_reads_the_vendor_record_of_part_3() -> None:
     assert appt.status is Status.PENDING and appt.native_status == "scheduled"
     assert appt.notes == "Paciente solicitó cambio de horario"
     assert appt.service_type == "Cardiología" and appt.location is None
-    assert record.unexpressible == frozenset({"location", "service_type"})
+    # location is not stored at all; the specialty is stored, read-only (docs/vendors/saludya.md §9)
+    assert record.not_stored == frozenset({"location"}) and record.read_only == frozenset({"service_type"})
+    assert conn.capabilities.not_stored == record.not_stored and conn.capabilities.read_only == record.read_only
+    assert {"patient", "practitioner", "start"} <= conn.capabilities.required_on_create
     eie = conn._record(raw_record(status="cancelled", cancellation_reason="Entered in error (syncd)"))
     assert eie.appointment is not None and eie.appointment.status is Status.ENTERED_IN_ERROR
     bad = conn._record(raw_record(status="paused"))

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.scenarios.harness import World, make_world, pair_world, synced_pair
+from tests.scenarios.harness import World, pair_world, synced_pair
 
 MEMBERS = {"onlive": "onlive", "saludya": "saludya"}
 BOGOTA = ZoneInfo("America/Bogota")
@@ -254,29 +254,3 @@ async def test_onlive_refuses_edits_in_the_past_once(synced: World):
     again = await synced.resync_within()
     assert again.document["connectors"]["onlive"]["updated"] == 0
     assert await synced.write_requests("onlive") == writes
-
-
-async def test_salesforce_requires_a_facility_participant(tmp_path: Path, ledger_url: str):
-    """SaludYa stores no location, so an appointment read there has none; Salesforce's Connect API requires a
-    Facility participant: 200 isSuccess false MISSING_REQUIRED_FIELD -> a dead letter with its message, and
-    the next pass does not send the create again."""
-    world = await make_world(tmp_path, ledger_url, {"saludya": "saludya", "sf": "salesforce_health"},
-                             n_appointments=2)
-    try:
-        await world.seed("saludya")
-        await world.seed("sf", appointments=False)
-        await world.import_crosswalk(appointments_for=["saludya"])
-        result = await world.resync_within()
-        assert result.exit_code == 1, result.document
-        letters = await world.dead_letters("sf")
-        assert len(letters) == 2
-        assert all(dl.kind == "rejected" and "MISSING_REQUIRED_FIELD" in dl.reason and "Facility" in dl.reason
-                   for dl in letters), [dl.reason for dl in letters]
-        assert not [r for r in await world.records("sf") if r.get("attributes", {}).get("type") == "ServiceAppointment"]
-        writes = await world.write_requests("sf")
-        again = await world.resync_within()
-        assert again.document["connectors"]["sf"]["created"] == 0
-        assert await world.write_requests("sf") == writes
-        assert len(await world.dead_letters("sf")) == 2
-    finally:
-        await world.stop()
