@@ -32,6 +32,7 @@ from connectors.salesforce_health.mapfuncs import (
     sf_datetime_in,
     utc_z_out,
 )
+from connectors.salesforce_health.rules import write_refusal
 from connectors.salesforce_health.webhook import parse as parse_delivery
 from syncd.config import ConnectorConfig
 from syncd.connector import (
@@ -667,6 +668,9 @@ class SalesforceHealthConnector:
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:
         # every change can be made in place (the patient too: ParentRecordId follows the PUT)
         return None
+
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        return write_refusal(self.mapping, current, desired)
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
         secret = self.config.webhook_secret.reveal() if self.config.webhook_secret is not None else None

@@ -22,6 +22,7 @@ import structlog
 
 from connectors.saludya.client import SaludYaClient
 from connectors.saludya.mapfuncs import SaludYaMapper, parse_utc
+from connectors.saludya.rules import write_refusal
 from connectors.saludya.webhook import parse_webhook as _parse_webhook
 from syncd.config import ConnectorConfig
 from syncd.connector import (
@@ -580,6 +581,9 @@ class SaludYaConnector:
         if current.patient and desired.patient and current.patient != desired.patient:
             return "patient changed: SaludYa patient_id is immutable (cancel the old appointment first, then create)"
         return None
+
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        return write_refusal(self.mapper, current, desired, self.needs_replace(current, desired))
 
     # -- webhooks, upkeep -----------------------------------------------------------------------
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
