@@ -42,6 +42,7 @@ from syncd.errors import (
     AuthFailure,
     Conflict,
     Deferred,
+    HeldBack,
     MappingError,
     NotWritable,
     RateLimited,
@@ -174,7 +175,9 @@ class Engine:
             self.on_decision(decision)
 
     def _stop(self, connector: str, error: VendorError) -> None:
-        if isinstance(error, RateLimited):
+        if isinstance(error, HeldBack):
+            why = f"held back: {error.message} (for {error.wait:g}s)"
+        elif isinstance(error, RateLimited):
             why = f"rate limited: the vendor asked to wait {error.wait:g}s"
         elif isinstance(error, AuthFailure):
             why = f"authentication refused ({error.code or error.status or 'auth'})"
