@@ -512,6 +512,13 @@ class SalesforceHealthConnector:
             patch["Status"] = status_value
         put_body = None
         if put_needed:
+            # docs/vendors/salesforce_health.md §8: the Connect PUT has no version input and ignores
+            # If-Unmodified-Since, so a window stays open between the pre-write GET and the PUT. The body
+            # is built from that GET (``current``) plus the fields being changed, never from the ledger;
+            # a PATCH that goes with it is sent first, conditional, unless its status would lock the PUT.
+            # A change another user makes meanwhile to a field the PUT does not carry survives it, and the
+            # read-back (then not our echo) carries it to the other members; one to a field the PUT
+            # carries (times, participants, work type, channel, comment) is replaced by the PUT.
             put_body = connect_body(target, external_id=ext, timezone=self.config.timezone,
                                     channel_id=self._channel(target, current))
         if not patch and put_body is None:
