@@ -73,3 +73,10 @@ def test_a_plan_that_works_lists_every_member() -> None:
     assert "zoho 554: nothing to write" in text and "sf 08p: update notes len=3 sha256:a -> len=5 sha256:b" in text
     assert text.endswith("dry run: nothing was written")
     assert plan.reason() is None
+
+
+def test_a_field_a_member_cannot_hold_is_named_not_refused() -> None:
+    plan = TargetPlan("saludya", "apt_1", "none", not_written=("location",))
+    assert plan.refusal is None
+    assert plan.describe() == "saludya apt_1: nothing to write (location: not held or not written there)"
+    assert plan.as_json()["not_written"] == ["location"]

@@ -1292,8 +1292,10 @@ class Engine:
                 assert state.canonical is not None and state.vendor is not None
                 view = self._comparable(m, state.canonical, merged, state.unexpressible)
                 names = [f for f in unit if f not in state.unexpressible and getattr(view, f) != getattr(merged, f)]
+                kept = tuple(f for f in unit if f in state.unexpressible
+                             and getattr(state.canonical, f) != getattr(merged, f))
                 if not names:
-                    targets.append(TargetPlan(m, state.external_id, "none"))
+                    targets.append(TargetPlan(m, state.external_id, "none", not_written=kept))
                     continue
                 wanted = self._translate(m, merged, lookups[m])
                 if isinstance(wanted, str):
@@ -1308,7 +1310,7 @@ class Engine:
                       else _target_op(merged, view).value)
                 refusal = connector.write_refusal(state.vendor, desired, now=now)
                 targets.append(TargetPlan(m, state.external_id, op, tuple(names), shown(view, names),
-                                          shown(merged, names), refusal))
+                                          shown(merged, names), refusal, kept))
             return plan.but(take=choice, merged=merged, targets=tuple(targets), versions=versions)
 
         chosen = evaluate(take)

@@ -102,19 +102,23 @@ class TargetPlan:
     after: Mapping[str, Any] = dc_field(default_factory=dict)
     refusal: str | None = None
     """Why this member cannot take it (nothing is then written anywhere)."""
+    not_written: tuple[str, ...] = ()
+    """Fields whose value differs but that this member cannot hold or write: left as they are, no
+    refusal (``docs/vendors/README.md`` rule 15)."""
 
     def as_json(self) -> dict[str, Any]:
         return {"connector": self.connector, "external_id": self.external_id, "op": self.op,
                 "fields": list(self.fields), "from": dict(self.before), "to": dict(self.after),
-                "refused": self.refusal}
+                "not_written": list(self.not_written), "refused": self.refusal}
 
     def describe(self) -> str:
         if self.refusal is not None:
             return f"{self.connector} {self.external_id}: refused: {self.connector} {self.refusal}"
+        kept = f" ({', '.join(self.not_written)}: not held or not written there)" if self.not_written else ""
         if not self.fields:
-            return f"{self.connector} {self.external_id}: nothing to write"
+            return f"{self.connector} {self.external_id}: nothing to write{kept}"
         changes = ", ".join(f"{name} {self.before.get(name)} -> {self.after.get(name)}" for name in self.fields)
-        return f"{self.connector} {self.external_id}: {self.op} {changes}"
+        return f"{self.connector} {self.external_id}: {self.op} {changes}{kept}"
 
 
 @dataclass(frozen=True, slots=True)

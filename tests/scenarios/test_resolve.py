@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from syncd.engine.runner import resolve_conflict
 from syncd.ledger.models import ConflictRow
-from tests.scenarios.harness import World, make_world
+from tests.scenarios.harness import World, make_world, pair_world, parse_sf_time
 from tests.scenarios.test_cli_contract import syncd
 
 MEMBERS = {"zoho": "zoho_crm", "sf": "salesforce_health"}
@@ -203,3 +204,51 @@ async def test_a_write_refused_after_all_leaves_the_conflict_open_and_says_so(ca
     again = await resolve_conflict(world.config, case.conflict.id or 0, "zoho")
     assert again.exit_code == 0, again.message
     assert await world.conflicts() == []
+
+
+async def test_a_slot_dentally_cannot_take_once_confirmed_is_refused_and_its_own_slot_resolves(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    """Another vendor's rules through the same path: Dentally takes only state and notes once Confirmed,
+    so a new slot from Salesforce is an open conflict on ``start``; --take sf is refused naming Dentally's
+    lock, --take dent writes Dentally's slot back to Salesforce, and the next pass leaves no conflict."""
+    members = {"sf": "salesforce_health", "dent": "dentally"}
+    world = await pair_world(tmp_path, ledger_url, members, source="sf", n=2)
+    try:
+        await world.import_crosswalk()
+        assert (await world.resync_within(20)).exit_code == 0
+        sf_id = str((await world.records("sf"))[0]["Id"])
+        ledger = await world.ledger()
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                cid = (await tx.links_for("sf", [sf_id]))[sf_id].canonical_id
+        finally:
+            await ledger.close()
+        dent_id = await world.link(cid, "dent")
+        assert (await world.record("dent", dent_id))["state"] == "Confirmed"
+        sf = await world.record("sf", sf_id)
+        start, end = parse_sf_time(sf["SchedStartTime"]), parse_sf_time(sf["SchedEndTime"])
+        moved = {"SchedStartTime": _sf(start + timedelta(hours=1)), "SchedEndTime": _sf(end + timedelta(hours=1))}
+        await world.edit("sf", sf_id, moved)
+        assert (await world.resync_within(20)).exit_code == 1
+        [conflict] = await world.conflicts()
+        assert conflict.field == "start" and conflict.canonical_id == cid
+        refused = await resolve_conflict(world.config, conflict.id or 0, "sf")
+        assert refused.exit_code == 1, refused.message
+        lock = "dent holds the appointment Confirmed, in which only the state and the notes can change"
+        assert lock in refused.message
+        assert "resolve with --take dent" in refused.message
+        done = await resolve_conflict(world.config, conflict.id or 0, "dent")
+        assert done.exit_code == 0, done.message
+        assert parse_sf_time((await world.record("sf", sf_id))["SchedStartTime"]) == start
+        after = await world.resync_within(20)
+        assert after.exit_code == 0, after.document
+        assert await world.conflicts() == []
+        dent = await world.record("dent", dent_id)
+        assert parse_sf_time(dent["start_time"]) == start
+    finally:
+        await world.stop()
+
+
+def _sf(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
