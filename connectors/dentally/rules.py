@@ -1,6 +1,6 @@
 """Can Dentally take a change? The pure decision behind ``DentallyConnector.write_refusal``.
 
-From ``docs/vendors/dentally.md`` §4 and §5 (and the seed): in Pending every writable field can be
+From ``docs/vendors/dentally.md`` §4 and §5: in Pending every writable field can be
 edited; once Confirmed, Arrived or In surgery only the state and the notes; Completed, Cancelled and
 Did not attend take notes only; a state moves only along the table below; a patient change is done by
 creating a new appointment and cancelling the old one, which its state must allow.
