@@ -209,11 +209,24 @@ def conflicts_list(ctx: click.Context, as_json: bool) -> None:
 @config_option
 @click.argument("conflict_id", type=int)
 @click.option("--take", required=True, metavar="NAME", help="The connector whose version wins.")
+@click.option("--dry-run", is_flag=True,
+              help="Show what would be written to each system (free text as length + digest); write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document.")
 @click.pass_context
-def conflicts_resolve(ctx: click.Context, conflict_id: int, take: str) -> None:
-    """Settle a conflict by taking connector NAME's current version, and sync it to the others."""
+def conflicts_resolve(ctx: click.Context, conflict_id: int, take: str, dry_run: bool, as_json: bool) -> None:
+    """Settle a conflict by taking connector NAME's current version, and sync it to the others.
+
+    Every member's record is read again first. When a system cannot take that version (its state
+    machine, a terminal record, a field it locks), nothing is written, the conflict stays open and
+    the answer names the reason and the --take that would work. Exit codes: 0 resolved (or, with
+    --dry-run, would be); 1 refused or unknown conflict, nothing written; 2 usage error; 3 a vendor
+    could not be reached (the conflict stays open, nothing lost).
+    """
     config = load(ctx)
-    code, message = run(resolve_conflict(config, conflict_id, take))
-    click.echo(message, err=code != EXIT_OK)
+    result = run(resolve_conflict(config, conflict_id, take, dry_run=dry_run))
+    if as_json:
+        echo_json(result.document)
+    else:
+        click.echo(result.message)
     sys.stdout.flush()
-    ctx.exit(code)
+    ctx.exit(result.exit_code)

@@ -233,6 +233,22 @@ class Connector(Protocol):
         replace (create new + cancel old), the reason; else None. Pure, no I/O."""
         ...
 
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        """Why the vendor cannot take ``desired`` over ``current``; None when it can. Pure, no I/O.
+
+        ``current`` is the record as just read (the vendor's own ids, ``native_status`` set) and
+        ``desired`` the same record with the change applied; the caller leaves the fields the vendor
+        cannot hold as ``current`` holds them. The answer follows the vendor's own rules: its state
+        machine and edit locks (part 5 of ``docs/vendors/<type>.md``), terminal records, and the
+        replace flow :meth:`needs_replace` names (which has to cancel the old record). A change the
+        vendor cannot express but that is no refusal (``docs/vendors/README.md`` rule 15) answers
+        None. The reason is a phrase for an operator, naming the native status and the fields, e.g.
+        "holds the appointment Cancelled, which takes no change to notes". ``syncd conflicts
+        resolve`` asks this before it writes anything, so that a choice the vendor would refuse is
+        refused up front instead of reopening the conflict.
+        """
+        ...
+
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
         """Verify and parse one delivery; raise :class:`syncd.errors.WebhookError` (401/400)."""
         ...

@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Deferred",
+    "HeldBack",
     "MappingError",
     "NotWritable",
     "RateLimited",
@@ -111,6 +112,15 @@ class RateLimited(VendorError):
 
     def describe(self) -> str:
         return f"{super().describe()} (wait {self.wait:g}s)"
+
+
+class HeldBack(RateLimited):
+    """syncd itself holds a kind of request back for ``wait`` seconds: its share of a vendor quota is
+    spent (a per-operation call budget), or the vendor's quota is down to the calls kept for writes.
+    Not retried by the HTTP layer: the work that needed it (a background scan) stops for now and runs
+    again on a later pass; nothing is lost and other requests go on."""
+
+    kind = "rate_limited"
 
 
 class Conflict(VendorError):

@@ -2,9 +2,18 @@
 
 One ``aiohttp.ClientSession`` per connector (owned and closed by the :class:`HttpClient` that opened it,
 or by the caller that passed it in), connect and total timeouts on every call, a client-side rate
-limit (aiolimiter) from ``max_requests_per_second``, a vendor-signalled wait gate (after a vendor says
-"wait N seconds" no new request leaves until N has passed), and retries for retriable kinds only, with
-exponential backoff and full jitter that honours Retry-After (tenacity). Retries live here and nowhere else.
+limit (a token bucket, :class:`PriorityLimiter`) from ``max_requests_per_second``, a vendor-signalled
+wait gate (after a vendor says "wait N seconds" no new request leaves until N has passed), and retries
+for retriable kinds only, with exponential backoff and full jitter that honours Retry-After
+(tenacity). Retries live here and nowhere else.
+
+Requests queued for the rate limit leave in :class:`Priority` order: writes (and the reads that belong
+to a write) before other reads, those before background scans. A connector whose vendor reports its
+quota (``quota_of``) can keep calls back for writes: background requests wait while the quota shows
+``reserve`` calls or fewer left, until it resets, and writes go on until the vendor itself says no.
+A connector can also give an operation a call budget per fixed window (:class:`Budget`); past it that
+operation is held back (:class:`syncd.errors.HeldBack`) until the next window. Each vendor's figures
+come from its connector (``docs/vendors/<type>.md`` §7); nothing here knows a vendor.
 
 Each connector supplies a ``classify`` function that turns a vendor answer into an error of
 :mod:`syncd.errors` (or None for success) and an optional :class:`Auth` that signs requests and can
@@ -14,6 +23,8 @@ refresh its credentials once on an auth failure.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json as jsonlib
 import random
 import time
@@ -21,20 +32,32 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from enum import IntEnum
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import yarl
-from aiolimiter import AsyncLimiter
 from multidict import CIMultiDict
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from syncd import metrics
-from syncd.errors import AuthFailure, RateLimited, Retriable, UnknownOutcome, VendorError
+from syncd.errors import AuthFailure, HeldBack, RateLimited, Retriable, UnknownOutcome, VendorError
+from syncd.logging import get_logger
 
-__all__ = ["Auth", "HttpClient", "Response", "SharedRefresh", "parse_retry_after"]
+__all__ = [
+    "Auth",
+    "Budget",
+    "HttpClient",
+    "Priority",
+    "PriorityLimiter",
+    "Quota",
+    "Response",
+    "SharedRefresh",
+    "parse_retry_after",
+]
 
 T = TypeVar("T")
+log = get_logger("syncd.http")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
@@ -118,7 +141,97 @@ class SharedRefresh:
 Classifier = Callable[[Response], VendorError | None]
 
 
+class Priority(IntEnum):
+    """The order in which requests waiting for the rate limit leave (lower first)."""
+
+    WRITE = 0
+    """Writes, and the reads a write needs (the pre-write re-read, the idempotency search)."""
+    READ = 1
+    """Reads asked for now (webhook re-reads, ``resync --id``, deletion confirmations)."""
+    BACKGROUND = 2
+    """Change detection that can wait: the pages of a scan and the reads of a scan pass."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A vendor's quota as its last answer reported it (the window with the fewest calls left)."""
+
+    remaining: int
+    reset_at: float
+    """Unix seconds when that window resets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """At most ``calls`` requests of one operation per fixed ``window`` of seconds, counted by this
+    client. Windows are aligned to the Unix epoch, so a 86,400 s budget is one per UTC day."""
+
+    calls: int
+    window: float
+
+
+QuotaReader = Callable[[Response], Quota | None]
+
+
+class PriorityLimiter:
+    """A token bucket (``rate`` tokens per second, bursts up to ``capacity``, full at the start) whose
+    waiters are served in priority order, lowest value first and first come, first served within one
+    priority: the token the bucket frees next goes to the most urgent request waiting, not to the one
+    that queued first."""
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        if rate <= 0 or capacity < 1:
+            raise ValueError("a rate limiter needs a positive rate and a capacity of at least one")
+        self.rate = rate
+        self.capacity = capacity
+        self._tokens = capacity
+        self._stamp: float | None = None
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def acquire(self, priority: int = 0) -> None:
+        """Wait for a token; waiters with a lower ``priority`` value are served first."""
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._order), ready))
+        self._dispatch()
+        try:
+            await ready
+        except asyncio.CancelledError:
+            if ready.done() and not ready.cancelled():  # granted, but the caller went away: give it back
+                self._tokens = min(self.capacity, self._tokens + 1)
+            self._dispatch()
+            raise
+
+    def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        now = loop.time()
+        if self._stamp is not None:
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        while self._waiting:
+            ready = self._waiting[0][2]
+            if ready.done():  # cancelled while waiting
+                heapq.heappop(self._waiting)
+            elif self._tokens >= 1:
+                heapq.heappop(self._waiting)
+                self._tokens -= 1
+                ready.set_result(None)
+            else:
+                self._timer = loop.call_at(now + (1 - self._tokens) / self.rate, self._dispatch)
+                return
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, _, ready in self._waiting if not ready.done())
+
+
 def _is_retriable(exc: BaseException) -> bool:
+    if isinstance(exc, HeldBack):
+        return False  # syncd's own hold: the caller stops that work for now
     if isinstance(exc, RateLimited):
         return True
     return isinstance(exc, Retriable) and not isinstance(exc, UnknownOutcome)
@@ -143,6 +256,9 @@ class HttpClient:
         max_rate_limit_wait: float | None = None,
         default_headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
+        quota_of: QuotaReader | None = None,
+        reserve: int | None = None,
+        budgets: Mapping[str, Budget] | None = None,
     ) -> None:
         self.connector = connector
         self.base_url = yarl.URL(base_url.rstrip("/") + "/")
@@ -156,8 +272,15 @@ class HttpClient:
         self.default_headers = dict(default_headers or {})
         rps = float(max_requests_per_second)
         # a bucket of one second's worth of requests (at least one) refilled at ``rps``
-        capacity = max(1.0, rps)
-        self.limiter = AsyncLimiter(capacity, capacity / rps)
+        self.limiter = PriorityLimiter(rps, max(1.0, rps))
+        self.quota_of = quota_of
+        self.quota: Quota | None = None
+        """The vendor's quota as its last answer reported it (when ``quota_of`` reads one)."""
+        self.reserve = reserve
+        """Background requests wait while ``quota`` shows this many calls or fewer left (None: never)."""
+        self.budgets: dict[str, Budget] = dict(budgets or {})
+        self._spent: dict[str, tuple[float, int]] = {}
+        """op -> (start of its budget window, requests sent in it)."""
         self._session = session
         self._owns_session = session is None
         self._blocked_until = 0.0  # monotonic: no new request before this (vendor-signalled wait)
@@ -192,6 +315,56 @@ class HttpClient:
     async def _wait_gate(self) -> None:
         while (delay := self._blocked_until - time.monotonic()) > 0:
             await asyncio.sleep(delay)
+
+    def budget_left(self, op: str, *, now: float | None = None) -> tuple[int, float] | None:
+        """(calls left, seconds until the window resets) of ``op``'s budget; None when it has none."""
+        budget = self.budgets.get(op)
+        if budget is None:
+            return None
+        now = time.time() if now is None else now
+        start = now // budget.window * budget.window
+        window_start, spent = self._spent.get(op, (start, 0))
+        if window_start != start:
+            spent = 0
+        return max(0, budget.calls - spent), start + budget.window - now
+
+    def _count(self, op: str) -> None:
+        budget = self.budgets.get(op)
+        if budget is None:
+            return
+        now = time.time()
+        start = now // budget.window * budget.window
+        window_start, spent = self._spent.get(op, (start, 0))
+        self._spent[op] = (start, (spent if window_start == start else 0) + 1)
+
+    def reserve_wait(self, priority: Priority, *, now: float | None = None) -> float:
+        """Seconds a request of ``priority`` must wait for the vendor's quota to reset (0: none)."""
+        quota = self.quota
+        if priority < Priority.BACKGROUND or self.reserve is None or quota is None:
+            return 0.0
+        if quota.remaining > self.reserve:
+            return 0.0
+        wait = quota.reset_at - (time.time() if now is None else now)
+        if wait <= 0:
+            self.quota = None  # that window is over: the next answer says how much the new one has
+            return 0.0
+        return wait
+
+    async def _hold_back(self, op: str, priority: Priority) -> None:
+        """A call budget spent holds ``op`` back until its next window; a quota down to the reserve
+        makes background requests wait for its reset (or hold back when that is longer than this
+        client may wait)."""
+        left = self.budget_left(op)
+        if left is not None and left[0] <= 0:
+            raise HeldBack(f"the {op} budget of {self.budgets[op].calls} calls per {self.budgets[op].window:g} s "
+                           "is spent", wait=left[1], code="BUDGET_SPENT", connector=self.connector, operation=op)
+        while (wait := self.reserve_wait(priority)) > 0:
+            if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
+                raise HeldBack(f"{self.reserve} or fewer calls are left in the vendor's window; they are kept "
+                               "for writes", wait=wait, code="QUOTA_RESERVED", connector=self.connector,
+                               operation=op)
+            log.info("quota_reserve_wait", connector=self.connector, op=op, duration_s=round(wait, 3))
+            await asyncio.sleep(wait)
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for ``attempt`` (1-based)."""
@@ -239,14 +412,18 @@ class HttpClient:
         expect_json: bool = True,
         classify: Classifier | None = None,
         use_auth: bool = True,
+        priority: Priority | None = None,
     ) -> Response:
         """Send one logical request (retried as needed) and return the successful :class:`Response`.
 
-        ``op`` names the operation for call counters and metrics (e.g. ``"read"``, ``"update"``).
+        ``op`` names the operation for call counters, budgets and metrics (e.g. ``"read"``, ``"update"``).
         ``idempotent`` defaults from the method; a non-idempotent request whose outcome is unknown
         (timeout, dropped connection, 5xx) raises :class:`UnknownOutcome` instead of being repeated.
+        ``priority`` defaults to :attr:`Priority.READ` for GET and HEAD, :attr:`Priority.WRITE` otherwise.
         """
         method = method.upper()
+        if priority is None:
+            priority = Priority.READ if method in ("GET", "HEAD") else Priority.WRITE
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
         url = self.url(path_or_url)
@@ -274,7 +451,7 @@ class HttpClient:
                     generation_headers["Content-Type"] = content_type
                 try:
                     return await self._send(op, method, url, body, generation_headers, idempotent,
-                                            expect_json, classifier, use_auth)
+                                            expect_json, classifier, use_auth, priority)
                 except AuthFailure:
                     # refused for good (a token request, or nothing to refresh, or after the one refresh)
                     if refreshed or self.auth is None or not use_auth:
@@ -307,14 +484,16 @@ class HttpClient:
         expect_json: bool,
         classify: Classifier,
         use_auth: bool,
+        priority: Priority = Priority.READ,
     ) -> Response:
         await self._wait_gate()
-        async with self.limiter:
-            pass
+        await self._hold_back(op, priority)
+        await self.limiter.acquire(priority)
         await self._wait_gate()
         if use_auth and self.auth is not None:
             await self.auth.apply(method, url, headers, body)
         self.calls[op] += 1
+        self._count(op)
         started = time.perf_counter()
         try:
             async with self.session.request(
@@ -328,6 +507,8 @@ class HttpClient:
             kind = Retriable if idempotent else UnknownOutcome
             what = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
             raise kind(f"{method} {url.path} {what}", connector=self.connector, operation=op) from exc
+        if self.quota_of is not None:
+            self.quota = self.quota_of(response) or self.quota
         error = classify(response)
         if error is None and expect_json and response.body.strip():
             try:
@@ -375,4 +556,12 @@ class HttpClient:
                 await asyncio.sleep(self.backoff(attempt))
 
     def stats(self) -> dict[str, Any]:
-        return {"calls": dict(self.calls), "retried": self.retried, "blocked_for_s": round(self.blocked_for, 3)}
+        out: dict[str, Any] = {"calls": dict(self.calls), "retried": self.retried,
+                               "blocked_for_s": round(self.blocked_for, 3)}
+        if self.quota is not None:
+            out["quota_remaining"] = self.quota.remaining
+        for op in self.budgets:
+            left = self.budget_left(op)
+            if left is not None:
+                out[f"{op}_budget_left"] = left[0]
+        return out

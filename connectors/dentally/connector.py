@@ -15,6 +15,7 @@ import structlog
 
 from connectors.dentally.client import STATE_LOCK_PREFIX, UPDATED_AFTER_REFUSED, DentallyClient
 from connectors.dentally.mapfuncs import DentallyMapper, dentally_time_to_utc, utc_to_dentally_time
+from connectors.dentally.rules import write_refusal
 from connectors.dentally.webhook import parse_delivery
 from syncd.config import ConnectorConfig
 from syncd.connector import (
@@ -558,6 +559,9 @@ class DentallyConnector:
                 current.native_status not in (None, self.mapper.open_state):
             return f"patient added outside Pending ({current.native_status}): Dentally can not change it"
         return None
+
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        return write_refusal(self.mapper, current, desired, self.needs_replace(current, desired))
 
     # -- webhooks (part 2 (a)) -------------------------------------------------------------------
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:

@@ -21,6 +21,7 @@ import structlog
 
 from connectors.onlive.client import OnliveClient, UpdatedSinceRefused
 from connectors.onlive.mapfuncs import OnliveMapper, onlive_time_to_utc, utc_to_onlive_time
+from connectors.onlive.rules import write_refusal
 from connectors.onlive.webhook import parse_webhook
 from syncd.config import ConnectorConfig
 from syncd.connector import (
@@ -469,7 +470,7 @@ class OnliveConnector:
         except MappingError as exc:
             return WriteOutcome(request, error=exc)
         if native in self.mapper.closed:
-            if cancel and native == "cancelled":
+            if cancel and native == "cancelled" and not body:
                 return WriteOutcome(request, record=fresh, sent=False)  # already cancelled: nothing left to do
             if body or cancel:
                 return WriteOutcome(request, error=Conflict(
@@ -527,6 +528,9 @@ class OnliveConnector:
         if current.practitioner and desired.practitioner and current.practitioner != desired.practitioner:
             return "practitioner changed: Onlive cannot update calendarIds"
         return None
+
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        return write_refusal(self.mapper, current, desired, replace=self.needs_replace(current, desired), now=now)
 
     # -- webhooks and upkeep ---------------------------------------------------------------------
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:

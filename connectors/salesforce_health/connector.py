@@ -32,6 +32,7 @@ from connectors.salesforce_health.mapfuncs import (
     sf_datetime_in,
     utc_z_out,
 )
+from connectors.salesforce_health.rules import write_refusal
 from connectors.salesforce_health.webhook import parse as parse_delivery
 from syncd.config import ConnectorConfig
 from syncd.connector import (
@@ -517,6 +518,13 @@ class SalesforceHealthConnector:
             patch["Status"] = status_value
         put_body = None
         if put_needed:
+            # docs/vendors/salesforce_health.md §8: the Connect PUT has no version input and ignores
+            # If-Unmodified-Since, so a window stays open between the pre-write GET and the PUT. The body
+            # is built from that GET (``current``) plus the fields being changed, never from the ledger;
+            # a PATCH that goes with it is sent first, conditional, unless its status would lock the PUT.
+            # A change another user makes meanwhile to a field the PUT does not carry survives it, and the
+            # read-back (then not our echo) carries it to the other members; one to a field the PUT
+            # carries (times, participants, work type, channel, comment) is replaced by the PUT.
             put_body = connect_body(target, external_id=ext, timezone=self.config.timezone,
                                     channel_id=self._channel(target, current))
         if not patch and put_body is None:
@@ -673,6 +681,9 @@ class SalesforceHealthConnector:
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:
         # every change can be made in place (the patient too: ParentRecordId follows the PUT)
         return None
+
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        return write_refusal(self.mapping, current, desired)
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
         secret = self.config.webhook_secret.reveal() if self.config.webhook_secret is not None else None

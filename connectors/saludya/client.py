@@ -2,7 +2,11 @@
 
 Every call goes through :class:`syncd.http.HttpClient`. :func:`classify` turns an answer into the error
 kinds of :mod:`syncd.errors` by meaning (a 409 is a busy doctor: ``rejected``, never a concurrency
-conflict); the client also remembers the last ``X-RateLimit-*`` figures for the scan guard (part 2).
+conflict). The limits of ``docs/vendors/saludya.md`` §2 ("Budget" and "Guard") are handed to the HTTP
+client's limiter: :func:`quota_of` reads ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` from every
+answer, background requests (scan pages, a scan's deletion checks) wait while 20 or fewer calls are
+left, until the window resets, while writes go on until a 429; writes leave the request queue before
+scan pages; and list pages of scans (op ``scan``) have a budget of 600 calls per UTC day.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -20,9 +23,11 @@ import yarl
 
 from syncd.config import ConnectorConfig
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
-from syncd.http import HttpClient, Response
+from syncd.http import Budget, HttpClient, Priority, Quota, Response
 
-__all__ = ["ApiKeyAuth", "RateLimitInfo", "SaludYaClient", "classify", "error_text", "mask"]
+__all__ = ["ApiKeyAuth", "SaludYaClient", "classify", "error_text", "mask", "quota_of"]
+
+DAY = 86_400.0
 
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _PHONE_RE = re.compile(r"\+?\d[\d ()-]{6,}\d")
@@ -93,15 +98,17 @@ def classify(response: Response, *, rate_limit_fallback: float = 60.0) -> Vendor
     return Rejected(text, code=code, status=status)
 
 
-@dataclass(slots=True)
-class RateLimitInfo:
-    """The last ``X-RateLimit-*`` figures SaludYa sent (the window with the fewest requests left)."""
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset: float | None = None
-    window: int | None = None
-    seen_at: float = 0.0
+def quota_of(response: Response) -> Quota | None:
+    """§7: ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (unix seconds) describe the window with
+    the fewest requests left; None when the answer carries none (a 401, or rate limits off)."""
+    remaining = _int(response.headers.get("X-RateLimit-Remaining"))
+    reset = response.headers.get("X-RateLimit-Reset")
+    if remaining is None or reset is None:
+        return None
+    try:
+        return Quota(remaining=remaining, reset_at=float(reset))
+    except ValueError:
+        return None
 
 
 class ApiKeyAuth:
@@ -132,7 +139,6 @@ class SaludYaClient:
         self.prefix = str(options["api_prefix"]).strip("/")
         self.page_size = int(options["page_size"])
         self.fallback_wait = float(options["rate_limit_fallback_s"])
-        self.rate = RateLimitInfo()
         self.http = HttpClient(
             config.name,
             base_url=config.base_url,
@@ -142,59 +148,39 @@ class SaludYaClient:
             max_rate_limit_wait=max_rate_limit_wait,
             default_headers={"Accept": "application/json", "Accept-Language": "en"},
             session=session,
+            # docs/vendors/saludya.md §2 "Guard" and "Budget"
+            quota_of=quota_of,
+            reserve=int(options["guard_remaining"]),
+            budgets={"scan": Budget(calls=int(options["daily_call_budget"]), window=DAY)},
         )
 
     async def close(self) -> None:
         await self.http.close()
 
     def _classify(self, response: Response) -> VendorError | None:
-        self._note_rate(response.headers)
         return classify(response, rate_limit_fallback=self.fallback_wait)
-
-    def _note_rate(self, headers: Mapping[str, str]) -> None:
-        remaining = headers.get("X-RateLimit-Remaining")
-        if remaining is None:
-            return
-        try:
-            self.rate = RateLimitInfo(
-                limit=_int(headers.get("X-RateLimit-Limit")),
-                remaining=int(remaining),
-                reset=float(headers["X-RateLimit-Reset"]) if headers.get("X-RateLimit-Reset") else None,
-                window=_int(headers.get("X-RateLimit-Window")),
-                seen_at=time.time(),
-            )
-        except ValueError:
-            return
-
-    def guard_wait(self, threshold: int) -> float:
-        """Seconds a scan pass should wait (part 2 guard): until the reset when few requests are left."""
-        info = self.rate
-        if info.remaining is None or info.remaining > threshold or info.reset is None:
-            return 0.0
-        wait = info.reset - time.time()
-        if wait <= 0:
-            self.rate = RateLimitInfo()
-            return 0.0
-        return wait
 
     def _path(self, suffix: str = "") -> str:
         return f"{self.prefix}/appointments{suffix}"
 
     # -- routes -------------------------------------------------------------------------------
-    async def list_page(self, params: Mapping[str, str], page: int, *, op: str = "list") -> dict[str, Any]:
+    async def list_page(self, params: Mapping[str, str], page: int, *, op: str = "list",
+                        priority: Priority = Priority.READ) -> dict[str, Any]:
         """One page of ``GET /api/appointments`` (created_at ascending, ties by id)."""
         query = {"sort_by": "created_at", "sort_order": "asc", **params, "page": str(page),
                  "limit": str(self.page_size)}
-        response = await self.http.request(op, "GET", self._path(), params=query)
+        response = await self.http.request(op, "GET", self._path(), params=query, priority=priority)
         body = response.json()
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise Retriable("list answer without a data array", status=response.status, code="BAD_ENVELOPE")
         return body
 
-    async def get_one(self, appointment_id: str, *, op: str = "read") -> dict[str, Any] | None:
+    async def get_one(self, appointment_id: str, *, op: str = "read",
+                      priority: Priority = Priority.READ) -> dict[str, Any] | None:
         """``GET /api/appointments/{id}``: the record, or None when SaludYa answers 404."""
         try:
-            response = await self.http.request(op, "GET", self._path("/" + _quote(appointment_id)))
+            response = await self.http.request(op, "GET", self._path("/" + _quote(appointment_id)),
+                                               priority=priority)
         except Rejected as exc:
             if exc.status == 404:
                 return None

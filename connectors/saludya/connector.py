@@ -9,7 +9,6 @@ see. Every PUT is preceded by a re-read (part 8); creates carry a ``[syncd:<id>]
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import structlog
 
 from connectors.saludya.client import SaludYaClient
 from connectors.saludya.mapfuncs import SaludYaMapper, parse_utc
+from connectors.saludya.rules import write_refusal
 from connectors.saludya.webhook import parse_webhook as _parse_webhook
 from syncd.config import ConnectorConfig
 from syncd.connector import (
@@ -36,7 +36,7 @@ from syncd.connector import (
     WriteRequest,
 )
 from syncd.errors import AuthFailure, Conflict, MappingError, NotWritable, RateLimited, Rejected, VendorError
-from syncd.http import HttpClient
+from syncd.http import HttpClient, Priority
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment
 
@@ -124,7 +124,6 @@ class SaludYaConnector:
         self.zone = ZoneInfo(config.timezone)
         self.mapper = SaludYaMapper(mapping, config.timezone)
         self.state: StateStore = state if state is not None else MemoryStateStore()
-        self.max_rate_limit_wait = max_rate_limit_wait
         self.client = SaludYaClient(config, mapping.options, max_rate_limit_wait=max_rate_limit_wait,
                                     session=session)
         self.replace_reason = str(mapping.defaults["replace_reason"])
@@ -182,7 +181,7 @@ class SaludYaConnector:
         """A list item with every field syncd needs (GET it when the list left some out, part 2)."""
         if all(name in item for name in self.list_required):
             return dict(item)
-        return await self.client.get_one(str(item.get("id")), op=op)
+        return await self.client.get_one(str(item.get("id")), op=op, priority=Priority.BACKGROUND)
 
     # -- change detection (part 2) ---------------------------------------------------------------
     def _today(self) -> date:
@@ -243,27 +242,14 @@ class SaludYaConnector:
                 "filter": filtered, "since": since.astimezone(UTC).isoformat() if since is not None else None,
                 "checks": since is None}
 
-    async def _guard(self) -> None:
-        """Part 2 guard: when few requests are left in SaludYa's window, scans wait for its reset."""
-        wait = self.client.guard_wait(int(self.options["guard_remaining"]))
-        if wait <= 0:
-            return
-        window = self.client.rate.window
-        if window:
-            wait = min(wait, float(window))
-        if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
-            raise RateLimited("scan guard: few SaludYa requests left in this window", wait=wait,
-                              code="SCAN_GUARD", connector=self.name, operation="scan")
-        log.info("scan_guard_wait", connector=self.name, op="scan", duration_s=round(wait, 3))
-        await asyncio.sleep(wait)
-
     async def _scan(self, state: ScanState, run: dict[str, Any]) -> AsyncIterator[ChangePage]:
         params = {"date_from": str(run["from"]), "date_to": str(run["to"])}
         since = parse_utc(run.get("since")) if run.get("since") else None
         while True:
             page = int(run["page"])
-            await self._guard()
-            body = await self.client.list_page(params, page, op="scan")
+            # part 2 Guard and Budget: scan pages are background requests with a daily budget (the HTTP
+            # client's limiter waits or holds them back; writes go first and go on)
+            body = await self.client.list_page(params, page, op="scan", priority=Priority.BACKGROUND)
             items = [i for i in body["data"] if isinstance(i, dict) and i.get("id")]
             pagination = body.get("pagination") if isinstance(body.get("pagination"), dict) else {}
             total_pages = int(pagination.get("total_pages") or 0) if isinstance(pagination, dict) else 0
@@ -324,9 +310,8 @@ class SaludYaConnector:
         records: list[VendorRecord] = []
         deleted: list[str] = []
         for rid in vanished:
-            await self._guard()
             try:
-                raw = await self.client.get_one(rid, op="deletion_check")
+                raw = await self.client.get_one(rid, op="deletion_check", priority=Priority.BACKGROUND)
             except Rejected as exc:  # 403: this key no longer sees the record; keep it, dead-letter nothing
                 log.warning("deletion_check_refused", connector=self.name, external_id=rid, code=exc.code)
                 state.known[rid][3] = int(run["no"])
@@ -439,7 +424,7 @@ class SaludYaConnector:
         if not rid:
             raise MappingError("saludya: update or cancel without a target external id", field="external_id")
         # part 8: no concurrency token, so re-read right before the PUT
-        raw = await self.client.get_one(rid, op="reread")
+        raw = await self.client.get_one(rid, op="reread", priority=Priority.WRITE)
         if raw is None:
             return WriteOutcome(request, error=Conflict("the appointment was deleted in SaludYa",
                                                         code="RESOURCE_NOT_FOUND", status=404),
@@ -469,7 +454,7 @@ class SaludYaConnector:
         try:
             written = await self.client.update(rid, payload, op=request.kind.value)
         except Conflict as exc:  # 422: re-read once; moved since the merge -> conflict, else rejected
-            again = await self.client.get_one(rid, op="reread")
+            again = await self.client.get_one(rid, op="reread", priority=Priority.WRITE)
             if again is None:
                 return WriteOutcome(request, error=Conflict("the appointment was deleted in SaludYa",
                                                             code="RESOURCE_NOT_FOUND", status=404),
@@ -557,12 +542,13 @@ class SaludYaConnector:
         found: list[dict[str, Any]] = []
         page = 1
         while True:
-            body = await self.client.list_page(params, page, op="search")
+            body = await self.client.list_page(params, page, op="search", priority=Priority.WRITE)
             items = [i for i in body["data"] if isinstance(i, dict) and i.get("id")]
             for item in items:
                 if str(item["id"]) in skip or item.get("status") == "cancelled":
                     continue
-                raw = item if "notes" in item else await self.client.get_one(str(item["id"]), op="search")
+                raw = item if "notes" in item else await self.client.get_one(str(item["id"]), op="search",
+                                                                             priority=Priority.WRITE)
                 if raw is None:
                     continue
                 if self.mapper.split(raw).reference == canonical_id:
@@ -589,6 +575,9 @@ class SaludYaConnector:
         if current.patient and desired.patient and current.patient != desired.patient:
             return "patient changed: SaludYa patient_id is immutable (cancel the old appointment first, then create)"
         return None
+
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        return write_refusal(self.mapper, current, desired, self.needs_replace(current, desired))
 
     # -- webhooks, upkeep -----------------------------------------------------------------------
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:

@@ -17,6 +17,7 @@ import structlog
 
 from connectors.zoho_crm.client import ZohoClient, mask
 from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time_to_utc
+from connectors.zoho_crm.rules import write_refusal
 from connectors.zoho_crm.webhook import parse_callback
 from syncd.config import ConnectorConfig
 from syncd.connector import (
@@ -584,6 +585,9 @@ class ZohoCrmConnector:
         if current.service_type and desired.service_type and current.service_type != desired.service_type:
             return "service changed: Zoho cannot update Service_Name"
         return None
+
+    def write_refusal(self, current: Appointment, desired: Appointment, *, now: datetime) -> str | None:
+        return write_refusal(self.mapper, current, desired)
 
     # -- webhooks and watch channels (part 2 (a)) -----------------------------------------------
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:

@@ -46,11 +46,13 @@ from syncd.engine.fields import (
 )
 from syncd.engine.ids import new_canonical_id
 from syncd.engine.merge import FieldConflict, MergeResult, Side, merge, merge_member, news_of
+from syncd.engine.resolve import MemberState, Resolution, TargetPlan, holds_news, shown, take_unit, unit_of, with_fields
 from syncd.engine.stats import PassStats
 from syncd.errors import (
     AuthFailure,
     Conflict,
     Deferred,
+    HeldBack,
     MappingError,
     NotWritable,
     RateLimited,
@@ -175,7 +177,9 @@ class Engine:
             self.on_decision(decision)
 
     def _stop(self, connector: str, error: VendorError) -> None:
-        if isinstance(error, RateLimited):
+        if isinstance(error, HeldBack):
+            why = f"held back: {error.message} (for {error.wait:g}s)"
+        elif isinstance(error, RateLimited):
             why = f"rate limited: the vendor asked to wait {error.wait:g}s"
         elif isinstance(error, AuthFailure):
             why = f"authentication refused ({error.code or error.status or 'auth'})"
@@ -1308,39 +1312,148 @@ class Engine:
         async with self.ledger.transaction() as tx:
             await self._store(tx, work)
 
-    async def take_version(
+    async def plan_resolution(
         self, conflict: ConflictRow, take: str, links: Sequence[Link], row: AppointmentRow | None
-    ) -> str | None:
-        """Settle an open conflict by taking connector ``take``'s current value of the conflicting field
-        (re-read now), make it the merge base and sync it to the other members. Returns why it could
-        not, or None when done."""
-        link = next((lk for lk in links if lk.connector == take and not lk.retired), None)
+    ) -> Resolution:
+        """What settling ``conflict`` by taking ``take``'s version would write to each member, re-reading
+        every member's record first (one read per member) and asking each target's connector whether it
+        can take it (:meth:`Connector.write_refusal`). Writes nothing; see :mod:`syncd.engine.resolve`."""
+        cid = conflict.canonical_id
+        plan = Resolution(conflict.id or 0, cid, conflict.field, take)
         group = self.group_of.get(take)
-        if link is None or row is None or row.snapshot is None or group is None:
-            return f"{take} holds no linked record for conflict {conflict.id}"
-        record = (await self.connectors[take].read([link.external_id]))[link.external_id]
-        if record.appointment is None:
-            return f"{take}'s record is deleted or unreadable"
-        async with self.ledger.transaction(readonly=True) as tx:
-            refs = await self._source_refs(tx, take, [record])
-        chosen, missing = self._to_canonical(take, record, refs)
-        if chosen is None:
-            return missing or "missing reference"
+        active = {lk.connector: lk for lk in links if not lk.retired and lk.connector in self.connectors}
+        if row is None or row.snapshot is None or group is None:
+            return plan.but(problem=f"the ledger holds no merged record of {cid} in a group of {take}")
+        if take not in active:
+            holders = ", ".join(sorted(active)) or "none"
+            return plan.but(problem=f"{take} holds no linked record of {cid} (members that do: {holders})")
         base = Appointment.from_json(row.snapshot)
-        field_names = ["start", "end"] if conflict.field == "start" else [conflict.field]
-        values = {name: getattr(chosen, name) for name in field_names if name not in record.unexpressible}
-        merged = base.with_changes(**values) if values else base
+        members = [m for m in group.members if m in active]
+        read = await asyncio.gather(*(self.connectors[m].read([active[m].external_id]) for m in members))
+        records = {m: got[active[m].external_id] for m, got in zip(members, read, strict=True)}
+        keys: dict[str, set[str]] = defaultdict(set)  # every reference a merge may take, for the translation
+        for name in REFERENCE_FIELDS:
+            if getattr(base, name) is not None:
+                keys[REFERENCE_KIND[name]].add(getattr(base, name))
+        states: dict[str, MemberState] = {}
+        async with self.ledger.transaction(readonly=True) as tx:
+            for m, rec in records.items():
+                ext = active[m].external_id
+                if rec.deleted or rec.appointment is None:
+                    why = "is deleted" if rec.deleted else f"cannot be read ({rec.error})"
+                    states[m] = MemberState(m, ext, None, None, problem=why)
+                    continue
+                canonical, missing = self._to_canonical(m, rec, await self._source_refs(tx, m, [rec]))
+                if canonical is None:
+                    states[m] = MemberState(m, ext, rec.appointment, None, problem=missing)
+                    continue
+                states[m] = MemberState(m, ext, rec.appointment, canonical, rec.unexpressible)
+                for name in REFERENCE_FIELDS:
+                    if getattr(canonical, name) is not None:
+                        keys[REFERENCE_KIND[name]].add(getattr(canonical, name))
+            lookups = {m: {kind: await tx.crosswalk_lookup(kind, sorted(values), m) for kind, values in keys.items()}
+                       for m in members}
+        for m, state in states.items():
+            if state.canonical is None or state.vendor is None:
+                return plan.but(problem=(f"{m}'s record {state.problem}: the choice cannot be checked against it; "
+                                         "fix that first (a `syncd resync` carries a deletion to the others)"))
+            comparable = self._comparable(m, state.canonical, base, state.unexpressible)
+            if holds_news(comparable, state.canonical.fingerprint(), active[m], base):
+                return plan.but(problem=(
+                    f"{m} changed the appointment since syncd last read it: run `syncd resync` first, so that the "
+                    "choice is made on what every system holds now"))
+        now = _now()
+
+        versions = {m: (records[m].version, records[m].modified_at) for m in members}
+
+        def evaluate(choice: str) -> Resolution:
+            chosen = states[choice]
+            assert chosen.canonical is not None
+            unit = unit_of(conflict.field)
+            if set(unit) & chosen.unexpressible:
+                return plan.but(take=choice, problem=f"{choice} does not hold {conflict.field}: it has no version "
+                                                          "of it to take")
+            mine = self._comparable(choice, chosen.canonical, base, chosen.unexpressible)
+            merged = take_unit(base, mine, unit)
+            if isinstance(merged, str):
+                return plan.but(take=choice, problem=f"{choice}'s {conflict.field}: {merged}")
+            targets: list[TargetPlan] = []
+            for m in members:
+                state = states[m]
+                assert state.canonical is not None and state.vendor is not None
+                view = self._comparable(m, state.canonical, merged, state.unexpressible)
+                names = [f for f in unit if f not in state.unexpressible and getattr(view, f) != getattr(merged, f)]
+                kept = tuple(f for f in unit if f in state.unexpressible
+                             and getattr(state.canonical, f) != getattr(merged, f))
+                if not names:
+                    targets.append(TargetPlan(m, state.external_id, "none", not_written=kept))
+                    continue
+                wanted = self._translate(m, merged, lookups[m])
+                if isinstance(wanted, str):
+                    targets.append(TargetPlan(m, state.external_id, "none", tuple(names), refusal=f"has {wanted}"))
+                    continue
+                connector = self.connectors[m]
+                desired = with_fields(state.vendor, wanted, names)
+                if isinstance(desired, str):
+                    targets.append(TargetPlan(m, state.external_id, "none", tuple(names), refusal=desired))
+                    continue
+                op = ("replace" if connector.needs_replace(state.vendor, desired)
+                      else _target_op(merged, view).value)
+                refusal = connector.write_refusal(state.vendor, desired, now=now)
+                targets.append(TargetPlan(m, state.external_id, op, tuple(names), shown(view, names),
+                                          shown(merged, names), refusal, kept))
+            return plan.but(take=choice, merged=merged, targets=tuple(targets), versions=versions)
+
+        chosen = evaluate(take)
+        if not chosen.refused:
+            return chosen
+        working = tuple(m for m in members if m != take and not evaluate(m).refused)
+        return chosen.but(take=take, alternatives=working)
+
+    async def take_version(self, plan: Resolution, links: Sequence[Link]) -> str | None:
+        """Carry out a resolution that nothing refused: store the merge, queue and make the writes (the
+        outbox, as every write), and close the conflict once they are done. Returns why it is not done
+        (the conflict then stays open, with the refusal the vendor gave), or None."""
+        assert plan.merged is not None and not plan.refused
+        group = self.group_of[plan.take]
+        merged = plan.merged
+        active = {lk.connector: lk for lk in links if not lk.retired}
+        async with self.ledger.transaction(readonly=True) as tx:
+            row = (await tx.appointments([plan.canonical_id])).get(plan.canonical_id)
+        base = Appointment.from_json(row.snapshot) if row is not None and row.snapshot is not None else merged
         work = _PageWork()
+        for name, (version, modified_at) in plan.versions.items():
+            link = active[name]
+            if version != link.version:
+                # read just now and found to hold nothing new (else the plan is refused): its version moved
+                # without news, and the pre-write check compares with it
+                link.version, link.modified_at = version, modified_at
+                work.link(link)
+        for target in plan.writes:
+            link = active[target.connector]
+            believed = Appointment.from_json(link.seen) if link.seen is not None else base
+            op = WriteKind.CANCEL if target.op == WriteKind.CANCEL.value else WriteKind.UPDATE
+            work.outbox.append(self._outbox(plan.canonical_id, target.connector, op, base=believed, merged=merged,
+                                            source=plan.take, changed=list(target.fields)))
+        work.audit.append(AuditEntry(canonical_id=plan.canonical_id, connector=plan.take, action="resolved",
+                                     fields=list(unit_of(plan.field)), fingerprint_before=base.fingerprint(),
+                                     fingerprint_after=merged.fingerprint(),
+                                     detail=f"conflict {plan.conflict_id}: took {plan.take}"))
         async with self.ledger.transaction() as tx:
-            await tx.save_appointments([AppointmentRow(canonical_id=conflict.canonical_id, sync_group=group.name,
+            await tx.save_appointments([AppointmentRow(canonical_id=plan.canonical_id, sync_group=group.name,
                                                        snapshot=merged.to_json(), fingerprint=merged.fingerprint())])
-            self._plan_targets(group, conflict.canonical_id, "", base, merged, merged.diff(base) or field_names,
-                               links, work, source_view=None)
             await self._store(tx, work)
-            if conflict.id is not None:
-                await tx.resolve_conflict(conflict.id, f"took {take}")
+        failed_before = self.stats.total("dead_lettered") + self.stats.total("conflicts")
         if work.outbox:
             await self.execute(work.outbox)
+        if self.stats.stopped:
+            name, why = next(iter(self.stats.stopped.items()))
+            return f"{name} {why}: the write stays queued and is made by the next pass; the conflict stays open"
+        if self.stats.total("dead_lettered") + self.stats.total("conflicts") > failed_before:
+            return ("a target refused the write after all (see `syncd conflicts list` and `syncd deadletters list`); "
+                    "the conflict stays open")
+        async with self.ledger.transaction() as tx:
+            await tx.resolve_conflict(plan.conflict_id, f"took {plan.take}")
         return None
 
     async def sweep_missing(self, source: str, seen: set[str]) -> None:

@@ -28,7 +28,7 @@ from syncd.ledger.store import Ledger
 from syncd.logging import get_logger
 from syncd.model import Status
 
-__all__ = ["PassResult", "Runtime", "open_runtime", "resync"]
+__all__ = ["PassResult", "ResolveResult", "Runtime", "open_runtime", "resolve_conflict", "resync"]
 
 log = get_logger("syncd.runner")
 
@@ -316,20 +316,52 @@ async def _retry_cancel_old(engine: Engine, connector_name: str, canonical_id: s
         engine.stats.of(connector_name).cancelled += 1
 
 
-async def resolve_conflict(config: Config, conflict_id: int, take: str) -> tuple[int, str]:
-    """Settle conflict ``conflict_id`` by taking connector ``take``'s current version of the record."""
+@dataclass(frozen=True, slots=True)
+class ResolveResult:
+    """What ``syncd conflicts resolve`` did (or, in a dry run, would do)."""
+
+    exit_code: int
+    message: str
+    document: dict[str, Any]
+
+
+async def resolve_conflict(config: Config, conflict_id: int, take: str, *, dry_run: bool = False) -> ResolveResult:
+    """Settle conflict ``conflict_id`` by taking connector ``take``'s current version of its field(s).
+
+    Every member's record is read again and each target's connector says whether it can take that
+    version; when one cannot, nothing is written, the conflict stays open and the answer names the
+    reason and the ``--take`` that would work (exit 1). ``dry_run`` only shows the plan. See
+    :mod:`syncd.engine.resolve`."""
     if take not in config.connectors:
         raise ConfigError([f"--take: {take!r} is not a configured connector"])
     async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
         async with rt.ledger.transaction(readonly=True) as tx:
             found = await tx.conflicts(ids=[conflict_id])
             if not found:
-                return EXIT_PARTIAL, f"conflict {conflict_id} is unknown or already resolved"
+                message = f"conflict {conflict_id} is unknown or already resolved"
+                return ResolveResult(EXIT_PARTIAL, message, {"conflict_id": conflict_id, "refused": True,
+                                                             "reason": message})
             conflict = found[0]
             links = (await tx.links_of([conflict.canonical_id])).get(conflict.canonical_id, [])
             row = (await tx.appointments([conflict.canonical_id])).get(conflict.canonical_id)
-        engine = Engine(config, rt.ledger, rt.connectors, holder=holder_name("resolve"))
-        problem = await engine.take_version(conflict, take, links, row)
+        engine = Engine(config, rt.ledger, rt.connectors, dry_run=dry_run, holder=holder_name("resolve"))
+        try:
+            plan = await engine.plan_resolution(conflict, take, links, row)
+        except VendorError as exc:
+            message = f"{exc.connector or take} could not be read ({exc.describe()}); nothing was written"
+            return ResolveResult(EXIT_UNAVAILABLE, message, {"conflict_id": conflict_id, "refused": True,
+                                                             "reason": message})
+        document = plan.as_json(dry_run=dry_run)
+        if plan.refused:
+            log.info("resolve_refused", connector=take, canonical_id=conflict.canonical_id, op="resolve")
+            return ResolveResult(EXIT_PARTIAL, plan.message(dry_run=dry_run), document)
+        if dry_run:
+            return ResolveResult(EXIT_OK, plan.message(dry_run=True), document)
+        problem = await engine.take_version(plan, links)
         if problem is not None:
-            return EXIT_PARTIAL, problem
-        return EXIT_OK, f"conflict {conflict_id} resolved: took {take}"
+            document.update(refused=True, reason=problem)
+            code = EXIT_UNAVAILABLE if engine.stats.stopped else EXIT_PARTIAL
+            head = f"conflict {conflict_id} ({conflict.canonical_id}, {conflict.field}): taking {take}'s version"
+            return ResolveResult(code, f"{head}: not resolved: {problem}", document)
+        return ResolveResult(EXIT_OK, f"{plan.message(dry_run=False)}\nconflict {conflict_id} resolved: took {take}",
+                             document)
