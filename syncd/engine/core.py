@@ -1347,7 +1347,7 @@ class Engine:
                 if canonical is None:
                     states[m] = MemberState(m, ext, rec.appointment, None, problem=missing)
                     continue
-                states[m] = MemberState(m, ext, rec.appointment, canonical, rec.unexpressible)
+                states[m] = MemberState(m, ext, rec.appointment, canonical, self._limits(m, rec))
                 for name in REFERENCE_FIELDS:
                     if getattr(canonical, name) is not None:
                         keys[REFERENCE_KIND[name]].add(getattr(canonical, name))
@@ -1357,7 +1357,7 @@ class Engine:
             if state.canonical is None or state.vendor is None:
                 return plan.but(problem=(f"{m}'s record {state.problem}: the choice cannot be checked against it; "
                                          "fix that first (a `syncd resync` carries a deletion to the others)"))
-            comparable = self._comparable(m, state.canonical, base, state.unexpressible)
+            comparable = self._comparable(m, state.canonical, base, state.limits)
             if holds_news(comparable, state.canonical.fingerprint(), active[m], base):
                 return plan.but(problem=(
                     f"{m} changed the appointment since syncd last read it: run `syncd resync` first, so that the "
@@ -1370,10 +1370,10 @@ class Engine:
             chosen = states[choice]
             assert chosen.canonical is not None
             unit = unit_of(conflict.field)
-            if set(unit) & chosen.unexpressible:
+            if set(unit) & chosen.limits.not_stored:
                 return plan.but(take=choice, problem=f"{choice} does not hold {conflict.field}: it has no version "
                                                           "of it to take")
-            mine = self._comparable(choice, chosen.canonical, base, chosen.unexpressible)
+            mine = self._comparable(choice, chosen.canonical, base, chosen.limits)
             merged = take_unit(base, mine, unit)
             if isinstance(merged, str):
                 return plan.but(take=choice, problem=f"{choice}'s {conflict.field}: {merged}")
@@ -1381,9 +1381,9 @@ class Engine:
             for m in members:
                 state = states[m]
                 assert state.canonical is not None and state.vendor is not None
-                view = self._comparable(m, state.canonical, merged, state.unexpressible)
-                names = [f for f in unit if f not in state.unexpressible and getattr(view, f) != getattr(merged, f)]
-                kept = tuple(f for f in unit if f in state.unexpressible
+                view = self._comparable(m, state.canonical, merged, state.limits)
+                names = [f for f in unit if f not in state.limits.unwritable and getattr(view, f) != getattr(merged, f)]
+                kept = tuple(f for f in unit if f in state.limits.unwritable
                              and getattr(state.canonical, f) != getattr(merged, f))
                 if not names:
                     targets.append(TargetPlan(m, state.external_id, "none", not_written=kept))

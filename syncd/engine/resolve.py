@@ -16,6 +16,7 @@ from dataclasses import field as dc_field
 from datetime import datetime
 from typing import Any
 
+from syncd.engine.fields import Limits
 from syncd.engine.merge import news_of
 from syncd.ledger.models import Link
 from syncd.model import SYNC_FIELDS, TEXT_FIELDS, Appointment, InvalidAppointment, Status, text_digest
@@ -83,7 +84,8 @@ class MemberState:
     """The record in the vendor's own ids, with its native status (what ``write_refusal`` looks at)."""
     canonical: Appointment | None
     """The record with canonical keys (None when it is unusable: see ``problem``)."""
-    unexpressible: frozenset[str] = frozenset()
+    limits: Limits = dc_field(default_factory=Limits)
+    """What this member cannot take from syncd (fields it does not store, fields only its own users set)."""
     problem: str | None = None
     """Why the record cannot be used: deleted, unmappable, a reference without a crosswalk entry."""
 
