@@ -200,7 +200,7 @@ class ChildProcess:
 
 
 def sandbox_command(vendors: Sequence[str]) -> list[str]:
-    """``syncd sandbox`` for ``vendors`` on free ports, rate limits off (ENGINEERING.md "Benchmarks")."""
+    """``syncd sandbox`` for ``vendors`` on free ports, rate limits off (docs/development.md "Benchmarks")."""
     args = [sys.executable, "-m", "syncd", "sandbox", "--port-base", "0", "--no-rate-limits"]
     for vendor in vendors:
         args += ["--vendor", vendor]

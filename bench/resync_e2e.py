@@ -47,7 +47,7 @@ QUICK_N = 100
 PAIR = ("zoho_crm", "salesforce_health")
 MAX_REQUESTS_PER_SECOND = 10_000  # the client-side limiter must not be what is measured either
 
-# sandbox credentials (VENDORS.md "Sandbox options and credentials"; not secrets)
+# sandbox credentials (docs/vendors/README.md "Sandbox options and credentials"; not secrets)
 AUTH: dict[str, dict[str, str]] = {
     "salesforce_health": {"client_id": "sandbox-client", "client_secret": "sandbox-secret",
                           "refresh_token": "sandbox-refresh", "api_version": "65.0"},

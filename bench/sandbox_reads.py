@@ -48,7 +48,7 @@ RUNS = 3
 MAX_SECONDS = 30.0
 USER_AGENT = "syncd-bench/1.0 (loopback)"
 
-# sandbox credentials (VENDORS.md "Sandbox options and credentials"; not secrets)
+# sandbox credentials (docs/vendors/README.md "Sandbox options and credentials"; not secrets)
 DENTALLY_TOKEN = "sandbox-token"
 SALUDYA_KEY = "sandbox-key"
 ONLIVE_KEY_ID = "OLAK7Q2N4X9EXAMPLE"
@@ -89,7 +89,7 @@ async def _oauth_token(session: aiohttp.ClientSession, url: str) -> str:
 
 
 def _onlive_headers(path: str) -> dict[str, str]:
-    """VENDORS.md Onlive §1 signing for a body-less GET without query (valid for 15 minutes)."""
+    """docs/vendors/onlive.md §1 signing for a body-less GET without query (valid for 15 minutes)."""
     date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     to_sign = "\n".join(("GET", path, "", date, EMPTY_SHA256))
     signature = hmac.new(ONLIVE_SECRET.encode(), to_sign.encode(), hashlib.sha256).hexdigest()

@@ -11,7 +11,7 @@ Three modes, each on a fresh database: ``grouped`` (the server as shipped: ``Inb
 deliveries that arrive while a commit is in flight), and for comparison ``per-delivery`` (the same
 server with groups of at most one, i.e. one transaction per delivery) and ``no-store`` (everything but
 the commit: HTTP, signature check, parsing; the ceiling of this server on this machine).
-ENGINEERING.md's reference figures on this kind of machine: storing nothing 3,000-4,600/s,
+docs/development.md's reference figures on this kind of machine: storing nothing 3,000-4,600/s,
 per-delivery ~1,500/s, grouped ~2,700/s (shown as a soft target). Without PostgreSQL the SQLite ledger is
 measured instead (noted in the table).
 
@@ -61,7 +61,7 @@ WARMUP = 300
 RUNS = 3
 MAX_SECONDS = 30.0
 REFERENCE_GROUPED = 2_700.0
-"""ENGINEERING.md "Benchmarks": grouped commits on PostgreSQL, about 2,700 deliveries/s (soft target)."""
+"""docs/development.md "Benchmarks": grouped commits on PostgreSQL, about 2,700 deliveries/s (soft target)."""
 MODES = ("grouped", "per-delivery", "no-store")
 
 CONFIG = """

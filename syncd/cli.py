@@ -1,7 +1,7 @@
 """The ``syncd`` command line (also ``python -m syncd``).
 
 Commands live in ``syncd/cli_*.py`` modules and are registered in :data:`COMMANDS`; this module
-owns the one place where errors become exit codes (CONTRACT section 4): a configuration problem
+owns the one place where errors become exit codes (docs/reference.md §4): a configuration problem
 prints one line per problem on stderr and exits 2, an unreachable ledger exits 3.
 """
 
@@ -27,7 +27,7 @@ __all__ = ["COMMANDS", "main"]
 
 
 class SyncdGroup(click.Group):
-    """Turns syncd's errors into CONTRACT exit codes, for every (sub)command."""
+    """Turns syncd's errors into docs/reference.md §4 exit codes, for every (sub)command."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

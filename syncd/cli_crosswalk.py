@@ -1,4 +1,4 @@
-"""``syncd crosswalk import FILE`` / ``export [FILE]`` (CONTRACT section 3)."""
+"""``syncd crosswalk import FILE`` / ``export [FILE]`` (docs/reference.md §3)."""
 
 from __future__ import annotations
 

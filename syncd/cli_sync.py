@@ -1,4 +1,4 @@
-"""``syncd resync``, ``syncd deadletters ...`` and ``syncd conflicts ...`` (CONTRACT sections 4 and 7)."""
+"""``syncd resync``, ``syncd deadletters ...`` and ``syncd conflicts ...`` (docs/reference.md §4 and §7)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _parse_ids(values: tuple[str, ...], known: set[str]) -> list[tuple[str, str]
               help="Read just these records (repeatable).")
 @click.option("--dry-run", is_flag=True,
               help="Write nothing anywhere (the ledger included); report what would be done.")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document (CONTRACT section 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document (docs/reference.md §4).")
 @click.pass_context
 def resync_command(
     ctx: click.Context,

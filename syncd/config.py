@@ -87,7 +87,7 @@ SYNC_KEYS: tuple[str, ...] = ("name", "members", "create_in", "owners")
 
 @dataclass(frozen=True)
 class TypeDefaults:
-    """Per-type defaults for keys a connector table may leave out (VENDORS.md part 1 of each section)."""
+    """Per-type defaults for keys a connector table may leave out (docs/vendors/<type>.md §1)."""
 
     poll_interval: float
     max_requests_per_second: float
@@ -147,7 +147,7 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     public_url: str | None = None
     console_token: Secret | None = None
-    """Accepted for the planned operator console; unused for now (CONTRACT section 5)."""
+    """Accepted for the planned operator console; unused for now (docs/reference.md §5)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Crosswalk import and export (CONTRACT section 3).
+"""Crosswalk import and export (docs/reference.md §3).
 
 The CSV has the header ``kind,key,connector,external_id``. Reference rows (patient, practitioner,
 location, service) go to the ``crosswalk`` table; ``appointment`` rows link appointments that existed
@@ -65,7 +65,7 @@ class ImportReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every row is in force, 1 when some were reported and not applied (CONTRACT §4)."""
+        """0 when every row is in force, 1 when some were reported and not applied (docs/reference.md §4)."""
         return 1 if self.problems else 0
 
 

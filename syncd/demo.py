@@ -89,7 +89,7 @@ ECHO_WINDOW = 5.0
 RECEPTION_NOTE = "Patient will arrive ten minutes late"
 """The concurrent edit of the race scenario (written into a sandbox, never printed)."""
 
-#: the sandboxes' documented credentials (VENDORS "Sandbox options and credentials"): the demo never
+#: the sandboxes' documented credentials (docs/vendors/README.md "Sandbox options and credentials"): the demo never
 #: sends a configured credential anywhere, so a production config cannot leak into it
 SANDBOX_AUTH: dict[str, dict[str, str]] = {
     "salesforce_health": {"client_id": "sandbox-client", "client_secret": "sandbox-secret",

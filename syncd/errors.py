@@ -1,7 +1,7 @@
 """syncd's small error tree.
 
-Every vendor error is classified by its *meaning* into one of five kinds (VENDORS cross-vendor
-rule 8). The core decides what to do from the kind alone, never from a vendor name.
+Every vendor error is classified by its *meaning* into one of five kinds
+(docs/vendors/README.md rule 8). The core decides what to do from the kind alone, never from a vendor name.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class Rejected(VendorError):
 
 class NotWritable(Rejected):
     """The connector decided, before sending, that the target cannot take this change (a field still
-    locked after a re-read, a terminal record): an open conflict (VENDORS head rule 10), not a dead letter."""
+    locked after a re-read, a terminal record): an open conflict (docs/vendors/README.md rule 10), not a dead letter."""
 
     kind = "not_writable"
 
@@ -160,7 +160,7 @@ class AuthFailure(VendorError):
 
 
 class WebhookError(SyncdError):
-    """A webhook delivery failed verification or parsing; ``status`` is the HTTP answer (CONTRACT §5)."""
+    """A webhook delivery failed verification or parsing; ``status`` is the HTTP answer (docs/reference.md §5)."""
 
     def __init__(self, status: int, code: str, detail: str) -> None:
         self.status = status

@@ -12,7 +12,7 @@ audit only and is emptied by the ledger when the row is marked processed. Whole 
 vendor might push inside a delivery are not kept: the engine re-reads every id (no vendor syncd
 supports sends trustworthy content in its notifications).
 
-:func:`dedup_key` follows CONTRACT section 7: the vendor's event id where the payload has one
+:func:`dedup_key` follows docs/reference.md §7: the vendor's event id where the payload has one
 (``delivery.dedup_key``, e.g. Dentally ``id``), else the SHA-256 of the signed timestamp and the raw
 body, so that a new notification about the same ids is not a duplicate.
 """

@@ -55,7 +55,7 @@ class Status(StrEnum):
 
     @property
     def creatable(self) -> bool:
-        """VENDORS head rule 11: only these statuses are created in a target."""
+        """docs/vendors/README.md rule 11: only these statuses are created in a target."""
         return self in (Status.PROPOSED, Status.PENDING, Status.BOOKED)
 
 
@@ -76,7 +76,7 @@ STATUS_RANK: dict[Status, int] = {
     Status.ENTERED_IN_ERROR: 9,
 }
 
-#: Canonical fields that take part in sync (CONTRACT section 2, usable in ``owners``).
+#: Canonical fields that take part in sync (docs/reference.md §2, usable in ``owners``).
 SYNC_FIELDS: tuple[str, ...] = (
     "status",
     "start",

@@ -1,6 +1,6 @@
-"""The HTTP server of ``syncd run``: webhook intake, health, readiness and metrics (CONTRACT section 5).
+"""The HTTP server of ``syncd run``: webhook intake, health, readiness and metrics (docs/reference.md §5).
 
-``POST /webhooks/{connector}`` runs the checks in the CONTRACT section 7 order, the first failure
+``POST /webhooks/{connector}`` runs the checks in the docs/reference.md §7 order, the first failure
 answering: unknown connector or webhooks disabled (404), body over ``max_body_bytes`` (413, counted
 while reading, Content-Length neither trusted nor required), not ``application/json`` (415), then
 the connector's own ``parse_webhook`` (401 signature/token/timestamp, 400 malformed, in the order its
@@ -384,7 +384,7 @@ def create_app(
     batch_delay: float = BATCH_DELAY_S,
     ping_timeout: float = PING_TIMEOUT_S,
 ) -> web.Application:
-    """The aiohttp application serving CONTRACT section 5 (webhooks, healthz, readyz, metrics).
+    """The aiohttp application serving docs/reference.md §5 (webhooks, healthz, readyz, metrics).
 
     ``clock`` is the receiver's clock for webhook timestamp checks. The app owns an
     :class:`InboxBatcher` (``app[BATCHER_KEY]``), flushed on cleanup.

@@ -1,4 +1,4 @@
-"""The command line: check-config, db upgrade, crosswalk import/export, status (CONTRACT section 4)."""
+"""The command line: check-config, db upgrade, crosswalk import/export, status (docs/reference.md §4)."""
 
 from __future__ import annotations
 

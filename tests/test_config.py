@@ -1,4 +1,4 @@
-"""Config loading (CONTRACT section 2): every problem on its own line naming the key, exit 2."""
+"""Config loading (docs/reference.md §2): every problem on its own line naming the key, exit 2."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 def test_base_config_loads_with_vendor_defaults(tmp_path: Path) -> None:
-    """A minimal config loads; absent keys take the per-vendor defaults of VENDORS.md."""
+    """A minimal config loads; absent keys take the per-vendor defaults of docs/vendors/."""
     config = load_config(write(tmp_path, BASE), env=ENV)
     zoho, dentally = config.connectors["zoho"], config.connectors["dentally"]
     assert (zoho.poll_interval, zoho.max_requests_per_second, zoho.timezone) == (120.0, 2.0, "UTC")

@@ -1,4 +1,4 @@
-"""Crosswalk import/export (CONTRACT section 3), on SQLite and PostgreSQL."""
+"""Crosswalk import/export (docs/reference.md §3), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ async def test_sigterm_during_a_busy_sync_drains_exits_0_and_leaves_nothing_undo
 
 
 async def test_a_write_that_outlives_the_30s_drain_is_abandoned_safely(tmp_path: Path, ledger_url: str) -> None:
-    """CONTRACT: on SIGTERM the daemon "finishes or safely abandons in-flight writes within 30 s, and
+    """docs/reference.md: on SIGTERM the daemon "finishes or safely abandons in-flight writes within 30 s, and
     exits 0". Here the vendor holds syncd's create for 45 s: the drain gives up after 30 s, the write
     stays queued (its outcome unknown), and the next pass writes it exactly once."""
     world = await _world(tmp_path, ledger_url, n=1, polls={"zoho": 1, "sf": 0}, sync_first=False)

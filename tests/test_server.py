@@ -1,4 +1,4 @@
-"""The HTTP server of ``syncd run`` (CONTRACT sections 5 and 7): webhook intake, health, metrics.
+"""The HTTP server of ``syncd run`` (docs/reference.md §5 and §7): webhook intake, health, metrics.
 
 Runs on a real ledger (SQLite and PostgreSQL, via the ``ledger`` fixture), real connectors built by
 ``connectors.create_connector`` and a real server on 127.0.0.1 (free port), driven over HTTP.
@@ -100,7 +100,7 @@ webhook_secret = "{secret}"
 
 
 def signed(body: bytes, *, ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
-    """Generic-scheme headers (VENDORS.md "Generic webhook signature")."""
+    """Generic-scheme headers (docs/vendors/README.md "Generic webhook signature")."""
     stamp = str(int(time.time()) if ts is None else ts)
     mac = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return {"X-Syncd-Timestamp": stamp, "X-Syncd-Signature": f"v1={mac}"}

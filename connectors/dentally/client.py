@@ -1,4 +1,4 @@
-"""Dentally over HTTP (VENDORS.md "Dentally" parts 1, 3, 4, 6, 7): auth, error classification, calls.
+"""Dentally over HTTP (docs/vendors/dentally.md §1, §3, §4, §6, §7): auth, error classification, calls.
 
 Every call goes through :class:`syncd.http.HttpClient` (timeouts, retries, Retry-After, rate-limit
 gate). This module knows Dentally's wire shapes; it does no canonical mapping.
@@ -89,7 +89,7 @@ def hourly_wait(response: Response, *, default: float, now: float | None = None)
 
 
 def classify(response: Response, *, hourly_default: float = 60.0) -> VendorError | None:
-    """A Dentally answer -> an error kind (VENDORS part 6), or None for success."""
+    """A Dentally answer -> an error kind (docs/vendors/dentally.md §6), or None for success."""
     status = response.status
     if status < 300:
         return None

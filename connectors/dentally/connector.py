@@ -1,4 +1,4 @@
-"""The Dentally connector (VENDORS.md "Dentally"): change detection, reads, writes, webhooks."""
+"""The Dentally connector (docs/vendors/dentally.md): change detection, reads, writes, webhooks."""
 
 from __future__ import annotations
 
@@ -503,7 +503,7 @@ class DentallyConnector:
         if raw.get(self.mapping.fields["patient"]) is not None:
             editable.add(self.mapping.fields["patient"])
         if set(values) - editable:
-            # still locked after the pre-write re-read: a conflict, not a dead letter (VENDORS head rule 10)
+            # still locked after the pre-write re-read: a conflict, not a dead letter (docs/vendors/README.md rule 10)
             return NotWritable(f"locked: {native} ({STATE_LOCK_PREFIX} {native})", code="locked", status=None)
         return None
 

@@ -1,4 +1,4 @@
-"""Dentally <-> canonical conversions (VENDORS.md "Dentally" part 9), driven by ``mappings/dentally.toml``.
+"""Dentally <-> canonical conversions (docs/vendors/dentally.md §9), driven by ``mappings/dentally.toml``.
 
 The functions registered in :data:`FUNCTIONS` are the named conversions the mapping file refers to;
 :class:`DentallyMapper` applies the whole mapping to one record (read) or one desired appointment

@@ -1,4 +1,4 @@
-"""Dentally webhooks (VENDORS.md "Dentally" part 2 (a)): verification and parsing.
+"""Dentally webhooks (docs/vendors/dentally.md §2 (a)): verification and parsing.
 
 Dentally's own signature scheme is unconfirmed, so the generic one applies: ``X-Syncd-Timestamp``
 (unix seconds) and ``X-Syncd-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<raw body>")>``,

@@ -1,8 +1,8 @@
-"""Onlive Open API v2 over HTTP (VENDORS.md "Onlive" parts 1, 3, 4, 6, 7): signing, classification, calls.
+"""Onlive Open API v2 over HTTP (docs/vendors/onlive.md §1, §3, §4, §6, §7): signing, classification, calls.
 
 Every call goes through :class:`syncd.http.HttpClient` (timeouts, retries, Retry-After, rate-limit gate).
 This module knows Onlive's wire shapes (signed requests, error bodies, list envelope); it does no
-canonical mapping. Written from VENDORS.md: nothing here is shared with the Onlive sandbox.
+canonical mapping. Written from docs/vendors/onlive.md: nothing here is shared with the Onlive sandbox.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def error_text(body: Mapping[str, Any] | None, status: int) -> tuple[str | None,
 
 
 def classify(response: Response, *, default_wait: float = 60.0) -> VendorError | None:
-    """An Onlive answer -> an error kind (VENDORS part 6), or None for success.
+    """An Onlive answer -> an error kind (docs/vendors/onlive.md §6), or None for success.
 
     A 404 is returned as :class:`Rejected` with code ``NOT_FOUND``; callers that can tell a deleted
     record from a bad request (reads, writes) look at the code.

@@ -1,4 +1,4 @@
-"""The Onlive connector (VENDORS.md "Onlive"): polling, reads, partial writes, cancels, replace flow.
+"""The Onlive connector (docs/vendors/onlive.md): polling, reads, partial writes, cancels, replace flow.
 
 Onlive has no webhooks, no batch calls and no concurrency token: syncd polls ``updatedSince`` (with a
 window reconciliation as fallback and at start), reads one record per call, and re-reads every record

@@ -1,4 +1,4 @@
-"""Onlive <-> canonical conversions (VENDORS.md "Onlive" part 9), named for ``mappings/onlive.toml``.
+"""Onlive <-> canonical conversions (docs/vendors/onlive.md §9), named for ``mappings/onlive.toml``.
 
 Times are UTC instants written as ``YYYY-MM-DDTHH:mm:ss.sssZ``; the patient is ``guests[0].email``
 (lower-cased), the practitioner ``calendarIds[0]``, the location ``extraFields.location``. The native

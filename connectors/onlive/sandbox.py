@@ -1,11 +1,11 @@
-"""Onlive sandbox: a stateful fake of Onlive's Open API v2 appointments (VENDORS.md "Onlive").
+"""Onlive sandbox: a stateful fake of Onlive's Open API v2 appointments (docs/vendors/onlive.md).
 
 Signed requests (``ONLIVESITE`` HMAC-SHA256 over method, path, canonical query, ``x-onlive-site-date``
 and the body hash, ±900 s of the sandbox clock), ``GET/POST /api/v2/appointments``,
 ``GET/PUT/DELETE /api/v2/appointments/{id}``, ``POST /api/v2/appointments/{id}/cancel``; partial PUT
 with replaced arrays and objects, soft deletion, the §5 state machine, service and calendar rules,
 NestJS-throttler-style rate limiting and the vendor-specific faults of section 10. Onlive sends no
-webhooks. Written from VENDORS.md only: nothing here is shared with the Onlive connector.
+webhooks. Written from docs/vendors/onlive.md only: nothing here is shared with the Onlive connector.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def fe(field: str, message: str) -> dict[str, str]:
 
 
 def canonical_query(raw_query: str) -> str:
-    """VENDORS §1 step 1: decode each pair, RFC 3986-encode, sort by name then value, join."""
+    """docs/vendors/onlive.md §1 step 1: decode each pair, RFC 3986-encode, sort by name then value, join."""
     pairs = parse_qsl(raw_query, keep_blank_values=True, encoding="utf-8", errors="strict")
     encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in pairs)
     return "&".join(f"{k}={v}" for k, v in encoded)

@@ -1,4 +1,4 @@
-"""Onlive sends no webhooks (VENDORS.md "Onlive" part 2; cross-vendor rule 14): every delivery is refused."""
+"""Onlive sends no webhooks (docs/vendors/onlive.md §2; docs/vendors/README.md rule 14): every delivery is refused."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Salesforce Health Cloud over HTTP: OAuth refresh-token auth, error classification, API calls.
 
-Written from VENDORS.md "Salesforce Health Cloud" parts 1-9; every call goes through
+Written from docs/vendors/salesforce_health.md §1-§9; every call goes through
 :class:`syncd.http.HttpClient` (timeouts, retries, rate-limit gate, call counters).
 """
 

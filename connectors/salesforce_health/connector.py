@@ -1,4 +1,4 @@
-"""The Salesforce Health Cloud connector (VENDORS.md "Salesforce Health Cloud", parts 1-9).
+"""The Salesforce Health Cloud connector (docs/vendors/salesforce_health.md §1-§9).
 
 Reads ``ServiceAppointment`` rows through the REST API (composite batch read of 200 + one
 AssignedResource query per batch for the practitioner), detects changes with the ``updated/`` and

@@ -1,4 +1,4 @@
-"""Salesforce Health Cloud <-> canonical conversions (VENDORS.md "Salesforce Health Cloud" part 9).
+"""Salesforce Health Cloud <-> canonical conversions (docs/vendors/salesforce_health.md §9).
 
 Pure functions, no I/O. The mapping file (``mappings/salesforce_health.toml``) names the status
 tables, field names and defaults; the functions here are the parts that need code and are

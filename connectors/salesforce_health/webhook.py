@@ -1,4 +1,4 @@
-"""Salesforce org Flow callouts (VENDORS.md "Salesforce Health Cloud" §2 a): the generic scheme.
+"""Salesforce org Flow callouts (docs/vendors/salesforce_health.md §2 a): the generic scheme.
 
 ``X-Syncd-Timestamp: <unix seconds>`` and ``X-Syncd-Signature: v1=<hex HMAC-SHA256(secret,
 "<timestamp>.<raw body>")>`` (several comma-separated ``v1=`` values allowed), ±300 s. The body is
@@ -79,7 +79,7 @@ def parse_ids(body: bytes) -> list[str]:
 
 
 def parse(secret: str | None, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
-    """Verify then parse one delivery (CONTRACT §7 order: 401 before 400)."""
+    """Verify then parse one delivery (docs/reference.md §7 order: 401 before 400)."""
     if secret is None:
         raise WebhookError(404, "webhooks_disabled", "no webhook_secret is configured for this connector")
     timestamp = verify(secret, headers, body, now=now)

@@ -1,4 +1,4 @@
-"""SaludYa HTTP: Bearer API key, mandatory headers, error classification (VENDORS.md "SaludYa" parts 1, 6, 7).
+"""SaludYa HTTP: Bearer API key, mandatory headers, error classification (docs/vendors/saludya.md §1, §6, §7).
 
 Every call goes through :class:`syncd.http.HttpClient`. :func:`classify` turns an answer into the error
 kinds of :mod:`syncd.errors` by meaning (a 409 is a busy doctor: ``rejected``, never a concurrency

@@ -1,4 +1,4 @@
-"""The SaludYa connector (VENDORS.md "SaludYa"): date-window scans, single reads, PUT/POST writes.
+"""The SaludYa connector (docs/vendors/saludya.md): date-window scans, single reads, PUT/POST writes.
 
 SaludYa has no webhooks, no modified-since filter, no batch calls and no concurrency token. Changes are
 found by scanning date windows (hot / near / full, part 2) and comparing each record's ``updated_at``
@@ -136,7 +136,7 @@ class SaludYaConnector:
             notification_switch=True,
             subscription=False,
             replace_reason=self.replace_reason,
-            # VENDORS SaludYa part 4: a patient-only change cancels first (the old record holds the slot)
+            # docs/vendors/saludya.md §4: a patient-only change cancels first (the old record holds the slot)
             replace_cancel_first_when=frozenset({"patient"}),
             not_stored=NOT_STORED,
             read_only=READ_ONLY,
@@ -446,7 +446,7 @@ class SaludYaConnector:
             return WriteOutcome(request, record=fresh, sent=False)  # nothing SaludYa can hold still differs
         native = str(raw.get("status"))
         if native in self.mapper.terminal:
-            # syncd decides not to write a terminal record: an open conflict (VENDORS head rule 10)
+            # syncd decides not to write a terminal record: an open conflict (docs/vendors/README.md rule 10)
             return WriteOutcome(request, error=NotWritable(
                 f"the SaludYa appointment is {native} (terminal): it cannot be edited", code="TERMINAL"),
                 record=fresh)
@@ -506,7 +506,8 @@ class SaludYaConnector:
         if fields & {"status", "cancellation_reason"}:
             target = m.native_status(desired)
             if target in m.never_written:
-                pass  # head rule 15: completed needs a diagnosis only the doctor gives; nothing is written
+                # docs/vendors/README.md rule 15: completed needs a diagnosis only the doctor gives; nothing is written
+                pass
             elif target == "cancelled":
                 if native_now != "cancelled":
                     out[f["status"]] = target

@@ -1,4 +1,4 @@
-"""SaludYa <-> canonical conversions (VENDORS.md "SaludYa" part 9), named for ``mappings/saludya.toml``.
+"""SaludYa <-> canonical conversions (docs/vendors/saludya.md §9), named for ``mappings/saludya.toml``.
 
 Times: SaludYa keeps the clinic's local wall clock (``date`` + ``time``, minutes) in the connector's
 ``timezone``; an ambiguous or non-existent local time is a :class:`MappingError`, never a guess.

@@ -1,4 +1,4 @@
-"""SaludYa sandbox: a stateful fake of the SaludYa appointments API (VENDORS.md "SaludYa", parts 1-10).
+"""SaludYa sandbox: a stateful fake of the SaludYa appointments API (docs/vendors/saludya.md §1-§10).
 
 Routes: ``GET``/``POST /api/appointments`` and ``GET``/``PUT /api/appointments/{id}``, Bearer API keys
 (option ``api_keys``: key -> ``"*"`` or a list of doctor ids), fixed UTC-aligned quotas per key
@@ -202,7 +202,7 @@ class SaludYaSandbox(SandboxBase):
         return self.records.get(appointment_id)
 
     def _bump(self, rec: dict[str, Any]) -> datetime:
-        """Strictly increasing whole-second ``updated_at`` (VENDORS §8)."""
+        """Strictly increasing whole-second ``updated_at`` (docs/vendors/saludya.md §8)."""
         now = self.now().replace(microsecond=0)
         prev = parse_iso_z(rec["updated_at"]) if rec.get("updated_at") else None
         if prev is not None and now <= prev:
@@ -751,7 +751,7 @@ def create_sandbox(**options: Any) -> SaludYaSandbox:
 
 
 # -- seeding from the shared invented dataset ------------------------------------------------------
-#: canonical (FHIR) status -> SaludYa status (VENDORS §9, canonical -> SaludYa)
+#: canonical (FHIR) status -> SaludYa status (docs/vendors/saludya.md §9, canonical -> SaludYa)
 CANONICAL_TO_NATIVE: dict[str, str] = {
     "proposed": "scheduled",
     "pending": "scheduled",

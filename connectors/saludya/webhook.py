@@ -1,4 +1,4 @@
-"""SaludYa has no webhooks (VENDORS.md "SaludYa" part 2, head rule 14): every delivery is refused."""
+"""SaludYa has no webhooks (docs/vendors/saludya.md §2, docs/vendors/README.md rule 14): every delivery is refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zoho CRM over HTTP (VENDORS.md "Zoho CRM" parts 1, 3, 4, 6, 7): auth, error classification, calls.
+"""Zoho CRM over HTTP (docs/vendors/zoho_crm.md §1, §3, §4, §6, §7): auth, error classification, calls.
 
 Every call goes through :class:`syncd.http.HttpClient` (timeouts, retries, Retry-After, rate limit
 gate). This module knows Zoho's wire shapes; it does no canonical mapping.
@@ -66,7 +66,7 @@ class RateLimitPolicy:
 
 
 def classify(response: Response, policy: RateLimitPolicy | None = None) -> VendorError | None:
-    """A Zoho answer -> an error kind (VENDORS part 6), or None for success.
+    """A Zoho answer -> an error kind (docs/vendors/zoho_crm.md §6), or None for success.
 
     Write answers that carry per-record results (``data``: one result per record, HTTP 200/201/202,
     or 400/403 when all failed) are successes here: the caller reads every record's ``status``.
@@ -109,7 +109,7 @@ def classify(response: Response, policy: RateLimitPolicy | None = None) -> Vendo
 
 
 def classify_token(response: Response) -> VendorError | None:
-    """The token endpoint: failures come back as HTTP 200 with an ``error`` key (VENDORS part 1)."""
+    """The token endpoint: failures come back as HTTP 200 with an ``error`` key (docs/vendors/zoho_crm.md §1)."""
     body = _body(response)
     if response.status >= 500:
         return Retriable(f"token endpoint HTTP {response.status}", status=response.status)

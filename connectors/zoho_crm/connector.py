@@ -1,4 +1,4 @@
-"""The Zoho CRM connector (VENDORS.md "Zoho CRM"): change detection, reads, writes, watch channels."""
+"""The Zoho CRM connector (docs/vendors/zoho_crm.md): change detection, reads, writes, watch channels."""
 
 from __future__ import annotations
 
@@ -481,7 +481,7 @@ class ZohoCrmConnector:
 
     async def _update_batch(self, requests: Sequence[WriteRequest]) -> list[WriteOutcome]:
         ids = [str(r.external_id) for r in requests]
-        # VENDORS part 8: Zoho has no concurrency token, so re-read (one batch GET per ≤100-record PUT)
+        # docs/vendors/zoho_crm.md §8: Zoho has no concurrency token, so re-read (one batch GET per ≤100-record PUT)
         raws = await self._read_raw(ids)
         outcomes: list[WriteOutcome | None] = [None] * len(requests)
         pending: list[tuple[int, WriteRequest, dict[str, Any], dict[str, Any]]] = []
@@ -519,7 +519,8 @@ class ZohoCrmConnector:
                 outcomes[index] = WriteOutcome(request, error=exc)
                 continue
             if conflict is not None:
-                # a terminal record is not written: an open conflict (VENDORS head rule 10), not a re-read loop
+                # a terminal record is not written: an open conflict (docs/vendors/README.md rule 10), not a re-read
+                # loop
                 outcomes[index] = WriteOutcome(request, error=NotWritable(conflict, code="TERMINAL"), record=fresh)
             elif not values:
                 outcomes[index] = WriteOutcome(request, record=fresh, sent=False)  # nothing still differs

@@ -1,4 +1,4 @@
-"""Zoho CRM <-> canonical conversions (VENDORS.md "Zoho CRM" part 9), driven by ``mappings/zoho_crm.toml``.
+"""Zoho CRM <-> canonical conversions (docs/vendors/zoho_crm.md §9), driven by ``mappings/zoho_crm.toml``.
 
 The functions registered in :data:`FUNCTIONS` are the named conversions the mapping file refers to;
 :class:`ZohoMapper` applies the whole mapping to one record (read) or one desired appointment (write).
@@ -265,7 +265,7 @@ class ZohoMapper:
         return StatusWrite(values)
 
     def create_body(self, desired: Appointment, canonical_id: str) -> dict[str, Any]:
-        """The record for ``POST /Appointments__s`` (VENDORS part 4 create column)."""
+        """The record for ``POST /Appointments__s`` (docs/vendors/zoho_crm.md §4 create column)."""
         if not desired.status.creatable:
             raise MappingError(f"zoho_crm: an appointment is not created in status {desired.status.value!r}",
                                field="status")

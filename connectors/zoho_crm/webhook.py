@@ -1,8 +1,8 @@
-"""Zoho watch-channel callbacks (VENDORS.md "Zoho CRM" part 2 (a)): verification and parsing.
+"""Zoho watch-channel callbacks (docs/vendors/zoho_crm.md §2 (a)): verification and parsing.
 
 Zoho's own scheme applies, not the generic HMAC one: the callback body echoes the channel's
 ``token`` (= ``webhook_secret``), its ``channel_id`` and the ``module``. A body that is not JSON is
-a 400 before the token check (CONTRACT section 7); a wrong token, channel or module is a 401.
+a 400 before the token check (docs/reference.md §7); a wrong token, channel or module is a 401.
 Callbacks carry ids only: every id is re-read, delete ids included -- the drain cancels only what the
 batch read no longer returns (docs/vendors/zoho_crm.md §2).
 """

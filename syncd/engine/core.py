@@ -1237,7 +1237,7 @@ class Engine:
     async def _replace(self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest,
                        link: Link, believed: Appointment, followups: list[OutboxItem]) -> None:
         """A change the target forbids in place: create a new record, cancel the old one with the vendor's
-        reason, link the new one and retire the old (VENDORS head rule 13). Where the vendor needs the slot
+        reason, link the new one and retire the old (docs/vendors/README.md rule 13). Where the vendor needs the slot
         freed first (``capabilities.replace_cancel_first_when``), the old one is cancelled first."""
         stats = self.stats.of(target)
         current = request.current
@@ -1459,7 +1459,7 @@ class Engine:
     async def sweep_missing(self, source: str, seen: set[str]) -> None:
         """After a full window pass: known records of ``source`` whose start lies in its window but
         that the pass did not list are read one more time; the vendor answers "deleted" for those
-        that are gone, and the deletion is then carried to the other members (VENDORS part 2)."""
+        that are gone, and the deletion is then carried to the other members (docs/vendors/<type>.md §2)."""
         connector = self.connectors[source]
         cfg = self.config.connectors[source]
         tz = ZoneInfo(cfg.timezone)

@@ -1,4 +1,4 @@
-"""Canonical appointment ids: ``apt_`` + a time-ordered, random ULID-like suffix (CONTRACT section 3)."""
+"""Canonical appointment ids: ``apt_`` + a time-ordered, random ULID-like suffix (docs/reference.md §3)."""
 
 from __future__ import annotations
 

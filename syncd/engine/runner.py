@@ -34,7 +34,7 @@ log = get_logger("syncd.runner")
 
 EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE = 0, 1, 3
 RESYNC_MAX_WAIT = 120.0
-"""``resync`` waits at most this long for one vendor (CONTRACT section 7)."""
+"""``resync`` waits at most this long for one vendor (docs/reference.md §7)."""
 
 
 def holder_name(kind: str) -> str:
@@ -198,7 +198,7 @@ async def resync(
     dry_run: bool = False,
     on_decision: Callable[[Decision], None] | None = None,
 ) -> PassResult:
-    """One full pass now (CONTRACT section 4 ``resync``): read, reconcile, write; then the exit code."""
+    """One full pass now (docs/reference.md §4 ``resync``): read, reconcile, write; then the exit code."""
     started = time.monotonic()
     decisions: list[Decision] = []
 

@@ -1,4 +1,4 @@
-"""Per-connector counters of one pass, in the shape of ``resync --json`` (CONTRACT section 4)."""
+"""Per-connector counters of one pass, in the shape of ``resync --json`` (docs/reference.md §4)."""
 
 from __future__ import annotations
 

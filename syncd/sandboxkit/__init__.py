@@ -1,7 +1,8 @@
 """Generic plumbing shared by the five vendor sandboxes (never a vendor's protocol).
 
 A vendor sandbox subclasses :class:`SandboxBase`, adds its vendor routes in :meth:`add_routes` and
-implements the state hooks. The kit provides the CONTRACT/VENDORS control API under ``/_sandbox/``
+implements the state hooks. The kit provides the control API of docs/vendors/README.md "Sandbox control API" under
+``/_sandbox/``
 (records, reset, requests, clock, faults, options), fault injection, a settable clock, request
 counting by route template, window rate-limit counters and a webhook sender.
 """

@@ -179,7 +179,7 @@ def generate(
 
 
 def crosswalk_csv(rows_by_connector: dict[str, list[tuple[str, str, str]]]) -> str:
-    """Render ``{connector name: [(kind, key, external_id), ...]}`` as a crosswalk CSV (CONTRACT §3)."""
+    """Render ``{connector name: [(kind, key, external_id), ...]}`` as a crosswalk CSV (docs/reference.md §3)."""
     lines = ["kind,key,connector,external_id"]
     for connector, rows in rows_by_connector.items():
         lines.extend(f"{kind},{key},{connector},{external_id}" for kind, key, external_id in rows)

@@ -40,7 +40,7 @@ ONE_URL = re.compile(r"^http://dentally\.test/v1/appointments/\d+$")
 SECRET = "sandbox-webhook-secret"
 NOW = datetime(2026, 11, 22, 10, 15, 30, tzinfo=UTC)
 
-# VENDORS.md part 3: the worked record
+# docs/vendors/dentally.md §3: the worked record
 EXAMPLE_RECORD: dict[str, Any] = {
     "id": 757579675, "uuid": "887372ca-aca1-418c-a952-82d152e5cf3a", "start_time": "2026-12-01T09:00:00.000Z",
     "finish_time": "2026-12-01T09:30:00.000Z", "duration": 30, "patient_id": 1013, "practitioner_id": 52,
@@ -51,11 +51,11 @@ EXAMPLE_RECORD: dict[str, Any] = {
     "completed_at": None, "cancelled_at": None, "did_not_attend_at": None, "created_at": "2026-11-22T10:15:03.412Z",
     "updated_at": "2026-11-22T10:15:03.412Z",
 }
-# VENDORS.md part 6: the seed's 422, verbatim
+# docs/vendors/dentally.md §6: the seed's 422, verbatim
 SEED_422 = {"error": {"type": "invalid_request_error", "message": "The appointment could not be processed",
                       "params": {"state": ["The appointment can not be updated as the current status is: Confirmed"],
                                  "patient_id": ["can not change patients"]}}}
-# VENDORS.md part 2 (a): the example delivery
+# docs/vendors/dentally.md §2 (a): the example delivery
 EXAMPLE_DELIVERY = (b'{"id":"0b6f4c1e-6a0e-4c59-9f0a-2d1c7e3b9a10","event":"appointment.updated",'
                     b'"created_at":"2026-11-22T10:15:03Z","data":{"id":757579675,'
                     b'"uuid":"887372ca-aca1-418c-a952-82d152e5cf3a"}}')
@@ -108,7 +108,7 @@ async def drain(conn: DentallyConnector, cursor: str | None) -> tuple[list[Chang
     return pages, cursor
 
 
-# -- webhooks (generic scheme, VENDORS part 2 (a) and "Generic webhook signature") ------------------
+# -- webhooks (generic scheme, docs/vendors/dentally.md §2 (a) and "Generic webhook signature") ------------------
 
 
 async def test_generic_worked_example_signature_verifies_then_body_is_not_a_dentally_event() -> None:

@@ -1,4 +1,4 @@
-"""SaludYa connector: vendor-specific behaviour (VENDORS.md "SaludYa"), on the wire and against the sandbox."""
+"""SaludYa connector: vendor-specific behaviour (docs/vendors/saludya.md), on the wire and against the sandbox."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ async def wire() -> AsyncIterator[tuple[SaludYaConnector, aioresponses]]:
             await conn.close()
 
 
-# -- webhooks: SaludYa has none (head rule 14) ----------------------------------------------------------
+# -- webhooks: SaludYa has none (docs/vendors/README.md rule 14) -------------------------------------------------------
 def _generic_signature(secret: str, ts: str, body: bytes) -> str:
     return "v1=" + hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
 
@@ -515,7 +515,8 @@ async def test_terminal_record_is_a_conflict_without_a_put(sandbox: RunningSandb
     desired = current.appointment.with_changes(notes="late edit")
     [out] = await conn.write([WriteRequest(WriteKind.UPDATE, "t", desired, external_id=rid, current=current,
                                            changed=frozenset({"notes"}))])
-    assert isinstance(out.error, NotWritable) and out.error.code == "TERMINAL"  # an open conflict (head rule 10)
+    # an open conflict (docs/vendors/README.md rule 10)
+    assert isinstance(out.error, NotWritable) and out.error.code == "TERMINAL"
     assert await requests_of(sandbox, "PUT", "/api/appointments/{id}") == 0
 
 

@@ -46,7 +46,7 @@ MODULE_URL = re.compile(r"^http://zoho\.test/crm/v7/Appointments__s(\?.*)?$")
 SEARCH_URL = re.compile(r"^http://zoho\.test/crm/v7/Appointments__s/search\?.*$")
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
-# VENDORS.md Zoho part 2 (a): the worked callback, with its channel and token
+# docs/vendors/zoho_crm.md §2 (a): the worked callback, with its channel and token
 EXAMPLE_SECRET = "wh-7Rk2pQ9xLm4Zt"
 EXAMPLE_CHANNEL = "1000000068001"
 EXAMPLE_CALLBACK = (
@@ -55,7 +55,7 @@ EXAMPLE_CALLBACK = (
     b'"ids":["5545974000002254155","5545974000002254060"],"affected_fields":[],"operation":"update",'
     b'"channel_id":1000000068001,"token":"wh-7Rk2pQ9xLm4Zt"}'
 )
-# VENDORS.md part 3: the worked record
+# docs/vendors/zoho_crm.md §3: the worked record
 EXAMPLE_RECORD: dict[str, Any] = {
     "id": "5545974000002254155", "Appointment_Name": "Dental check-up",
     "Appointment_For": {"module": "Contacts", "name": "Ana Ruiz", "id": "5545974000000412001"},
@@ -107,7 +107,7 @@ def calls(mocked: aioresponses, method: str, pattern: str) -> int:
     return sum(len(v) for (m, url), v in mocked.requests.items() if m == method and re.search(pattern, str(url)))
 
 
-# -- webhooks (Zoho's echoed-token scheme, VENDORS part 2 (a)) ----------------------------------------
+# -- webhooks (Zoho's echoed-token scheme, docs/vendors/zoho_crm.md §2 (a)) ----------------------------------------
 
 
 async def webhook_connector(secret: str | None = EXAMPLE_SECRET, channel: str | None = EXAMPLE_CHANNEL
@@ -269,7 +269,7 @@ _ids = st.from_regex(r"[1-9][0-9]{6,18}", fullmatch=True)
 
 @st.composite
 def holdable(draw: st.DrawFn) -> Appointment:
-    """Canonical appointments made only of values Zoho can hold (VENDORS part 9)."""
+    """Canonical appointments made only of values Zoho can hold (docs/vendors/zoho_crm.md §9)."""
     status = draw(st.sampled_from([Status.BOOKED, Status.FULFILLED, Status.CANCELLED, Status.NOSHOW,
                                    Status.ENTERED_IN_ERROR]))
     start = draw(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1),
@@ -553,8 +553,8 @@ async def drain(c: ZohoCrmConnector, cursor: str | None) -> tuple[list[VendorRec
 async def test_call_economy_1000_changed_records(sandbox: RunningSandbox, conn: ZohoCrmConnector) -> None:
     """Listing 1,000 changed Zoho records and writing them back costs at most 5 reads and 10 writes.
 
-    VENDORS.md makes two more calls mandatory, counted separately here (CONTRACT section 7 "Call
-    economy", ENGINEERING.md "Which document wins"): the deletions feed GET of every poll cycle
+    docs/vendors/zoho_crm.md makes two more calls mandatory, counted separately here (docs/reference.md §7 "Call
+    economy", docs/development.md "Which document wins"): the deletions feed GET of every poll cycle
     (part 2), and the pre-write batch re-read, one batch GET per ≤100-record PUT (part 8).
     """
     _, _, cursor = await drain(conn, None)  # empty org: the first pass sets the cursor
@@ -651,7 +651,7 @@ async def test_reschedule_later_and_cancel_are_sent_the_zoho_way(sandbox: Runnin
     assert out.ok, out.error
     dump = {r["id"]: r for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]}
     assert dump[rid]["Status"] == "Cancelled" and dump[rid]["Cancellation_Reason"] == "By Customer"
-    # a terminal record is never edited: an open conflict (NotWritable, VENDORS head rule 10), without a PUT
+    # a terminal record is never edited: an open conflict (NotWritable, docs/vendors/README.md rule 10), without a PUT
     final = (await conn.read([rid]))[rid]
     assert final.appointment is not None
     before = await request_counts(sandbox)
@@ -814,7 +814,7 @@ async def test_reconciliation_splits_a_chunk_still_full_at_page_10() -> None:
 
 async def test_earlier_start_sent_as_update_is_a_conflict(sandbox: RunningSandbox, conn: ZohoCrmConnector) -> None:
     # the engine runs a replace flow for this (needs_replace); sent anyway, Zoho's DEPENDENT_FIELD_UNCHANGED
-    # is a conflict carrying the re-read record (VENDORS part 6)
+    # is a conflict carrying the re-read record (docs/vendors/zoho_crm.md §6)
     [rid] = await KIT.seed(sandbox, 1)
     current = (await conn.read([rid]))[rid]
     assert current.appointment is not None and current.appointment.start is not None

@@ -1,4 +1,4 @@
-"""A hand-written Onlive wire client for the sandbox tests (VENDORS.md "Onlive" §1), not the connector."""
+"""A hand-written Onlive wire client for the sandbox tests (docs/vendors/onlive.md §1), not the connector."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class Reply:
 
 
 class Onlive:
-    """Signs and sends requests exactly as VENDORS.md §1 describes."""
+    """Signs and sends requests exactly as docs/vendors/onlive.md §1 describes."""
 
     def __init__(self, http: aiohttp.ClientSession, running: RunningSandbox) -> None:
         self.http = http

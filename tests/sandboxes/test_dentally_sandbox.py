@@ -1,4 +1,4 @@
-"""The Dentally sandbox against VENDORS.md "Dentally" (parts 1-10) and the seed forum thread.
+"""The Dentally sandbox against docs/vendors/dentally.md (§1-§10) and the seed forum thread.
 
 Every test drives the sandbox with hand-written HTTP requests (no connector code).
 """

@@ -1,4 +1,4 @@
-"""The Onlive sandbox against VENDORS.md "Onlive" (parts 1-10) and the seed "Update Appointment" page.
+"""The Onlive sandbox against docs/vendors/onlive.md (§1-§10) and the seed "Update Appointment" page.
 
 Every request is hand-signed (tests/sandboxes/_onlive_client.py); no connector code is involved.
 """

@@ -1,4 +1,4 @@
-"""The Salesforce Health Cloud sandbox against VENDORS.md (Salesforce parts 1-10) and the seed document.
+"""The Salesforce Health Cloud sandbox against docs/vendors/salesforce_health.md (§1-§10) and the seed document.
 
 Every request is hand-written with aiohttp: these tests check the sandbox's wire protocol, not a connector.
 """

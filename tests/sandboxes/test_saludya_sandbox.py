@@ -1,4 +1,4 @@
-"""SaludYa sandbox fidelity tests (VENDORS.md "SaludYa" parts 1-10 and the seed document).
+"""SaludYa sandbox fidelity tests (docs/vendors/saludya.md §1-§10 and the seed document).
 
 Hand-written wire requests through a plain aiohttp session: this tests the sandbox, not a connector.
 """
@@ -345,7 +345,7 @@ async def test_auth_missing_expired_revoked(api: Client) -> None:
     ans = await api.call("GET", ONE, key=None)
     assert (ans.status, ans.body) == (401, SEED_ERROR_401)
     assert "X-RateLimit-Remaining" not in ans.headers
-    # an API key never expires (VENDORS §1): a year later it still works
+    # an API key never expires (docs/vendors/saludya.md §1): a year later it still works
     api.running.sandbox.clock.advance(366 * 86400)
     ans = await api.call("GET", ONE)
     assert ans.status == 200

@@ -1,4 +1,4 @@
-"""The Zoho CRM sandbox against VENDORS.md "Zoho CRM" and the seed page, over the wire by hand."""
+"""The Zoho CRM sandbox against docs/vendors/zoho_crm.md and the seed page, over the wire by hand."""
 
 from __future__ import annotations
 
@@ -579,7 +579,7 @@ async def test_watch_callbacks(zoho: Zoho, receiver: Receiver) -> None:
         "operation",
         "channel_id",
         "token",
-    }  # the keys of VENDORS' callback example
+    }  # the keys of the callback example of docs/vendors/zoho_crm.md §2
     for callback in receiver.received:
         assert set(callback) == example
         assert callback["token"] == "wh-7Rk2pQ9xLm4Zt" and callback["channel_id"] == 1000000068001

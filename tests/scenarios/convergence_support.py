@@ -1,9 +1,9 @@
 """Vendor adapters and checks for the property-based convergence test (``test_convergence.py``).
 
 Each adapter knows, for one vendor, how another user edits an appointment through the sandbox's
-``/_sandbox/records`` (respecting the vendor's own state machine, VENDORS section 5), how to read a
+``/_sandbox/records`` (respecting the vendor's own state machine, docs/vendors/<type>.md §5), how to read a
 stored record back as plain canonical values (an independent mapping, not syncd's), and where the
-sandbox faults of the test go (VENDORS "Sandbox control API").
+sandbox faults of the test go (docs/vendors/README.md "Sandbox control API").
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ ADAPTERS: dict[str, VendorAdapter] = {
 
 
 def expected_status(vendor: str, canonical: str) -> str:
-    """The canonical status a vendor record reads back as when it holds ``canonical`` (VENDORS section 9)."""
+    """The canonical status a vendor record reads back as when it holds ``canonical`` (docs/vendors/<type>.md §9)."""
     if vendor == "zoho_crm" and canonical in ("proposed", "pending", "booked", "arrived", "checked-in"):
         return "booked"  # Scheduled (or Overdue) is Zoho's only open status
     if vendor in ("dentally", "salesforce_health") and canonical == "proposed":

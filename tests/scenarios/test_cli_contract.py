@@ -1,4 +1,4 @@
-"""The CONTRACT section 4 and 7 surface of the sync commands, driven as a subprocess like outside scripts do."""
+"""The docs/reference.md §4 and §7 surface of the sync commands, driven as a subprocess like outside scripts do."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ async def test_resync_json_document_and_exit_codes(world: World, tmp_path: Path)
     assert all(set(c) == STAT_KEYS for c in doc["connectors"].values())
     assert code == 1 and doc["ok"] is False and doc["dead_letters"] == affected
     assert doc["connectors"]["sf"]["dead_lettered"] == affected and doc["connectors"]["sf"]["api_calls"] > 0
-    # deadletters list --json: the CONTRACT section 7 shape, exit 0 whatever it found
+    # deadletters list --json: the docs/reference.md §7 shape, exit 0 whatever it found
     code, out, _ = await syncd(world, "deadletters", "list", "--json")
     letters = json.loads(out)["dead_letters"]
     assert code == 0 and len(letters) == affected
@@ -111,7 +111,7 @@ async def test_conflict_listed_and_resolved_by_taking_a_side(world: World):
     cid = (await world.record("zoho", zid))["Syncd_Id"]
     sf_id = await world.link(cid, "sf")
     # cancelled in the CRM; then a Salesforce user edits the comment: Zoho keeps a cancelled record
-    # unchanged (terminal), so syncd records an open conflict instead of writing (VENDORS head rule 10)
+    # unchanged (terminal), so syncd records an open conflict instead of writing (docs/vendors/README.md rule 10)
     await world.edit("zoho", zid, {"Status": "Cancelled", "Cancellation_Reason": "By Customer",
                                    "Cancellation_Note": "Patient request"})
     assert (await syncd(world, "resync"))[0] == 0

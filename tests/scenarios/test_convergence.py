@@ -5,8 +5,8 @@ Zoho CRM, Dentally and Salesforce Health Cloud form one sync group over a real l
 PostgreSQL). Zoho starts with a few appointments; a first resync creates them in the other two. Then
 hypothesis draws a list of steps:
 
-- edits another user makes through ``/_sandbox/records`` and that the vendor itself accepts (VENDORS
-  section 5 of each vendor): a later start inside business hours (Zoho and Salesforce while open,
+- edits another user makes through ``/_sandbox/records`` and that the vendor itself accepts
+  (docs/vendors/<type>.md §5 of each vendor): a later start inside business hours (Zoho and Salesforce while open,
   Dentally only while Pending), a notes change, a cancellation, a deletion (never on a terminal
   record), or a new appointment that references seeded data with crosswalk rows in every member;
 - faults on the next matching request (``/_sandbox/faults``): HTTP 503 on a read or a write, the

@@ -1,6 +1,6 @@
 """Deterministic, shrunk scenarios found by the property-based convergence test (``test_convergence.py``).
 
-Each one is a normal test of the behaviour VENDORS/CONTRACT require; an open engine or connector bug
+Each one is a normal test of the behaviour docs/vendors/ and docs/reference.md require; an open engine or connector bug
 is marked ``xfail(strict=True)`` with its diagnosis, so the mark must go when the bug is fixed. Fixed
 ones stay as regression tests, with the original diagnosis kept as a comment.
 """
@@ -29,8 +29,9 @@ async def _canonical_of(world: World, connector: str, external_id: str) -> str:
 # SalesforceHealthConnector._update; the record it hands back was built from the pre-write re-read WITHOUT the
 # AssignedResource query (participants unchanged) so its practitioner is None; Engine._conflict_retry merges it as the
 # target's side (base DR-001, sf None -> merged None), then writes the practitioner change to the now Cancelled
-# Dentally record: 422 state lock -> conflict 'locked: locked: Cancelled'. Nobody changed the practitioner: VENDORS
-# head rule 10 allows a conflict only for a real change; Salesforce section 8 asks for the AssignedResource query when
+# Dentally record: 422 state lock -> conflict 'locked: locked: Cancelled'. Nobody changed the practitioner:
+# docs/vendors/README.md rule 10 allows a conflict only for a real change; Salesforce section 8 asks for the
+# AssignedResource query when
 # participants matter, and a re-read must never read a missing practitioner as a change.
 async def test_cancel_with_concurrent_notes_edit_converges_without_conflict(tmp_path: Path, ledger_url: str) -> None:
     world = await make_world(tmp_path, ledger_url, {"sf": "salesforce_health", "dentally": "dentally"},
@@ -63,11 +64,11 @@ async def test_cancel_with_concurrent_notes_edit_converges_without_conflict(tmp_
 
 
 # fixed: @pytest.mark.xfail(strict=True, reason=(
-# fixed: "engine accounting: a change Dentally cannot express (a Salesforce Description edit; VENDORS Dentally "
+# fixed: "engine accounting: a change Dentally cannot express (a Salesforce Description edit; docs/vendors/dentally.md "
 # fixed: "section 9: description 'has no Dentally field and is not stored there') is planned as an update for "
 # fixed: "Dentally; DentallyConnector._update finds nothing that still differs and returns the fresh record without "
 # fixed: "any request ('nothing still differs: no write'), and Engine._write_ok counts it as 'updated' and closes "
-# fixed: "the outbox row 'done'. CONTRACT section 4: counts are per connector as the target of WRITES, and head "
+# fixed: "the outbox row 'done'. docs/reference.md §4: counts are per connector as the target of WRITES, and head "
 # fixed: "rule 15: syncd writes nothing for a field it cannot express. resync --json reports a write that never "
 # fixed: "reached the vendor (seen in the property test as 'updated' > PUT requests)."))
 async def test_a_change_the_target_cannot_express_is_not_counted_as_a_write(tmp_path: Path, ledger_url: str) -> None:
@@ -98,8 +99,9 @@ async def test_a_change_the_target_cannot_express_is_not_counted_as_a_write(tmp_
 # pass then reads the record (08:00, practitioner set) as a NEW Salesforce change (merge base 10:00 + side sf 08:00 ->
 # 08:00), so the ledger moves back to 08:00 and practitioner None: Zoho runs a replace flow on the record the user
 # just rescheduled (created 1 + cancelled 1), Salesforce dead-letters 'MISSING_REQUIRED_FIELD: A Practitioner or
-# Device participant is required', and conflicts open on practitioner. VENDORS head rules 3/5 and Salesforce section
-# 8: a re-read must compare like with like; the user's later start must reach every member (Dentally Confirmed: a
+# Device participant is required', and conflicts open on practitioner.
+# docs/vendors/README.md rules 3/5 and docs/vendors/salesforce_health.md §8: a re-read must compare like with like; the
+# user's later start must reach every member (Dentally Confirmed: a
 # 'locked' conflict is the only allowed outcome there).
 async def test_later_reschedule_in_crm_reaches_salesforce_and_stays(tmp_path: Path, ledger_url: str) -> None:
     from datetime import UTC, datetime, timedelta
@@ -139,7 +141,8 @@ async def test_later_reschedule_in_crm_reaches_salesforce_and_stays(tmp_path: Pa
 # fixed: "and the ledger keeps notes None while Dentally shows the note (with seed notes present, the same race "
 # fixed: "converges). Suspected: Engine._write_ok records written_version = the PUT answer's updated_at and the "
 # fixed: "fingerprint of the MERGE, not of the answer, so the read-back at that version is dropped as an echo. "
-# fixed: "VENDORS head rule 3 and Zoho/Dentally section 8: echo suppression must compare the whole mapped record; "
+# fixed: "docs/vendors/README.md rule 3 and docs/vendors/zoho_crm.md §8 and docs/vendors/dentally.md §8: echo
+# suppression must compare the whole mapped record; "
 # fixed: "a read-back with syncd's version but different content is propagated."))
 async def test_notes_typed_during_a_cancel_write_are_kept(tmp_path: Path, ledger_url: str) -> None:
     world = await make_world(tmp_path, ledger_url, {"zoho": "zoho_crm", "dentally": "dentally"}, n_appointments=3)

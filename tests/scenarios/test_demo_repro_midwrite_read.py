@@ -5,7 +5,7 @@ Salesforce, and merges its old start back over the reschedule.
 
 Observed in the demo: the reschedule made in Zoho reached Dentally and Salesforce, then Salesforce was
 updated a second time, Zoho's record was *replaced* (its start moved earlier, which Zoho only allows
-as create + cancel) and Salesforce ended with the old start. CONTRACT section 6 ("echo suppression",
+as create + cancel) and Salesforce ended with the old start. docs/reference.md §6 ("echo suppression",
 "no lost update"): a write syncd is making must not be read back as somebody else's change.
 
 Here the PUT is delayed by a sandbox fault so that the Salesforce record is read and reconciled in

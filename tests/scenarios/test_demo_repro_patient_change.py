@@ -1,6 +1,6 @@
 """Reproduction found by ``syncd demo`` (scenario 4): a patient change made in the CRM must reach
-Dentally as a replace flow (create new, cancel old "Booked in error", link the new one), VENDORS
-Dentally part 4 and CONTRACT section 6.
+Dentally as a replace flow (create new, cancel old "Booked in error", link the new one),
+docs/vendors/dentally.md §4 and docs/reference.md §6.
 
 Observed: the engine sends the patient change to Dentally as a plain PUT, which Dentally refuses
 (422 ``can not change patients``), and the record is dead-lettered as ``rejected``. Cause, in

@@ -167,7 +167,7 @@ async def test_patient_change_is_a_cancel_first_replace_in_saludya(synced: World
     assert (new["date"], new["time"], new["doctor_id"]) == (old["date"], old["time"], old["doctor_id"])
     assert new["notes"].endswith(f"[syncd:{cid}]")
     assert old["status"] == "cancelled" and f"[syncd-replaced:{cid}]" in old["notes"]
-    # cancel first (VENDORS SaludYa 4): the copy holds the same doctor and slot, which SaludYa refuses (409)
+    # cancel first (docs/vendors/saludya.md §4): the copy holds the same doctor and slot, which SaludYa refuses (409)
     # while the old appointment is still active, so the old one was cancelled before the copy was created
     assert any(a.action == "replaced" for a in await synced.audit(cid))
     await _no_saludya_notifications(synced)
@@ -175,7 +175,7 @@ async def test_patient_change_is_a_cancel_first_replace_in_saludya(synced: World
 
 
 async def test_doctor_change_in_onlive_is_a_create_first_replace_in_saludya(synced: World):
-    """VENDORS SaludYa 4, doctor changed: POST the copy for the new doctor first, then cancel the old one with
+    """docs/vendors/saludya.md §4, doctor changed: POST the copy for the new doctor first, then cancel the old one with
     "Replaced via sync (syncd)" and its marker turned into [syncd-replaced:X]."""
     appt = synced.dataset.appointments[0]
     cid, onlive_id, old_id = await _pair(synced, 0)
@@ -224,7 +224,7 @@ async def test_saludya_doctor_busy_is_a_dead_letter_and_the_others_still_sync(tm
 
 async def test_completed_in_onlive_is_never_written_to_saludya(synced: World):
     """SaludYa: completing needs a diagnosis only the doctor gives; syncd writes nothing for it and records
-    nothing (head rule 15)."""
+    nothing (docs/vendors/README.md rule 15)."""
     _cid, onlive_id, sy_id = await _pair(synced, 3)
     before = await synced.record("saludya", sy_id)
     await synced.edit("onlive", onlive_id, {"status": "completed"})

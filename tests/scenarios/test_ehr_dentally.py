@@ -105,8 +105,8 @@ async def test_patient_change_in_crm_is_a_replace_in_dentally(synced: World):
 
 
 async def test_reschedule_onto_a_confirmed_dentally_appointment_is_a_locked_conflict(synced: World):
-    """VENDORS Dentally §5/§8: only state and notes can change once Confirmed; still locked after a re-read
-    -> an open conflict (head rule 10), never a move back to Pending, and no blind retry."""
+    """docs/vendors/dentally.md §5/§8: only state and notes can change once Confirmed; still locked after a re-read
+    -> an open conflict (docs/vendors/README.md rule 10), never a move back to Pending, and no blind retry."""
     cid, dent_id, dent = await _dent_of(synced, 0)
     assert dent["state"] == "Confirmed"
     zid = next(r["id"] for r in await synced.records("zoho") if r["Syncd_Id"] == cid)

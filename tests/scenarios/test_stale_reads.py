@@ -3,8 +3,8 @@
 Seen in ``syncd demo`` under load: Salesforce's poll took a concurrent note edit and syncd wrote it to
 Zoho; Zoho's poll, running at the same moment, had read its record (a reschedule) *before* that write.
 Reconciled after it, the Zoho record still held the old note and the merge took that for a change made
-in Zoho: the old note went back to every system and the Salesforce user's edit was lost (CONTRACT
-section 6, "no lost update").
+in Zoho: the old note went back to every system and the Salesforce user's edit was lost
+(docs/reference.md §6, "no lost update").
 
 Each member's link keeps what the member was last known to hold (``links.seen``); only where a record
 differs from that is it news. A record older than what the ledger knows of it is read again first.

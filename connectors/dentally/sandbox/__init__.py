@@ -1,4 +1,4 @@
-"""The Dentally sandbox (VENDORS.md "Dentally"): ``create_sandbox(**options)`` and ``seed_body(dataset)``."""
+"""The Dentally sandbox (docs/vendors/dentally.md): ``create_sandbox(**options)`` and ``seed_body(dataset)``."""
 
 from connectors.dentally.sandbox.app import DentallySandbox, create_sandbox
 from connectors.dentally.sandbox.seeding import NATIVE_STATUS, seed_body

@@ -12,7 +12,7 @@ from syncd.sandboxkit.base import json_response
 
 STATES = ("Pending", "Confirmed", "Arrived", "In surgery", "Completed", "Cancelled", "Did not attend")
 TERMINAL = frozenset({"Completed", "Cancelled", "Did not attend"})
-#: VENDORS.md Dentally §5: allowed API transitions
+#: docs/vendors/dentally.md §5: allowed API transitions
 TRANSITIONS: dict[str, frozenset[str]] = {
     "Pending": frozenset({"Confirmed", "Arrived", "Cancelled", "Did not attend"}),
     "Confirmed": frozenset({"Pending", "Arrived", "Cancelled", "Did not attend"}),

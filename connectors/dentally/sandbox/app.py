@@ -1,4 +1,4 @@
-"""A stateful fake of Dentally's appointment API (VENDORS.md "Dentally", parts 1-10, and the seed thread).
+"""A stateful fake of Dentally's appointment API (docs/vendors/dentally.md §1-§10, and the seed thread).
 
 Vendor routes (all under ``/v1``): appointment list (date filter mandatory, ``updated_after`` strict,
 ``after``/``before``/``on`` on ``start_time``, paging and sorting), read one, create, update (PUT and
@@ -59,7 +59,7 @@ __all__ = ["DentallySandbox", "create_sandbox"]
 
 # -- the sandbox ------------------------------------------------------------------------------------
 class DentallySandbox(SandboxBase):
-    """Dentally, as VENDORS.md describes it. Records are kept with ``datetime`` values internally and
+    """Dentally, as docs/vendors/dentally.md describes it. Records are kept with ``datetime`` values internally and
     rendered in the vendor's JSON shape (``render``)."""
 
     vendor: ClassVar[str] = "dentally"

@@ -1,4 +1,4 @@
-"""Salesforce Health Cloud sandbox (VENDORS.md "Salesforce Health Cloud", default port 8701)."""
+"""Salesforce Health Cloud sandbox (docs/vendors/salesforce_health.md, default port 8701)."""
 
 from connectors.salesforce_health.sandbox.core import SalesforceHealthSandbox, create_sandbox
 from connectors.salesforce_health.sandbox.seeding import seed_body

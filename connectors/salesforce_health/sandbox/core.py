@@ -1,4 +1,4 @@
-"""The stateful fake Salesforce Health Cloud org (VENDORS.md "Salesforce Health Cloud", parts 1-10).
+"""The stateful fake Salesforce Health Cloud org (docs/vendors/salesforce_health.md §1-§10).
 
 Standard REST (`sobjects`, `composite`, `query`, replication feeds) for reads and small PATCHes; the
 Intelligent Appointment Management Connect resource for create, update (seed) and cancel; OAuth
@@ -225,7 +225,7 @@ class SalesforceHealthSandbox(SandboxBase):
             records.append(item)
             if rec["_deleted_at"] is None:
                 rows.extend(self._assigned_rows(rec, API_VERSIONS[0]))
-        # reference data under its own keys, by sObject type (VENDORS "Sandbox control API")
+        # reference data under its own keys, by sObject type (docs/vendors/README.md "Sandbox control API")
         out: dict[str, Any] = {"records": records, "AssignedResource": rows}
         for ref in self.refs.values():
             out.setdefault(str(ref.get("attributes", {}).get("type")), []).append(copy.deepcopy(ref))

@@ -7,7 +7,8 @@ from typing import Any
 from connectors.salesforce_health.sandbox.util import PREFIX, hashed_id, sf_datetime
 from syncd.sandboxkit.seedgen import SeedDataset
 
-#: canonical FHIR status -> (Status, CancellationReason); the sandbox's own mapping (VENDORS §9)
+#: canonical FHIR status -> (Status, CancellationReason); the sandbox's own mapping (docs/vendors/salesforce_health.md
+#: §9)
 NATIVE_STATUS: dict[str, tuple[str, str | None]] = {
     "proposed": ("None", None),
     "pending": ("None", None),

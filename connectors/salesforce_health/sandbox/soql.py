@@ -1,4 +1,4 @@
-"""The four SOQL shapes the sandbox answers (VENDORS.md Salesforce §2 (c), §3, §9 and §10 item 11).
+"""The four SOQL shapes the sandbox answers (docs/vendors/salesforce_health.md §2 (c), §3, §9 and §10 item 11).
 
 Keywords are case-insensitive and any whitespace is allowed; the select list may add fields from
 the §3 list to a shape's own fields. Anything else is ``MALFORMED_QUERY``.

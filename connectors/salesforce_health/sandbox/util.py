@@ -1,6 +1,6 @@
 """Salesforce wire helpers for the sandbox: 18-character ids, datetime formats, error answers.
 
-Written from VENDORS.md for the sandbox only; the connector has its own (ENGINEERING.md:
+Written from docs/vendors/salesforce_health.md for the sandbox only; the connector has its own (docs/development.md:
 sandbox and connector share no vendor protocol code).
 """
 

@@ -1,4 +1,4 @@
-"""Zoho CRM v7 Appointments sandbox (VENDORS.md "Zoho CRM"); never imports the connector."""
+"""Zoho CRM v7 Appointments sandbox (docs/vendors/zoho_crm.md); never imports the connector."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Zoho CRM sandbox: constants, time helpers, error bodies and the search-criteria parser.
 
-Written from VENDORS.md "Zoho CRM" only; never shared with the connector.
+Written from docs/vendors/zoho_crm.md only; never shared with the connector.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Zoho CRM sandbox: list with ``If-Modified-Since`` keyset paging, batch and single reads, the deleted
-feed and criteria search (VENDORS.md Zoho §2 b, §3, §9; checklist 4, 5)."""
+feed and criteria search (docs/vendors/zoho_crm.md §2 b, §3, §9; checklist 4, 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zoho CRM sandbox: the stateful fake of Zoho CRM v7 ``Appointments__s`` (VENDORS.md "Zoho CRM")."""
+"""Zoho CRM sandbox: the stateful fake of Zoho CRM v7 ``Appointments__s`` (docs/vendors/zoho_crm.md)."""
 
 from __future__ import annotations
 
@@ -95,7 +95,8 @@ class _Token:
 
 
 class ZohoCrmSandbox(SandboxBase):
-    """Zoho CRM v7 Appointments sandbox. Options: VENDORS.md "Sandbox options" and Zoho §10."""
+    """Zoho CRM v7 Appointments sandbox. Options: docs/vendors/README.md "Sandbox options and credentials" and
+    docs/vendors/zoho_crm.md §10."""
 
     vendor = "zoho_crm"
     DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {

@@ -21,7 +21,7 @@ CrosswalkRow = tuple[str, str, str]
 
 
 def _native_status(appt: SeedAppointment) -> dict[str, Any]:
-    """Canonical FHIR status → Zoho ``Status`` and its companion keys (VENDORS Zoho §9)."""
+    """Canonical FHIR status → Zoho ``Status`` and its companion keys (docs/vendors/zoho_crm.md §9)."""
     status = appt.status
     if status == "fulfilled":
         return {"Status": "Completed", "Job_Sheet_Name": "Completed", "Job_Sheet_Description__s": "Completed"}
@@ -40,7 +40,7 @@ def seed_body(dataset: SeedDataset) -> tuple[dict[str, Any], list[CrosswalkRow]]
     """The sandbox seed body for ``dataset`` and its crosswalk rows ``(kind, key, external_id)``.
 
     Every dataset location maps to the literal ``Business Address`` (Zoho has no location records;
-    syncd creates only with it, VENDORS Zoho §9), so all location rows share that external id.
+    syncd creates only with it, docs/vendors/zoho_crm.md §9), so all location rows share that external id.
     """
     tz = parse_offset(SEED_OFFSET)
     rows: list[CrosswalkRow] = []

@@ -1,5 +1,5 @@
 """Zoho CRM sandbox: watch channels (``/crm/v7/actions/watch``) and appointment preferences
-(VENDORS.md Zoho §2 a, §4; checklist 3, 13)."""
+(docs/vendors/zoho_crm.md §2 a, §4; checklist 3, 13)."""
 
 from __future__ import annotations
 

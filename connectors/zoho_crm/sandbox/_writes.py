@@ -1,4 +1,4 @@
-"""Zoho CRM sandbox: per-record create and update rules (VENDORS.md Zoho §4, §5; seed E1–E8).
+"""Zoho CRM sandbox: per-record create and update rules (docs/vendors/zoho_crm.md §4, §5; seed E1–E8).
 
 ``check_create`` and ``check_update`` validate one input record against the stored state and return
 either a per-record error (``dict``) or a ``Plan`` of field changes; nothing is applied here.
@@ -128,7 +128,8 @@ def _service_allows(refs: Refs, sid: str, location: str) -> bool:
 
 
 def check_create(refs: Refs, raw: dict[str, Any], index: int) -> Result:
-    """Create (research §3.2, VENDORS §4): mandatory keys, lookups, location/address, offsets."""
+    """Create (source R3.2 of docs/vendors/zoho_crm.md, docs/vendors/zoho_crm.md §4): mandatory keys, lookups,
+    location/address, offsets."""
     for key in ("Service_Name", "Appointment_Name", "Appointment_For", "Owner", "Appointment_Start_Time", "Location"):
         if _empty(raw.get(key)):
             return record_error("MANDATORY_NOT_FOUND", key, index)
@@ -252,7 +253,8 @@ def check_update(
         if resched_from is not None and resched_from >= new_start:
             return record_error("INVALID_DATA", "Rescheduled_From", index)
         end = new_start + duration
-    # E5 (checked before E4, a deliberate change to VENDORS' assumed order): completion is Zoho's own
+    # E5 (checked before E4, a deliberate change to the assumed order of docs/vendors/zoho_crm.md §5): completion is
+    # Zoho's own
     # when mark_as_complete = auto. Under ``auto`` the clock completes every record at its end, so a
     # ``Completed`` request always arrives before the end and E4 would otherwise hide E5 for good.
     if status == "Completed" and mark_as_complete == "auto":

@@ -55,7 +55,8 @@ async def as_another_user_before_this_minute(sb: RunningSandbox, body: dict[str,
     """Apply a change stamped just before the current minute, then restore the clock.
 
     The replication feeds cover ``start <= SystemModstamp < latestDateCovered`` with
-    ``latestDateCovered`` = now truncated to the minute (VENDORS §2 b): a change stamped in the
+    ``latestDateCovered`` = now truncated to the minute (docs/vendors/salesforce_health.md §2 b): a change stamped in
+    the
     current minute only shows in the next minute's poll. Stamping it one second before the minute
     lets an immediate poll see it, as it would a minute later against a real org.
     """
