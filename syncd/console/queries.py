@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from syncd.config import Config
 from syncd.ledger.models import AuditEntry, ConflictRow, DeadLetter, utcnow
 from syncd.ledger.store import Ledger
-from syncd.model import SYNC_FIELDS, TEXT_FIELDS
+from syncd.model import SYNC_FIELDS, TEXT_FIELDS, text_digest
 
 __all__ = [
     "HASHED_FIELDS",
@@ -251,19 +251,36 @@ def _display_value(field: str, value: Any) -> str:
     return str(value)
 
 
-def _policy(config: Config, group_name: str | None, field: str) -> str:
+def _held(snapshot: Mapping[str, Any] | None, field: str) -> str:
+    """What a canonical record (a member's last known version, or the merge base) holds in ``field``,
+    redacted as conflict values are: free text as length + digest, the patient as a short hash."""
+    if snapshot is None:
+        return "(unknown)"
+    if field == "start":
+        return _display_value(field, [snapshot.get("start"), snapshot.get("end")])
+    value = snapshot.get(field)
+    if field in TEXT_FIELDS and value is not None:
+        value = text_digest(str(value))
+    return _display_value(field, value)
+
+
+def _policy(config: Config, group_name: str | None, field: str, refused_by: str | None) -> str:
+    if refused_by is not None:
+        return (f"{refused_by} refused the write (its own rule), and syncd never retries such a write blindly: "
+                "choose the version that stands")
     group = next((g for g in config.sync if g.name == group_name), None)
     if group is None:
         return "no sync group"
     owner = group.owners.get(field, "*")
     if owner == "*":
-        return f"owners.{field} = \"*\": most recent change wins, and the changes' times were equal or unknown"
+        return f"owners.{field} = \"*\": most recent change wins, but the changes' times were equal or unknown"
     return f"owners.{field} = {owner}: {owner} did not change it, so the owner rule could not decide"
 
 
 async def conflict_rows(config: Config, ledger: Ledger) -> list[dict[str, Any]]:
-    """Open conflicts (oldest first) with their values side by side, the policy that could not settle
-    them, and the connectors whose version can be taken."""
+    """Open conflicts (oldest first): the values recorded when each was opened and what each system
+    holds now as far as syncd knows, side by side; the policy that could not settle it; and the
+    connectors whose version can be taken."""
     async with ledger.transaction(readonly=True) as tx:
         rows = await tx.conflicts()
         cids = [c.canonical_id for c in rows]
@@ -275,18 +292,22 @@ async def conflict_rows(config: Config, ledger: Ledger) -> list[dict[str, Any]]:
         group_name = appointment.sync_group if appointment is not None else None
         group = next((g for g in config.sync if g.name == group_name), None)
         members = set(group.members) if group is not None else set(config.connectors)
-        takeable = [lk.connector for lk in links.get(row.canonical_id, [])
-                    if lk.connector in members and lk.connector in config.connectors]
-        out.append(_conflict(row, config, group_name, sorted(dict.fromkeys(takeable))))
+        linked = [lk for lk in links.get(row.canonical_id, []) if lk.connector in members]
+        held = [{"side": lk.connector, "value": _held(lk.seen, row.field)} for lk in linked]
+        held.append({"side": "(merged)", "value": _held(appointment.snapshot if appointment else None, row.field)})
+        takeable = sorted(dict.fromkeys(lk.connector for lk in linked if lk.connector in config.connectors))
+        out.append({**_conflict(row, config, group_name), "held": held, "take": takeable})
     return out
 
 
-def _conflict(row: ConflictRow, config: Config, group_name: str | None, takeable: Sequence[str]) -> dict[str, Any]:
+def _conflict(row: ConflictRow, config: Config, group_name: str | None) -> dict[str, Any]:
+    refused_by = row.values.get("target") if isinstance(row.values.get("target"), str) else None
+    recorded = {side: value for side, value in row.values.items() if side != "target"}
     values = [{"side": side, "value": _display_value(row.field, value)} for side, value in sorted(
-        row.values.items(), key=lambda kv: (kv[0].startswith("("), kv[0]))]
+        recorded.items(), key=lambda kv: (kv[0].startswith("("), kv[0]))]
     return {"id": row.id, "canonical_id": row.canonical_id, "field": row.field, "reason": row.reason,
-            "opened": _iso(row.opened), "values": values, "sync_group": group_name,
-            "policy": _policy(config, group_name, row.field), "take": list(takeable)}
+            "opened": _iso(row.opened), "values": values, "refused_by": refused_by, "sync_group": group_name,
+            "policy": _policy(config, group_name, row.field, refused_by), "held": [], "take": []}
 
 
 # -- one appointment ----------------------------------------------------------------------------
@@ -387,7 +408,7 @@ async def appointment_view(config: Config, ledger: Ledger, ref: str) -> dict[str
         "fields": _fields(row.snapshot if row is not None else None),
         "history": history[:HISTORY_LIMIT],
         "history_total": len(history),
-        "conflicts": [_conflict(c, config, row.sync_group if row else None, []) for c in conflicts],
+        "conflicts": [_conflict(c, config, row.sync_group if row else None) for c in conflicts],
         "dead_letters": [_letter(dl) for dl in letters],
     }
 
