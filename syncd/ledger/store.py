@@ -950,7 +950,7 @@ class Tx:
         """``column`` (a UTC time) as whole hours since the epoch, computed by the database."""
         if self.dialect == "postgresql":
             return sa.cast(sa.func.floor(sa.extract("epoch", column) / 3600), sa.Integer)
-        return sa.cast(sa.func.strftime("%s", column), sa.Integer) / 3600
+        return sa.cast(sa.func.strftime("%s", column), sa.Integer) // 3600
 
     async def hourly_activity(
         self, since: datetime, write_actions: Sequence[str]
@@ -968,7 +968,8 @@ class Tx:
             .group_by(AUDIT.c.connector, hour)
         )
         for connector, bucket, count in (await self.conn.execute(writes)).all():
-            out[connector][int(bucket)] = (int(count), 0)
+            written, _ = out[connector].get(int(bucket), (0, 0))
+            out[connector][int(bucket)] = (written + int(count), 0)
         dl_hour = self._hour_bucket(DEAD_LETTERS.c.first_seen).label("hour")
         errors = (
             sa.select(DEAD_LETTERS.c.connector, dl_hour, sa.func.count())
@@ -976,8 +977,8 @@ class Tx:
             .group_by(DEAD_LETTERS.c.connector, dl_hour)
         )
         for connector, bucket, count in (await self.conn.execute(errors)).all():
-            written, _ = out[connector].get(int(bucket), (0, 0))
-            out[connector][int(bucket)] = (written, int(count))
+            written, failed = out[connector].get(int(bucket), (0, 0))
+            out[connector][int(bucket)] = (written, failed + int(count))
         return dict(out)
 
     async def group_figures(self) -> dict[str, dict[str, int]]:
