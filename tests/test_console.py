@@ -10,6 +10,7 @@ ledger is involved).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -359,6 +360,28 @@ async def test_resolve_from_the_console_takes_one_version_and_is_audited(env: En
     assert (await world.record("sf", sf_id)).get("Comments") == zoho_notes  # the CRM's version was written
     [entry] = [e for e in await _audit(env, cid) if e.action == "resolve"]
     assert entry.connector == "zoho" and f"conflict {conflict.id} on notes: took zoho: done" in (entry.detail or "")
+
+
+async def test_overview_shows_each_connector_with_the_daemons_runtime_state(sqlite_env: Env) -> None:
+    async with sqlite_env.runtime.ledger.transaction() as tx:
+        await tx.state_set("zoho", {
+            "status.rate_limit": json.dumps({"blocked_for_s": 3.5, "last_signal": None, "max_requests_per_second": 2}),
+            "status.subscription": json.dumps({"subscription": "active", "channel_id": "1000000068001",
+                                               "expires": "2026-12-09T10:00:00Z", "renewed": False})})
+        await tx.state_set("sf", {"status.subscription": json.dumps({"subscription": "not needed",
+                                                                     "reason": "webhooks only"})})
+    async with ConsoleClient(sqlite_env.url) as client:
+        await client.login()
+        status, html, _ = await client.get("/console/")
+        assert status == 200
+    rows = dict(re.findall(r'<tr data-connector="(\w+)">(.*?)</tr>', html, re.S))
+    assert set(rows) == set(MEMBERS)
+    assert "waiting 3.5 s" in rows["zoho"] and "subscription active" in rows["zoho"]
+    assert "until 2026-12-09T10:00:00Z" in rows["zoho"] and "rate limited" in rows["zoho"]
+    assert "state-amber" in rows["zoho"] and "state-amber" in rows["sf"]  # sf: its dead letters
+    assert "subscription not needed" in rows["sf"] and "(webhooks only)" in rows["sf"]
+    assert 'data-group="g"' in html and "<svg" in html and 'data-connector="sf"' in html
+    assert 'data-refresh="15"' in html
 
 
 # -- the appointment page and patient data -------------------------------------------------------------

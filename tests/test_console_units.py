@@ -123,7 +123,7 @@ def test_throttle_memory_is_bounded() -> None:
 def _info(**over: object) -> dict[str, object]:
     base: dict[str, object] = {"poll_interval": 60.0, "lag_s": 10.0, "last_success_at": "2026-12-01T10:00:00Z",
                                "last_error": None, "rate_limit": None, "subscription": None, "dead_letters": 0,
-                               "outbox_pending": 0, "inbox_pending": 0}
+                               "outbox_pending": 0, "inbox_pending": 0, "open_conflicts": 0}
     base.update(over)
     return base
 
@@ -139,6 +139,7 @@ def _info(**over: object) -> dict[str, object]:
     ({"rate_limit": {"blocked_for_s": 12.5}}, "degraded", "rate limited: waiting 12.5 s"),
     ({"subscription": {"subscription": "failed", "code": "INVALID_TOKEN"}}, "degraded", "subscription failed"),
     ({"dead_letters": 2}, "degraded", "2 dead letter(s)"),
+    ({"open_conflicts": 1}, "degraded", "1 open conflict(s)"),
     ({"outbox_pending": 500}, "degraded", "500 queued writes"),
 ])
 def test_connector_state_rules(over: dict[str, object], level: str, words: str) -> None:

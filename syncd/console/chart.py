@@ -15,9 +15,9 @@ from syncd.console.queries import HourlySeries
 
 __all__ = ["Bar", "Chart", "Panel", "layout"]
 
-LABEL_W = 120.0
-SLOT_W = 24.0
-BAR_W = 9.0
+LABEL_W = 160.0
+SLOT_W = 36.0
+BAR_W = 15.0
 PANEL_H = 56.0
 PLOT_H = 40.0
 AXIS_H = 18.0
