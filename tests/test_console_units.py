@@ -5,6 +5,7 @@ the overview chart and the appointment page (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -195,7 +196,7 @@ async def test_hourly_activity_buckets_writes_and_errors_by_connector(ledger: Le
 
 
 async def test_group_figures_and_appointment_view(ledger: Ledger) -> None:
-    snapshot = {"status": "booked", "start": "2026-12-08T09:00:00Z", "end": "2026-12-08T09:30:00Z",
+    snapshot: dict[str, Any] = {"status": "booked", "start": "2026-12-08T09:00:00Z", "end": "2026-12-08T09:30:00Z",
                 "patient": "P-00001", "practitioner": "DR-1", "location": "LOC-1", "service_type": "SVC-1",
                 "description": None, "notes": "Allergic to latex", "cancellation_reason": None,
                 "native_status": None, "extra": {}}
@@ -238,7 +239,7 @@ async def test_group_figures_and_appointment_view(ledger: Ledger) -> None:
 
 
 async def test_conflict_rows_side_by_side_without_free_text(ledger: Ledger) -> None:
-    snapshot = {"status": "cancelled", "start": "2026-12-08T09:00:00Z", "end": "2026-12-08T09:30:00Z",
+    snapshot: dict[str, Any] = {"status": "cancelled", "start": "2026-12-08T09:00:00Z", "end": "2026-12-08T09:30:00Z",
                 "patient": "P-00009", "practitioner": "DR-1", "location": None, "service_type": None,
                 "description": None, "notes": "base note", "cancellation_reason": "Asked",
                 "native_status": None, "extra": {}}
