@@ -48,6 +48,8 @@ OFF = {"description": "The console is off (`[server] console_token` is not set),
        "content": {**HTML, **TEXT}}
 NO_SESSION = _redirect("No valid session: to the login page (`/console/login`).")
 CSRF = _page("No valid session, or the form's CSRF token is missing or wrong.")
+NOT_A_FORM = _page("The body is not `application/x-www-form-urlencoded` (what the console's forms send).")
+TOO_LARGE = {"description": "The form is larger than the server accepts (1 MiB).", "content": {**HTML, **TEXT}}
 
 
 def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
         "type": "object", "properties": properties, "required": required}}}}
 
 
+REF_PATTERN = r"^\s*(?:[a-z][a-z0-9_]{0,31}:[^\x00-\x1f\x7f]{1,255}|[A-Za-z0-9_-]{1,64})\s*$"
 CSRF_PROPERTY = {"csrf": {"type": "string", "description": "The CSRF token the page's form carries."}}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0},
             "description": "The dead letter's (or conflict's) id."}
@@ -64,8 +67,11 @@ def _console_post(summary: str, properties: dict[str, Any], required: list[str],
                   parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "303": _redirect("Done (or refused by the engine): back to the list, which shows the outcome."),
+        "400": _page("The form could not be read."),
         "403": CSRF,
         "404": OFF,
+        "413": TOO_LARGE,
+        "415": NOT_A_FORM,
         "503": _page("The daemon is stopping, or the ledger is unavailable."),
         **(extra or {}),
     }
@@ -143,17 +149,23 @@ def openapi_document() -> dict[str, Any]:
                      "requestBody": _form({"token": {"type": "string"}, **CSRF_PROPERTY}, ["token", "csrf"]),
                      "responses": {
                          "303": _redirect("Logged in: the session cookie is set; to the overview."),
+                         "400": _page("The form could not be read."),
                          "401": _page("Wrong token (the login form again)."),
                          "403": _page("The login form's CSRF token is missing, wrong or expired."),
                          "404": OFF,
+                         "413": TOO_LARGE,
+                         "415": NOT_A_FORM,
                          "429": {"description": "Too many wrong tokens from this address: wait.", "content": HTML,
                                  "headers": {"Retry-After": {**RETRY_AFTER, "required": True}}}}},
         },
         "/console/logout": {"post": _console_post("Log out (ends the session)", {}, [])},
         "/console/deadletters": {"get": _console_get(
             "Unresolved dead letters, with Retry and Discard",
-            parameters=[{"name": "connector", "in": "query", "required": False, "schema": {"type": "string"}},
-                        {"name": "kind", "in": "query", "required": False, "schema": {"type": "string"}}],
+            parameters=[{"name": "connector", "in": "query", "required": False, "schema": {"type": "string"},
+                         "description": "Only this connector's (a configured connector name)."},
+                        {"name": "kind", "in": "query", "required": False,
+                         "schema": {"type": "string", "pattern": "^[a-z_]{0,32}$"},
+                         "description": "Only this kind (e.g. `missing_reference`); empty = all."}],
             extra={"400": _page("An unknown connector or a malformed kind in the filter.")})},
         "/console/deadletters/{id}/retry": {"post": _console_post(
             "Retry a dead letter (what `syncd deadletters retry ID` does)",
@@ -165,11 +177,12 @@ def openapi_document() -> dict[str, Any]:
         "/console/conflicts/{id}/resolve": {"post": _console_post(
             "Resolve a conflict by taking one connector's version (what `syncd conflicts resolve ID --take NAME` "
             "does)", {"take": {"type": "string"}}, ["take"], parameters=[ID_PARAM],
-            extra={"400": _page("`take` is not a configured connector.")})},
+            extra={"400": _page("The form could not be read, or `take` is not a configured connector.")})},
         "/console/appointments": {"get": _console_get(
             "One appointment: links, merged values (patient and free text only as a hash), history",
-            parameters=[{"name": "ref", "in": "query", "required": False, "schema": {"type": "string"},
-                         "description": "A canonical id or NAME:EXTERNAL_ID."}],
+            parameters=[{"name": "ref", "in": "query", "required": False,
+                         "schema": {"type": "string", "pattern": REF_PATTERN},
+                         "description": "A canonical id or NAME:EXTERNAL_ID (absent: the look-up form alone)."}],
             extra={"400": _page("A malformed reference."),
                    "404": _page("The ledger holds no such appointment, or the console is off.")})},
         "/console/static/{name}": {"get": {

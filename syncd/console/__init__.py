@@ -39,9 +39,11 @@ def setup_console(
 
     console = Console(config, ledger, connectors, draining=draining)
 
-    async def slash(_request: web.Request) -> web.StreamResponse:
+    async def slash(request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"], headers=SECURITY_HEADERS)
         raise web.HTTPPermanentRedirect(f"{PREFIX}/", headers=SECURITY_HEADERS)
 
-    app.router.add_get(PREFIX, slash)
+    app.router.add_route("*", PREFIX, slash)
     app.add_subapp(PREFIX, console.app())
     return True

@@ -56,11 +56,31 @@ LOGIN_PATH = f"{PREFIX}/login"
 STATIC_TYPES = {"console.css": "text/css", "console.js": "text/javascript"}
 KIND_RE = re.compile(r"[a-z_]{1,32}")
 MAX_NOTICES = 1000
+FORM_TYPE = "application/x-www-form-urlencoded"
 OVERVIEW_REFRESH_S = 15
 
 FormData = MultiDictProxy[Any]
 PageHandler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 ActionHandler = Callable[[web.Request, Session, FormData], Awaitable[web.StreamResponse]]
+
+
+class _BadForm(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _read_form(request: web.Request) -> FormData:
+    """The POSTed form: ``application/x-www-form-urlencoded`` (what the console's forms send) only."""
+    if request.content_type != FORM_TYPE:
+        raise _BadForm(415, f"a console form is sent as {FORM_TYPE}")
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadForm(400, f"the form could not be read ({type(exc).__name__})") from None
 
 
 def _field(form: Mapping[str, Any], name: str) -> str | None:
@@ -138,6 +158,9 @@ class Console:
         except web.HTTPException as exc:
             exc.headers.update(SECURITY_HEADERS)
             raise
+        except _BadForm as exc:
+            response = self._render(request, "error.html", self._session(request), {
+                "title": "Bad request", "message": exc.message}, status=exc.status)
         except (LedgerUnavailable, SQLAlchemyError, OSError, TimeoutError) as exc:
             log.warning("console_ledger_unavailable", error_type=type(exc).__name__)
             response = self._render(request, "error.html", None, {
@@ -176,7 +199,7 @@ class Console:
     def _action(self, handler: ActionHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def action(request: web.Request) -> web.StreamResponse:
             session = self._session(request)
-            form = await request.post()
+            form = await _read_form(request)
             if session is None or not self.signer.csrf_ok(session, _field(form, CSRF_FIELD)):
                 log.warning("console_csrf_refused", path=request.path)
                 return self._render(request, "error.html", None, {
@@ -246,7 +269,7 @@ class Console:
         return self._login(request)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
+        form = await _read_form(request)
         if not self.signer.login_csrf_ok(request.cookies.get(LOGIN_COOKIE), _field(form, CSRF_FIELD)):
             log.warning("console_login", outcome="csrf_refused")
             return self._login(request, status=403, message="The login form had expired or came from elsewhere. "
