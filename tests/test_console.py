@@ -271,6 +271,22 @@ async def test_every_post_without_its_csrf_token_is_403_and_changes_nothing(env:
         assert (await client.get("/console/"))[0] == 200  # still logged in: logout was refused too
 
 
+async def test_a_post_that_is_not_a_form_is_refused_not_a_server_error(sqlite_env: Env) -> None:
+    letter = (await sqlite_env.world.dead_letters())[0].id
+    async with ConsoleClient(sqlite_env.url) as client:
+        await client.login()
+        await client.get("/console/deadletters")
+        for path in ("/console/login", f"/console/deadletters/{letter}/discard", "/console/logout"):
+            for content_type in ("multipart/form-data", "text/plain", "application/json"):
+                async with client.session.post(client.base_url + path, data=f"csrf={client.csrf}".encode(),
+                                               headers={"Content-Type": content_type}, allow_redirects=False) as r:
+                    assert r.status == 415, (path, content_type, r.status)
+        async with client.session.request("TRACE", client.base_url + "/console", allow_redirects=False) as r:
+            assert r.status == 405 and "GET" in r.headers["Allow"]
+        assert (await client.get("/console"))[2]["Location"] == "/console/"
+    assert letter in {dl.id for dl in await sqlite_env.world.dead_letters()}
+
+
 # -- the three actions ------------------------------------------------------------------------------
 
 
