@@ -6,7 +6,8 @@ their changes reach the daemon by webhook, so the daemon's own polls never take 
 Salesforce crosswalk lacks one patient, so the first pass leaves dead letters.
 
 Every page visited is saved as a screenshot under ``tests/artifacts/<test>/`` (gitignored; the path is
-printed) and checked for the seeded patients' names, e-mail addresses, phone numbers and notes.
+printed) and checked for the seeded patients' names, e-mail addresses, phone numbers and notes. With
+``SYNCD_UPDATE_DOCS_SCREENSHOT=1`` the last overview is also copied to ``docs/images/``.
 
 Skipped, with a message saying how to install it, only where Chromium is absent; ``.ci/run``
 installs it.
@@ -14,6 +15,7 @@ installs it.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -46,6 +48,7 @@ MEMBERS = {"zoho": "zoho_crm", "sf": "salesforce_health", "dent": "dentally"}
 CONFLICT_NOTE = "Call the patient back about the invoice"
 RACE_NOTE = "Reception: wheelchair access needed"
 SF_READ = "/services/data/*/composite/sobjects/ServiceAppointment"
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "console-overview.png"
 
 
 @dataclass
@@ -256,6 +259,8 @@ async def test_operator_console_in_chromium(console: Console, tmp_path: Path) ->
     await page.click("nav >> text=Overview")
     await expect(page.locator("#connectors tr[data-connector=sf]")).to_be_visible()
     await c.shot("overview-after")
+    if os.environ.get("SYNCD_UPDATE_DOCS_SCREENSHOT") == "1":  # refresh the README's picture from this run
+        shutil.copyfile(c.shots / f"{len(c.visited):02d}-overview-after.png", DOCS_SCREENSHOT)
 
     # -- log out: the next page asks for the token again
     await page.click("header button:has-text('Log out')")

@@ -100,8 +100,9 @@ def connector_state(info: Mapping[str, Any]) -> ConnectorState:
 
     This is the one place the console decides green/amber/red: red when polls fail and no poll has
     succeeded for several intervals (or ever); amber for a failed last poll after recent successes, a
-    polled connector never polled yet, a rate-limit wait, a failed subscription, dead letters, open
-    conflicts or a large backlog; green otherwise.
+    polled connector never polled yet, a rate-limit wait, a failed subscription, dead letters or a
+    large backlog; green otherwise. Open conflicts belong to an appointment, not to one of its systems:
+    the sync group's row counts them.
     """
     failing: list[str] = []
     degraded: list[str] = []
@@ -126,8 +127,6 @@ def connector_state(info: Mapping[str, Any]) -> ConnectorState:
         degraded.append(f"webhook subscription failed ({subscription.get('code') or 'error'})")
     if info.get("dead_letters"):
         degraded.append(f"{info['dead_letters']} dead letter(s)")
-    if info.get("open_conflicts"):
-        degraded.append(f"{info['open_conflicts']} open conflict(s)")
     for key, what in (("outbox_pending", "queued writes"), ("inbox_pending", "stored webhook deliveries")):
         if int(info.get(key) or 0) > BACKLOG_WARN:
             degraded.append(f"{info[key]} {what}")
