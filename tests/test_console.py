@@ -400,6 +400,26 @@ async def test_overview_shows_each_connector_with_the_daemons_runtime_state(sqli
     assert 'data-refresh="15"' in html
 
 
+async def test_resolve_while_the_chosen_system_cannot_be_read_leaves_the_conflict_open(env: Env) -> None:
+    world = env.world
+    cid = await open_a_conflict(world, note=NOTE)
+    [conflict] = [c for c in await world.conflicts() if c.canonical_id == cid]
+    await world.fault("sf", "GET", "/services/data/*/composite/sobjects/ServiceAppointment",
+                      {"type": "status", "status": 401, "body": [{"errorCode": "INVALID_SESSION_ID",
+                                                                  "message": "Session expired or invalid"}]},
+                      times=20)
+    async with ConsoleClient(env.url) as client:
+        await client.login()
+        await client.get("/console/conflicts")
+        status, html, _ = await client.follow(
+            await client.post(f"/console/conflicts/{conflict.id}/resolve", {"take": "sf"}))
+        assert status == 200 and f"conflict {conflict.id} stays open: sf could not be read" in html
+        assert f'data-conflict="{conflict.id}"' in html
+    assert conflict.id in {c.id for c in await world.conflicts()}
+    [entry] = [e for e in await _audit(env, cid) if e.action == "resolve"]
+    assert "took sf: conflict" in (entry.detail or "") and "stays open" in (entry.detail or "")
+
+
 # -- the appointment page and patient data -------------------------------------------------------------
 
 

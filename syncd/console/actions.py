@@ -18,8 +18,9 @@ from typing import TypeVar
 
 from syncd.config import Config
 from syncd.engine.runner import Runtime, discard_dead_letters, resolve_conflict, retry_dead_letters
+from syncd.errors import VendorError
 from syncd.ledger.models import AuditEntry
-from syncd.logging import get_logger
+from syncd.logging import get_logger, mask_contact
 
 __all__ = ["ANSWER_WITHIN_S", "ActionResult", "ConsoleActions"]
 
@@ -116,13 +117,16 @@ class ConsoleActions:
     async def _resolve(self, conflict_id: int, take: str, session: str) -> ActionResult:
         async with self.runtime.ledger.transaction(readonly=True) as tx:
             found = await tx.conflicts(ids=[conflict_id])
-        code, message = await resolve_conflict(self.config, conflict_id, take, runtime=self.runtime)
+        try:
+            code, message = await resolve_conflict(self.config, conflict_id, take, runtime=self.runtime)
+        except VendorError as exc:  # the chosen system could not be read now: nothing changed
+            code, message = 1, f"conflict {conflict_id} stays open: {take} could not be read ({exc.describe()})"
         if found:
             conflict = found[0]
             await self._record(conflict.canonical_id, take, "resolve", session,
                                f"conflict {conflict_id} on {conflict.field}: took {take}: "
                                f"{'done' if code == 0 else message}")
-        return ActionResult(code == 0, message)
+        return ActionResult(code == 0, mask_contact(message))
 
     async def close(self, timeout: float = CLOSE_WITHIN_S) -> None:
         """Let running actions finish (bounded), then cancel what is left."""
