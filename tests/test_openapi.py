@@ -176,7 +176,8 @@ async def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(
     ]
     proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                                                env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""})
+                                                env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+                                                cwd=str(report.parent))  # its .schemathesis/ cache goes there
     out, _ = await asyncio.wait_for(proc.communicate(), 600)
     text = out.decode(errors="replace")
     (report.parent / "schemathesis.txt").write_text(text, encoding="utf-8")
