@@ -431,7 +431,7 @@ async def test_appointment_page_by_id_and_by_external_id_and_bad_refs(env: Env) 
         await client.login()
         for ref in (cid, f"zoho:{zoho_id}"):
             status, html, _ = await client.get(f"/console/appointments?ref={ref}")
-            assert status == 200 and f'id="canonical-id">{cid}<' in html
+            assert status == 200 and f'id="canonical-id"><code>{cid}</code>' in html
             assert f'data-link="zoho:{zoho_id}"' in html and 'data-action="seen-new"' in html
         assert (await client.get("/console/appointments?ref=zoho:0000"))[0] == 404
         assert (await client.get("/console/appointments?ref=A-999999"))[0] == 404
