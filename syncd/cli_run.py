@@ -15,8 +15,9 @@ __all__ = ["run_command"]
 @click.pass_context
 def run_command(ctx: click.Context) -> None:
     """Run the daemon: poll every connector on its interval, serve webhooks and /healthz, /readyz,
-    /metrics, until SIGTERM/SIGINT; then stop intake, finish or hand back in-flight writes within 30 s
-    and exit 0. Sends READY=1 / WATCHDOG=1 / STOPPING=1 to systemd when NOTIFY_SOCKET is set."""
+    /metrics, /openapi.json (and the operator console at /console/ when [server] console_token is set),
+    until SIGTERM/SIGINT; then stop intake, finish or hand back in-flight writes within 30 s and exit 0.
+    Sends READY=1 / WATCHDOG=1 / STOPPING=1 to systemd when NOTIFY_SOCKET is set."""
     config = load(ctx)
     try:
         code = run(run_daemon(config))

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from syncd.cli_common import EXIT_OK, EXIT_PARTIAL, config_option, echo_json, load, run
-from syncd.engine.runner import resolve_conflict, resync, retry_dead_letters
+from syncd.engine.runner import discard_dead_letters, resolve_conflict, resync, retry_dead_letters
 from syncd.errors import ConfigError
 from syncd.ledger.store import Ledger
 
@@ -157,16 +157,7 @@ def deadletters_retry(ctx: click.Context, ids: tuple[int, ...], all_: bool) -> N
 def deadletters_discard(ctx: click.Context, ids: tuple[int, ...]) -> None:
     """Drop dead letters for good (kept in the ledger as resolved)."""
     config = load(ctx)
-
-    async def go() -> int:
-        ledger = await Ledger.open(config.ledger.url, create=False)
-        try:
-            async with ledger.transaction() as tx:
-                return await tx.resolve_dead_letters(ids)
-        finally:
-            await ledger.close()
-
-    changed = run(go())
+    changed = run(discard_dead_letters(config, list(ids)))
     click.echo(f"discarded {changed} of {len(ids)}")
     ctx.exit(EXIT_OK if changed == len(ids) else EXIT_PARTIAL)
 

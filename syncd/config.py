@@ -116,6 +116,7 @@ LEDGER_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 """``auto`` (the default): human-readable on a terminal, JSON lines otherwise."""
+CONSOLE_TOKEN_MIN = 16
 
 
 def mask_url(url: str) -> str:
@@ -147,7 +148,7 @@ class ServerConfig:
     max_body_bytes: int = 1_048_576
     public_url: str | None = None
     console_token: Secret | None = None
-    """Accepted for the planned operator console; unused for now (docs/reference.md §5)."""
+    """Turns the operator console on (``/console/``, docs/console.md); None = the console is off."""
 
 
 @dataclass(frozen=True)
@@ -505,6 +506,10 @@ class _Parser:
         token: str | _Missing | None = None
         if "console_token" in table:
             token = self.string("server.console_token", table["console_token"])
+            if isinstance(token, str) and len(token) < CONSOLE_TOKEN_MIN:
+                self.fail("server.console_token", f"must be at least {CONSOLE_TOKEN_MIN} characters (e.g. the output "
+                          "of `openssl rand -hex 32`); leave the key out to keep the console off")
+                token = _MISSING
         if any(isinstance(v, _Missing) for v in (host, port, max_body, public_url, token)):
             return None
         assert isinstance(host, str) and isinstance(port, int) and isinstance(max_body, int)

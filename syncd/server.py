@@ -1,4 +1,5 @@
-"""The HTTP server of ``syncd run``: webhook intake, health, readiness and metrics (docs/reference.md §5).
+"""The HTTP server of ``syncd run``: webhook intake, health, readiness, metrics, ``/openapi.json`` and
+the operator console under ``/console/`` when ``[server] console_token`` is set (docs/reference.md §5).
 
 ``POST /webhooks/{connector}`` runs the checks in the docs/reference.md §7 order, the first failure
 answering: unknown connector or webhooks disabled (404), body over ``max_body_bytes`` (413, counted
@@ -30,10 +31,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncd import metrics
 from syncd.config import Config
 from syncd.connector import Connector, WebhookDelivery
+from syncd.console import setup_console
 from syncd.errors import WebhookError
 from syncd.inbox import dedup_key, encode_delivery
 from syncd.ledger.store import Ledger, LedgerUnavailable
 from syncd.logging import get_logger
+from syncd.openapi import openapi_document
 
 __all__ = [
     "InboxBatcher",
@@ -364,6 +367,10 @@ async def _metrics(_request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _openapi(_request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
 # -- application -----------------------------------------------------------------------------------
 
 BATCHER_KEY: web.AppKey[InboxBatcher] = web.AppKey("syncd_inbox_batcher", InboxBatcher)
@@ -384,7 +391,8 @@ def create_app(
     batch_delay: float = BATCH_DELAY_S,
     ping_timeout: float = PING_TIMEOUT_S,
 ) -> web.Application:
-    """The aiohttp application serving docs/reference.md §5 (webhooks, healthz, readyz, metrics).
+    """The aiohttp application serving docs/reference.md §5 (webhooks, healthz, readyz, metrics,
+    openapi.json, and the console when ``[server] console_token`` is set).
 
     ``clock`` is the receiver's clock for webhook timestamp checks. The app owns an
     :class:`InboxBatcher` (``app[BATCHER_KEY]``), flushed on cleanup.
@@ -398,6 +406,8 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz(ledger, state, ping_timeout))
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
+    setup_console(app, config, ledger, connectors, draining=lambda: state.draining)
 
     async def close_batcher(_app: web.Application) -> None:
         await batcher.close()

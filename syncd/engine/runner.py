@@ -28,7 +28,16 @@ from syncd.ledger.store import Ledger
 from syncd.logging import get_logger
 from syncd.model import Status
 
-__all__ = ["PassResult", "ResolveResult", "Runtime", "open_runtime", "resolve_conflict", "resync"]
+__all__ = [
+    "PassResult",
+    "ResolveResult",
+    "Runtime",
+    "discard_dead_letters",
+    "open_runtime",
+    "resolve_conflict",
+    "resync",
+    "retry_dead_letters",
+]
 
 log = get_logger("syncd.runner")
 
@@ -77,6 +86,17 @@ async def open_runtime(
         yield runtime
     finally:
         await runtime.close()
+
+
+@asynccontextmanager
+async def _runtime_for(config: Config, runtime: Runtime | None, **options: Any) -> AsyncIterator[Runtime]:
+    """``runtime`` itself when given (the daemon's ledger and connectors, left open), else a runtime
+    opened for this call and closed after it (the CLI)."""
+    if runtime is not None:
+        yield runtime
+        return
+    async with open_runtime(config, **options) as opened:
+        yield opened
 
 
 @dataclass
@@ -244,10 +264,15 @@ async def resync(
         return result
 
 
-async def retry_dead_letters(config: Config, ids: Sequence[int] | None) -> tuple[int, list[dict[str, Any]]]:
-    """Replay dead letters (all when ``ids`` is None). Returns (exit code, per-letter results)."""
+async def retry_dead_letters(
+    config: Config, ids: Sequence[int] | None, *, runtime: Runtime | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Replay dead letters (all when ``ids`` is None). Returns (exit code, per-letter results).
+
+    ``runtime``: the ledger and connectors to use (the daemon's, for the console); by default a
+    runtime is opened for the call."""
     results: list[dict[str, Any]] = []
-    async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
+    async with _runtime_for(config, runtime, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
         async with rt.ledger.transaction(readonly=True) as tx:
             letters = await tx.dead_letters(ids=ids)
         if ids is not None:
@@ -325,16 +350,21 @@ class ResolveResult:
     document: dict[str, Any]
 
 
-async def resolve_conflict(config: Config, conflict_id: int, take: str, *, dry_run: bool = False) -> ResolveResult:
+async def resolve_conflict(
+    config: Config, conflict_id: int, take: str, *, dry_run: bool = False, runtime: Runtime | None = None
+) -> ResolveResult:
     """Settle conflict ``conflict_id`` by taking connector ``take``'s current version of its field(s).
 
     Every member's record is read again and each target's connector says whether it can take that
     version; when one cannot, nothing is written, the conflict stays open and the answer names the
     reason and the ``--take`` that would work (exit 1). ``dry_run`` only shows the plan. See
-    :mod:`syncd.engine.resolve`."""
+    :mod:`syncd.engine.resolve`.
+
+    ``runtime``: the ledger and connectors to use (the daemon's, for the console); by default a
+    runtime is opened for the call."""
     if take not in config.connectors:
         raise ConfigError([f"--take: {take!r} is not a configured connector"])
-    async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
+    async with _runtime_for(config, runtime, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
         async with rt.ledger.transaction(readonly=True) as tx:
             found = await tx.conflicts(ids=[conflict_id])
             if not found:
@@ -365,3 +395,17 @@ async def resolve_conflict(config: Config, conflict_id: int, take: str, *, dry_r
             return ResolveResult(code, f"{head}: not resolved: {problem}", document)
         return ResolveResult(EXIT_OK, f"{plan.message(dry_run=False)}\nconflict {conflict_id} resolved: took {take}",
                              document)
+async def discard_dead_letters(config: Config, ids: Sequence[int], *, ledger: Ledger | None = None) -> int:
+    """Drop dead letters for good (kept in the ledger as resolved); returns how many were still open.
+
+    ``ledger``: the open ledger to use (the daemon's, for the console); by default the configured
+    ledger is opened for the call (it must exist already)."""
+    if ledger is not None:
+        async with ledger.transaction() as tx:
+            return await tx.resolve_dead_letters(ids)
+    opened = await Ledger.open(config.ledger.url, create=False)
+    try:
+        async with opened.transaction() as tx:
+            return await tx.resolve_dead_letters(ids)
+    finally:
+        await opened.close()

@@ -240,7 +240,7 @@ class AuditEntry(SQLModel, table=True):
     """Which fields changed when and from which connector: names and fingerprints, no values."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (sa.Index("ix_audit_canonical", "canonical_id", "id"),)
+    __table_args__ = (sa.Index("ix_audit_canonical", "canonical_id", "id"), sa.Index("ix_audit_at", "at"))
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = _dt(default_factory=utcnow)

@@ -944,3 +944,71 @@ class Tx:
             )
         ).scalar_one()
         return {"dead_letters": int(dead), "open_conflicts": int(conflicts)}
+
+    # -- read helpers for the operator console ----------------------------------------------
+    def _hour_bucket(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``column`` (a UTC time) as whole hours since the epoch, computed by the database."""
+        if self.dialect == "postgresql":
+            return sa.cast(sa.func.floor(sa.extract("epoch", column) / 3600), sa.Integer)
+        return sa.cast(sa.func.strftime("%s", column), sa.Integer) // 3600
+
+    async def hourly_activity(
+        self, since: datetime, write_actions: Sequence[str]
+    ) -> dict[str, dict[int, tuple[int, int]]]:
+        """Per connector and hour (whole hours since the epoch, UTC) since ``since``: (writes, errors).
+
+        Writes are audit entries whose action is one of ``write_actions``; errors are dead letters
+        first seen in that hour. Two grouped queries (``ix_audit_at`` serves the first).
+        """
+        out: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
+        hour = self._hour_bucket(AUDIT.c.at).label("hour")
+        writes = (
+            sa.select(AUDIT.c.connector, hour, sa.func.count())
+            .where(AUDIT.c.at >= since, AUDIT.c.action.in_(list(write_actions)), AUDIT.c.connector.is_not(None))
+            .group_by(AUDIT.c.connector, hour)
+        )
+        for connector, bucket, count in (await self.conn.execute(writes)).all():
+            written, _ = out[connector].get(int(bucket), (0, 0))
+            out[connector][int(bucket)] = (written + int(count), 0)
+        dl_hour = self._hour_bucket(DEAD_LETTERS.c.first_seen).label("hour")
+        errors = (
+            sa.select(DEAD_LETTERS.c.connector, dl_hour, sa.func.count())
+            .where(DEAD_LETTERS.c.first_seen >= since)
+            .group_by(DEAD_LETTERS.c.connector, dl_hour)
+        )
+        for connector, bucket, count in (await self.conn.execute(errors)).all():
+            written, failed = out[connector].get(int(bucket), (0, 0))
+            out[connector][int(bucket)] = (written, failed + int(count))
+        return dict(out)
+
+    async def group_figures(self) -> dict[str, dict[str, int]]:
+        """Per sync group: ``appointments`` merged at least once and ``open_conflicts``."""
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"appointments": 0, "open_conflicts": 0})
+        merged = (
+            sa.select(APPOINTMENTS.c.sync_group, sa.func.count())
+            .where(APPOINTMENTS.c.fingerprint.is_not(None))
+            .group_by(APPOINTMENTS.c.sync_group)
+        )
+        for group, count in (await self.conn.execute(merged)).all():
+            out[group]["appointments"] = int(count)
+        conflicts = (
+            sa.select(APPOINTMENTS.c.sync_group, sa.func.count())
+            .select_from(CONFLICTS.join(APPOINTMENTS, APPOINTMENTS.c.canonical_id == CONFLICTS.c.canonical_id))
+            .where(CONFLICTS.c.resolved_at.is_(None))
+            .group_by(APPOINTMENTS.c.sync_group)
+        )
+        for group, count in (await self.conn.execute(conflicts)).all():
+            out[group]["open_conflicts"] = int(count)
+        return dict(out)
+
+    async def dead_letters_of(self, canonical_ids: Iterable[str], *, include_resolved: bool = False
+                              ) -> list[DeadLetter]:
+        """Dead letters of these appointments, oldest first (unresolved only unless asked)."""
+        extra = () if include_resolved else (DEAD_LETTERS.c.resolved.is_(False),)
+        rows = await self._select_in(DEAD_LETTERS, "canonical_id", canonical_ids, *extra)
+        return [_row_to(DeadLetter, row) for row in sorted(rows, key=lambda r: r.id)]
+
+    async def conflicts_of(self, canonical_ids: Iterable[str]) -> list[ConflictRow]:
+        """Open conflicts of these appointments, oldest first."""
+        rows = await self._select_in(CONFLICTS, "canonical_id", canonical_ids, CONFLICTS.c.resolved_at.is_(None))
+        return [_row_to(ConflictRow, row) for row in sorted(rows, key=lambda r: r.id)]
