@@ -64,7 +64,11 @@ def _exists(relative: str) -> bool:
         return any(fnmatch.fnmatchcase(f, pattern) or fnmatch.fnmatchcase(f, pattern + "/*") for f in files)
     if relative in files:
         return True
-    return any(f.startswith(relative + "/") for f in files)
+    if any(f.startswith(relative + "/") for f in files):
+        return True
+    # a directory the tests or tools create at run time, listed in .gitignore (e.g. tests/artifacts/)
+    ignored = {line.strip().rstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
+    return relative in ignored and "/" in relative
 
 
 def _basename_exists(name: str) -> bool:

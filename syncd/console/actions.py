@@ -120,6 +120,8 @@ class ConsoleActions:
         try:
             result = await resolve_conflict(self.config, conflict_id, take, runtime=self.runtime)
             code, message = result.exit_code, result.message
+            if code != 0 and not message.startswith(f"conflict {conflict_id}"):
+                message = f"conflict {conflict_id} stays open: {message}"
         except VendorError as exc:  # the chosen system could not be read now: nothing changed
             code, message = 1, f"conflict {conflict_id} stays open: {take} could not be read ({exc.describe()})"
         if found:
