@@ -59,16 +59,16 @@ def _exists(relative: str) -> bool:
     if not relative:
         return True
     files = repo_files()
+    # a directory the tests or tools create at run time, listed in .gitignore (e.g. tests/artifacts/)
+    ignored = {line.strip().rstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
+    if any("/" in d and (relative == d or relative.startswith(d + "/")) for d in ignored):
+        return True
     if "<" in relative or "*" in relative:
         pattern = re.sub(r"<[^>/]+>", "*", relative)
         return any(fnmatch.fnmatchcase(f, pattern) or fnmatch.fnmatchcase(f, pattern + "/*") for f in files)
     if relative in files:
         return True
-    if any(f.startswith(relative + "/") for f in files):
-        return True
-    # a directory the tests or tools create at run time, listed in .gitignore (e.g. tests/artifacts/)
-    ignored = {line.strip().rstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
-    return relative in ignored and "/" in relative
+    return any(f.startswith(relative + "/") for f in files)
 
 
 def _basename_exists(name: str) -> bool:
