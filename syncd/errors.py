@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
+# -- exit codes of every command (docs/reference.md §4), defined here once ----------------------------
+EXIT_OK = 0
+"""everything done"""
+EXIT_PARTIAL = 1
+"""done, but some records were dead-lettered or conflicts are left open (details in the output)"""
+EXIT_CONFIG = 2
+"""usage or configuration error, nothing done"""
+EXIT_UNAVAILABLE = 3
+"""could not run (ledger unreachable, a vendor refused authentication or stayed unreachable), nothing lost"""
+
 __all__ = [
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_UNAVAILABLE",
     "AuthFailure",
     "ConfigError",
     "Conflict",

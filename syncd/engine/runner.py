@@ -20,7 +20,7 @@ from connectors import create_connector, validate_mappings
 from syncd.config import Config
 from syncd.connector import Connector, WriteKind, WriteRequest
 from syncd.engine.core import Decision, Engine
-from syncd.errors import ConfigError, RateLimited, VendorError
+from syncd.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ConfigError, RateLimited, VendorError
 from syncd.inbox import decode_delivery
 from syncd.ledger.models import OutboxItem
 from syncd.ledger.store import Ledger
@@ -31,7 +31,6 @@ __all__ = ["PassResult", "Runtime", "open_runtime", "resync"]
 
 log = get_logger("syncd.runner")
 
-EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE = 0, 1, 3
 RESYNC_MAX_WAIT = 120.0
 """``resync`` waits at most this long for one vendor (CONTRACT section 7)."""
 

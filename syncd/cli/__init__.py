@@ -1,6 +1,6 @@
 """The ``syncd`` command line (also ``python -m syncd``).
 
-Commands live in ``syncd/cli_*.py`` modules and are registered in :data:`COMMANDS`; this module
+Commands live in the modules of this package (one per command group) and are registered in :data:`COMMANDS`; this module
 owns the one place where errors become exit codes (CONTRACT section 4): a configuration problem
 prints one line per problem on stderr and exits 2, an unreachable ledger exits 3.
 """
@@ -11,15 +11,17 @@ from typing import Any
 
 import click
 
-from syncd.cli_common import EXIT_CONFIG, EXIT_UNAVAILABLE, config_option
-from syncd.cli_config import check_config
-from syncd.cli_crosswalk import crosswalk
-from syncd.cli_db import db
-from syncd.cli_demo import demo_command
-from syncd.cli_run import run_command
-from syncd.cli_sandbox import sandbox
-from syncd.cli_status import status
-from syncd.cli_sync import conflicts, deadletters, resync_command
+from syncd.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE, config_option
+from syncd.cli.config import check_config
+from syncd.cli.conflicts import conflicts
+from syncd.cli.crosswalk import crosswalk
+from syncd.cli.db import db
+from syncd.cli.deadletters import deadletters
+from syncd.cli.demo import demo_command
+from syncd.cli.resync import resync_command
+from syncd.cli.run import run_command
+from syncd.cli.sandbox import sandbox
+from syncd.cli.status import status
 from syncd.errors import ConfigError
 from syncd.ledger.store import LedgerUnavailable
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from syncd.cli_common import EXIT_CONFIG, config_option, load, run
+from syncd.cli.common import EXIT_CONFIG, config_option, load, run
 from syncd.demo import DemoError, console_for, run_demo, workspace
 
 __all__ = ["demo_command"]

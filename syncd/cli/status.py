@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from syncd.cli_common import config_option, echo_json, load, run
+from syncd.cli.common import config_option, echo_json, load, run
 from syncd.config import Config, mask_url
 from syncd.ledger.models import utcnow
 from syncd.ledger.store import ConnectorSummary, Ledger, LedgerUnavailable

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from syncd.cli_common import EXIT_OK, config_option, load
+from syncd.cli.common import EXIT_OK, config_option, load
 from syncd.crosswalk import parse_csv
 from syncd.engine.runner import check_mappings
 from syncd.errors import ConfigError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from syncd.cli_common import EXIT_CONFIG, config_option, load, run
+from syncd.cli.common import EXIT_CONFIG, config_option, load, run
 from syncd.crosswalk import ImportReport, export_csv, import_rows, parse_csv, sort_problems
 from syncd.ledger.store import Ledger
 from syncd.logging import get_logger

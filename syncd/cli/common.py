@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from syncd.config import Config, load_config, resolve_config_path
+from syncd.errors import EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE
 from syncd.logging import configure_logging
 
 __all__ = [
@@ -22,15 +23,6 @@ __all__ = [
     "load",
     "run",
 ]
-
-EXIT_OK = 0
-"""everything done"""
-EXIT_PARTIAL = 1
-"""done, but some records were dead-lettered, rejected or conflicts are open"""
-EXIT_CONFIG = 2
-"""usage or configuration error, nothing done"""
-EXIT_UNAVAILABLE = 3
-"""could not run (ledger unreachable, vendor refused authentication...), nothing lost"""
 
 _CONFIG_KEY = "syncd.config_path"
 F = TypeVar("F", bound=Callable[..., Any])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from syncd.cli_common import config_option, load, run
+from syncd.cli.common import config_option, load, run
 from syncd.config import mask_url
 from syncd.ledger.store import Ledger
 from syncd.logging import get_logger

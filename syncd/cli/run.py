@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from syncd.cli_common import EXIT_UNAVAILABLE, config_option, load, run
+from syncd.cli.common import EXIT_UNAVAILABLE, config_option, load, run
 from syncd.daemon import AlreadyRunning, run_daemon
 
 __all__ = ["run_command"]
