@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import metrics, systemd
 from syncd.config import Config
+from syncd.connector import with_remedy
 from syncd.engine.core import Engine
 from syncd.engine.runner import Runtime, drain_inbox, holder_name, open_runtime
 from syncd.errors import SyncdError, VendorError
+from syncd.health import failing_reason, lag_seconds
 from syncd.logging import get_logger
 from syncd.server import ServerState, start_server
 
@@ -41,6 +44,7 @@ MAINTAIN_SECONDS = 300.0
 RECONCILE_SECONDS = 24 * 3600.0
 LEASE_NAME = "syncd-run"
 LEASE_TTL = 60.0
+HEARTBEAT_SECONDS = 5.0
 
 
 class AlreadyRunning(SyncdError):
@@ -59,6 +63,10 @@ class Daemon:
         self.subscriptions: dict[str, Any] = {}
         self.stopping = asyncio.Event()
         self.drain_seconds = DRAIN_SECONDS
+        self.started_at = datetime.now(UTC)
+        self.last_success: dict[str, datetime] = {}
+        """connector -> end of its last successful read pass (syncd.health: the lag is measured from it)"""
+        self._failed_once: set[str] = set()
 
     # -- jobs ------------------------------------------------------------------------------
     def _track(self, coro: Awaitable[Any]) -> Awaitable[Any]:
@@ -111,14 +119,43 @@ class Daemon:
             if full_pass:
                 await self.engine.sweep_missing(name, seen)
         except VendorError as exc:
+            exc = with_remedy(connector, exc)
+            why = f"{exc.headline}: {exc.explain()}"
             async with ledger.transaction() as tx:
-                await tx.record_poll_error(name, exc.describe())
-            log.warning("poll_failed", connector=name, kind=exc.kind, code=exc.code)
+                await tx.record_poll_error(name, why)
+                record = await tx.record_read_outcome(name, source="poll", error=why, kind=exc.kind,
+                                                      config_key=exc.config_key)
+            log.warning("poll_failed", connector=name, kind=exc.kind, code=exc.code, method=exc.method, url=exc.url,
+                        http_status=exc.status, field=exc.config_key, count=record.get("failures"))
+            self.note_health(name, record)
             return
+        now = datetime.now(UTC)
         async with ledger.transaction() as tx:
-            await tx.set_cursor(name, cursor, success_at=datetime.now(UTC))
-        metrics.poll_lag.labels(name).set(0)
+            await tx.set_cursor(name, cursor, success_at=now)
+            record = await tx.record_read_outcome(name, source="poll", at=now)
+        self.last_success[name] = now
+        self.note_health(name, record)
         log.info("poll_done", connector=name, count=pages)
+
+    def note_health(self, name: str, record: Mapping[str, Any]) -> None:
+        """Keep ``/readyz`` current with one read outcome (syncd.health: failing after
+        FAILING_AFTER failed passes in a row, or at once on refused credentials)."""
+        was_failing = name in self.state.failing
+        reason = failing_reason(record)
+        if reason is None:
+            self.state.failing.pop(name, None)
+            if was_failing or name in self._failed_once:
+                log.info("poll_recovered", connector=name)
+            self._failed_once.discard(name)
+        else:
+            self.state.failing[name] = reason
+        if int(record.get("failures") or 0) > 0:
+            self._failed_once.add(name)
+
+    def lag(self, name: str) -> float:
+        """``syncd_poll_lag_seconds`` at scrape time (syncd.health.lag_seconds; NaN: never read)."""
+        value = lag_seconds(self.last_success.get(name), datetime.now(UTC))
+        return float("nan") if value is None else value
 
     async def reconcile(self, name: str) -> None:
         await self.poll(name, full=True)
@@ -148,13 +185,16 @@ class Daemon:
             if not await tx.lease_acquire(LEASE_NAME, self.holder, LEASE_TTL):
                 log.error("lease_lost", op="run")
 
-    async def lag(self) -> None:
+    async def refresh_status(self) -> None:
+        """Every few seconds: the heartbeat that tells ``syncd status`` a daemon holds the ledger, the
+        last successes (a ``resync`` beside us counts too) for the lag gauge, the rate-limit state."""
         async with self.rt.ledger.transaction(readonly=True) as tx:
             cursors = await tx.cursors(list(self.rt.connectors))
-        now = datetime.now(UTC)
         for name, row in cursors.items():
             if row.last_success_at is not None:
-                metrics.poll_lag.labels(name).set((now - row.last_success_at).total_seconds())
+                known = self.last_success.get(name)
+                if known is None or row.last_success_at > known:
+                    self.last_success[name] = row.last_success_at
         rate_state = {
             name: _json({"blocked_for_s": round(c.http.blocked_for, 1), "last_signal": c.http.last_rate_limit,
                          "max_requests_per_second": self.config.connectors[name].max_requests_per_second})
@@ -163,6 +203,7 @@ class Daemon:
         async with self.rt.ledger.transaction() as tx:
             for name, value in rate_state.items():
                 await tx.state_set(name, {"status.rate_limit": value})
+            await tx.heartbeat(self.holder, self.started_at, pid=os.getpid(), host=socket.gethostname())
         self.state.mark_healthy()
 
     async def inbox_waker(self) -> None:
@@ -188,7 +229,10 @@ class Daemon:
             **common)
         add(self.job(self.maintain), "interval", seconds=MAINTAIN_SECONDS, id="maintain", next_run_time=now,
             **common)
-        add(self.job(self.lag), "interval", seconds=5, id="lag", next_run_time=now, **common)
+        add(self.job(self.refresh_status), "interval", seconds=HEARTBEAT_SECONDS, id="status", next_run_time=now,
+            **common)
+        for name in self.config.connectors:
+            metrics.poll_lag.labels(name).set_function(functools.partial(self.lag, name))
         if self.rt.ledger.dialect == "sqlite":
             add(self.job(self.renew_lease), "interval", seconds=LEASE_TTL / 3, id="lease", **common)
 
@@ -301,9 +345,10 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, port:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await server.stop()
-            if rt.ledger.dialect == "sqlite":
-                with contextlib.suppress(Exception):
-                    async with rt.ledger.transaction() as tx:
+            with contextlib.suppress(Exception):  # the ledger may be gone: the heartbeat then just ages
+                async with rt.ledger.transaction() as tx:
+                    await tx.heartbeat_clear(holder)
+                    if rt.ledger.dialect == "sqlite":
                         await tx.lease_release(LEASE_NAME, holder)
         log.info("stopped", op="run")
     return 0

@@ -6,6 +6,7 @@ connectors) through :class:`Runtime` and closes it again.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -13,7 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors import create_connector, validate_mappings
@@ -23,7 +24,7 @@ from syncd.engine.core import Decision, Engine
 from syncd.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ConfigError, RateLimited, VendorError
 from syncd.inbox import decode_delivery
 from syncd.ledger.models import OutboxItem
-from syncd.ledger.store import Ledger
+from syncd.ledger.store import RESYNC_KEY, Ledger
 from syncd.logging import get_logger
 from syncd.model import Status
 
@@ -217,7 +218,26 @@ async def resync(
             exit_code = EXIT_PARTIAL  # what the pass would leave behind
         else:
             exit_code = EXIT_OK
-        return PassResult(exit_code, _document(engine, started, totals, exit_code), decisions)
+        document = _document(engine, started, totals, exit_code)
+        if not dry_run:
+            await _record_pass(rt.ledger, engine, sorted({name for name, _ in ids}) if ids else selected)
+        return PassResult(exit_code, document, decisions)
+
+
+async def _record_pass(ledger: Ledger, engine: Engine, read: Sequence[str]) -> None:
+    """Leave the pass's outcome where ``syncd status`` (and the daemon's lag) see it: for each connector
+    read or stopped, a success or a failure in its read-outcome record, and the last resync's counts."""
+    now = datetime.now(UTC)
+    async with ledger.transaction() as tx:
+        for name in dict.fromkeys([*read, *engine.stats.stopped]):
+            why = engine.stats.stopped.get(name)
+            error = engine.stop_errors.get(name)
+            await tx.record_read_outcome(name, source="resync", error=why, at=now,
+                                         kind=error.kind if error is not None else None,
+                                         config_key=error.config_key if error is not None else None)
+            summary = {"at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "ok": why is None, "stopped": why,
+                       "read": name in read, "counts": engine.stats.of(name).as_dict()}
+            await tx.state_set(name, {RESYNC_KEY: json.dumps(summary, sort_keys=True)})
 
 
 async def retry_dead_letters(config: Config, ids: Sequence[int] | None) -> tuple[int, list[dict[str, Any]]]:
