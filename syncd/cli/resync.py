@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from syncd.cli.common import config_option, echo_json, load, run
+from syncd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    SyncdCommand,
+    common_options,
+    echo_json,
+    load,
+    options,
+    progress,
+    run,
+)
+from syncd.engine.core import Decision
 from syncd.engine.runner import resync
 from syncd.errors import ConfigError
 
@@ -38,8 +52,14 @@ def _parse_ids(values: tuple[str, ...], known: set[str]) -> list[tuple[str, str]
     return out
 
 
-@click.command("resync")
-@config_option
+@click.command("resync", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "everything done (faults that were retried away included)",
+    EXIT_PARTIAL: "done, but records were dead-lettered or conflicts are open (--dry-run: would be)",
+    EXIT_CONFIG: "usage or configuration error, nothing done",
+    EXIT_UNAVAILABLE: "could not run for a connector (ledger unreachable, a vendor refused authentication, "
+    "stayed unreachable after retries or asked to wait over 120 s): its work stays queued, nothing lost",
+})
+@common_options
 @click.option("--connector", "connector_names", multiple=True, metavar="NAME",
               help="Only read these connectors (repeatable; default: all).")
 @click.option("--since", metavar="ISO8601", help="Read what changed since this instant instead of the whole window.")
@@ -47,7 +67,6 @@ def _parse_ids(values: tuple[str, ...], known: set[str]) -> list[tuple[str, str]
               help="Read just these records (repeatable).")
 @click.option("--dry-run", is_flag=True,
               help="Write nothing anywhere (the ledger included); report what would be done.")
-@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON document (CONTRACT section 4).")
 @click.pass_context
 def resync_command(
     ctx: click.Context,
@@ -55,22 +74,30 @@ def resync_command(
     since: str | None,
     ids: tuple[str, ...],
     dry_run: bool,
-    as_json: bool,
 ) -> None:
-    """One full pass now: read, reconcile, write, then exit.
+    """One full pass now: read, reconcile, write, then exit. Safe beside a running `syncd run`.
 
-    Exit codes: 0 everything done; 1 done, but records were dead-lettered or conflicts are open;
-    2 usage or configuration error; 3 could not run (ledger unreachable, a vendor refused
-    authentication, a vendor unreachable after retries or asking to wait over 120 s) -- nothing lost.
+    Progress shows on stderr while a terminal is attached (not under --json or --quiet). The outcome
+    per connector is kept in the ledger, where `syncd status` shows it (except for --dry-run).
     """
     config = load(ctx)
     unknown = [n for n in connector_names if n not in config.connectors]
     if unknown:
         raise ConfigError([f"--connector: {n!r} is not a configured connector" for n in unknown])
-    result = run(resync(config, connectors=connector_names, since=_parse_since(since),
-                        ids=_parse_ids(ids, set(config.connectors)), dry_run=dry_run))
+    seen: Counter[str] = Counter()
+    changed: Counter[str] = Counter()
+    with progress(ctx, "resync") as bar:
+
+        def on_decision(decision: Decision) -> None:
+            seen[decision.connector] += 1
+            if decision.action not in ("unchanged", "echo"):
+                changed[decision.connector] += 1
+            bar.update(" · ".join(f"{n}: {seen[n]} records, {changed[n]} changes" for n in sorted(seen)))
+
+        result = run(resync(config, connectors=connector_names, since=_parse_since(since),
+                            ids=_parse_ids(ids, set(config.connectors)), dry_run=dry_run, on_decision=on_decision))
     doc = result.document
-    if as_json:
+    if options(ctx).json:
         echo_json(doc)
     else:
         _print_pass(doc)
