@@ -82,10 +82,13 @@ class Diagnosis:
             status = CheckStatus.UNREACHABLE
         else:
             status = CheckStatus.FAILED
-        fix = error.hint
-        if error.config_key and not fix:
+        if error.hint and error.config_key:
+            fix: str | None = f"{error.hint} ({error.config_key})"
+        elif error.config_key:
             fix = f"check {error.config_key}"
-        return self.add(name, status, f"{error.headline}: {error.explain()}", fix, error.config_key)
+        else:
+            fix = error.hint
+        return self.add(name, status, f"{error.headline}: {error.explain(hint=False)}", fix, error.config_key)
 
     async def attempt(self, name: str, call: Awaitable[T], *, missing: bool = False) -> T | None:
         """Await ``call``; on a vendor error record the check as failed and return None. The caller

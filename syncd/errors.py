@@ -125,8 +125,9 @@ class VendorError(SyncdError):
             return f"vendor error (HTTP {self.status})"
         return f"request refused (HTTP {self.status})"
 
-    def explain(self) -> str:
-        """One line for an operator: connector, request, cause, and the config key or setting to check."""
+    def explain(self, *, hint: bool = True) -> str:
+        """One line for an operator: connector, request, cause, and the config key or setting to check
+        (``hint=False``: without the hint, for a caller that shows it on its own line)."""
         where = self.connector or "vendor"
         if self.method and self.url:
             where = f"{where}: {self.method} {self.url}"
@@ -136,7 +137,7 @@ class VendorError(SyncdError):
         line = f"{where}: {what}"
         if self.config_key:
             line += f"; check {self.config_key}"
-        if self.hint:
+        if self.hint and hint:
             line += f" ({self.hint})"
         return line
 

@@ -419,6 +419,8 @@ class HttpClient:
         error.url = error.url or safe_url(url)
         if error.config_key is None and response.status == 404:
             error.config_key = self._url_key(url)  # a path that does not exist: the base URL's path part
+            if error.config_key is not None and error.hint is None:
+                error.hint = "the vendor has no such path: base_url should be the API's root URL"
         if isinstance(error, RateLimited):
             self.block_for(error.wait)
         elif isinstance(error, Retriable):

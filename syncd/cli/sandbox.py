@@ -67,17 +67,17 @@ def sandbox(ctx: click.Context, vendors: tuple[str, ...], host: str, port_base: 
             running = await serve_sandboxes(chosen, host, port_base, rate_limits=not no_rate_limits)
         except OSError as exc:
             fail(ctx, "cannot_serve", f"error: cannot bind {host}: {exc.strerror or exc}", EXIT_UNAVAILABLE)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before saying we serve: a signal right after is handled
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
         if as_json:
             echo_json({"ok": True, "sandboxes": {rs.vendor: rs.url for rs in running}})
         else:
             for rs in running:
                 click.echo(f"{rs.vendor:18} {rs.url}")
         click.echo("sandboxes running; Ctrl-C to stop", err=as_json)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
         finally:

@@ -165,7 +165,7 @@ def status(ctx: click.Context) -> None:
         click.echo(f"daemon: running since {daemon['since']} ({holders})")
     else:
         click.echo("daemon: no `syncd run` holds this ledger (no heartbeat in the last 30 s)")
-    header = ("connector", "type", "state", "last poll (UTC)", "lag s", "inbox", "outbox", "dead", "conflicts")
+    header = ("connector", "type", "state", "last success (UTC)", "lag s", "inbox", "outbox", "dead", "conflicts")
     rows = [header]
     for name, info in document["connectors"].items():
         rows.append((
