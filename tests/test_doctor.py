@@ -102,7 +102,7 @@ async def test_a_missing_salesforce_syncd_id_field_is_missing_not_unreachable() 
         def answer(url: Any, **_kw: Any) -> CallbackResult:
             limits = {"Sforce-Limit-Info": "api-usage=10/100000"}
             if "Syncd_Id__c" in url.query.get("q", ""):
-                error = [{"errorCode": "INVALID_FIELD", "message": "No such column 'Syncd_Id__c' on ServiceAppointment"}]
+                error = [{"errorCode": "INVALID_FIELD", "message": "No such column Syncd_Id__c on ServiceAppointment"}]
                 return CallbackResult(status=400, headers={**limits, "Content-Type": "application/json"},
                                       body=json.dumps(error))
             return CallbackResult(payload={"totalSize": 0, "done": True, "records": []}, headers=limits)
