@@ -175,8 +175,11 @@ class Daemon:
             try:
                 self.subscriptions[name] = dict(await connector.maintain(self.config.server.public_url))
             except VendorError as exc:
-                self.subscriptions[name] = {"subscription": "failed", "code": exc.code}
-                log.warning("maintain_failed", connector=name, kind=exc.kind, code=exc.code)
+                exc = with_remedy(connector, exc)
+                self.subscriptions[name] = {"subscription": "failed", "code": exc.code,
+                                            "error": f"{exc.headline}: {exc.explain()}"}
+                log.warning("maintain_failed", connector=name, kind=exc.kind, code=exc.code, method=exc.method,
+                            url=exc.url, http_status=exc.status, field=exc.config_key)
             async with self.rt.ledger.transaction() as tx:
                 await tx.state_set(name, {"status.subscription": _json(self.subscriptions[name])})
 

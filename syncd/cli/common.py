@@ -140,7 +140,7 @@ def common_options(func: F) -> F:
                         help="More detail on stderr: debug logs, every check.")(func)
     func = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
                         callback=_remember(_QUIET_KEY),
-                        help="Only errors on stderr: no progress, no notices, warning-level logs.")(func)
+                        help="Less on stderr: no progress, no notices; logs at warning level and above.")(func)
     func = click.option("--json", "json_output", is_flag=True, expose_value=False, is_eager=True,
                         callback=_remember(_JSON_KEY),
                         help="Print exactly one JSON document on stdout (also on failure).")(func)
