@@ -125,8 +125,13 @@ class Daemon:
                 await tx.record_poll_error(name, why)
                 record = await tx.record_read_outcome(name, source="poll", error=why, kind=exc.kind,
                                                       config_key=exc.config_key)
-            log.warning("poll_failed", connector=name, kind=exc.kind, code=exc.code, method=exc.method, url=exc.url,
-                        http_status=exc.status, field=exc.config_key, count=record.get("failures"))
+            # an outage writes poll_failed when it starts and when the connector turns failing, then
+            # poll_recovered when it ends; the polls in between log at debug level
+            failures = int(record.get("failures") or 0)
+            turns_failing = failing_reason(record) is not None and name not in self.state.failing
+            emit = log.warning if failures == 1 or turns_failing else log.debug
+            emit("poll_failed", connector=name, kind=exc.kind, code=exc.code, method=exc.method, url=exc.url,
+                 http_status=exc.status, field=exc.config_key, count=failures)
             self.note_health(name, record)
             return
         now = datetime.now(UTC)
@@ -140,17 +145,16 @@ class Daemon:
     def note_health(self, name: str, record: Mapping[str, Any]) -> None:
         """Keep ``/readyz`` current with one read outcome (syncd.health: failing after
         FAILING_AFTER failed passes in a row, or at once on refused credentials)."""
-        was_failing = name in self.state.failing
         reason = failing_reason(record)
         if reason is None:
             self.state.failing.pop(name, None)
-            if was_failing or name in self._failed_once:
-                log.info("poll_recovered", connector=name)
-            self._failed_once.discard(name)
         else:
             self.state.failing[name] = reason
         if int(record.get("failures") or 0) > 0:
             self._failed_once.add(name)
+        elif name in self._failed_once:
+            self._failed_once.discard(name)
+            log.info("poll_recovered", connector=name)
 
     def lag(self, name: str) -> float:
         """``syncd_poll_lag_seconds`` at scrape time (syncd.health.lag_seconds; NaN: never read)."""
