@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.errors import ConfigError
 from syncd.model import SYNC_FIELDS
-from syncd.secret import Secret
+from syncd.secret import Secret, UnresolvedSecret
 
 __all__ = [
     "AUTH_KEYS",
@@ -213,8 +213,12 @@ def resolve_config_path(cli_value: str | None) -> str:
     return os.environ.get("SYNCD_CONFIG") or "config.toml"
 
 
-def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate the config file; raise ConfigError listing every problem."""
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
+    """Read, interpolate and validate the config file; raise ConfigError listing every problem.
+
+    ``secrets=False`` is for commands that need no vendor secret (``status``, ``deadletters list``
+    ...): a secret key whose ``${NAME}`` cannot be resolved is still checked for presence and type,
+    but holds an :class:`syncd.secret.UnresolvedSecret` instead of failing the load."""
     resolved = resolve_config_path(path)
     try:
         text = Path(resolved).read_text(encoding="utf-8")
@@ -226,12 +230,16 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"config: invalid TOML: {exc}"]) from None
-    return parse_config(raw, env=env, path=resolved)
+    return parse_config(raw, env=env, path=resolved, secrets=secrets)
 
 
-def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None, path: str | None = None) -> Config:
+def parse_config(
+    raw: Mapping[str, Any], env: Mapping[str, str] | None = None, path: str | None = None, *, secrets: bool = True
+) -> Config:
     """Validate an already parsed TOML document (see :func:`load_config`)."""
-    return _Parser(os.environ if env is None else env).parse(raw, path)
+    parser = _Parser(os.environ if env is None else env)
+    parser.require_secrets = secrets
+    return parser.parse(raw, path)
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -276,6 +284,8 @@ class _Parser:
         #: connector names declared with a valid name (even if their table has problems), so that
         #: a broken connector is not reported a second time as a dangling reference
         self.declared: set[str] = set()
+        #: False: an unresolvable ``${NAME}`` in a secret is deferred (see :func:`load_config`)
+        self.require_secrets = True
 
     def fail(self, key: str, message: str) -> None:
         self.problems.append(f"{key}: {message}")
@@ -345,6 +355,22 @@ class _Parser:
         if text.endswith("\r\n"):
             return text[:-2]
         return text[:-1] if text.endswith("\n") else text
+
+    def secret(self, key: str, value: object, *, empty: str = "must not be empty") -> Secret | _Missing:
+        """A secret value; with ``require_secrets`` off, an interpolation problem is deferred into an
+        :class:`UnresolvedSecret` (structure and type are still checked)."""
+        before = len(self.problems)
+        text = self.string(key, value)
+        if isinstance(text, str):
+            if not text:
+                self.fail(key, empty)
+                return _MISSING
+            return Secret(text)
+        if not self.require_secrets and isinstance(value, str) and len(self.problems) > before:
+            deferred = self.problems[before:]
+            del self.problems[before:]
+            return UnresolvedSecret(deferred)
+        return _MISSING
 
     def table(self, key: str, value: object) -> Mapping[str, Any] | _Missing:
         if not isinstance(value, Mapping):
@@ -503,10 +529,11 @@ class _Parser:
         public_url: str | _Missing | None = None
         if "public_url" in table:
             public_url = self.http_url("server.public_url", table["public_url"])
-        token: str | _Missing | None = None
+        token: Secret | _Missing | None = None
         if "console_token" in table:
-            token = self.string("server.console_token", table["console_token"])
-            if isinstance(token, str) and len(token) < CONSOLE_TOKEN_MIN:
+            token = self.secret("server.console_token", table["console_token"])
+            if (isinstance(token, Secret) and not isinstance(token, UnresolvedSecret)
+                    and len(token.reveal()) < CONSOLE_TOKEN_MIN):
                 self.fail("server.console_token", f"must be at least {CONSOLE_TOKEN_MIN} characters (e.g. the output "
                           "of `openssl rand -hex 32`); leave the key out to keep the console off")
                 token = _MISSING
@@ -518,7 +545,7 @@ class _Parser:
             port=port,
             max_body_bytes=max_body,
             public_url=public_url if isinstance(public_url, str) else None,
-            console_token=Secret(token) if isinstance(token, str) else None,
+            console_token=token if isinstance(token, Secret) else None,
         )
 
     def log(self, value: object) -> LogConfig | None:
@@ -594,12 +621,9 @@ class _Parser:
 
         webhook_secret: Secret | None = None
         if "webhook_secret" in table:
-            secret = self.string(f"{key}.webhook_secret", table["webhook_secret"])
-            if isinstance(secret, str):
-                if secret:
-                    webhook_secret = Secret(secret)
-                else:
-                    self.fail(f"{key}.webhook_secret", "must not be empty (leave the key out to disable webhooks)")
+            secret = self.secret(f"{key}.webhook_secret", table["webhook_secret"],
+                                 empty="must not be empty (leave the key out to disable webhooks)")
+            webhook_secret = secret if isinstance(secret, Secret) else None
 
         default_location: str | _Missing | None = None
         if "default_location" in table:
@@ -616,12 +640,9 @@ class _Parser:
             if auth_key not in table:
                 self.fail(f"{key}.{auth_key}", f"required for type {ctype}")
                 continue
-            text = self.string(f"{key}.{auth_key}", table[auth_key])
-            if isinstance(text, str):
-                if text:
-                    auth[auth_key] = Secret(text)
-                else:
-                    self.fail(f"{key}.{auth_key}", "must not be empty")
+            value = self.secret(f"{key}.{auth_key}", table[auth_key])
+            if isinstance(value, Secret):
+                auth[auth_key] = value
 
         if len(self.problems) != before:
             return None

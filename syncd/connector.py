@@ -22,7 +22,10 @@ from syncd.model import Appointment
 __all__ = [
     "Capabilities",
     "ChangePage",
+    "Check",
+    "CheckStatus",
     "Connector",
+    "Remedy",
     "StateStore",
     "VendorRecord",
     "WebhookDelivery",
@@ -30,6 +33,7 @@ __all__ = [
     "WriteKind",
     "WriteOutcome",
     "WriteRequest",
+    "with_remedy",
 ]
 
 
@@ -174,6 +178,47 @@ class WebhookDelivery:
     signed_timestamp: str | None = None
 
 
+class CheckStatus(StrEnum):
+    """The outcome of one :class:`Check` of ``syncd doctor``."""
+
+    OK = "ok"
+    FAILED = "failed"
+    """Something syncd needs is missing or wrong (``doctor`` exits 1)."""
+    UNREACHABLE = "unreachable"
+    """The vendor cannot be reached or refuses the credentials: nothing else can run (exit 3)."""
+    WARNING = "warning"
+    """Works, but worth a look (a nearly spent quota, webhooks off)."""
+    SKIPPED = "skipped"
+    """Cannot be checked from here (no API for it, or an earlier check failed); ``detail`` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check of ``syncd doctor``: what was checked, what was found, and what to change where."""
+
+    name: str
+    """Short, stable: ``reach``, ``authenticate``, ``field Syncd_Id__c``, ``read``, ``webhooks`` ..."""
+    status: CheckStatus
+    detail: str
+    """What was found (ids, counts, codes; never patient data or secrets)."""
+    fix: str | None = None
+    """For a check that did not pass: what to change, and where (vendor setting or config)."""
+    config_key: str | None = None
+    """The config key to change, ``connectors.<name>.<key>``, where one applies."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": str(self.status), "detail": self.detail, "fix": self.fix,
+                "config_key": self.config_key}
+
+
+@dataclass(frozen=True, slots=True)
+class Remedy:
+    """Where to look for a vendor failure: the config key and/or the vendor setting to change."""
+
+    config_key: str | None = None
+    hint: str | None = None
+
+
 @runtime_checkable
 class StateStore(Protocol):
     """Small durable key/value store a connector keeps its own state in (e.g. a watch channel id)."""
@@ -257,6 +302,18 @@ class Connector(Protocol):
         """Periodic upkeep (subscriptions that expire); returns a status for ``syncd status``."""
         ...
 
+    def remedy(self, error: VendorError) -> Remedy | None:
+        """Which of this connector's config keys (or which vendor setting) explains ``error``: a
+        refused credential names its key, a refused token endpoint its URL key. Pure, no I/O."""
+        ...
+
+    async def diagnose(self, public_url: str | None) -> list[Check]:
+        """``syncd doctor``: reach the vendor, authenticate, check the fields, permissions and
+        webhook set-up syncd needs, read one page. Never writes to the vendor. A failure is a
+        :class:`Check` (with what to fix), not an exception; a check that cannot run after an earlier
+        failure is SKIPPED."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -274,3 +331,19 @@ class MemoryStateStore:
             self.values.pop(key, None)
         else:
             self.values[key] = value
+
+
+def with_remedy(connector: Connector | None, error: VendorError) -> VendorError:
+    """``error`` with the config key and hint its connector gives for it (the connector's remedy wins
+    over the HTTP layer's generic ``base_url``); the same object, annotated in place."""
+    if connector is None:
+        return error
+    remedy = connector.remedy(error)
+    if remedy is not None:
+        if remedy.config_key is not None:
+            error.config_key = remedy.config_key
+        if remedy.hint is not None:
+            error.hint = remedy.hint
+    if error.connector is None:
+        error.connector = connector.name
+    return error

@@ -7,8 +7,12 @@ live in), so ``export`` writes every link in force, retired ids of a replace flo
 
 Import is idempotent and contradiction-safe: a row that would point a key at a second external id,
 or an external id at a second key, is reported and not applied; the other rows are applied in one
-transaction. Problem lines name the line, kind, key and connector, never a patient's external id
-(Onlive identifies patients by e-mail address).
+transaction. With ``replace`` such a reference row (patient, practitioner, location, service) replaces
+the rows it contradicts instead: the way to correct a wrong row. ``appointment`` rows are never
+replaced: they are syncd's record of which records hold the same appointment. ``dry_run`` reports
+the same counts and applies nothing. :func:`remove_reference` deletes one reference row. Problem
+lines name the line, kind, key and connector, never a patient's external id (Onlive identifies
+patients by e-mail address). A leading byte-order mark (Excel's "CSV UTF-8") is ignored.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ __all__ = [
     "KINDS",
     "CrosswalkRow",
     "ImportReport",
+    "RemoveReport",
     "export_csv",
     "import_rows",
     "parse_csv",
+    "remove_reference",
     "sort_problems",
 ]
 
@@ -53,11 +59,17 @@ class CrosswalkRow:
         return f"line {self.line}: {self.kind} {self.key} on {self.connector}"
 
 
+class _Rollback(Exception):
+    """Raised inside a dry run's transaction so that nothing it did is committed."""
+
+
 @dataclass
 class ImportReport:
     added: int = 0
     unchanged: int = 0
     problems: list[str] = field(default_factory=list)
+    replaced: int = 0
+    """Reference rows that replaced contradicting rows (``replace``)."""
 
     @property
     def rejected(self) -> int:
@@ -74,6 +86,7 @@ def parse_csv(text: str, connectors: Iterable[str]) -> tuple[list[CrosswalkRow],
     known = set(connectors)
     rows: list[CrosswalkRow] = []
     problems: list[str] = []
+    text = text.removeprefix("\ufeff")  # Excel's "CSV UTF-8" starts with a byte-order mark
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None or tuple(h.strip().lower() for h in header) != HEADER:
@@ -101,15 +114,54 @@ def parse_csv(text: str, connectors: Iterable[str]) -> tuple[list[CrosswalkRow],
     return rows, problems
 
 
-async def import_rows(ledger: Ledger, rows: Sequence[CrosswalkRow], config: Config) -> ImportReport:
-    """Apply rows in one transaction; contradictions are reported and not applied."""
+async def import_rows(
+    ledger: Ledger, rows: Sequence[CrosswalkRow], config: Config, *, replace: bool = False, dry_run: bool = False
+) -> ImportReport:
+    """Apply rows in one transaction; contradictions are reported and not applied (with ``replace``, a
+    reference row replaces what it contradicts). ``dry_run``: the same report, nothing applied."""
     report = ImportReport()
     references = [r for r in rows if r.kind != "appointment"]
     appointments = [r for r in rows if r.kind == "appointment"]
-    async with ledger.transaction() as tx:
-        await _import_references(tx, references, report)
-        await _import_appointments(tx, appointments, report, config)
+    try:
+        async with ledger.transaction() as tx:
+            await _import_references(tx, references, report, replace=replace)
+            await _import_appointments(tx, appointments, report, config)
+            if dry_run:
+                raise _Rollback
+    except _Rollback:
+        pass
     report.problems = sort_problems(report.problems)
+    return report
+
+
+@dataclass
+class RemoveReport:
+    removed: list[CrosswalkEntry] = field(default_factory=list)
+    problem: str | None = None
+
+
+async def remove_reference(
+    ledger: Ledger, kind: str, key: str, connector: str, *, dry_run: bool = False
+) -> RemoveReport:
+    """Delete the reference row ``kind``/``key`` on ``connector``. An ``appointment`` row cannot be
+    removed: it links records syncd keeps in sync, and dropping it would make syncd create a duplicate."""
+    report = RemoveReport()
+    if kind == "appointment":
+        report.problem = ("appointment rows link records syncd keeps in sync; removing one would create a "
+                          "duplicate (correct the records in the vendors instead)")
+        return report
+    if kind not in KINDS:
+        report.problem = f"unknown kind {kind[:20]!r} (one of {', '.join(k for k in KINDS if k != 'appointment')})"
+        return report
+    try:
+        async with ledger.transaction() as tx:
+            report.removed = await tx.crosswalk_remove(kind, [key], connector)
+            if dry_run:
+                raise _Rollback
+    except _Rollback:
+        pass
+    if not report.removed:
+        report.problem = f"no {kind} {key} on {connector} in the crosswalk"
     return report
 
 
@@ -123,20 +175,35 @@ def sort_problems(problems: Iterable[str]) -> list[str]:
     return sorted(problems, key=line_no)
 
 
-async def _import_references(tx: Tx, rows: Sequence[CrosswalkRow], report: ImportReport) -> None:
+async def _import_references(
+    tx: Tx, rows: Sequence[CrosswalkRow], report: ImportReport, *, replace: bool = False
+) -> None:
     by_scope: dict[tuple[str, str], list[CrosswalkRow]] = {}
     for row in rows:
         by_scope.setdefault((row.kind, row.connector), []).append(row)
     new: list[CrosswalkEntry] = []
+    replacing: set[tuple[str, str, str]] = set()
     for (kind, connector), scoped in by_scope.items():
         key_to_ext = await tx.crosswalk_lookup(kind, [r.key for r in scoped], connector)
         ext_to_key = await tx.crosswalk_reverse(kind, connector, [r.external_id for r in scoped])
+        stale: list[str] = []
         for row in scoped:
             current_ext = key_to_ext.get(row.key)
             current_key = ext_to_key.get(row.external_id)
             if current_ext == row.external_id and current_key == row.key:
                 report.unchanged += 1
                 continue
+            if replace and (current_ext is not None or current_key is not None):
+                # the row wins over what it contradicts, in the ledger or earlier in this file
+                gone = {k for k in (row.key, current_key) if k is not None}
+                stale.extend(gone)
+                new = [e for e in new if not (e.kind == kind and e.connector == connector and e.key in gone)]
+                if current_key is not None:
+                    key_to_ext.pop(current_key, None)
+                if current_ext is not None:
+                    ext_to_key.pop(current_ext, None)
+                replacing.add((kind, connector, row.key))
+                current_ext = current_key = None
             if current_ext is not None:
                 report.problems.append(f"{row.where()}: key already maps to another external id (not applied)")
                 continue
@@ -148,8 +215,12 @@ async def _import_references(tx: Tx, rows: Sequence[CrosswalkRow], report: Impor
             key_to_ext[row.key] = row.external_id
             ext_to_key[row.external_id] = row.key
             new.append(CrosswalkEntry(kind=kind, key=row.key, connector=connector, external_id=row.external_id))
+        if stale:
+            await tx.crosswalk_remove(kind, stale, connector)
     await tx.crosswalk_add(new)
-    report.added += len(new)
+    replaced = sum(1 for e in new if (e.kind, e.connector, e.key) in replacing)
+    report.replaced += replaced
+    report.added += len(new) - replaced
 
 
 async def _import_appointments(

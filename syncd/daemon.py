@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import metrics, systemd
 from syncd.config import Config
+from syncd.connector import with_remedy
 from syncd.engine.core import Engine
 from syncd.engine.runner import Runtime, drain_inbox, holder_name, open_runtime
 from syncd.errors import SyncdError, VendorError
+from syncd.health import failing_reason
 from syncd.logging import get_logger
 from syncd.server import ServerState, start_server
 
@@ -45,6 +47,7 @@ MAINTAIN_SECONDS = 300.0
 RECONCILE_SECONDS = 24 * 3600.0
 LEASE_NAME = "syncd-run"
 LEASE_TTL = 60.0
+HEARTBEAT_SECONDS = 5.0
 
 
 class AlreadyRunning(SyncdError):
@@ -63,6 +66,9 @@ class Daemon:
         self.subscriptions: dict[str, Any] = {}
         self.stopping = asyncio.Event()
         self.drain_seconds = DRAIN_SECONDS
+        self.started_at = datetime.now(UTC)
+        """connector -> end of its last successful read pass (syncd.health: the lag is measured from it)"""
+        self._failed_once: set[str] = set()
 
     # -- jobs ------------------------------------------------------------------------------
     def _track(self, coro: Awaitable[Any]) -> Awaitable[Any]:
@@ -119,18 +125,45 @@ class Daemon:
                 await self.engine.sweep_missing(name, seen)
         except VendorError as exc:
             metrics.poll_failures.labels(name, exc.kind).inc()
+            exc = with_remedy(connector, exc)
+            why = f"{exc.headline}: {exc.explain()}"
             async with ledger.transaction() as tx:
-                await tx.record_poll_error(name, exc.describe())
-            log.warning("poll_failed", connector=name, kind=exc.kind, code=exc.code)
+                await tx.record_poll_error(name, why)
+                record = await tx.record_read_outcome(name, source="poll", error=why, kind=exc.kind,
+                                                      config_key=exc.config_key)
+            # an outage writes poll_failed when it starts and when the connector turns failing, then
+            # poll_recovered when it ends; the polls in between log at debug level
+            failures = int(record.get("failures") or 0)
+            turns_failing = failing_reason(record) is not None and name not in self.state.failing
+            emit = log.warning if failures == 1 or turns_failing else log.debug
+            emit("poll_failed", connector=name, kind=exc.kind, code=exc.code, method=exc.method, url=exc.url,
+                 http_status=exc.status, field=exc.config_key, count=failures)
+            self.note_health(name, record)
             return
         except Exception:
             metrics.poll_failures.labels(name, "internal").inc()  # logged as job_failed
             raise
-        succeeded = datetime.now(UTC)
+        now = datetime.now(UTC)
         async with ledger.transaction() as tx:
-            await tx.set_cursor(name, cursor, success_at=succeeded)
-        metrics.mark_success(name, succeeded.timestamp())
+            await tx.set_cursor(name, cursor, success_at=now)
+            record = await tx.record_read_outcome(name, source="poll", at=now)
+        metrics.mark_success(name, now.timestamp())
+        self.note_health(name, record)
         log.info("poll_done", connector=name, count=pages)
+
+    def note_health(self, name: str, record: Mapping[str, Any]) -> None:
+        """Keep ``/readyz`` current with one read outcome (syncd.health: failing after
+        FAILING_AFTER failed passes in a row, or at once on refused credentials)."""
+        reason = failing_reason(record)
+        if reason is None:
+            self.state.failing.pop(name, None)
+        else:
+            self.state.failing[name] = reason
+        if int(record.get("failures") or 0) > 0:
+            self._failed_once.add(name)
+        elif name in self._failed_once:
+            self._failed_once.discard(name)
+            log.info("poll_recovered", connector=name)
 
     async def reconcile(self, name: str) -> None:
         await self.poll(name, full=True)
@@ -150,8 +183,11 @@ class Daemon:
             try:
                 self.subscriptions[name] = dict(await connector.maintain(self.config.server.public_url))
             except VendorError as exc:
-                self.subscriptions[name] = {"subscription": "failed", "code": exc.code}
-                log.warning("maintain_failed", connector=name, kind=exc.kind, code=exc.code)
+                exc = with_remedy(connector, exc)
+                self.subscriptions[name] = {"subscription": "failed", "code": exc.code,
+                                            "error": f"{exc.headline}: {exc.explain()}"}
+                log.warning("maintain_failed", connector=name, kind=exc.kind, code=exc.code, method=exc.method,
+                            url=exc.url, http_status=exc.status, field=exc.config_key)
             async with self.rt.ledger.transaction() as tx:
                 await tx.state_set(name, {"status.subscription": _json(self.subscriptions[name])})
 
@@ -160,8 +196,10 @@ class Daemon:
             if not await tx.lease_acquire(LEASE_NAME, self.holder, LEASE_TTL):
                 log.error("lease_lost", op="run")
 
-    async def health(self) -> None:
-        """Every few seconds: the rate-limit state for ``syncd status``, and proof of a live loop."""
+    async def refresh_status(self) -> None:
+        """Every few seconds: the heartbeat that tells ``syncd status`` a daemon holds the ledger, the
+        rate-limit state, and proof of a live loop. (The lag gauge follows the last successes through
+        :func:`syncd.metrics.mark_success`, a ``resync`` beside us included: :meth:`refresh_metrics`.)"""
         rate_state = {
             name: _json({"blocked_for_s": round(c.http.blocked_for, 1), "last_signal": c.http.last_rate_limit,
                          "max_requests_per_second": self.config.connectors[name].max_requests_per_second})
@@ -170,6 +208,7 @@ class Daemon:
         async with self.rt.ledger.transaction() as tx:
             for name, value in rate_state.items():
                 await tx.state_set(name, {"status.rate_limit": value})
+            await tx.heartbeat(self.holder, self.started_at, pid=os.getpid(), host=socket.gethostname())
         self.state.mark_healthy()
 
     async def refresh_metrics(self) -> None:
@@ -202,7 +241,7 @@ class Daemon:
                 next_run_time=now + timedelta(seconds=RECONCILE_SECONDS))
         add("outbox", self.outbox, OUTBOX_RETRY_SECONDS, next_run_time=now)
         add("maintain", self.maintain, MAINTAIN_SECONDS, next_run_time=now)
-        add("health", self.health, 5, next_run_time=now)
+        add("status", self.refresh_status, HEARTBEAT_SECONDS, next_run_time=now)
         add("metrics", self.refresh_metrics, metrics.LEDGER_REFRESH_SECONDS, next_run_time=now)
         if self.rt.ledger.dialect == "sqlite":
             add("lease", self.renew_lease, LEASE_TTL / 3)
@@ -316,9 +355,10 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, port:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await server.stop()
-            if rt.ledger.dialect == "sqlite":
-                with contextlib.suppress(Exception):
-                    async with rt.ledger.transaction() as tx:
+            with contextlib.suppress(Exception):  # the ledger may be gone: the heartbeat then just ages
+                async with rt.ledger.transaction() as tx:
+                    await tx.heartbeat_clear(holder)
+                    if rt.ledger.dialect == "sqlite":
                         await tx.lease_release(LEASE_NAME, holder)
         log.info("stopped", op="run")
     return 0

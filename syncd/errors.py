@@ -8,7 +8,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
+# -- exit codes of every command (docs/reference.md §4), defined here once ----------------------------
+EXIT_OK = 0
+"""everything done"""
+EXIT_PARTIAL = 1
+"""done, but some records were dead-lettered or conflicts are left open (details in the output)"""
+EXIT_CONFIG = 2
+"""usage or configuration error, nothing done"""
+EXIT_UNAVAILABLE = 3
+"""could not run (ledger unreachable, a vendor refused authentication or stayed unreachable), nothing lost"""
+
 __all__ = [
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_PARTIAL",
+    "EXIT_UNAVAILABLE",
     "AuthFailure",
     "ConfigError",
     "Conflict",
@@ -56,6 +70,14 @@ class VendorError(SyncdError):
 
     ``code`` is the vendor's error code where it has one, ``message`` the vendor's text (masked of
     e-mail addresses and phone numbers before it is stored or shown), ``status`` the HTTP status.
+
+    What an operator needs to fix it travels with it: ``method`` and ``url`` of the request (the URL
+    without its query, which may carry ids), ``cause`` for a request that got no HTTP answer
+    (connection refused, DNS failure, TLS error, timeout), ``config_key`` to check
+    (``connectors.<name>.<key>``) and ``hint`` (what to change, where). :mod:`syncd.http` fills the
+    request and the cause; the connector names the config key and the vendor setting, since which
+    key holds a credential is vendor knowledge (``Connector.remedy``). :meth:`describe` stays the
+    vendor's own words (stored with dead letters); :meth:`explain` is the operator's full line.
     """
 
     kind = "vendor"
@@ -68,12 +90,22 @@ class VendorError(SyncdError):
         status: int | None = None,
         connector: str | None = None,
         operation: str | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        cause: str | None = None,
+        config_key: str | None = None,
+        hint: str | None = None,
     ) -> None:
         self.message = message
         self.code = code
         self.status = status
         self.connector = connector
         self.operation = operation
+        self.method = method
+        self.url = url
+        self.cause = cause
+        self.config_key = config_key
+        self.hint = hint
         super().__init__(self.describe())
 
     def describe(self) -> str:
@@ -85,11 +117,46 @@ class VendorError(SyncdError):
         head = " ".join(parts)
         return f"{head}: {self.message}" if head else self.message
 
+    @property
+    def headline(self) -> str:
+        """What kind of failure this is, in a few words (never "unreachable" for an HTTP answer)."""
+        if self.status is None:
+            return "unreachable" if self.cause else "failed"
+        if self.status >= 500:
+            return f"vendor error (HTTP {self.status})"
+        return f"request refused (HTTP {self.status})"
+
+    def explain(self, *, hint: bool = True) -> str:
+        """One line for an operator: connector, request, cause, and the config key or setting to check
+        (``hint=False``: without the hint, for a caller that shows it on its own line)."""
+        where = self.connector or "vendor"
+        if self.method and self.url:
+            where = f"{where}: {self.method} {self.url}"
+        elif self.url:
+            where = f"{where}: {self.url}"
+        what = self.cause if self.cause else self.describe()
+        line = f"{where}: {what}"
+        if self.config_key:
+            line += f"; check {self.config_key}"
+        if self.hint and hint:
+            line += f" ({self.hint})"
+        return line
+
 
 class Retriable(VendorError):
     """Transient: 5xx, timeouts, dropped connections, row locks. Retried with backoff by the HTTP layer."""
 
     kind = "retriable"
+
+    @property
+    def headline(self) -> str:
+        if self.status is None and self.cause is not None:
+            return "unreachable after retries"
+        if self.status is not None and self.status >= 500:
+            return f"vendor error after retries (HTTP {self.status})"
+        if self.status is not None:
+            return f"unexpected answer after retries (HTTP {self.status})"
+        return "failed after retries"
 
 
 class UnknownOutcome(Retriable):
@@ -113,6 +180,10 @@ class RateLimited(VendorError):
     def describe(self) -> str:
         return f"{super().describe()} (wait {self.wait:g}s)"
 
+    @property
+    def headline(self) -> str:
+        return f"rate limited: the vendor asked to wait {self.wait:g}s"
+
 
 class HeldBack(RateLimited):
     """syncd itself holds a kind of request back for ``wait`` seconds: its share of a vendor quota is
@@ -121,6 +192,10 @@ class HeldBack(RateLimited):
     again on a later pass; nothing is lost and other requests go on."""
 
     kind = "rate_limited"
+
+    @property
+    def headline(self) -> str:
+        return f"held back by syncd for {self.wait:g}s (its share of the vendor's quota is spent)"
 
 
 class Conflict(VendorError):
@@ -157,6 +232,10 @@ class AuthFailure(VendorError):
     """Credentials refused (after the one refresh the vendor allows) or misconfigured access."""
 
     kind = "auth"
+
+    @property
+    def headline(self) -> str:
+        return "authentication refused"
 
 
 class WebhookError(SyncdError):

@@ -18,15 +18,23 @@ come from its connector (``docs/vendors/<type>.md`` §7); nothing here knows a v
 Each connector supplies a ``classify`` function that turns a vendor answer into an error of
 :mod:`syncd.errors` (or None for success) and an optional :class:`Auth` that signs requests and can
 refresh its credentials once on an auth failure.
+
+Every error raised here names the request (method and URL, without the query, which may carry ids)
+and, when no HTTP answer came back, the cause in words (:func:`describe_transport_error`: connection
+refused, DNS failure, TLS error, timeout, ...), so that a refused port, a bad host and a wrong path
+read differently. A request below ``base_url`` that got no answer, or a 404, points at
+``connectors.<name>.base_url``; the connector adds the key of a credential (``Connector.remedy``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import heapq
 import itertools
 import json as jsonlib
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -53,7 +61,9 @@ __all__ = [
     "Quota",
     "Response",
     "SharedRefresh",
+    "describe_transport_error",
     "parse_retry_after",
+    "safe_url",
 ]
 
 T = TypeVar("T")
@@ -229,6 +239,58 @@ class PriorityLimiter:
         return sum(1 for _, _, ready in self._waiting if not ready.done())
 
 
+def safe_url(url: yarl.URL | str) -> str:
+    """``url`` fit for a message or a log: no user info, no query (it may carry ids), no fragment."""
+    parsed = url if isinstance(url, yarl.URL) else yarl.URL(url)
+    marker = "?…" if parsed.raw_query_string else ""
+    try:
+        bare = parsed.with_user(None).with_query(None).with_fragment(None)
+    except ValueError:  # a relative URL has no user part
+        bare = parsed.with_query(None).with_fragment(None)
+    return f"{bare}{marker}"
+
+
+def describe_transport_error(exc: BaseException, url: yarl.URL, timeout: aiohttp.ClientTimeout) -> str:
+    """A request that got no HTTP answer, in words an operator can act on (no third-party message,
+    which may carry the request)."""
+    host = url.host or "?"
+    where = f"{host}:{url.port}" if url.port is not None else host
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"connection to {where} timed out after {timeout.connect or timeout.sock_connect or 0:g}s"
+    if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError | TimeoutError):
+        return f"no answer from {where} within {timeout.total or 0:g}s (timed out)"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup failed: host name {host!r} not found"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS error: the certificate of {where} is not trusted or does not match the host name"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError | ssl.SSLError):
+        return f"TLS error: the TLS handshake with {where} failed (is it an https:// port?)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        code = exc.os_error.errno if exc.os_error is not None else None
+        if code == errno.ECONNREFUSED:
+            return f"connection refused by {where} (nothing listens on that port?)"
+        if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"no route to {where} (host or network unreachable)"
+        if isinstance(exc.os_error, ConnectionResetError):
+            if url.scheme == "https":
+                return f"TLS error: {where} reset the connection during the TLS handshake (is it an https:// port?)"
+            return f"connection reset by {where} while connecting"
+        reason = exc.os_error.strerror if exc.os_error is not None and exc.os_error.strerror else type(exc).__name__
+        return f"cannot connect to {where}: {reason}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{where} closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the answer from {where} was cut off"
+    if isinstance(exc, aiohttp.ClientOSError):
+        code = exc.errno
+        if code == errno.ECONNRESET:
+            return f"connection reset by {where}"
+        return f"connection to {where} failed: {exc.strerror or type(exc).__name__}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "invalid URL"
+    return f"request failed ({type(exc).__name__})"
+
+
 def _is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, HeldBack):
         return False  # syncd's own hold: the caller stops that work for now
@@ -393,6 +455,13 @@ class HttpClient:
         self.retried += 1
 
     # -- requests --------------------------------------------------------------------------
+    def _url_key(self, url: yarl.URL) -> str | None:
+        """``connectors.<name>.base_url`` for a URL below the base URL; None for another origin (a
+        token endpoint: its connector knows the key)."""
+        if str(url).startswith(str(self.base_url).rstrip("/")):
+            return f"connectors.{self.connector}.base_url"
+        return None
+
     def url(self, path_or_url: str) -> yarl.URL:
         if path_or_url.startswith(("http://", "https://")):
             return yarl.URL(path_or_url, encoded="%" in path_or_url)
@@ -505,8 +574,9 @@ class HttpClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             metrics.observe_request(self.connector, op, started, exc)
             kind = Retriable if idempotent else UnknownOutcome
-            what = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
-            raise kind(f"{method} {url.path} {what}", connector=self.connector, operation=op) from exc
+            cause = describe_transport_error(exc, url, self.timeout)
+            raise kind(cause, connector=self.connector, operation=op, method=method, url=safe_url(url),
+                       cause=cause, config_key=self._url_key(url)) from exc
         if self.quota_of is not None:
             self.quota = self.quota_of(response) or self.quota
         error = classify(response)
@@ -516,12 +586,19 @@ class HttpClient:
             except ValueError:
                 # a non-idempotent request (a create) may have been applied: its outcome is unknown
                 kind = Retriable if idempotent else UnknownOutcome
-                error = kind(f"malformed JSON in a {response.status} answer", status=response.status)
+                error = kind(f"malformed JSON in a {response.status} answer", status=response.status,
+                             config_key=self._url_key(url), hint="is this the vendor's API address?")
         metrics.observe_request(self.connector, op, started, error)
         if error is None:
             return response
         error.connector = error.connector or self.connector
         error.operation = error.operation or op
+        error.method = error.method or method
+        error.url = error.url or safe_url(url)
+        if error.config_key is None and response.status == 404:
+            error.config_key = self._url_key(url)  # a path that does not exist: the base URL's path part
+            if error.config_key is not None and error.hint is None:
+                error.hint = "the vendor has no such path: base_url should be the API's root URL"
         if isinstance(error, RateLimited):
             self.block_for(error.wait)
         elif isinstance(error, Retriable):
@@ -531,7 +608,8 @@ class HttpClient:
                 self.block_for(retry_after)
             if not idempotent and response.status >= 500:
                 raise UnknownOutcome(error.message, code=error.code, status=error.status,
-                                     connector=self.connector, operation=op) from error
+                                     connector=self.connector, operation=op, method=method,
+                                     url=error.url) from error
         raise error
 
     async def create_idempotently(

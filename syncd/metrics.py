@@ -70,6 +70,7 @@ GCCollector(registry=REGISTRY)
 LEDGER_REFRESH_SECONDS = 10.0
 """How often ``syncd run`` refreshes the gauges read from the ledger (a typical scrape interval)."""
 RESYNC_STATE_KEY = "status.last_resync"
+"""Connector-state key of the last ``resync``'s outcome (read by ``syncd status`` and ``/metrics``)."""
 """Connector state key (ledger table ``connector_state``) holding, per connector, the JSON outcome of
 the last ``syncd resync`` that was not a dry run (see :func:`record_resync`)."""
 RESYNC_COUNTERS = (
@@ -282,7 +283,7 @@ def resync_outcome(exit_code: int, document: Mapping[str, Any], *, finished_at: 
                    ) -> dict[str, str]:
     """The :data:`RESYNC_STATE_KEY` value (JSON) per connector of a ``resync --json`` document::
 
-        {"finished_at": "2026-12-07T10:02:11Z", "exit_code": 0, "duration_s": 1.42,
+        {"finished_at": "2026-12-07T10:02:11Z", "at": (the same), "ok": true, "exit_code": 0, "duration_s": 1.42,
          "counts": {"read": 120, "created": 2, ...}, "stopped": null}
 
     ``counts`` are the connector's counts in that pass (``read`` from it, the rest as a write
@@ -296,6 +297,8 @@ def resync_outcome(exit_code: int, document: Mapping[str, Any], *, finished_at: 
         out[name] = json.dumps(
             {
                 "finished_at": at,
+                "at": at,
+                "ok": stopped.get(name) is None,
                 "exit_code": int(exit_code),
                 "duration_s": document.get("duration_s"),
                 "counts": {k: counts.get(k, 0) for k in RESYNC_COUNTERS},

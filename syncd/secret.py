@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Secret"]
+__all__ = ["Secret", "UnresolvedSecret"]
 
 
 class Secret:
@@ -29,3 +29,23 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+class UnresolvedSecret(Secret):
+    """A secret whose ``${NAME}`` could not be resolved, in a config loaded for a command that needs
+    no vendor secret (``status``, ``deadletters list`` ...). Revealing it raises the config error the
+    strict load would have raised, so nothing can run on a missing secret by accident."""
+
+    __slots__ = ("problems",)
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("")
+        self.problems = list(problems)
+
+    def reveal(self) -> str:
+        from syncd.errors import ConfigError
+
+        raise ConfigError(self.problems)
+
+    def __bool__(self) -> bool:
+        return True

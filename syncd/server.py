@@ -76,6 +76,9 @@ class ServerState:
     """Called with the connector name after a new inbox row for it is committed."""
     events_stored: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after new inbox rows are committed; the engine clears it when it drains the inbox."""
+    failing: dict[str, str] = field(default_factory=dict)
+    """connector -> why it is failing (syncd.health: FAILING_AFTER failed polls in a row, or refused
+    credentials); kept by the daemon, answered by ``/readyz`` as 503."""
 
     def mark_healthy(self) -> None:
         self.last_healthy_loop = time.monotonic()
@@ -355,6 +358,8 @@ def _readyz(ledger: Ledger, state: ServerState, ping_timeout: float) -> Handler:
             failed.append("scheduler: not running")
         if state.draining:
             failed.append("draining")
+        for name, why in sorted(state.failing.items()):
+            failed.append(f"connector {name}: {why}")
         if failed:
             return web.json_response({"status": "unready", "failed": failed}, status=503)
         return web.json_response({"status": "ready"})

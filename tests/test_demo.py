@@ -6,6 +6,7 @@ outcomes holding, a summary naming them, and no patient data anywhere in what it
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -108,3 +109,18 @@ def test_no_secret_in_output_or_log(demo_run: DemoRun) -> None:
                    "olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"):
         assert secret not in text, secret
     assert not re.search(r"(?i)\b(bearer|zoho-oauthtoken)\s+\S", text)
+
+
+def test_demo_json_prints_one_document_and_moves_the_live_view_to_stderr(tmp_path: Path) -> None:
+    """``syncd demo --json``: stdout is exactly one document with the outcome; the live view (the same
+    story) goes to stderr."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("SYNCD_CONFIG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncd", "demo", "--json", "--config", str(ROOT / "config.toml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"] is True and doc["exit_code"] == 0, proc.stderr[-3000:]
+    assert doc["duration_s"] > 0 and doc["kept"] is None
+    assert "all 5 scripted outcomes hold" in proc.stderr

@@ -290,16 +290,23 @@ async def test_dead_letters_are_deduplicated_and_resolvable(ledger: Ledger) -> N
 
 
 async def test_conflicts_open_once_and_resolve(ledger: Ledger) -> None:
+    """A conflict is opened once per field and counts on the one connector it belongs to, not on every
+    member the appointment is linked to."""
     async with ledger.transaction() as tx:
-        a = await tx.open_conflict("A-1", "start", {"sf": "2026-12-01T09:00:00Z"}, "both changed")
-        b = await tx.open_conflict("A-1", "start", {"sf": "2026-12-01T10:00:00Z"}, "both changed")
+        a = await tx.open_conflict("A-1", "start", {"sf": "2026-12-01T09:00:00Z"}, "both changed", connector="sf")
+        b = await tx.open_conflict("A-1", "start", {"sf": "2026-12-01T10:00:00Z"}, "both changed", connector="sf")
         await tx.upsert_links([link("A-1", "sf", "S1"), link("A-1", "dentally", "D1")])
+        # a write the target could not take names its target (rows from before revision 0003 too)
+        await tx.open_conflict("A-2", "status", {"target": "zoho"}, "locked")
     assert a == b
     summaries = await ledger.summaries(["sf", "dentally", "zoho"])
-    assert (summaries["sf"].open_conflicts, summaries["zoho"].open_conflicts) == (1, 0)
+    assert (summaries["sf"].open_conflicts, summaries["dentally"].open_conflicts,
+            summaries["zoho"].open_conflicts) == (1, 0, 1)
     async with ledger.transaction() as tx:
-        [row] = await tx.conflicts()
+        row, other = await tx.conflicts()
         assert row.values == {"sf": "2026-12-01T10:00:00Z"} and row.opened.tzinfo is not None
+        assert row.connector == "sf"
+        assert await tx.resolve_conflict(other.id or 0, "take zoho") is True
         assert await tx.resolve_conflict(a, "take sf") is True
         assert await tx.resolve_conflict(a, "take sf") is False
         assert await tx.conflicts() == []

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,7 +28,9 @@ from syncd.config import ConnectorConfig
 from syncd.connector import (
     Capabilities,
     ChangePage,
+    Check,
     MemoryStateStore,
+    Remedy,
     StateStore,
     VendorRecord,
     WebhookDelivery,
@@ -35,6 +38,7 @@ from syncd.connector import (
     WriteOutcome,
     WriteRequest,
 )
+from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, VendorError
 from syncd.http import Response
 from syncd.mapping import VendorMapping
@@ -538,3 +542,59 @@ class OnliveConnector:
 
     async def maintain(self, public_url: str | None) -> Mapping[str, Any]:
         return {"subscription": "not needed", "reason": "onlive sends no webhooks: changes are polled"}
+
+    # -- operator help: remedies and ``syncd doctor`` (docs/vendors/onlive.md §1, §7) ---------------------
+    def remedy(self, error: VendorError) -> Remedy | None:
+        key = f"connectors.{self.name}"
+        if not isinstance(error, AuthFailure):
+            return None
+        if error.code == "UNKNOWN_ACCESS_KEY":
+            return Remedy(f"{key}.access_key_id", "Onlive does not know this access key id (revoked?): create "
+                          "a key pair in Onlive and put both halves in the config")
+        if error.code == "SIGNATURE_MISMATCH":
+            return Remedy(f"{key}.secret_access_key", "the signature does not match: the secret access key is not "
+                          "the one paired with the access key id")
+        if error.code == "REQUEST_EXPIRED":
+            return Remedy(None, "this host's clock is more than 15 minutes off Onlive's, even after one "
+                          "correction: synchronise the clock (NTP)")
+        if error.status == 403:
+            return Remedy(f"{key}.access_key_id", "the key pair lacks access to these appointments in Onlive")
+        return Remedy(f"{key}.access_key_id", "Onlive refused the signed request")
+
+    async def diagnose(self, public_url: str | None) -> list[Check]:
+        """The access key pair and signature with one list request, this host's clock against Onlive's
+        (requests more than 15 minutes off are refused), the rate-limit window, and the lack of
+        webhooks. No write."""
+        d = Diagnosis(self)
+        answer = await d.attempt("authenticate", self.client.http.request(
+            "doctor", "GET", self.client._path("", {"limit": "1", "page": "1"})))
+        if answer is None:
+            d.skip_blocked("read", "clock", "rate limit")
+        else:
+            d.ok("authenticate", f"{self.client.http.base_url} accepted the signed request")
+            body = answer.json_or_none()
+            meta = body.get("meta") if isinstance(body, dict) else None
+            total = meta.get("total", "?") if isinstance(meta, dict) else "?"
+            d.ok("read", f"read one page: {total} appointments")
+            try:
+                server = parsedate_to_datetime(answer.headers.get("Date", ""))
+            except (TypeError, ValueError):
+                server = None
+            if server is None:
+                d.skip("clock", "the answer carried no Date header")
+            else:
+                offset = (server.astimezone(UTC) - datetime.now(UTC)).total_seconds()
+                if abs(offset) > 60:
+                    d.warn("clock", f"this host's clock is {abs(offset):.0f}s {'behind' if offset > 0 else 'ahead of'} "
+                           "Onlive's; syncd corrects it once, but Onlive refuses requests 15 minutes off",
+                           "synchronise this host's clock (NTP)")
+                else:
+                    d.ok("clock", f"this host's clock is within {max(1.0, abs(offset)):.0f}s of Onlive's")
+            remaining, limit = answer.headers.get("X-RateLimit-Remaining"), answer.headers.get("X-RateLimit-Limit")
+            if remaining is None or limit is None:
+                d.skip("rate limit", "the answer carried no X-RateLimit headers")
+            else:
+                d.ok("rate limit", f"{remaining} of {limit} requests left in the current minute")
+        d.skip("webhooks", f"Onlive sends no webhooks: syncd polls every {self.config.poll_interval:g}s")
+        return d.checks
+

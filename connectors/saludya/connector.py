@@ -27,7 +27,9 @@ from syncd.config import ConnectorConfig
 from syncd.connector import (
     Capabilities,
     ChangePage,
+    Check,
     MemoryStateStore,
+    Remedy,
     StateStore,
     VendorRecord,
     WebhookDelivery,
@@ -35,6 +37,7 @@ from syncd.connector import (
     WriteOutcome,
     WriteRequest,
 )
+from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, Conflict, MappingError, NotWritable, RateLimited, Rejected, VendorError
 from syncd.http import HttpClient, Priority
 from syncd.mapping import VendorMapping
@@ -54,6 +57,10 @@ READ_ONLY = frozenset({"service_type"})
 REQUIRED_ON_CREATE = frozenset({"start", "end", "patient", "practitioner"})
 PASSES = ("hot", "near", "full")
 CURSOR_VERSION = 1
+
+
+#: the Free tier's tightest sustained pace: 300 requests per hour (docs/vendors/saludya.md §7)
+_QUOTA_PACE = 300 / 3600
 
 
 @dataclass
@@ -586,4 +593,52 @@ class SaludYaConnector:
 
     async def maintain(self, public_url: str | None) -> Mapping[str, Any]:
         return {"subscription": "not needed", "webhooks": False, "detail": "saludya is poll-only (date-window scans)"}
+
+    # -- operator help: remedies and ``syncd doctor`` (docs/vendors/saludya.md §1, §7) --------------------
+    def remedy(self, error: VendorError) -> Remedy | None:
+        key = f"connectors.{self.name}.api_key"
+        if isinstance(error, AuthFailure):
+            return Remedy(key, "SaludYa refused the API key (unknown or revoked): copy the organization's "
+                          "current key from SaludYa")
+        if error.status == 403:
+            return Remedy(key, "the API key may not see this clinic's or doctor's appointments: widen its "
+                          "access in SaludYa")
+        return None
+
+    async def diagnose(self, public_url: str | None) -> list[Check]:
+        """The API key and the request quotas (``X-RateLimit-*``) with one list request, the client-side
+        pace against the quota, and the lack of webhooks. SaludYa's quota is small: one request."""
+        d = Diagnosis(self)
+        today = self._today().isoformat()
+        answer = await d.attempt("authenticate", self.client.http.request(
+            "doctor", "GET", self.client._path(),
+            params={"date_from": today, "date_to": today, "page": "1", "limit": "1"}))
+        if answer is None:
+            d.skip_blocked("read", "quota")
+        else:
+            d.ok("authenticate", f"{self.client.http.base_url} accepted the API key")
+            body = answer.json_or_none()
+            pagination = body.get("pagination") if isinstance(body, dict) else None
+            total = pagination.get("total", "?") if isinstance(pagination, dict) else "?"
+            d.ok("read", f"read one page: {total} appointments on {today}")
+            remaining = answer.headers.get("X-RateLimit-Remaining")
+            limit = answer.headers.get("X-RateLimit-Limit")
+            window = answer.headers.get("X-RateLimit-Window")
+            if remaining is None or limit is None or not (remaining.isdigit() and limit.isdigit()):
+                d.skip("quota", "the answer carried no X-RateLimit headers")
+            elif int(remaining) <= int(self.options["guard_remaining"]):
+                d.warn("quota", f"{remaining} of {limit} requests left in the current {window or '?'} s window",
+                       "syncd waits for the window to reset by itself; a paid SaludYa tier raises the quotas")
+            else:
+                d.ok("quota", f"{remaining} of {limit} requests left in the current {window or '?'} s window")
+        pace = self.config.max_requests_per_second
+        if pace > _QUOTA_PACE:
+            d.warn("pace", f"max_requests_per_second = {pace:g} spends the Free tier's 300-per-hour quota faster "
+                   "than it refills", f"lower connectors.{self.name}.max_requests_per_second to 0.08 (the default)",
+                   f"connectors.{self.name}.max_requests_per_second")
+        else:
+            d.ok("pace", f"max_requests_per_second = {pace:g} stays within SaludYa's quotas")
+        d.skip("webhooks", f"SaludYa has no webhooks: syncd scans date windows every "
+               f"{self.config.poll_interval:g}s")
+        return d.checks
 

@@ -23,7 +23,9 @@ from syncd.config import ConnectorConfig
 from syncd.connector import (
     Capabilities,
     ChangePage,
+    Check,
     MemoryStateStore,
+    Remedy,
     StateStore,
     VendorRecord,
     WebhookDelivery,
@@ -31,6 +33,7 @@ from syncd.connector import (
     WriteOutcome,
     WriteRequest,
 )
+from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, Conflict, Deferred, MappingError, NotWritable, Rejected, VendorError
 from syncd.http import HttpClient, Response
 from syncd.mapping import VendorMapping
@@ -42,6 +45,8 @@ log = structlog.get_logger(__name__)
 
 STATE_CHANNEL = "watch_channel_id"
 STATE_EXPIRY = "watch_channel_expiry"
+#: the scopes the refresh token needs (docs/vendors/zoho_crm.md §1)
+_NEEDED_SCOPES = ("ZohoCRM.modules.appointments.ALL", "ZohoCRM.notifications.ALL", "ZohoCRM.settings.READ")
 _PLAIN_FIELDS = ("patient", "practitioner", "location", "service_type", "description", "notes")
 #: "end | Appointment_End_Time | read-only (start + service Duration); a different canonical end is not
 #: written" (docs/vendors/zoho_crm.md §9, §3): stored, derived by Zoho from the start
@@ -645,3 +650,76 @@ class ZohoCrmConnector:
         self._subscribed = True
         log.info("watch_renewed", connector=self.name, op="watch")
         return {"subscription": "active", "channel_id": channel, "expires": new_expiry, "renewed": True}
+
+    # -- operator help: remedies and ``syncd doctor`` (docs/vendors/zoho_crm.md §1, §2, §6) ---------------
+    def remedy(self, error: VendorError) -> Remedy | None:
+        key = f"connectors.{self.name}"
+        accounts = self.config.auth_value("accounts_url").rstrip("/")
+        if error.url is not None and error.url.startswith(accounts) and error.status is None:
+            return Remedy(f"{key}.accounts_url")
+        scopes = ", ".join(_NEEDED_SCOPES)
+        if error.code == "INVALID_DATA" and "Syncd_Id" in error.message:
+            return Remedy(None, f"create the custom field {self.mapping.fields['reference']} (single line) in the "
+                          "Appointments module")
+        if not isinstance(error, AuthFailure):
+            return None
+        by_code = {
+            "invalid_code": Remedy(f"{key}.refresh_token", "Zoho refused the refresh token (revoked, or from "
+                                   "another data centre than accounts_url): generate a new one from the Self Client "
+                                   f"with the scopes {scopes}"),
+            "invalid_client": Remedy(f"{key}.client_id", f"Zoho does not know this client id and secret pair: "
+                                     f"check {key}.client_id and {key}.client_secret (Zoho API console)"),
+            "INVALID_TOKEN": Remedy(f"{key}.refresh_token", "a fresh access token was refused too"),
+            "OAUTH_SCOPE_MISMATCH": Remedy(f"{key}.refresh_token", f"the refresh token lacks a scope: generate "
+                                           f"a new one with {scopes}"),
+            "NO_PERMISSION": Remedy(None, "the Zoho user behind the token lacks permission on Appointments: "
+                                    "give its profile create and edit rights on the module"),
+        }
+        return by_code.get(error.code or "", Remedy(f"{key}.refresh_token"))
+
+    async def diagnose(self, public_url: str | None) -> list[Check]:
+        """Token refresh and one page of the module, the ``Syncd_Id`` field (a search that names it), the
+        settings scope (appointment preferences), the watch channel for notifications. No write: the
+        user's edit permission and the notifications scope show only on a write or a subscription."""
+        d = Diagnosis(self)
+        key = f"connectors.{self.name}"
+        page = await d.attempt("authenticate", self.client.list_modified(None, page=1, page_token=None))
+        if page is None:
+            d.skip_blocked("read", f"field {self.mapping.fields['reference']}", "settings scope", "write permission")
+        else:
+            d.ok("authenticate", f"{self.config.auth_value('accounts_url')} issued an access token and "
+                 f"{self.client.http.base_url} accepted it")
+            info = self.client.info_of(page)
+            d.ok("read", f"read one page of {self.options['module']}: {len(self.client.data_of(page))} records"
+                 + (" (more follow)" if info.get("more_records") else ""))
+            field = self.mapping.fields["reference"]
+            if await d.attempt(f"field {field}", self.client.search(f"({field}:equals:syncd_doctor_probe)",
+                                                                    op="doctor"), missing=True) is not None:
+                d.ok(f"field {field}", f"the {self.options['module']} module has the field {field}")
+            prefs = await d.attempt("settings scope", self.client.preferences(), missing=True)
+            if prefs is not None:
+                d.ok("settings scope", f"appointment preferences readable (mark_as_complete = "
+                     f"{prefs.get('mark_as_complete', '?')})")
+            d.skip("write permission", "shows only on a write: a user without edit rights on Appointments gets "
+                   "403 NO_PERMISSION on the first write, named in `syncd status`")
+        if self.config.webhook_secret is None:
+            d.warn("webhooks", f"notifications are off (no webhook_secret): changes arrive by polling every "
+                   f"{self.config.poll_interval:g}s", f"set {key}.webhook_secret (1-50 characters) and "
+                   "[server] public_url", f"{key}.webhook_secret")
+        elif len(self.config.webhook_secret.reveal()) > 50:
+            d.fail("webhooks", "webhook_secret is longer than Zoho's 50-character watch token",
+                   f"use 1-50 characters in {key}.webhook_secret", f"{key}.webhook_secret")
+        elif not public_url:
+            d.warn("webhooks", "no [server] public_url: syncd cannot subscribe a watch channel, so changes "
+                   "arrive by polling only", "set [server] public_url to the HTTPS address Zoho reaches "
+                   "/webhooks/... at", "server.public_url")
+        else:
+            expiry = await self.state.get(STATE_EXPIRY)
+            if expiry:
+                d.ok("webhooks", f"watch channel {await self.state.get(STATE_CHANNEL)} to "
+                     f"{public_url.rstrip('/')}/webhooks/{self.name}, expires {expiry} (renewed by syncd run)")
+            else:
+                d.warn("webhooks", "no watch channel yet: `syncd run` subscribes one at start (needs the "
+                       "ZohoCRM.notifications.ALL scope)", None)
+        return d.checks
+

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from syncd import metrics
 from syncd.config import Config, SyncGroup
-from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest
+from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest, with_remedy
 from syncd.engine.fields import (
     Limits,
     comparable,
@@ -52,7 +52,6 @@ from syncd.errors import (
     AuthFailure,
     Conflict,
     Deferred,
-    HeldBack,
     MappingError,
     NotWritable,
     RateLimited,
@@ -152,6 +151,8 @@ class Engine:
         """(connector, external id) -> (when our last write finished, the version it produced)."""
         self.planned: list[OutboxItem] = []
         """dry-run: the writes that would have been made."""
+        self.stop_errors: dict[str, VendorError] = {}
+        """connector -> the error that stopped it (``stats.stopped`` holds the operator's line)."""
         self.default_locations: dict[str, str] = {
             name: cfg.default_location for name, cfg in config.connectors.items() if cfg.default_location
         }
@@ -177,16 +178,12 @@ class Engine:
             self.on_decision(decision)
 
     def _stop(self, connector: str, error: VendorError) -> None:
-        if isinstance(error, HeldBack):
-            why = f"held back: {error.message} (for {error.wait:g}s)"
-        elif isinstance(error, RateLimited):
-            why = f"rate limited: the vendor asked to wait {error.wait:g}s"
-        elif isinstance(error, AuthFailure):
-            why = f"authentication refused ({error.code or error.status or 'auth'})"
-        else:
-            why = f"unreachable after retries ({error.code or error.status or type(error).__name__})"
-        self.stats.stopped.setdefault(connector, why)
-        log.warning("connector_stopped", connector=connector, kind=error.kind, code=error.code)
+        # what stopped it, the request, the cause and the config key to check (docs/reference.md §4)
+        error = with_remedy(self.connectors.get(connector), error)
+        self.stats.stopped.setdefault(connector, f"{error.headline}: {error.explain()}")
+        self.stop_errors.setdefault(connector, error)
+        log.warning("connector_stopped", connector=connector, kind=error.kind, code=error.code,
+                    method=error.method, url=error.url, http_status=error.status, field=error.config_key)
 
     # ------------------------------------------------------------------ intake
     async def process_page(
@@ -686,7 +683,7 @@ class Engine:
         for cid, conflict, reason, connector in work.conflicts:
             values = dict(conflict.values) if conflict is not None else {}
             field_name = conflict.field if conflict is not None else "status"
-            await tx.open_conflict(cid, field_name, values, reason)
+            await tx.open_conflict(cid, field_name, values, reason, connector=connector)
             self.stats.of(connector).conflicts += 1
             self._decide(Decision("conflict", connector, cid, None, (field_name,), reason))
 
@@ -1127,7 +1124,8 @@ class Engine:
             await self._store(tx, work)
             if conflict is not None:
                 field_name, reason, target = conflict
-                await tx.open_conflict(item.canonical_id, field_name, {"target": target}, reason[:500])
+                await tx.open_conflict(item.canonical_id, field_name, {"target": target}, reason[:500],
+                                       connector=target)
                 self.stats.of(target).conflicts += 1
                 self._decide(Decision("conflict", target, item.canonical_id, None, (field_name,), reason))
             if item.id is not None:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors import create_connector, validate_mappings
@@ -21,7 +21,7 @@ from syncd import metrics
 from syncd.config import Config
 from syncd.connector import Connector, WriteKind, WriteRequest
 from syncd.engine.core import Decision, Engine
-from syncd.errors import ConfigError, RateLimited, VendorError
+from syncd.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ConfigError, RateLimited, VendorError
 from syncd.inbox import decode_delivery
 from syncd.ledger.models import OutboxItem
 from syncd.ledger.store import Ledger
@@ -41,7 +41,6 @@ __all__ = [
 
 log = get_logger("syncd.runner")
 
-EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE = 0, 1, 3
 RESYNC_MAX_WAIT = 120.0
 """``resync`` waits at most this long for one vendor (docs/reference.md §7)."""
 
@@ -259,9 +258,25 @@ async def resync(
             exit_code = EXIT_PARTIAL  # what the pass would leave behind
         else:
             exit_code = EXIT_OK
-        result = PassResult(exit_code, _document(engine, started, totals, exit_code), decisions)
-        await metrics.record_resync(rt.ledger, exit_code, result.document)  # for /metrics and status
-        return result
+        document = _document(engine, started, totals, exit_code)
+        if not dry_run:
+            await _record_pass(rt.ledger, engine, sorted({name for name, _ in ids}) if ids else selected)
+            await metrics.record_resync(rt.ledger, exit_code, document)  # for `status` and /metrics
+        return PassResult(exit_code, document, decisions)
+
+
+async def _record_pass(ledger: Ledger, engine: Engine, read: Sequence[str]) -> None:
+    """Leave the pass's outcome where ``syncd status`` (and the daemon's lag) see it: for each connector
+    read or stopped, a success or a failure in its read-outcome record. (The pass's counts are stored
+    by :func:`syncd.metrics.record_resync`, which both ``status`` and ``/metrics`` read.)"""
+    now = datetime.now(UTC)
+    async with ledger.transaction() as tx:
+        for name in dict.fromkeys([*read, *engine.stats.stopped]):
+            why = engine.stats.stopped.get(name)
+            error = engine.stop_errors.get(name)
+            await tx.record_read_outcome(name, source="resync", error=why, at=now,
+                                         kind=error.kind if error is not None else None,
+                                         config_key=error.config_key if error is not None else None)
 
 
 async def retry_dead_letters(

@@ -217,6 +217,9 @@ class ConflictRow(SQLModel, table=True):
     opened: datetime = _dt(default_factory=utcnow)
     resolved_at: datetime | None = _dt(nullable=True, default=None)
     resolution: str | None = Field(default=None, max_length=255)
+    connector: str | None = Field(default=None, max_length=32)
+    """The one connector the conflict belongs to (the member whose change could not be settled, or the
+    target that could not take it); None on rows older than revision 0003."""
 
 
 class CrosswalkEntry(SQLModel, table=True):

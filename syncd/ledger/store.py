@@ -20,11 +20,13 @@ truncated; callers pass PHI-free reasons or vendor messages.
 
 from __future__ import annotations
 
+import json
+import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,14 +55,28 @@ from syncd.ledger.models import (
     utcnow,
 )
 from syncd.logging import mask_contact
+from syncd.metrics import RESYNC_STATE_KEY
 
 __all__ = [
+    "DAEMON_STATE",
+    "HEALTH_KEY",
+    "RESYNC_KEY",
     "ConnectorSummary",
     "Ledger",
     "LedgerStateStore",
     "LedgerUnavailable",
     "Tx",
+    "describe_ledger_error",
+    "ledger_location",
 ]
+
+#: connector-state keys of the health bookkeeping (see :meth:`Tx.record_read_outcome`)
+HEALTH_KEY = "status.health"
+RESYNC_KEY = RESYNC_STATE_KEY
+#: the pseudo connector whose state rows are the heartbeats of running daemons (a name no connector
+#: can have: connector names start with a letter)
+DAEMON_STATE = "_syncd"
+DAEMON_PREFIX = "daemon:"
 
 #: most values bound in one IN-list / multi-row statement (both databases allow far more)
 CHUNK = 500
@@ -74,6 +90,62 @@ class LedgerUnavailable(SyncdError):
     """The ledger cannot be reached or is not initialised (CLI exit code 3)."""
 
 
+#: PostgreSQL SQLSTATE codes an operator can act on (the rest: the driver's exception name)
+_PG_STATES = {
+    "3D000": "the database does not exist (create it, or fix the database name in ledger.url)",
+    "28000": "the server refused the role (check the user name in ledger.url and pg_hba.conf)",
+    "28P01": "password authentication failed (check the password in ledger.url)",
+    "53300": "the server has no connection slot left (too many connections)",
+    "57P03": "the server is starting up or shutting down",
+}
+
+
+def ledger_location(url: str) -> str:
+    """Where the ledger is, for messages: ``PostgreSQL at host:port (database db)`` or ``SQLite file
+    /path``; never the password."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # an unparsable URL is reported by the config check; say nothing more here
+        return "the ledger"
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ":memory:"
+        where = database if database.startswith((":memory:", "file:")) else str(Path(database).resolve())
+        return f"SQLite file {where}"
+    host = parsed.host or "localhost"
+    port = parsed.port or 5432
+    return f"PostgreSQL at {host}:{port} (database {parsed.database or '?'})"
+
+
+def describe_ledger_error(url: str, exc: BaseException) -> str:
+    """Why the ledger at ``url`` failed, naming host and port (or the SQLite path) and the cause in
+    words; never the SQL statement or its parameters (SQLAlchemy's message carries both)."""
+    where = ledger_location(url)
+    root: BaseException = exc
+    while isinstance(root, DBAPIError | SQLAlchemyError) and (root.__cause__ or getattr(root, "orig", None)):
+        nxt = root.__cause__ or getattr(root, "orig", None)
+        if nxt is None or nxt is root:
+            break
+        root = nxt
+    while root.__cause__ is not None and not isinstance(root, OSError) and getattr(root, "sqlstate", None) is None:
+        root = root.__cause__
+    state = getattr(root, "sqlstate", None)
+    if isinstance(state, str) and state in _PG_STATES:
+        cause = _PG_STATES[state]
+    elif isinstance(root, ConnectionRefusedError):
+        cause = "connection refused (is the server running and listening on that port?)"
+    elif isinstance(root, socket.gaierror):
+        cause = "host name not found (DNS)"
+    elif isinstance(root, TimeoutError):
+        cause = "no answer in time (timed out)"
+    elif isinstance(root, OSError) and root.strerror:
+        cause = root.strerror.lower()
+    elif type(root).__module__.startswith("sqlite3") or "sqlite" in type(root).__module__:
+        cause = f"SQLite error ({type(root).__name__}; is the file writable and not locked?)"
+    else:
+        cause = type(root).__name__
+    return f"{where}: {cause}"
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -85,6 +157,23 @@ def _short(text: str | None) -> str | None:
         return None
     masked = mask_contact(text)
     return masked if len(masked) <= _ERROR_MAX else masked[: _ERROR_MAX - 1] + "…"
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _loads(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
 
 
 def _row_to(model: type[M], row: sa.Row[Any]) -> M:
@@ -173,7 +262,7 @@ class Ledger:
             async with self.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
         except (TimeoutError, OSError, SQLAlchemyError) as exc:
-            raise LedgerUnavailable(f"ledger unreachable: {type(exc).__name__}") from exc
+            raise LedgerUnavailable(f"ledger unreachable: {describe_ledger_error(self.url, exc)}") from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -197,7 +286,7 @@ class Ledger:
             async with self.engine.begin() as conn:
                 await conn.run_sync(run)
         except (OSError, DBAPIError) as exc:
-            raise LedgerUnavailable(f"ledger upgrade failed: {type(exc).__name__}") from exc
+            raise LedgerUnavailable(f"ledger upgrade failed: {describe_ledger_error(self.url, exc)}") from exc
         return await self.revision()
 
     async def revision(self) -> str | None:
@@ -229,7 +318,7 @@ class Ledger:
             conn_cm = self.engine.connect()
             conn = await conn_cm.__aenter__()
         except (OSError, SQLAlchemyError) as exc:
-            raise LedgerUnavailable(f"ledger unreachable: {type(exc).__name__}") from exc
+            raise LedgerUnavailable(f"ledger unreachable: {describe_ledger_error(self.url, exc)}") from exc
         try:
             if readonly:
                 conn = await conn.execution_options(syncd_readonly=True)
@@ -269,9 +358,11 @@ def _check_sqlite_path(database: str, create: bool) -> None:
         return
     path = Path(database)
     if not create and not path.exists():
-        raise LedgerUnavailable(f"ledger not initialised: {path} does not exist (run `syncd db upgrade`)")
+        raise LedgerUnavailable(f"ledger not initialised: SQLite file {path.resolve()} does not exist "
+                                "(run `syncd db upgrade`)")
     if create and not path.parent.exists():
-        raise LedgerUnavailable(f"ledger directory does not exist: {path.parent}")
+        raise LedgerUnavailable(f"ledger directory does not exist: {path.parent.resolve()} (SQLite file "
+                                f"{path.name}; create the directory or fix ledger.url)")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -744,8 +835,11 @@ class Tx:
             await self.conn.execute(sa.update(DEAD_LETTERS).where(DEAD_LETTERS.c.id.in_(chunk)).values(**values))
 
     # -- conflicts --------------------------------------------------------------------------
-    async def open_conflict(self, canonical_id: str, field: str, values: Mapping[str, Any], reason: str) -> int:
-        """Open a conflict (``values`` already PHI-redacted); an open one on the same field is updated."""
+    async def open_conflict(
+        self, canonical_id: str, field: str, values: Mapping[str, Any], reason: str, *, connector: str | None = None
+    ) -> int:
+        """Open a conflict (``values`` already PHI-redacted) belonging to ``connector``; an open one on
+        the same field is updated."""
         existing = (
             await self.conn.execute(
                 sa.select(CONFLICTS.c.id).where(
@@ -756,13 +850,15 @@ class Tx:
             )
         ).scalar()
         if existing is not None:
-            await self.conn.execute(
-                sa.update(CONFLICTS).where(CONFLICTS.c.id == existing).values(values=dict(values), reason=reason)
-            )
+            update: dict[str, Any] = {"values": dict(values), "reason": reason}
+            if connector is not None:
+                update["connector"] = connector
+            await self.conn.execute(sa.update(CONFLICTS).where(CONFLICTS.c.id == existing).values(**update))
             return int(existing)
         stmt = (
             sa.insert(CONFLICTS)
-            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=reason, opened=self.clock())
+            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=reason, opened=self.clock(),
+                    connector=connector)
             .returning(CONFLICTS.c.id)
         )
         return int((await self.conn.execute(stmt)).scalar_one())
@@ -829,6 +925,18 @@ class Tx:
             stmt = stmt.where(CROSSWALK.c.kind == kind)
         return [_row_to(CrosswalkEntry, row) for row in (await self.conn.execute(stmt)).all()]
 
+    async def crosswalk_remove(self, kind: str, keys: Iterable[str], connector: str) -> list[CrosswalkEntry]:
+        """Delete the entries of ``keys`` (kind, connector); returns what was deleted."""
+        key_list = list(dict.fromkeys(keys))
+        if not key_list:
+            return []
+        stmt = (
+            sa.delete(CROSSWALK)
+            .where(CROSSWALK.c.kind == kind, CROSSWALK.c.connector == connector, CROSSWALK.c.key.in_(key_list))
+            .returning(*CROSSWALK.c)
+        )
+        return [_row_to(CrosswalkEntry, row) for row in (await self.conn.execute(stmt)).all()]
+
     async def crosswalk_add(self, rows: Iterable[CrosswalkEntry]) -> None:
         """Insert entries; exact repeats are ignored. Callers check contradictions first
         (``syncd.crosswalk``); a remaining clash violates a unique constraint and aborts."""
@@ -886,6 +994,91 @@ class Tx:
         row = (await self.conn.execute(sa.select(LEASES).where(LEASES.c.name == name))).first()
         return None if row is None else _row_to(Lease, row)
 
+    # -- health bookkeeping for `status` and /readyz ----------------------------------------
+    async def state_items(self, connector: str, prefix: str = "") -> dict[str, str]:
+        """Every state value of ``connector`` whose key starts with ``prefix``."""
+        stmt = sa.select(STATE.c.key, STATE.c.value).where(STATE.c.connector == connector)
+        if prefix:
+            stmt = stmt.where(STATE.c.key.startswith(prefix, autoescape=True))
+        return {row.key: row.value for row in (await self.conn.execute(stmt)).all()}
+
+    async def record_read_outcome(
+        self,
+        connector: str,
+        *,
+        source: str,
+        error: str | None = None,
+        kind: str | None = None,
+        config_key: str | None = None,
+        at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Count one read pass of ``connector`` (``source``: poll or resync) as a success (``error``
+        None) or a failure: consecutive failures, since when they last, the last error and its kind.
+        Two statements, in the caller's transaction (with the cursor on success). Returns the record."""
+        now = at or self.clock()
+        current = _loads((await self.state_get(connector, [HEALTH_KEY])).get(HEALTH_KEY))
+        record: dict[str, Any] = dict(current) if isinstance(current, dict) else {}
+        record.update(source=source, last_attempt_at=_iso(now))
+        if error is None:
+            record.update(failures=0, failing_since=None, last_ok_at=_iso(now))
+        else:
+            failures = int(record.get("failures") or 0) + 1
+            record.update(
+                failures=failures,
+                failing_since=(record.get("failing_since") or _iso(now)) if failures > 1 else _iso(now),
+                last_error=_short(error),
+                last_error_at=_iso(now),
+                kind=kind,
+                config_key=config_key,
+            )
+        await self.state_set(connector, {HEALTH_KEY: _dumps(record)})
+        return record
+
+    async def read_outcomes(self, connectors: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The :meth:`record_read_outcome` record of each connector that has one."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in connectors:
+            value = _loads((await self.state_get(name, [HEALTH_KEY])).get(HEALTH_KEY))
+            if isinstance(value, dict):
+                out[name] = value
+        return out
+
+    async def heartbeat(self, holder: str, started_at: datetime, *, pid: int, host: str) -> None:
+        """A running ``syncd run`` says it is alive (every few seconds), whatever the database."""
+        record = {"holder": holder, "started_at": _iso(started_at), "heartbeat_at": _iso(self.clock()),
+                  "pid": pid, "host": host}
+        await self.state_set(DAEMON_STATE, {f"{DAEMON_PREFIX}{holder}": _dumps(record)})
+
+    async def heartbeat_clear(self, holder: str) -> None:
+        await self.state_set(DAEMON_STATE, {f"{DAEMON_PREFIX}{holder}": None})
+
+    async def daemons(self) -> list[dict[str, Any]]:
+        """Every ``syncd run`` that sent a heartbeat (alive or not: the caller judges its age)."""
+        rows = await self.state_items(DAEMON_STATE, DAEMON_PREFIX)
+        found = [_loads(value) for value in rows.values()]
+        return sorted((f for f in found if isinstance(f, dict)), key=lambda f: str(f.get("started_at")))
+
+    async def backlog_since(self, connectors: Iterable[str]) -> dict[str, datetime]:
+        """Per connector, since when its oldest unprocessed inbox delivery or queued write waits."""
+        names = list(connectors)
+        out: dict[str, datetime] = {}
+        inbox = await self.conn.execute(
+            sa.select(INBOX.c.connector, sa.func.min(INBOX.c.received_at))
+            .where(INBOX.c.processed_at.is_(None), INBOX.c.connector.in_(names)).group_by(INBOX.c.connector)
+        )
+        outbox = await self.conn.execute(
+            sa.select(OUTBOX.c.connector, sa.func.min(OUTBOX.c.created_at))
+            .where(OUTBOX.c.state.in_(["pending", "sending"]), OUTBOX.c.connector.in_(names))
+            .group_by(OUTBOX.c.connector)
+        )
+        for name, when in [*inbox.all(), *outbox.all()]:
+            if not isinstance(when, datetime):
+                continue
+            when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # min() keeps the column type
+            if name not in out or when < out[name]:
+                out[name] = when
+        return out
+
     # -- read helpers for `status` ----------------------------------------------------------
     async def connector_summaries(self, connectors: Sequence[str]) -> dict[str, ConnectorSummary]:
         """Per-connector cursor, last success, pending inbox/outbox, dead letters, open conflicts."""
@@ -910,12 +1103,16 @@ class Tx:
             .where(DEAD_LETTERS.c.resolved.is_(False))
             .group_by(DEAD_LETTERS.c.connector)
         )
-        conflicts = await grouped(
-            sa.select(LINKS.c.connector, sa.func.count(sa.distinct(CONFLICTS.c.id)))
-            .select_from(CONFLICTS.join(LINKS, LINKS.c.canonical_id == CONFLICTS.c.canonical_id))
-            .where(CONFLICTS.c.resolved_at.is_(None), LINKS.c.retired.is_(False))
-            .group_by(LINKS.c.connector)
+        # one conflict, one connector: the one it belongs to (rows older than revision 0003 name their
+        # write target in values.target, else they count only in the ledger-wide total)
+        conflicts: dict[str, int] = defaultdict(int)
+        open_rows = await self.conn.execute(
+            sa.select(CONFLICTS.c.connector, CONFLICTS.c["values"]).where(CONFLICTS.c.resolved_at.is_(None))
         )
+        for owner, values in open_rows.all():
+            name = owner or (values.get("target") if isinstance(values, dict) else None)
+            if isinstance(name, str):
+                conflicts[name] += 1
         out = {}
         for name in names:
             cur = cursors.get(name)

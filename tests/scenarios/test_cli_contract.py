@@ -90,6 +90,9 @@ async def test_refused_authentication_exits_3_and_names_the_connector(world: Wor
     code, out, _ = await syncd(world, "resync", "--json")
     doc = json.loads(out)
     assert code == 3 and "zoho" in doc["stopped"] and "authentication" in doc["stopped"]["zoho"]
+    # what to fix: the token request, Zoho's code and the config key that holds the refresh token
+    assert "/oauth/v2/token" in doc["stopped"]["zoho"] and "invalid_code" in doc["stopped"]["zoho"]
+    assert "connectors.zoho.refresh_token" in doc["stopped"]["zoho"]
 
 
 async def test_a_vendor_wait_over_120_s_stops_that_connector_with_exit_3(world: World):
@@ -124,6 +127,15 @@ async def test_conflict_listed_and_resolved_by_taking_a_side(world: World):
     assert set(conflict) == {"id", "canonical_id", "field", "values", "reason", "opened"}
     assert conflict["canonical_id"] == cid and conflict["field"] == "notes"
     assert "call the patient back" not in out  # free text never shown (PHI)
+    # one conflict shows on the one connector it belongs to (the target that could not take the note)
+    code, out, _ = await syncd(world, "status", "--json")
+    connectors = json.loads(out)["connectors"]
+    assert code == 1 and (connectors["zoho"]["open_conflicts"], connectors["sf"]["open_conflicts"]) == (1, 0)
+    assert connectors["zoho"]["state"] == "degraded" and "1 open conflict" in connectors["zoho"]["reason"]
+    code, out, _ = await syncd(world, "conflicts", "show", str(conflict["id"]))
+    assert code == 0 and f"conflict #{conflict['id']} (open) on appointment {cid}, field notes" in out
+    assert "belongs to: zoho" in out and f"syncd conflicts resolve {conflict['id']} --take zoho" in out
+    assert f"sf {sf_id}" in out and "call the patient back" not in out and "{'" not in out
     # settle it by taking the CRM's version: Salesforce gets the CRM's (empty) note back
     code, out, _ = await syncd(world, "conflicts", "resolve", str(conflict["id"]), "--take", "zoho")
     assert code == 0, out

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import click
 
-from syncd.cli_common import EXIT_CONFIG, config_option, load, run
+from syncd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    SyncdCommand,
+    common_options,
+    echo_json,
+    fail,
+    load,
+    options,
+    run,
+)
 from syncd.demo import DemoError, console_for, run_demo, workspace
 
 __all__ = ["demo_command"]
 
 
-@click.command("demo")
-@config_option
+@click.command("demo", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "all five scripted outcomes hold",
+    EXIT_PARTIAL: "some scripted outcome did not hold (the summary names it)",
+    EXIT_CONFIG: "usage or configuration error (e.g. no sync group with a CRM and an EHR)",
+})
+@common_options
 @click.option("--keep", is_flag=True,
               help="Keep the temporary directory with the demo's SQLite ledger and JSON log.")
 @click.pass_context
@@ -23,15 +41,20 @@ def demo_command(ctx: click.Context, keep: bool) -> None:
 
     The config's connectors, groups and owners run against built-in sandboxes on free ports, with
     the sandboxes' own credentials, a 1-second poll interval and a fresh SQLite ledger in a temporary
-    directory (removed afterwards unless --keep); the daemon's JSON log goes to a file there."""
+    directory (removed afterwards unless --keep); the daemon's JSON log goes to a file there. Under
+    --json the live view goes to stderr and stdout gets one document with the outcome."""
     config = load(ctx, configure_logs=False)
-    console = console_for()
+    as_json = options(ctx).json
+    console = console_for(sys.stderr if as_json else None)
+    started = time.monotonic()
     with workspace(keep) as (workdir, log_file):
         try:
             code = run(run_demo(config, console, workdir=workdir, log_file=log_file))
         except DemoError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_CONFIG)
+            fail(ctx, "config_error", f"error: {exc}", EXIT_CONFIG)
         if keep:
             console.print(f"ledger and JSON log kept in {workdir}")
+    if as_json:
+        echo_json({"ok": code == EXIT_OK, "exit_code": code, "duration_s": round(time.monotonic() - started, 1),
+                   "kept": str(workdir) if keep else None})
     ctx.exit(code)

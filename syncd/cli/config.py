@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from syncd.cli_common import EXIT_OK, config_option, load
+from syncd.cli.common import EXIT_CONFIG, EXIT_OK, SyncdCommand, common_options, echo_json, load, options
+from syncd.cli.crosswalk import read_csv_text
 from syncd.config import Config
 from syncd.crosswalk import CrosswalkRow, parse_csv
 from syncd.engine.runner import check_mappings
 from syncd.errors import ConfigError
+
+__all__ = ["check_config"]
 
 
 def default_location_problems(config: Config, rows: list[CrosswalkRow], source: str) -> list[str]:
@@ -28,8 +29,11 @@ def default_location_problems(config: Config, rows: list[CrosswalkRow], source: 
     return problems
 
 
-@click.command("check-config")
-@config_option
+@click.command("check-config", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "the config, the mappings it uses (and the crosswalk file) are valid",
+    EXIT_CONFIG: "a problem was found: one line per problem on stderr, naming the key",
+})
+@common_options
 @click.option(
     "--crosswalk",
     "crosswalk_file",
@@ -43,25 +47,28 @@ def check_config(ctx: click.Context, crosswalk_file: str | None) -> None:
     """Validate the config, the mapping files it uses (and a crosswalk file): exit 0, or 2 with one
     line per problem. With --crosswalk, every connector's default_location must be a location key in it.
 
-    Touches neither the ledger nor the network.
+    Touches neither the ledger nor the network; every ${NAME} must resolve.
     """
     config = load(ctx, configure_logs=False)
     check_mappings(config)  # every mapping file in use: unknown functions or statuses are config errors
+    rows = None
     if crosswalk_file is not None:
-        try:
-            text = Path(crosswalk_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError([f"crosswalk: cannot read {crosswalk_file}: {type(exc).__name__}"]) from None
-        rows, problems = parse_csv(text, config.connectors)
+        parsed, problems = parse_csv(read_csv_text(crosswalk_file), config.connectors)
         if problems:
             raise ConfigError([f"crosswalk {p}" for p in problems])
-        missing = default_location_problems(config, rows, crosswalk_file)
+        missing = default_location_problems(config, parsed, crosswalk_file)
         if missing:
             raise ConfigError(missing)
-        click.echo(f"crosswalk OK: {len(rows)} rows")
-    groups = ", ".join(g.name for g in config.sync) or "none"
+        rows = len(parsed)
+    groups = [g.name for g in config.sync]
+    if options(ctx).json:
+        echo_json({"ok": True, "config": config.path, "connectors": {n: c.type for n, c in config.connectors.items()},
+                   "sync_groups": groups, "crosswalk_rows": rows})
+        ctx.exit(EXIT_OK)
+    if rows is not None:
+        click.echo(f"crosswalk OK: {rows} rows")
     click.echo(
         f"config OK: {config.path}: {len(config.connectors)} connectors "
-        f"({', '.join(config.connectors)}), sync groups: {groups}"
+        f"({', '.join(config.connectors)}), sync groups: {', '.join(groups) or 'none'}"
     )
     ctx.exit(EXIT_OK)

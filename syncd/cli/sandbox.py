@@ -8,6 +8,16 @@ import signal
 
 import click
 
+from syncd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    SyncdCommand,
+    common_options,
+    echo_json,
+    fail,
+    options,
+)
 from syncd.sandboxkit.serve import SANDBOXES, RunningSandbox, start_sandbox
 
 __all__ = ["sandbox"]
@@ -32,35 +42,47 @@ async def serve_sandboxes(
     return started
 
 
-@click.command("sandbox")
+@click.command("sandbox", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "stopped by SIGINT/SIGTERM",
+    EXIT_CONFIG: "usage error",
+    EXIT_UNAVAILABLE: "a port cannot be bound",
+})
+@common_options
 @click.option("--vendor", "vendors", multiple=True, type=click.Choice(ORDER), metavar="NAME",
               help=f"Serve only these vendors (repeatable): {', '.join(ORDER)}. Default: all five.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port-base", default=8701, show_default=True, type=click.IntRange(0, 65531),
               help="salesforce_health on this port, zoho_crm +1, saludya +2, onlive +3, dentally +4 (0: free ports).")
 @click.option("--no-rate-limits", is_flag=True, help="Turn the vendors' rate limits off (benchmarks).")
-def sandbox(vendors: tuple[str, ...], host: str, port_base: int, no_rate_limits: bool) -> None:
-    """Serve the built-in vendor sandboxes (stateful fakes of the five vendor APIs) until Ctrl-C."""
+@click.pass_context
+def sandbox(ctx: click.Context, vendors: tuple[str, ...], host: str, port_base: int, no_rate_limits: bool) -> None:
+    """Serve the built-in vendor sandboxes (stateful fakes of the five vendor APIs) until Ctrl-C.
+
+    Needs no config. Under --json one document with each sandbox's URL is printed once they serve."""
     chosen = [v for v in ORDER if v in vendors] if vendors else ORDER
+    as_json = options(ctx).json
 
     async def main() -> None:
         try:
             running = await serve_sandboxes(chosen, host, port_base, rate_limits=not no_rate_limits)
         except OSError as exc:
-            raise click.ClickException(f"cannot bind: {exc}") from None
-        for rs in running:
-            click.echo(f"{rs.vendor:18} {rs.url}")
-        click.echo("sandboxes running; Ctrl-C to stop")
+            fail(ctx, "cannot_serve", f"error: cannot bind {host}: {exc.strerror or exc}", EXIT_UNAVAILABLE)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before saying we serve: a signal right after is handled
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        if as_json:
+            echo_json({"ok": True, "sandboxes": {rs.vendor: rs.url for rs in running}})
+        else:
+            for rs in running:
+                click.echo(f"{rs.vendor:18} {rs.url}")
+        click.echo("sandboxes running; Ctrl-C to stop", err=as_json)
         try:
             await stop.wait()
         finally:
             for rs in running:
                 await rs.stop()
-            click.echo("sandboxes stopped")
+            click.echo("sandboxes stopped", err=as_json)
 
     asyncio.run(main())

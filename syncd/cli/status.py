@@ -1,0 +1,187 @@
+"""``syncd status [--json]``: how each connector is doing, from the ledger alone (no vendor call, no
+vendor secret). What ok, degraded, failing and lag mean is defined once, in :mod:`syncd.health`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+
+from syncd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_UNAVAILABLE,
+    SyncdCommand,
+    common_options,
+    echo_json,
+    iso,
+    load,
+    open_ledger,
+    options,
+    run,
+    table,
+)
+from syncd.config import Config, mask_url
+from syncd.health import HEARTBEAT_STALE_S, assess, lag_limit, lag_seconds, parse_time, state_of
+from syncd.ledger.models import utcnow
+from syncd.ledger.store import RESYNC_KEY, ConnectorSummary
+
+__all__ = ["collect", "status"]
+
+RUNTIME_KEYS = ("status.rate_limit", "status.subscription", RESYNC_KEY)
+
+
+def _loads(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+async def collect(config: Config, *, now: datetime | None = None) -> dict[str, Any]:
+    """The status document (also used by ``--json``): ledger reads only, a few grouped queries."""
+    names = list(config.connectors)
+    async with open_ledger(config) as ledger:
+        revision = await ledger.revision()
+        summaries = await ledger.summaries(names)
+        async with ledger.transaction(readonly=True) as tx:
+            totals = await tx.totals()
+            runtime_state = {name: await tx.state_get(name, RUNTIME_KEYS) for name in names}
+            outcomes = await tx.read_outcomes(names)
+            daemons = await tx.daemons()
+            backlog = await tx.backlog_since(names)
+            letters = await tx.dead_letters()
+            conflicts = await tx.conflicts()
+            lease = await tx.lease_holder("syncd-run")
+        dialect = ledger.dialect
+    now = now or utcnow()
+    alive = [d for d in daemons
+             if (beat := parse_time(d.get("heartbeat_at"))) is not None
+             and (now - beat).total_seconds() <= HEARTBEAT_STALE_S]
+    daemon_since = min((t for d in alive if (t := parse_time(d.get("started_at"))) is not None), default=None)
+    oldest_letter: dict[str, datetime] = {}
+    for letter in letters:
+        oldest_letter.setdefault(letter.connector, letter.first_seen)
+    oldest_conflict: dict[str, datetime] = {}
+    for conflict in conflicts:
+        owner = conflict.connector or (conflict.values.get("target") if isinstance(conflict.values, dict) else None)
+        if isinstance(owner, str):
+            oldest_conflict.setdefault(owner, conflict.opened)
+    connectors: dict[str, Any] = {}
+    for name, conn in config.connectors.items():
+        summary: ConnectorSummary = summaries[name]
+        group = config.group_of(name)
+        record = outcomes.get(name)
+        findings = assess(
+            poll_interval=conn.poll_interval, record=record, last_success_at=summary.last_success_at, now=now,
+            daemon_since=daemon_since, dead_letters=summary.dead_letters,
+            dead_letters_since=oldest_letter.get(name), open_conflicts=summary.open_conflicts,
+            conflicts_since=oldest_conflict.get(name), inbox_pending=summary.inbox_pending,
+            outbox_pending=summary.outbox_pending, backlog_since=backlog.get(name),
+        )
+        lag = lag_seconds(summary.last_success_at, now)
+        state = state_of(findings)
+        connectors[name] = {
+            "type": conn.type,
+            "sync_group": group.name if group else None,
+            "poll_interval": conn.poll_interval,
+            "webhooks": conn.webhook_secret is not None,
+            "state": state,
+            "reason": findings[0].reason if findings else None,
+            "since": iso(findings[0].since) if findings else None,
+            "findings": [f.as_dict() for f in findings],
+            "last_success_at": iso(summary.last_success_at),
+            "cursor": summary.cursor,
+            "lag_s": None if lag is None else round(lag, 1),
+            "lag_limit_s": lag_limit(conn.poll_interval),
+            "consecutive_failures": int(record.get("failures") or 0) if record else 0,
+            "last_attempt_at": record.get("last_attempt_at") if record else None,
+            "last_error": summary.last_error or (record.get("last_error") if record else None),
+            "last_error_at": record.get("last_error_at") if record else None,
+            "inbox_pending": summary.inbox_pending,
+            "outbox_pending": summary.outbox_pending,
+            "backlog_since": iso(backlog.get(name)),
+            "dead_letters": summary.dead_letters,
+            "open_conflicts": summary.open_conflicts,
+            # written by a running `syncd run` and by `resync` (absent when neither has run yet)
+            "rate_limit": _loads(runtime_state[name].get("status.rate_limit")),
+            "subscription": _loads(runtime_state[name].get("status.subscription")),
+            "last_resync": _loads(runtime_state[name].get(RESYNC_KEY)),
+        }
+    ok = all(c["state"] == "ok" for c in connectors.values())
+    return {
+        "ok": ok,
+        "ledger": {"url": mask_url(config.ledger.url), "dialect": dialect, "revision": revision},
+        "daemon": {
+            "running": bool(alive),
+            "since": iso(daemon_since),
+            "instances": [{"holder": d.get("holder"), "since": d.get("started_at"),
+                           "heartbeat_at": d.get("heartbeat_at")} for d in alive],
+            "sqlite_lease": None if lease is None or lease.expires_at < now else
+            {"holder": lease.holder, "expires_at": iso(lease.expires_at)},
+        },
+        "connectors": connectors,
+        "dead_letters": totals["dead_letters"],
+        "open_conflicts": totals["open_conflicts"],
+    }
+
+
+@click.command("status", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "every connector is ok",
+    EXIT_PARTIAL: "a connector is degraded or failing (the reason and since when are shown)",
+    EXIT_CONFIG: "usage or configuration error",
+    EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
+})
+@common_options
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Per connector: its state (ok, degraded or failing, with the reason and since when), last
+    successful poll, lag, pending inbox/outbox, dead letters, open conflicts, rate-limit state, the
+    last resync; and whether a `syncd run` holds the ledger. Reads the ledger only: needs no vendor
+    secret.
+
+    Lag is the time since the connector's last successful read pass (a poll, or a resync over it),
+    the same value /metrics exports as syncd_poll_lag_seconds. A connector is failing after 3 failed
+    read passes in a row or a refused credential (/readyz then answers 503), degraded when its last
+    pass failed, its lag is over 3 x poll_interval while a daemon runs, work has waited over 10 min,
+    or it has dead letters or open conflicts.
+    """
+    config = load(ctx, secrets=False)
+    document = run(collect(config))
+    code = EXIT_OK if document["ok"] else EXIT_PARTIAL
+    if options(ctx).json:
+        echo_json(document)
+        ctx.exit(code)
+    ledger = document["ledger"]
+    click.echo(f"ledger: {ledger['url']} ({ledger['dialect']}, revision {ledger['revision']})")
+    daemon = document["daemon"]
+    if daemon["running"]:
+        holders = ", ".join(str(i["holder"]) for i in daemon["instances"])
+        click.echo(f"daemon: running since {daemon['since']} ({holders})")
+    else:
+        click.echo("daemon: no `syncd run` holds this ledger (no heartbeat in the last 30 s)")
+    header = ("connector", "type", "state", "last success (UTC)", "lag s", "inbox", "outbox", "dead", "conflicts")
+    rows = [header]
+    for name, info in document["connectors"].items():
+        rows.append((
+            name, info["type"], info["state"], info["last_success_at"] or "never",
+            "-" if info["lag_s"] is None else f"{info['lag_s']:.0f}", str(info["inbox_pending"]),
+            str(info["outbox_pending"]), str(info["dead_letters"]), str(info["open_conflicts"]),
+        ))
+    for line in table(rows):
+        click.echo(line)
+    for name, info in document["connectors"].items():
+        for finding in info["findings"]:
+            since = f" since {finding['since']}" if finding["since"] else ""
+            click.echo(f"{name}: {finding['state']}{since}: {finding['reason']}")
+        resync = info["last_resync"]
+        if isinstance(resync, dict) and not resync.get("ok") and options(ctx).verbose:
+            click.echo(f"{name}: last resync at {resync.get('at')} stopped: {resync.get('stopped')}")
+    click.echo(f"dead letters: {document['dead_letters']}, open conflicts: {document['open_conflicts']}")
+    click.echo("status: ok" if document["ok"] else "status: NOT ok (exit 1)")
+    ctx.exit(code)
