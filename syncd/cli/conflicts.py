@@ -149,6 +149,6 @@ def conflicts_resolve(ctx: click.Context, conflict_id: int, take: str, dry_run: 
         echo_json({"ok": result.exit_code == EXIT_OK, "id": conflict_id, "take": take, "dry_run": dry_run,
                    "message": result.message, **result.document})
     else:
-        click.echo(result.message, err=result.exit_code != EXIT_OK)
+        click.echo(result.message)  # the answer, refusals included (exit 1 says it was refused)
     sys.stdout.flush()
     ctx.exit(result.exit_code)
