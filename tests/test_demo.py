@@ -123,4 +123,4 @@ def test_demo_json_prints_one_document_and_moves_the_live_view_to_stderr(tmp_pat
     doc = json.loads(proc.stdout)
     assert proc.returncode == 0 and doc["ok"] is True and doc["exit_code"] == 0, proc.stderr[-3000:]
     assert doc["duration_s"] > 0 and doc["kept"] is None
-    assert "all 5 scripted outcomes hold" in proc.stderr
+    assert "all 6 scripted outcomes hold" in proc.stderr

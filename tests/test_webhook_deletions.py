@@ -86,6 +86,8 @@ async def dentally_daemon(tmp_path: Path, ledger_url: str) -> AsyncIterator[tupl
     members = {"dentally": "dentally", "sf": "salesforce_health"}
     world = await _synced(tmp_path, ledger_url, "dentally", members, polls={"dentally": 0, "sf": 0})
     with_server(world, free_port())
+    # the daemon logs at info: the test reads its webhook_deletion_refuted / _confirmed lines
+    world.config_path.write_text(world.config_path.read_text().replace('level = "warning"', 'level = "info"'))
     daemon = DaemonProcess(world.config_path, world.config.server.port, tmp_path)
     try:
         daemon.start()
