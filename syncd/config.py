@@ -51,6 +51,7 @@ __all__ = [
     "mask_url",
     "parse_config",
     "resolve_config_path",
+    "resolve_sqlite_url",
 ]
 
 CONNECTOR_TYPES = ("salesforce_health", "zoho_crm", "saludya", "onlive", "dentally")
@@ -133,9 +134,25 @@ def mask_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{hostport}").geturl()
 
 
+SQLITE_PREFIX = "sqlite+aiosqlite:///"
+
+
+def resolve_sqlite_url(url: str, base_dir: str | os.PathLike[str] | None) -> str:
+    """``url`` with a relative SQLite file path made absolute against ``base_dir`` (the config
+    file's directory), so that ``sqlite+aiosqlite:///./syncd.db`` names one file whatever the working
+    directory. Absolute paths, ``:memory:``, ``file:`` URIs and other databases are left as they are."""
+    if base_dir is None or not url.startswith(SQLITE_PREFIX):
+        return url
+    database, sep, query = url[len(SQLITE_PREFIX):].partition("?")
+    if not database or database == ":memory:" or database.startswith(("/", "file:")):
+        return url
+    return SQLITE_PREFIX + os.path.normpath(os.path.join(os.path.abspath(base_dir), database)) + sep + query
+
+
 @dataclass(frozen=True)
 class LedgerConfig:
     url: str = "sqlite+aiosqlite:///./syncd.db"
+    """A relative SQLite path is resolved against the config file's directory at load time."""
 
     def __repr__(self) -> str:
         return f"LedgerConfig(url={mask_url(self.url)!r})"
@@ -484,6 +501,9 @@ class _Parser:
     def parse(self, raw: Mapping[str, Any], path: str | None) -> Config:
         self.unknown_keys("", raw, TOP_LEVEL_KEYS)
         ledger = self.ledger(raw.get("ledger", {}))
+        if ledger is not None and path is not None:
+            # a relative SQLite path names a file beside the config, not in the working directory
+            ledger = LedgerConfig(url=resolve_sqlite_url(ledger.url, os.path.dirname(os.path.abspath(path))))
         server = self.server(raw.get("server", {}))
         log = self.log(raw.get("log", {}))
         connectors = self.connectors(raw.get("connectors", _MISSING))

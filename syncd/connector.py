@@ -267,10 +267,17 @@ class Connector(Protocol):
         One outcome per request, in order. Never notifies patients where the vendor can avoid it."""
         ...
 
-    async def find_by_reference(self, canonical_id: str, *, exclude: Sequence[str] = ()) -> VendorRecord | None:
-        """Find the record holding ``canonical_id`` in the vendor's idempotency field, ignoring the
-        external ids in ``exclude`` (retired ids of a replace flow). Used before re-trying a create
-        whose outcome is unknown."""
+    async def find_by_reference(
+        self, canonical_id: str, *, exclude: Sequence[str] = (), desired: Appointment | None = None
+    ) -> list[VendorRecord]:
+        """Every live record holding ``canonical_id`` in the vendor's idempotency field, oldest first,
+        ignoring the external ids in ``exclude`` (retired ids of a replace flow). Used before re-trying
+        a create whose outcome is unknown; the engine decides between several (`docs/vendors/README.md` rule 10:
+        the crosswalk's id wins, else an open conflict), never the connector.
+
+        ``desired`` is the create in question (the vendor's ids). A vendor that writes its reference in
+        a second call (Salesforce: ``Syncd_Id__c`` after the Connect create) uses it to find the
+        record the first call made when the second never ran, stamps it, and returns it."""
         ...
 
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

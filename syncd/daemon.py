@@ -22,7 +22,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -31,6 +30,7 @@ from syncd import metrics, systemd
 from syncd.config import Config
 from syncd.connector import with_remedy
 from syncd.engine.core import Engine
+from syncd.engine.holders import holder_is_dead
 from syncd.engine.runner import Runtime, drain_inbox, holder_name, open_runtime
 from syncd.errors import SyncdError, VendorError
 from syncd.health import failing_reason
@@ -60,7 +60,8 @@ class Daemon:
         self.rt = runtime
         self.state = state
         self.holder = holder_name("run")
-        self.engine = Engine(config, runtime.ledger, runtime.connectors, holder=self.holder)
+        self.engine = Engine(config, runtime.ledger, runtime.connectors, holder=self.holder,
+                             never_read=[n for n, c in config.connectors.items() if c.poll_interval <= 0])
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.subscriptions: dict[str, Any] = {}
@@ -111,6 +112,8 @@ class Daemon:
         full_pass = cursor is None
         seen: set[str] = set()
         self.engine.stats.stopped.pop(name, None)
+        if full_pass:
+            self.engine.begin_window(name)
         try:
             async for page in connector.changes(cursor):
                 pages += 1
@@ -123,6 +126,8 @@ class Daemon:
                     return
             if full_pass:
                 await self.engine.sweep_missing(name, seen)
+                # its whole window is read: creates held for it go out now (onboarding)
+                await self.engine.window_read(name)
         except VendorError as exc:
             metrics.poll_failures.labels(name, exc.kind).inc()
             exc = with_remedy(connector, exc)
@@ -164,6 +169,18 @@ class Daemon:
         elif name in self._failed_once:
             self._failed_once.discard(name)
             log.info("poll_recovered", connector=name)
+
+    async def warn_unread(self) -> None:
+        """A connector the daemon never polls (``poll_interval = 0``) is never read in full by it, so
+        onboarding cannot match the records typed into it by hand until ``syncd resync`` has read its
+        window once (creates into it are only searched for by their reference meanwhile): say so."""
+        quiet = [name for name, cfg in self.config.connectors.items() if cfg.poll_interval <= 0]
+        if not quiet:
+            return
+        read = await self.engine.windows_read(quiet)
+        for name in quiet:
+            if name not in read:
+                log.warning("onboarding_needs_resync", connector=name, op="run")
 
     async def reconcile(self, name: str) -> None:
         await self.poll(name, full=True)
@@ -273,24 +290,7 @@ class Daemon:
 def _holder_is_dead(holder: str) -> bool:
     """True when ``holder`` (``run:<host>:<pid>``) names a process of this host that no longer runs
     ``syncd`` (killed with SIGKILL, or crashed): its lease is stale and may be taken over at once."""
-    kind, _, rest = holder.partition(":")
-    host, _, pid_text = rest.rpartition(":")
-    if kind != "run" or host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, another user's process
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False  # no /proc: the process is alive, assume it is the other daemon
-    return b"syncd" not in cmdline  # the pid was reused by an unrelated process
+    return holder_is_dead(holder, kinds=("run",), own_pid_is_dead=True)
 
 
 async def _take_lease(rt: Runtime, holder: str) -> None:
@@ -320,14 +320,21 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
-async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, port: int | None = None) -> int:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT). Returns the process exit code."""
+async def run_daemon(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    port: int | None = None,
+    on_new_ledger: Callable[[str], None] | None = None,
+) -> int:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT). Returns the process exit code. ``on_new_ledger``
+    hears where a new, empty ledger was created (the configured one did not exist)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(config) as rt:
+    async with open_runtime(config, on_new_ledger=on_new_ledger) as rt:
         holder = holder_name("run")
         if rt.ledger.dialect == "sqlite":
             await _take_lease(rt, holder)
@@ -335,6 +342,7 @@ async def run_daemon(config: Config, *, stop: asyncio.Event | None = None, port:
         daemon = Daemon(config, rt, state)
         daemon.holder = holder
         daemon.engine.holder = holder
+        await daemon.warn_unread()
         server = await start_server(config, rt.ledger, rt.connectors, state, port=port)
         log.info("serving", op="run", url=f"{server.url}")
         waker = asyncio.create_task(daemon.inbox_waker())

@@ -11,15 +11,18 @@ What it does, in order (about 30 seconds):
    directory (removed at the end unless ``--keep``);
 3. seeds invented, realistic appointments into one system of each sync group (Dentally for the
    CRM/EHR group), reference data (patients, practitioners, sites, services) into every system, and
-   imports the crosswalk -- leaving out one patient's Salesforce row on purpose;
-4. runs the daemon (:func:`syncd.daemon.run_daemon`, the same code as ``syncd run``) and, while it
-   polls, makes five scripted changes as other users would: a reschedule in the CRM, a cancellation
-   in the EHR, a GET/PUT race on a target's write, a patient change that Dentally forbids in place,
-   and the missing crosswalk entry from step 3; then, in the SaludYa group, a booking born in SaludYa
-   that must reach its CRM with its service type (SaludYa's read-only specialty) and the group's
+   imports the crosswalk -- leaving out one patient's Salesforce row on purpose; as at a real go-live,
+   a few of Dentally's bookings were also typed by hand into Zoho and Salesforce (no syncd reference),
+   and one booking into Zoho only;
+4. runs the daemon (:func:`syncd.daemon.run_daemon`, the same code as ``syncd run``): its first sync
+   links the hand-typed records instead of copying them (onboarding), and while it polls the demo
+   makes five scripted changes as other users would: a reschedule in the CRM, a cancellation in the
+   EHR, a GET/PUT race on a target's write, a patient change that Dentally forbids in place, and the
+   missing crosswalk entry from step 3; then, in the SaludYa group, a booking born in SaludYa that
+   must reach its CRM with its service type (SaludYa's read-only specialty) and the group's
    ``default_location``;
-5. checks each outcome by reading the sandboxes' and the ledger's state, prints a summary and exits
-   0 when all of them hold (1 otherwise, naming what did not).
+5. checks each outcome (the onboarding one too) by reading the sandboxes' and the ledger's state,
+   prints a summary and exits 0 when all hold (1 otherwise, naming what did not).
 
 The live view is built from the daemon's own structured log (the ``sync_decision`` events, which carry
 ids, connector names and field names only), so it shows exactly what ``syncd run`` decides. The JSON
@@ -118,6 +121,7 @@ ACTION_STYLE = {
     "retry": ("bright_magenta", "re-merge"),
     "create_skipped": ("dim", "not created"),
     "echo": ("dim", "echo ignored"),
+    "linked": ("bright_green", "linked"),
 }
 ACTION_HELP = {
     "created": "new appointment written",
@@ -129,6 +133,7 @@ ACTION_HELP = {
     "retry": "target changed under our write: re-read, re-merged, retried",
     "create_skipped": "status not creatable in the target",
     "echo": "our own write read back: not a new change",
+    "linked": "already there (typed by hand, or made by syncd before): linked, not copied",
 }
 
 
@@ -439,6 +444,8 @@ class Story:
     missing_patient: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     """set when the daemon stops (Ctrl-C): pending checks give up at once"""
+    typed: TypedByHand | None = None
+    """the bookings staff typed by hand before go-live (the onboarding scenario)"""
 
     async def links(self, connector: str) -> dict[str, str]:
         """canonical id -> external id of ``connector`` (links in force)."""
@@ -692,6 +699,41 @@ class Story:
                                   f"(fix: syncd crosswalk import, then syncd deadletters retry)")
 
 
+    # -- 6. onboarding: bookings already typed by hand are linked, not copied -------------------------
+    async def onboarding(self, outcome: Outcome) -> None:
+        crm, ehr, other = self.crm.crm, self.crm.ehr, self.crm.other
+        typed = self.typed
+        if typed is None:
+            await self.settle(outcome, "no bookings were typed by hand before the start", "")
+            return
+        self.say(f"Before go-live, reception had typed {len(typed.both)} of {ehr}'s bookings into {crm} and "
+                 f"{other} by hand (no syncd reference), and one booking into {crm} only.")
+
+        async def check() -> str | None:
+            links = {name: await self.links(name) for name in (crm, ehr, other)}
+            for position, index in enumerate(typed.both):
+                cid = await self.link_of(ehr, self.seeded_id(index))
+                if cid is None:
+                    return f"{ehr} {self.seeded_id(index)} is not linked to an appointment"
+                for name in (crm, other):
+                    mine = typed.ids[name][position]
+                    if links[name].get(cid) != mine:
+                        return f"{name} record {mine} is not the one linked to appointment {cid} (copied?)"
+            cid = await self.link_of(crm, typed.crm_only_id)
+            if cid is None:
+                return f"{crm} record {typed.crm_only_id} is not linked to an appointment"
+            for name in (ehr, other):
+                if cid not in links[name]:
+                    return f"{crm}'s booking {cid} was not created in {name}"
+            return None
+
+        why = await self.until(check)
+        linked = sum(self.feed.counts[name]["linked"] for name in (crm, other))
+        await self.settle(outcome, why, f"{linked} records typed by hand in {crm} and {other} linked to {ehr}'s "
+                                        f"bookings (no copies); the {crm}-only booking created in {ehr} and "
+                                        f"{other} once")
+
+
 # ----------------------------------------------------------------------------------------- SaludYa
 
 
@@ -786,6 +828,47 @@ def _crm_service_location(crm_type: str, rec: Mapping[str, Any]) -> tuple[str | 
 # ----------------------------------------------------------------------------------------- runner
 
 
+HAND_TYPED = (5, 6, 7)
+"""The CRM/EHR group's bookings (data set indices) that reception typed into every system by hand."""
+_REFERENCE_FIELDS = ("Syncd_Id", "Syncd_Id__c", "externalId")
+"""Where the sandboxes' seed data carries an idempotency reference: hand-typed records have none."""
+
+
+@dataclass(frozen=True)
+class TypedByHand:
+    both: tuple[int, ...]
+    """data set indices of the holder's bookings also typed into the group's other systems"""
+    ids: dict[str, list[str]]
+    """connector -> the external ids of those hand-typed records, in the order of ``both``"""
+    crm_only_id: str
+    """the CRM record of a booking typed into the CRM alone"""
+
+
+async def _type_by_hand(sandboxes: Sandboxes, config: Config, crm: CrmGroup, dataset: SeedDataset) -> TypedByHand:
+    """Go-live as it really happens: some of the EHR's bookings were typed into the CRM and the other
+    system by hand as well (the same patient, practitioner and start; no syncd reference), and one
+    booking into the CRM only. The daemon must link those, not copy them."""
+    first = dataset.appointments[HAND_TYPED[0]]
+    last = max(a.start for a in dataset.appointments)
+    crm_only = dataclasses.replace(first, key="A-HAND01", start=last + timedelta(days=1),
+                                   end=last + timedelta(days=1) + (first.end - first.start))
+    ids: dict[str, list[str]] = {}
+    crm_only_id = ""
+    for name in (crm.crm, crm.other):
+        module = importlib.import_module(SANDBOXES[config.connectors[name].type][0])
+        bookings = [dataset.appointments[i] for i in HAND_TYPED] + ([crm_only] if name == crm.crm else [])
+        body, _rows = module.seed_body(dataclasses.replace(dataset, appointments=tuple(bookings)))
+        records = [{**r, **{k: None for k in _REFERENCE_FIELDS if k in r}}
+                   for r in body.get("records", []) if _is_appointment(r)]
+        await sandboxes.control(name, "POST", "/_sandbox/records", {"records": records})
+        ids[name] = [_record_id(r) for r in records[:len(HAND_TYPED)]]
+        if name == crm.crm:
+            crm_only_id = _record_id(records[-1])
+    return TypedByHand(HAND_TYPED, ids, crm_only_id)
+
+
+
+
 async def _seed(
     sandboxes: Sandboxes, config: Config, datasets: Mapping[str, SeedDataset], holders: Mapping[str, str]
 ) -> dict[str, list[tuple[str, str, str]]]:
@@ -827,14 +910,15 @@ def _summary(feed: Feed, config: Config) -> Table:
     table = Table(title="What syncd wrote, per target system", title_justify="left")
     table.add_column("connector")
     table.add_column("type", style="dim")
-    for label in ("created", "updated", "cancelled", "re-merged", "echoes", "dead letters", "conflicts"):
+    for label in ("created", "linked", "updated", "cancelled", "re-merged", "echoes", "dead letters", "conflicts"):
         table.add_column(label, justify="right")
     for name, cfg in config.connectors.items():
         c = feed.counts.get(name, Counter())
         table.add_row(
             name, cfg.type,
-            str(c["created"] + c["replaced"]), str(c["updated"]), str(c["cancelled"] + c["replaced"]),
-            str(c["retry"]), str(c["echo"]), str(c["dead_letter"]), str(c["conflict"]),
+            str(c["created"] + c["replaced"]), str(c["linked"]), str(c["updated"]),
+            str(c["cancelled"] + c["replaced"]), str(c["retry"]), str(c["echo"]), str(c["dead_letter"]),
+            str(c["conflict"]),
         )
     return table
 
@@ -889,6 +973,7 @@ async def run_demo(base: Config, console: Console, *, workdir: Path, log_file: T
         Outcome(3, f"GET/PUT race on a write to {crm_group.other}"),
         Outcome(4, f"Patient change that {crm_group.ehr} forbids in place"),
         Outcome(5, f"Missing crosswalk entry (patient, {crm_group.other})"),
+        Outcome(6, f"Onboarding: bookings typed by hand in {crm_group.crm} and {crm_group.other} linked, not copied"),
     ]
     saludya_group = find_saludya_group(base)
     if saludya_group is not None:
@@ -913,16 +998,19 @@ async def run_demo(base: Config, console: Console, *, workdir: Path, log_file: T
             progress.update(task, advance=1, description="seeding")
             async with Sandboxes(running) as sandboxes:
                 rows_by = await _seed(sandboxes, config, datasets, holders)
+                typed = await _type_by_hand(sandboxes, config, crm_group, crm_data)
                 await _import_crosswalk(config, rows_by, (crm_group.other, "patient", missing_patient))
                 seeded = {g: len(d.appointments) for g, d in datasets.items() if g}
                 console.print(
                     "Seeded invented appointments into "
                     + ", ".join(f"{holders[g]} ({seeded[g]})" for g in holders)
                     + "; patients, practitioners, sites and services into every system; crosswalk imported "
-                    f"without patient {missing_patient}'s {crm_group.other} row."
+                    f"without patient {missing_patient}'s {crm_group.other} row. {len(typed.both)} of "
+                    f"{crm_group.ehr}'s bookings were also typed by hand into {crm_group.crm} and "
+                    f"{crm_group.other}, one booking into {crm_group.crm} only (no syncd reference)."
                 )
                 story = Story(console, config, crm_group, sandboxes, feed, crm_data, rows_by, missing_patient,
-                              stop)
+                              stop, typed)
                 configure_logging("info", "json")
                 with contextlib.redirect_stderr(LogTap(log_file, feed.on_decision)):
                     daemon = asyncio.create_task(run_daemon(config, stop=stop, port=0))
@@ -938,7 +1026,7 @@ async def run_demo(base: Config, console: Console, *, workdir: Path, log_file: T
                         await feed.settled()  # let the echoes of the creates pass
                     steps: list[Callable[[Outcome], Awaitable[None]]] = [
                         story.reschedule, story.cancellation, story.race, story.patient_change,
-                        story.missing_crosswalk]
+                        story.missing_crosswalk, story.onboarding]
                     if saludya_group is not None:
                         steps.append(functools.partial(saludya_booking_reaches_crm, story, target=saludya_group,
                                                        dataset=datasets[saludya_group.group.name]))
@@ -982,7 +1070,8 @@ def _initial_expectations(config: Config, datasets: Mapping[str, SeedDataset], h
 
 def _legend() -> Table:
     legend = Table.grid(padding=(0, 2))
-    for action in ("created", "updated", "cancelled", "replaced", "retry", "echo", "dead_letter", "conflict"):
+    for action in ("created", "linked", "updated", "cancelled", "replaced", "retry", "echo", "dead_letter",
+                   "conflict"):
         style, label = ACTION_STYLE[action]
         legend.add_row(Text("    " + label, style=style), ACTION_HELP[action])
     return legend

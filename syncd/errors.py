@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PARTIAL",
     "EXIT_UNAVAILABLE",
+    "AmbiguousReference",
     "AuthFailure",
     "ConfigError",
     "Conflict",
@@ -215,6 +216,19 @@ class NotWritable(Rejected):
     locked after a re-read, a terminal record): an open conflict (docs/vendors/README.md rule 10), not a dead letter."""
 
     kind = "not_writable"
+
+
+class AmbiguousReference(NotWritable):
+    """Several records of one vendor stand for one appointment (they hold its idempotency reference, or
+    are the unstamped candidates of a lost create) and nothing decides between them: an open conflict
+    (``docs/vendors/README.md`` rule 10), never a guess. ``external_ids`` names them."""
+
+    kind = "ambiguous_reference"
+
+    def __init__(self, message: str, *, external_ids: tuple[str, ...] = (), **kw: object) -> None:
+        self.external_ids = tuple(external_ids)
+        kw.setdefault("code", "AMBIGUOUS_REFERENCE")
+        super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
 class Deferred(VendorError):

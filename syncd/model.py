@@ -27,6 +27,7 @@ __all__ = [
     "Status",
     "ensure_utc",
     "fingerprint_of",
+    "slot_key",
     "text_digest",
 ]
 
@@ -223,6 +224,19 @@ class Appointment:
 def fingerprint_of(values: Mapping[str, Any], only: Iterable[str] | None = None) -> str:
     names = list(only) if only is not None else list(SYNC_FIELDS)
     payload = json.dumps({n: values.get(n) for n in sorted(names)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def slot_key(values: Mapping[str, Any]) -> str | None:
+    """What onboarding matches a record without syncd's reference on: the patient, the practitioner
+    (canonical keys) and the start in UTC, as a short digest. ``values`` is ``sync_values()`` or a
+    stored snapshot of the same shape. None when one of the three is missing (never matched)."""
+    patient, practitioner, start = values.get("patient"), values.get("practitioner"), values.get("start")
+    if not patient or not practitioner or not start:
+        return None
+    if isinstance(start, datetime):
+        start = start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    payload = json.dumps([str(patient), str(practitioner), str(start)], separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

@@ -147,14 +147,18 @@ class DaemonProcess:
                 s.post(f"{self.url}/webhooks/{connector}", data=body, headers=dict(headers)) as r:
             return r.status, await r.json(content_type=None)
 
-    async def ready(self, timeout: float = 15.0) -> None:
-        """Wait until ``/readyz`` answers 200 (fails early if the process dies)."""
+    async def ready(self, timeout: float = 15.0, path: str = "/readyz") -> None:
+        """Wait until ``path`` answers 200 (fails early if the process dies).
+
+        ``/readyz`` is 503 while a connector is failing; a test whose connector fails on purpose
+        waits for ``/healthz`` (the process serves) instead.
+        """
         async def probe() -> int:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"syncd run exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            return (await self.get("/readyz"))[0]
+            return (await self.get(path))[0]
 
-        await eventually(probe, lambda status: status == 200, timeout=timeout, what="/readyz 200")
+        await eventually(probe, lambda status: status == 200, timeout=timeout, what=f"{path} 200")
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None

@@ -485,3 +485,34 @@ def test_check_config_reads_credentials_and_exits_2_naming_the_key(
         f"connectors.zoho.client_secret: environment variable ZOHO_SECRET is not set and there is no "
         f"credential file {creds / 'ZOHO_SECRET'} (check LoadCredential=ZOHO_SECRET:... in the unit)"
     ]
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("sqlite+aiosqlite:///./x.db", "{dir}/x.db"),
+    ("sqlite+aiosqlite:///x.db", "{dir}/x.db"),
+    ("sqlite+aiosqlite:///../state/x.db?timeout=5", "{parent}/state/x.db?timeout=5"),
+    ("sqlite+aiosqlite:////var/lib/syncd/x.db", "/var/lib/syncd/x.db"),
+    ("sqlite+aiosqlite:///:memory:", ":memory:"),
+])
+def test_relative_sqlite_path_is_resolved_against_the_config_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str, expected: str
+) -> None:
+    """``./syncd.db`` names the file beside the config, whatever the working directory: a run from
+    another directory must not silently start over on a new, empty ledger there."""
+    etc = tmp_path / "etc"
+    elsewhere = tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write(etc, BASE.replace('url = "sqlite+aiosqlite:///./x.db"', f'url = "{written}"'))
+    config = load_config(path, env=ENV)
+    assert config.ledger.url == "sqlite+aiosqlite:///" + expected.format(dir=etc, parent=tmp_path)
+    # a relative --config path is resolved the same way
+    relative = load_config("../etc/config.toml", env=ENV)
+    assert relative.ledger.url == config.ledger.url
+
+
+def test_postgresql_url_is_left_as_written(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://syncd@db.internal/syncd"
+    config = load_config(write(tmp_path, BASE.replace("sqlite+aiosqlite:///./x.db", url)), env=ENV)
+    assert config.ledger.url == url

@@ -53,12 +53,12 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     yield DemoRun(proc.returncode, proc.stdout, proc.stderr, log)
 
 
-def test_demo_exits_0_with_all_six_outcomes_holding(demo_run: DemoRun) -> None:
+def test_demo_exits_0_with_all_outcomes_holding(demo_run: DemoRun) -> None:
     assert demo_run.code == 0, demo_run.stdout[-3000:] + demo_run.stderr[-2000:]
-    assert "all 6 scripted outcomes hold" in demo_run.stdout
+    assert "all 7 scripted outcomes hold" in demo_run.stdout
 
 
-def test_summary_shows_the_five_scripted_outcomes(demo_run: DemoRun) -> None:
+def test_summary_shows_the_scripted_outcomes(demo_run: DemoRun) -> None:
     out = demo_run.stdout
     summary = out[out.index("What just happened:"):]
     for number, title in (
@@ -67,14 +67,15 @@ def test_summary_shows_the_five_scripted_outcomes(demo_run: DemoRun) -> None:
         (3, "GET/PUT race on a write to sf"),
         (4, "Patient change that dentally forbids in place"),
         (5, "Missing crosswalk entry (patient, sf)"),
-        (6, "A booking born in saludya reaches onlive with its service type"),
+        (6, "Onboarding: bookings typed by hand in zoho and sf linked, not copied"),
+        (7, "A booking born in saludya reaches onlive with its service type"),
     ):
         assert re.search(rf"[✓✗] {number}\. {re.escape(title)}", summary), (number, summary)
     assert "What syncd wrote, per target system" in out
     for name in ("sf", "zoho", "saludya", "onlive", "dentally"):
         assert re.search(rf"│ {name}\s+│", out), name
     # the SaludYa booking reached the CRM with the service its specialty maps to, at the default location
-    assert re.search(r"6\. A booking born in saludya reaches onlive with its service type: booked in saludya "
+    assert re.search(r"7\. A booking born in saludya reaches onlive with its service type: booked in saludya "
                      r"\(apt_\w+\)\s+→\s+onlive\s+\S+\s+created\s+for\s+apt_\w+\s+with\s+service\s+SVC-\d+\s+at\s+LOC-1",
                      summary), summary
     # the dead letter's reason names the missing kind, key and connector
@@ -82,6 +83,9 @@ def test_summary_shows_the_five_scripted_outcomes(demo_run: DemoRun) -> None:
     # live decisions were shown: creates in the first sync, the race's re-merge
     assert re.search(r"\bzoho\s+created\s+appt apt_", out)
     assert re.search(r"\bsf\s+re-merge\s+appt apt_", out)
+    # onboarding: the records typed by hand were linked in the first sync, never copied
+    assert re.search(r"\bzoho\s+linked\s+appt apt_", out) and re.search(r"\bsf\s+linked\s+appt apt_", out)
+    assert re.search(r"6 records typed by hand in zoho and sf linked", summary)
 
 
 def test_no_patient_data_in_output_or_log(demo_run: DemoRun) -> None:
@@ -123,4 +127,4 @@ def test_demo_json_prints_one_document_and_moves_the_live_view_to_stderr(tmp_pat
     doc = json.loads(proc.stdout)
     assert proc.returncode == 0 and doc["ok"] is True and doc["exit_code"] == 0, proc.stderr[-3000:]
     assert doc["duration_s"] > 0 and doc["kept"] is None
-    assert "all 6 scripted outcomes hold" in proc.stderr
+    assert re.search(r"all \d+ scripted outcomes hold", proc.stderr)

@@ -195,13 +195,16 @@ async def test_daemon_exports_what_alerts_need_and_logs_quietly(tmp_path: Path, 
         await world.fault("zoho", "GET", "*", {"type": "delay", "seconds": 2.5})
         daemon = DaemonProcess(world.config_path, world.config.server.port, tmp_path)
         daemon.start()
-        await daemon.ready()
+        # Dentally's credentials are refused, so /readyz answers 503 naming it: wait for the process
+        await daemon.ready(path="/healthz")
         await world.edit("zoho", zoho_id, {"Additional_Information": "moved to the afternoon"})
         body, headers = _dentally_webhook(dentally_id)
         assert (await daemon.post_webhook("dentally", body, headers))[0] == 202
 
         samples = await eventually(lambda: _scrape(daemon), _alerting_state_reached, timeout=45,
                                    what="the alerting metrics of a failing Dentally", interval=1.0)
+        ready_status, ready_body = await daemon.get("/readyz")
+        assert ready_status == 503 and "dentally" in json.dumps(ready_body), (ready_status, ready_body)
     finally:
         if daemon is not None:
             await daemon.stop()

@@ -32,7 +32,15 @@ from syncd.connector import (
     WriteRequest,
 )
 from syncd.doctor import Diagnosis
-from syncd.errors import AuthFailure, Conflict, MappingError, NotWritable, Rejected, VendorError
+from syncd.errors import (
+    AmbiguousReference,
+    AuthFailure,
+    Conflict,
+    MappingError,
+    NotWritable,
+    Rejected,
+    VendorError,
+)
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, Status
 
@@ -364,8 +372,13 @@ class DentallyConnector:
         return {rid: self._record(found[rid]) if rid in found else self._deleted(rid)
                 for rid in dict.fromkeys(str(i) for i in external_ids)}
 
-    async def find_by_reference(self, canonical_id: str, *, exclude: Sequence[str] = ()) -> VendorRecord | None:
-        """Part 9: list by ``updated_after`` (attempt start − 300 s), match ``metadata.syncd_id`` here."""
+    async def find_by_reference(
+        self, canonical_id: str, *, exclude: Sequence[str] = (), desired: Appointment | None = None
+    ) -> list[VendorRecord]:
+        """``docs/vendors/dentally.md §9``: list by ``updated_after`` (attempt start − 300 s, or a day back
+        when this process made no attempt), match ``metadata.syncd_id`` here; every record holding the
+        reference, oldest first (the engine decides between several, head rule 10). ``desired`` is not
+        needed: the reference travels in the create itself."""
         now = datetime.now(UTC)
         attempt = self._attempts.get(canonical_id)
         if attempt is not None:
@@ -388,13 +401,11 @@ class DentallyConnector:
             if len(raws) < self.page_size:
                 break
             page += 1
-        if not matches:
-            return None
         unique = {self.mapper.external_id(r): r for r in matches}
         ordered = sorted(unique.values(), key=lambda r: (str(r.get("created_at") or ""), self.mapper.external_id(r)))
         if len(ordered) > 1:
-            log.warning("reference_ambiguous", connector=self.name, op="search", count=len(ordered))
-        return self._record(ordered[0])
+            log.warning("reference_held_twice", connector=self.name, op="search", count=len(ordered))
+        return [self._record(r) for r in ordered]
 
     # -- writes (part 4) -------------------------------------------------------------------------
     async def write(self, requests: Sequence[WriteRequest]) -> list[WriteOutcome]:
@@ -423,7 +434,11 @@ class DentallyConnector:
             return self._record(await self.client.create(body))
 
         async def search() -> VendorRecord | None:
-            return await self.find_by_reference(request.canonical_id, exclude=exclude)
+            found = await self.find_by_reference(request.canonical_id, exclude=exclude)
+            if len(found) > 1:
+                raise AmbiguousReference("several Dentally records hold this appointment's reference",
+                                         external_ids=tuple(r.external_id for r in found))
+            return found[0] if found else None
 
         try:
             record = await self.client.http.create_idempotently(create, search)
@@ -458,9 +473,10 @@ class DentallyConnector:
         new_id = self._replaced_by.get(old_id)
         reason = request.desired.cancellation_reason or ""
         if new_id is None and reason.strip().lower() == str(self.mapping.defaults["replace_reason"]).lower():
-            found = await self.find_by_reference(request.canonical_id, exclude=[old_id])
-            if found is not None and found.replaces == old_id:
-                new_id = found.external_id
+            found = [r for r in await self.find_by_reference(request.canonical_id, exclude=[old_id])
+                     if r.replaces == old_id]
+            if found:
+                new_id = found[-1].external_id
         if new_id is None:
             return {}
         line = str(self.mapping.defaults["replaced_note"]).format(new_id=new_id)

@@ -39,7 +39,15 @@ from syncd.connector import (
     WriteRequest,
 )
 from syncd.doctor import Diagnosis
-from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, VendorError
+from syncd.errors import (
+    AmbiguousReference,
+    AuthFailure,
+    Conflict,
+    MappingError,
+    RateLimited,
+    Rejected,
+    VendorError,
+)
 from syncd.http import Response
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, Status
@@ -320,17 +328,21 @@ class OnliveConnector:
             page += 1
         return matches
 
-    def _choose(self, matches: list[dict[str, Any]]) -> VendorRecord | None:
+    def _live(self, matches: list[dict[str, Any]]) -> list[VendorRecord]:
+        """The matches not soft-deleted, oldest first."""
         live = [raw for raw in matches if not self.mapper.is_deleted(raw)]
-        if not live:
-            return None
         live.sort(key=lambda r: (str(r.get(self.mapping.fields["created"]) or ""), self.mapper.external_id(r)))
         if len(live) > 1:
-            log.warning("reference_ambiguous", connector=self.name, op="search", count=len(live))
-        return self._record(live[0])
+            log.warning("reference_held_twice", connector=self.name, op="search", count=len(live))
+        return [self._record(raw) for raw in live]
 
-    async def find_by_reference(self, canonical_id: str, *, exclude: Sequence[str] = ()) -> VendorRecord | None:
-        return self._choose(await self._search(canonical_id, exclude=exclude))
+    async def find_by_reference(
+        self, canonical_id: str, *, exclude: Sequence[str] = (), desired: Appointment | None = None
+    ) -> list[VendorRecord]:
+        """``docs/vendors/onlive.md §9``: ``externalId=<id>`` (matched here as well): every live record holding
+        the reference, oldest first (the engine decides between several, head rule 10). ``desired`` is not
+        needed: the reference travels in the create itself."""
+        return self._live(await self._search(canonical_id, exclude=exclude))
 
     # -- writes (part 4) -------------------------------------------------------------------------
     async def write(self, requests: Sequence[WriteRequest]) -> list[WriteOutcome]:
@@ -393,11 +405,14 @@ class OnliveConnector:
             return self._record(await self.client.create(body))
 
         async def search() -> VendorRecord | None:
-            found = self._choose(await self._search(request.canonical_id, exclude=exclude, updated_since=since))
-            if found is not None:
-                log.info("create_found_by_reference", connector=self.name, external_id=found.external_id,
+            found = self._live(await self._search(request.canonical_id, exclude=exclude, updated_since=since))
+            if len(found) > 1:
+                raise AmbiguousReference("several Onlive records hold this appointment's reference",
+                                         external_ids=tuple(r.external_id for r in found))
+            if found:
+                log.info("create_found_by_reference", connector=self.name, external_id=found[0].external_id,
                          op="create")
-            return found
+            return found[0] if found else None
 
         record: VendorRecord = await self.client.http.create_idempotently(create, search)
         if request.replaces:
@@ -500,7 +515,7 @@ class OnliveConnector:
         if replace:
             if new_id is None:
                 found = await self.find_by_reference(request.canonical_id, exclude=[rid])
-                new_id = found.external_id if found is not None else None
+                new_id = found[-1].external_id if found else None
             reason = (str(self.defaults["replace_reason_template"]).format(new_id=new_id) if new_id
                       else str(self.defaults["replace_reason"]))
             sub_status = str(self.defaults["replace_sub_status"])

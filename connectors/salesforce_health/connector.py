@@ -49,6 +49,7 @@ from syncd.connector import (
 )
 from syncd.doctor import Diagnosis
 from syncd.errors import (
+    AmbiguousReference,
     AuthFailure,
     Conflict,
     MappingError,
@@ -573,9 +574,7 @@ class SalesforceHealthConnector:
         self.mapping.to_native(desired.status)  # waitlist: no native value fits -> MappingError
         body = connect_body(desired, external_id=None, timezone=self.config.timezone,
                             channel_id=self._channel(desired, None))
-        reference_patch: dict[str, Any] = {self.mapping.fields["reference"]: canonical_id}
-        if desired.description is not None:
-            reference_patch[self.mapping.fields["description"]] = desired.description
+        reference_patch = self._reference_patch(canonical_id, desired)
         created: dict[str, bool] = {}
         exclude = [request.replaces] if request.replaces else []
 
@@ -585,13 +584,13 @@ class SalesforceHealthConnector:
             except Rejected as exc:
                 if exc.code == "DUPLICATE_VALUE":
                     found = await self.find_by_reference(canonical_id, exclude=[*exclude, new_id])
-                    if found is not None:
+                    if found:
                         # an earlier create already holds the reference: retire the duplicate
                         await self.client.connect("cancel", "PATCH", new_id, {
                             "id": new_id, "status": str(self.mapping.defaults.get("cancel_status", "Canceled")),
                             "cancellationReason": str(self.mapping.defaults.get("entered_in_error_reason")),
                         })
-                        created["adopted:" + found.external_id] = True
+                        created["adopted:" + found[0].external_id] = True
                         return
                 raise
             except Retriable as exc:
@@ -615,10 +614,11 @@ class SalesforceHealthConnector:
             return new_id
 
         async def search() -> str | None:
-            found = await self.find_by_reference(canonical_id, exclude=exclude)
-            if found is not None:
-                return found.external_id
-            return await self._find_orphan(desired, reference_patch, exclude)
+            found = await self.find_by_reference(canonical_id, exclude=exclude, desired=desired)
+            if len(found) > 1:
+                raise AmbiguousReference("several Salesforce records hold this appointment's reference",
+                                         external_ids=tuple(r.external_id for r in found))
+            return found[0].external_id if found else None
 
         ext = await self.client.http.create_idempotently(do_create, search)
         resources = self._resources_of(desired)
@@ -645,10 +645,19 @@ class SalesforceHealthConnector:
             return WriteOutcome(request, record=self._record(ext, row, resources))
         return WriteOutcome(request, record=await self._read_back(ext, resources))
 
-    async def _find_orphan(
-        self, desired: Appointment, reference_patch: Mapping[str, Any], exclude: Sequence[str]
-    ) -> str | None:
-        """A POST that landed without its ``Syncd_Id__c`` PATCH (§9, assumed query)."""
+    def _reference_patch(self, canonical_id: str, desired: Appointment) -> dict[str, Any]:
+        """The sObject PATCH that stamps a new record (``docs/vendors/salesforce_health.md §4``):
+        ``Syncd_Id__c`` and the description the Connect body cannot carry."""
+        patch: dict[str, Any] = {self.mapping.fields["reference"]: canonical_id}
+        if desired.description is not None:
+            patch[self.mapping.fields["description"]] = desired.description
+        return patch
+
+    async def _find_orphan(self, desired: Appointment, canonical_id: str, exclude: Sequence[str]) -> str | None:
+        """``docs/vendors/salesforce_health.md §9``: a POST that landed without its ``Syncd_Id__c`` PATCH (a
+        lost answer, or a process killed between the two calls): the one unstamped record of this patient at
+        this start, stamped now. Several are narrowed by the practitioner (AssignedResource); still several
+        is :class:`AmbiguousReference`, never a guess."""
         if desired.patient is None or desired.start is None or not _SF_ID_RE.match(desired.patient):
             return None
         rows = await self.client.query(
@@ -656,29 +665,42 @@ class SalesforceHealthConnector:
             f"AND SchedStartTime = {utc_z_out(desired.start)} AND Syncd_Id__c = null",
             op="find_reference",
         )
-        ids = [r["Id"] for r in rows
-               if isinstance(r.get("Id"), str) and r["Id"] not in exclude and r["Id"] not in self._unstamped]
+        ids = sorted(r["Id"] for r in rows
+                     if isinstance(r.get("Id"), str) and r["Id"] not in exclude and r["Id"] not in self._unstamped)
+        if len(ids) > 1 and desired.practitioner is not None:
+            resources = await self._resources(ids)
+            ids = [i for i in ids if desired.practitioner in resources.get(i, [])] or ids
         if not ids:
             return None
         if len(ids) > 1:
-            raise Rejected("several records without a reference match this create", code="AMBIGUOUS_REFERENCE")
-        await self.client.sobject_patch("set_reference", ids[0], reference_patch)
+            raise AmbiguousReference("several Salesforce records without a reference match this create",
+                                     external_ids=tuple(ids))
+        await self.client.sobject_patch("set_reference", ids[0], self._reference_patch(canonical_id, desired))
+        log.info("create_found_unstamped", connector=self.name, external_id=ids[0], op="find_reference")
         return str(ids[0])
 
-    async def find_by_reference(self, canonical_id: str, *, exclude: Sequence[str] = ()) -> VendorRecord | None:
+    async def find_by_reference(
+        self, canonical_id: str, *, exclude: Sequence[str] = (), desired: Appointment | None = None
+    ) -> list[VendorRecord]:
+        """``docs/vendors/salesforce_health.md §9``: the records whose ``Syncd_Id__c`` holds ``canonical_id``
+        (unique in the org: at most one unless the field lost its uniqueness), read in full, deleted ones
+        left out. With ``desired`` (a create whose outcome is unknown) and none found, the unstamped search
+        of §9 runs as well, and the record it finds is stamped before it is returned."""
         if not _CANONICAL_ID_RE.match(canonical_id):
-            return None
+            return []
+        skip = set(exclude)
         rows = await self.client.query(
             f"SELECT Id FROM ServiceAppointment WHERE {self.mapping.fields['reference']} = '{canonical_id}'",
             op="find_reference",
         )
-        ids = sorted(r["Id"] for r in rows if isinstance(r.get("Id"), str) and r["Id"] not in set(exclude))
+        ids = sorted({r["Id"] for r in rows if isinstance(r.get("Id"), str) and r["Id"] not in skip})
+        if not ids and desired is not None:
+            orphan = await self._find_orphan(desired, canonical_id, list(skip))
+            ids = [orphan] if orphan is not None else []
         if not ids:
-            return None
-        if len(ids) > 1:
-            log.warning("reference_held_twice", connector=self.name, count=len(ids))
-        record = (await self.read([ids[0]]))[ids[0]]
-        return None if record.deleted else record
+            return []
+        records = await self.read(ids)
+        return [records[i] for i in ids if not records[i].deleted]
 
     # -- the rest --------------------------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

@@ -38,7 +38,16 @@ from syncd.connector import (
     WriteRequest,
 )
 from syncd.doctor import Diagnosis
-from syncd.errors import AuthFailure, Conflict, MappingError, NotWritable, RateLimited, Rejected, VendorError
+from syncd.errors import (
+    AmbiguousReference,
+    AuthFailure,
+    Conflict,
+    MappingError,
+    NotWritable,
+    RateLimited,
+    Rejected,
+    VendorError,
+)
 from syncd.http import HttpClient, Priority
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment
@@ -404,8 +413,11 @@ class SaludYaConnector:
         async def search() -> dict[str, Any] | None:
             nonlocal adopted
             found = await self._search(request.canonical_id, exclude)
-            adopted = found is not None
-            return found
+            if len(found) > 1:
+                raise AmbiguousReference("several SaludYa appointments hold this appointment's reference",
+                                         external_ids=tuple(str(r["id"]) for r in found))
+            adopted = bool(found)
+            return found[0] if found else None
 
         raw = await self.http.create_idempotently(create, search)
         rid = str(raw["id"])
@@ -539,7 +551,7 @@ class SaludYaConnector:
         return out
 
     # -- idempotency (part 9) -------------------------------------------------------------------
-    async def _search(self, canonical_id: str, exclude: Sequence[str]) -> dict[str, Any] | None:
+    async def _search(self, canonical_id: str, exclude: Sequence[str]) -> list[dict[str, Any]]:
         hint = self._hints.get(canonical_id)
         if hint is not None:
             params = {"date_from": hint[0], "date_to": hint[0], "doctor_id": hint[1]}
@@ -567,12 +579,24 @@ class SaludYaConnector:
                 break
             page += 1
         if len(found) > 1:
-            raise Rejected("several SaludYa appointments hold this reference", code="AMBIGUOUS_REFERENCE")
-        return found[0] if found else None
+            log.warning("reference_held_twice", connector=self.name, op="search", count=len(found))
+        return sorted(found, key=lambda r: (str(r.get("created_at") or ""), str(r["id"])))
 
-    async def find_by_reference(self, canonical_id: str, *, exclude: Sequence[str] = ()) -> VendorRecord | None:
-        raw = await self._search(canonical_id, exclude)
-        return self._record(raw) if raw is not None else None
+    async def find_by_reference(
+        self, canonical_id: str, *, exclude: Sequence[str] = (), desired: Appointment | None = None
+    ) -> list[VendorRecord]:
+        """``docs/vendors/saludya.md §9``: the records (not cancelled) whose ``notes`` end with
+        ``[syncd:<id>]``, oldest first (the engine decides between several, head rule 10). The list call is
+        narrowed to the date and doctor of this process's create attempt, or of ``desired`` (a create whose
+        outcome a crashed process left unknown); else it scans the full window."""
+        if canonical_id not in self._hints and desired is not None:
+            try:
+                body = self.mapper.create_body(desired, canonical_id)
+            except MappingError:
+                body = {}
+            if body.get("date") and body.get("doctor_id"):
+                self._hints[canonical_id] = (str(body["date"]), str(body["doctor_id"]))
+        return [self._record(raw) for raw in await self._search(canonical_id, exclude)]
 
     # -- replace flows (part 4) -----------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

@@ -34,7 +34,16 @@ from syncd.connector import (
     WriteRequest,
 )
 from syncd.doctor import Diagnosis
-from syncd.errors import AuthFailure, Conflict, Deferred, MappingError, NotWritable, Rejected, VendorError
+from syncd.errors import (
+    AmbiguousReference,
+    AuthFailure,
+    Conflict,
+    Deferred,
+    MappingError,
+    NotWritable,
+    Rejected,
+    VendorError,
+)
 from syncd.http import HttpClient, Response
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment, Status
@@ -314,18 +323,21 @@ class ZohoCrmConnector:
             out[rid] = self._record(found[rid]) if rid in found else self._deleted(rid)
         return out
 
-    async def find_by_reference(self, canonical_id: str, *, exclude: Sequence[str] = ()) -> VendorRecord | None:
+    async def find_by_reference(
+        self, canonical_id: str, *, exclude: Sequence[str] = (), desired: Appointment | None = None
+    ) -> list[VendorRecord]:
+        """``docs/vendors/zoho_crm.md §9``: ``criteria=(Syncd_Id:equals:<id>)``, matched here as well; every
+        record holding the reference, oldest first (the engine decides between several, head rule 10).
+        ``desired`` is not needed: Zoho takes the reference in the create itself."""
         response = await self.client.search(f"(Syncd_Id:equals:{canonical_id})")
         skip = set(exclude)
         ref = self.mapping.fields["reference"]
         matches = [r for r in self.client.data_of(response)
                    if str(r.get(ref) or "") == canonical_id and self.mapper.external_id(r) not in skip]
-        if not matches:
-            return None
         matches.sort(key=lambda r: (str(r.get(self.mapping.fields["created"]) or ""), self.mapper.external_id(r)))
         if len(matches) > 1:
-            log.warning("reference_ambiguous", connector=self.name, op="search", count=len(matches))
-        return self._record(matches[0])
+            log.warning("reference_held_twice", connector=self.name, op="search", count=len(matches))
+        return [self._record(r) for r in matches]
 
     # -- writes (part 4) -------------------------------------------------------------------------
     async def write(self, requests: Sequence[WriteRequest]) -> list[WriteOutcome]:
@@ -387,10 +399,13 @@ class ZohoCrmConnector:
 
         async def search() -> tuple[str, Any] | None:
             found = await self.find_by_reference(request.canonical_id, exclude=exclude)
-            if found is None and self.search_lag_s > 0:
+            if not found and self.search_lag_s > 0:
                 await asyncio.sleep(self.search_lag_s)  # live search may lag a create (part 9)
                 found = await self.find_by_reference(request.canonical_id, exclude=exclude)
-            return ("found", found) if found is not None else None
+            if len(found) > 1:
+                raise AmbiguousReference("several Zoho records hold this appointment's reference",
+                                         external_ids=tuple(r.external_id for r in found))
+            return ("found", found[0]) if found else None
 
         try:
             kind, value = await self.client.http.create_idempotently(create, search)
@@ -462,7 +477,7 @@ class ZohoCrmConnector:
             if new_id is None and reason.startswith(self.mapper.replace_prefix) and \
                     desired.status is Status.CANCELLED:
                 found = await self.find_by_reference(request.canonical_id, exclude=[fresh.external_id])
-                new_id = found.external_id if found is not None else None
+                new_id = found[-1].external_id if found else None
             sw = self.mapper.status_write(native, base, desired, auto_complete=auto, new_id=new_id)
             if sw.conflict:
                 return {}, sw.conflict

@@ -22,7 +22,7 @@ from syncd.cli.common import (
     run,
 )
 from syncd.engine.core import Decision
-from syncd.engine.runner import resync
+from syncd.engine.runner import new_ledger_notice, resync
 from syncd.errors import ConfigError
 
 __all__ = ["resync_command"]
@@ -95,7 +95,8 @@ def resync_command(
             bar.update(" · ".join(f"{n}: {seen[n]} records, {changed[n]} changes" for n in sorted(seen)))
 
         result = run(resync(config, connectors=connector_names, since=_parse_since(since),
-                            ids=_parse_ids(ids, set(config.connectors)), dry_run=dry_run, on_decision=on_decision))
+                            ids=_parse_ids(ids, set(config.connectors)), dry_run=dry_run, on_decision=on_decision,
+                            on_new_ledger=lambda where: click.echo(new_ledger_notice(where), err=True)))
     doc = result.document
     if options(ctx).json:
         echo_json(doc)
@@ -107,11 +108,13 @@ def resync_command(
 def _print_pass(doc: dict[str, Any]) -> None:
     head = "dry run: nothing written" if doc["dry_run"] else "resync done"
     click.echo(f"{head} in {doc['duration_s']}s")
-    cols = ["read", "changed", "created", "updated", "cancelled", "unchanged", "retried", "dead_lettered",
-            "conflicts", "api_calls"]
+    cols = ["read", "changed", "created", "linked", "updated", "cancelled", "unchanged", "retried",
+            "dead_lettered", "conflicts", "api_calls"]
     click.echo("connector".ljust(12) + "".join(c.rjust(14) for c in cols))
     for name, stats in doc["connectors"].items():
         click.echo(name.ljust(12) + "".join(str(stats[c]).rjust(14) for c in cols))
     click.echo(f"dead letters: {doc['dead_letters']}  open conflicts: {doc['open_conflicts']}")
+    if doc.get("ledger_created"):
+        click.echo("this pass created a new, empty ledger (see the notice above)", err=True)
     for name, why in doc.get("stopped", {}).items():
         click.echo(f"stopped {name}: {why} (its work stays queued in the ledger)", err=True)

@@ -17,6 +17,7 @@ from syncd.cli.common import (
     run,
 )
 from syncd.daemon import AlreadyRunning, run_daemon
+from syncd.engine.runner import new_ledger_notice
 
 __all__ = ["run_command"]
 
@@ -39,7 +40,7 @@ def run_command(ctx: click.Context) -> None:
     its credentials. Under --json one document is printed when the daemon stops."""
     config = load(ctx)
     try:
-        code = run(run_daemon(config))
+        code = run(run_daemon(config, on_new_ledger=lambda where: click.echo(new_ledger_notice(where), err=True)))
     except AlreadyRunning as exc:
         fail(ctx, "already_running", f"error: {exc}", EXIT_UNAVAILABLE)
     except OSError as exc:

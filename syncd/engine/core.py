@@ -22,6 +22,7 @@ vendor's name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import defaultdict
@@ -44,11 +45,28 @@ from syncd.engine.fields import (
     missing_on_create,
     writable,
 )
+from syncd.engine.holders import holder_is_dead
 from syncd.engine.ids import new_canonical_id
-from syncd.engine.merge import FieldConflict, MergeResult, Side, merge, merge_member, news_of
+from syncd.engine.merge import FieldConflict, MergeResult, Side, merge, merge_linked, merge_member, news_of
+from syncd.engine.onboard import (
+    LINK_FIELD,
+    NEW,
+    WINDOW_READ_KEY,
+    Action,
+    Candidate,
+    Held,
+    Verdict,
+    crowded,
+    judge,
+    link_conflict,
+    names_connector,
+    retired_copies,
+)
+from syncd.engine.overlay import DryOverlay
 from syncd.engine.resolve import MemberState, Resolution, TargetPlan, holds_news, shown, take_unit, unit_of, with_fields
 from syncd.engine.stats import PassStats
 from syncd.errors import (
+    AmbiguousReference,
     AuthFailure,
     Conflict,
     Deferred,
@@ -62,7 +80,7 @@ from syncd.errors import (
 from syncd.ledger.models import AppointmentRow, AuditEntry, ConflictRow, DeadLetter, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
 from syncd.logging import get_logger, mask_contact
-from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, STATUS_RANK, SYNC_FIELDS, Appointment, Status
+from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, STATUS_RANK, SYNC_FIELDS, Appointment, Status, slot_key
 
 __all__ = ["Decision", "Engine"]
 
@@ -102,9 +120,22 @@ class _PageWork:
     audit: list[AuditEntry] = field(default_factory=list)
     conflicts: list[tuple[str, FieldConflict | None, str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
+    supersede: list[tuple[str, str]] = field(default_factory=list)
+    """(canonical id, connector): a record of that connector was linked, so its held create is moot."""
+    link_conflicts: dict[str, _LinkConflict] = field(default_factory=dict)
+    """canonical id -> which records of one connector could be it (onboarding could not decide)."""
 
     def link(self, row: Link) -> None:
         self.links[(row.connector, row.external_id)] = row
+
+
+@dataclass
+class _LinkConflict:
+    connector: str
+    rule: str
+    records: set[str] = field(default_factory=set)
+    appointments: set[str] = field(default_factory=set)
+    holders: set[str] = field(default_factory=set)
 
 
 def _now() -> datetime:
@@ -130,6 +161,7 @@ class Engine:
         holder: str = "syncd",
         on_decision: Callable[[Decision], None] | None = None,
         max_concurrency: int = 8,
+        never_read: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -157,6 +189,16 @@ class Engine:
             name: cfg.default_location for name, cfg in config.connectors.items() if cfg.default_location
         }
         """connector -> its ``default_location`` (the location of all its appointments)."""
+        self._overlay: DryOverlay | None = DryOverlay() if dry_run else None
+        """dry-run: what earlier pages would have stored (each dry page's transaction is rolled back)."""
+        self._window_read: set[str] = set()
+        """Connectors whose whole window this ledger has read once: creates into them are sent."""
+        self._link_conflicts_seen: dict[str, set[str]] = {}
+        """connector -> appointments whose link conflict the current full pass over it found again."""
+        self.never_read = frozenset(never_read)
+        """Connectors this engine's caller never reads in full (the daemon: ``poll_interval = 0``):
+        creates into them are not held for a window read that would never come; until a ``resync`` has
+        read their window, each create is searched for by its reference first instead."""
 
     def _limits(self, name: str, record: VendorRecord | None = None) -> Limits:
         """What member ``name`` cannot take from syncd (for ``record`` when given)."""
@@ -225,8 +267,12 @@ class Engine:
             except _Rollback:
                 pass
         if self.dry_run:
+            assert self._overlay is not None
+            self._overlay.absorb(work.appointments.values(), work.links.values(), work.retire, work.supersede,
+                                 {cid: {"connector": lc.connector} for cid, lc in work.link_conflicts.items()})
             self.planned.extend(work.outbox)
-            await self._count_planned(work.outbox)
+            ready = await self._hold_creates(work.outbox)
+            await self._count_planned(ready)
             return
         if work.outbox:
             await self.execute(work.outbox)
@@ -273,9 +319,25 @@ class Engine:
         if not items:
             return
         async with self.ledger.transaction(readonly=True) as tx:
+            # a create is counted once, and not at all where a record is linked or it is blocked
+            creates = [i for i in items if i.op == WriteKind.CREATE.value]
+            linked = {(lk.canonical_id, lk.connector)
+                      for links in (await self._links_of(tx, {i.canonical_id for i in creates})).values()
+                      for lk in links if not lk.retired}
+            blocked: set[tuple[str, str]] = set()
+            for target in {i.connector for i in creates}:
+                blocked |= {(i.canonical_id, target) for i in await self._blocked_creates(
+                    tx, target, [i for i in creates if i.connector == target])}
             for item in items:
                 stats = self.stats.of(item.connector)
                 connector = self.connectors.get(item.connector)
+                if item.op == WriteKind.CREATE.value:
+                    pair = (item.canonical_id, item.connector)
+                    counted = self._overlay is not None and pair in self._overlay.counted
+                    if pair in linked or pair in blocked or counted:
+                        continue
+                    if self._overlay is not None:
+                        self._overlay.counted.add(pair)
                 merged = Appointment.from_json(item.payload["merged"])
                 base = Appointment.from_json(item.payload["base"]) if item.payload.get("base") else None
                 lookup: dict[str, dict[str, str]] = {}
@@ -306,15 +368,102 @@ class Engine:
 
     async def _reconcile_page(self, tx: Tx, source: str, records: list[VendorRecord], work: _PageWork) -> None:
         group = self.group_of[source]
-        links = await tx.links_for(source, [r.external_id for r in records])
-        hinted = {r.syncd_id for r in records if r.syncd_id and r.external_id not in links}
-        cids = {link.canonical_id for link in links.values()} | {h for h in hinted if h}
-        snapshots = await tx.appointments(cids)
-        member_links = await tx.links_of(cids)
+        links = await self._links_for(tx, source, [r.external_id for r in records])
+        hinted = {r.syncd_id for r in records
+                  if r.syncd_id and CANONICAL_ID.match(r.syncd_id) and r.external_id not in links}
+        cids = {link.canonical_id for link in links.values()} | hinted
+        snapshots = await self._appointments(tx, cids)
+        member_links = await self._links_of(tx, cids)
         refs = await self._source_refs(tx, source, records)
+        verdicts = await self._onboarding(tx, group, source, records, links, refs, snapshots, member_links)
         for rec in records:
             await self._reconcile(tx, group, source, rec, links.get(rec.external_id), snapshots, member_links,
-                                  refs, work)
+                                  refs, work, verdicts.get(rec.external_id, NEW))
+
+    # -- reads through the dry run's overlay (what its earlier pages would have stored)
+    async def _links_for(self, tx: Tx, source: str, external_ids: Sequence[str]) -> dict[str, Link]:
+        found = await tx.links_for(source, external_ids)
+        return self._overlay.links_for(source, external_ids, found) if self._overlay is not None else found
+
+    async def _appointments(self, tx: Tx, cids: Iterable[str]) -> dict[str, AppointmentRow]:
+        wanted = list(cids)
+        found = await tx.appointments(wanted)
+        return self._overlay.appointments_of(wanted, found) if self._overlay is not None else found
+
+    async def _links_of(self, tx: Tx, cids: Iterable[str]) -> dict[str, list[Link]]:
+        wanted = list(cids)
+        found = await tx.links_of(wanted)
+        return self._overlay.links_of(wanted, found) if self._overlay is not None else found
+
+    async def _onboarding(
+        self,
+        tx: Tx,
+        group: SyncGroup,
+        source: str,
+        records: Sequence[VendorRecord],
+        links: Mapping[str, Link],
+        refs: Mapping[str, Mapping[str, str]],
+        snapshots: dict[str, AppointmentRow],
+        member_links: dict[str, list[Link]],
+    ) -> dict[str, Verdict]:
+        """What each record read without a link stands for (:mod:`syncd.engine.onboard`): the group's
+        appointment it holds the reference of, or the one with its slot. One indexed query for the
+        page's slots and one for those appointments' links; ``snapshots`` and ``member_links`` are
+        completed with the candidates found."""
+        unlinked: list[tuple[VendorRecord, Appointment, str | None, str | None]] = []
+        for rec in records:
+            if rec.external_id in links or rec.deleted or rec.error is not None or rec.appointment is None:
+                continue
+            canonical, _missing = self._to_canonical(source, rec, refs)
+            if canonical is None:
+                continue  # dead-lettered by the reconcile (a reference without a crosswalk entry)
+            reference = rec.syncd_id if rec.syncd_id and CANONICAL_ID.match(rec.syncd_id) else None
+            unlinked.append((rec, canonical, reference, slot_key(canonical.sync_values())))
+        if not unlinked:
+            return {}
+        keys = sorted({key for _, _, _, key in unlinked if key is not None})
+        by_slot = await tx.appointments_by_slot(group.name, keys)
+        if self._overlay is not None:
+            by_slot = self._overlay.by_slot(group.name, keys, by_slot)
+        found = {row.canonical_id for rows in by_slot.values() for row in rows}
+        for rows in by_slot.values():
+            for row in rows:
+                snapshots.setdefault(row.canonical_id, row)
+        missing = [cid for cid in found if cid not in member_links]
+        if missing:
+            member_links.update(await self._links_of(tx, missing))
+
+        taken: dict[str, str] = {}  # appointments this page links a record of ``source`` to
+
+        def candidate(cid: str) -> Candidate:
+            row = snapshots.get(cid)
+            holder = taken.get(cid) or next((lk.external_id for lk in member_links.get(cid, [])
+                                             if lk.connector == source and not lk.retired), None)
+            appt = Appointment.from_json(row.snapshot) if row is not None and row.snapshot is not None else None
+            return Candidate(cid, appt, holder)
+
+        known = set(snapshots) | set(member_links)
+        verdicts: dict[str, Verdict] = {}
+        leftovers = retired_copies([Held(rec.external_id, ref, canonical.status.terminal, rec.replaces)
+                                    for rec, canonical, ref, _ in unlinked])
+        for rec, _canonical, ref, _ in unlinked:
+            if rec.external_id in leftovers:
+                verdicts[rec.external_id] = Verdict(Action.IGNORE, ref, "retired")
+        unlinked = [u for u in unlinked if u[0].external_id not in leftovers]
+        crowded_refs = crowded(ref for _, _, ref, _ in unlinked)
+        by_reference = [u for u in unlinked if u[2] is not None and (u[2] in known or u[2] in crowded_refs)]
+        by_slot_only = [u for u in unlinked if u not in by_reference]
+        crowded_slots = crowded(key for _, _, _, key in by_slot_only)
+        # references first: a record that names its appointment takes it before a slot match could
+        for rec, canonical, reference, key in (*by_reference, *by_slot_only):
+            by_ref = candidate(reference) if reference is not None and reference in known else None
+            slot_candidates = [candidate(row.canonical_id) for row in by_slot.get(key, [])] if key else []
+            verdict = judge(canonical, reference, by_reference=by_ref, by_slot=slot_candidates,
+                            reference_crowded=reference in crowded_refs, slot_crowded=key in crowded_slots)
+            if verdict.action is Action.LINK and verdict.canonical_id is not None:
+                taken[verdict.canonical_id] = rec.external_id
+            verdicts[rec.external_id] = verdict
+        return verdicts
 
     async def _source_refs(self, tx: Tx, source: str, records: list[VendorRecord]) -> dict[str, dict[str, str]]:
         wanted: dict[str, set[str]] = defaultdict(set)
@@ -368,6 +517,7 @@ class Engine:
         member_links: Mapping[str, list[Link]],
         refs: Mapping[str, Mapping[str, str]],
         work: _PageWork,
+        verdict: Verdict = NEW,
     ) -> None:
         stats = self.stats.of(source)
         if link is not None and link.retired:
@@ -399,16 +549,35 @@ class Engine:
             return
         canonical = converted
         fingerprint = canonical.fingerprint()
-        if link is None and rec.syncd_id and rec.syncd_id in snapshots:
-            # a record we created whose link was not recorded (crash, lost response): adopt it
-            link = Link(canonical_id=rec.syncd_id, connector=source, external_id=rec.external_id)
         if link is None:
+            # onboarding: the group may hold this appointment already (the reference it carries, or its slot)
+            if verdict.action is Action.IGNORE:
+                self._duplicate_reference(work, source, rec, verdict)
+                return
+            if verdict.action is Action.AMBIGUOUS:
+                self._ambiguous(work, source, rec, verdict)
+                return
+            if verdict.action is Action.LINK and verdict.canonical_id is not None:
+                link = Link(canonical_id=verdict.canonical_id, connector=source, external_id=rec.external_id)
+                work.supersede.append((link.canonical_id, source))
+                stats.linked += 1
+                row = snapshots.get(link.canonical_id)
+                if row is None or row.snapshot is None:
+                    self._new_appointment(group, source, rec, canonical, fingerprint, member_links, work,
+                                          canonical_id=link.canonical_id, linked=verdict.rule)
+                else:
+                    self._link_existing(group, source, rec, canonical, link, row, member_links, work, verdict.rule)
+                return
             self._new_appointment(group, source, rec, canonical, fingerprint, member_links, work)
             return
         row = snapshots.get(link.canonical_id)
         if row is None or row.snapshot is None:
             self._new_appointment(group, source, rec, canonical, fingerprint, member_links, work,
                                   canonical_id=link.canonical_id)
+            return
+        if link.seen is None and link.fingerprint is None:
+            # linked by a crosswalk row and read here for the first time: the two were never merged
+            self._link_existing(group, source, rec, canonical, link, row, member_links, work, "crosswalk")
             return
         # compare what the vendor can express: fields it cannot hold, a lossy status and the reasons it
         # fills itself after a cancellation are taken from the merge base
@@ -487,7 +656,11 @@ class Engine:
         member_links: Mapping[str, list[Link]],
         work: _PageWork,
         canonical_id: str | None = None,
+        linked: str | None = None,
     ) -> None:
+        """A record no merged appointment stands for yet: it becomes the appointment's first version
+        (``canonical_id``: the id a crosswalk row or its reference gave it; ``linked``: how onboarding
+        found that id), created in the group's other members."""
         stats = self.stats.of(source)
         cid = canonical_id or (rec.syncd_id if rec.syncd_id and CANONICAL_ID.match(rec.syncd_id) else None)
         cid = cid or new_canonical_id()
@@ -497,10 +670,13 @@ class Engine:
         )
         work.link(Link(canonical_id=cid, connector=source, external_id=rec.external_id, version=rec.version,
                        fingerprint=fingerprint, modified_at=rec.modified_at, seen=canonical.to_json()))
-        work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="seen-new",
-                                     fields=[], fingerprint_before=None, fingerprint_after=fingerprint))
-        linked = {lk.connector for lk in member_links.get(cid, []) if not lk.retired}
-        targets = [m for m in group.create_in if m != source and m not in linked and m in self.connectors]
+        work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="linked" if linked else "seen-new",
+                                     fields=[], fingerprint_before=None, fingerprint_after=fingerprint,
+                                     detail=f"by {linked}" if linked else None))
+        if linked:
+            self._decide(Decision("linked", source, cid, rec.external_id, detail=linked))
+        linked_here = {lk.connector for lk in member_links.get(cid, []) if not lk.retired}
+        targets = [m for m in group.create_in if m != source and m not in linked_here and m in self.connectors]
         if not targets:
             return
         if not canonical.status.creatable:
@@ -511,6 +687,94 @@ class Engine:
         for target in targets:
             work.outbox.append(self._outbox(cid, target, WriteKind.CREATE, base=None, merged=canonical,
                                             source=source, changed=[]))
+
+    def _link_existing(
+        self,
+        group: SyncGroup,
+        source: str,
+        rec: VendorRecord,
+        canonical: Appointment,
+        link: Link,
+        row: AppointmentRow,
+        member_links: Mapping[str, list[Link]],
+        work: _PageWork,
+        rule: str,
+    ) -> None:
+        """``source``'s record stands for appointment ``link.canonical_id`` but was never merged with it
+        (onboarding found it, or a crosswalk row linked it): merge the two as unrelated versions, so that
+        nothing is written unless their fields differ, and then each field is settled by ``owners``, else
+        by the most recent change (:func:`syncd.engine.merge.merge_linked`)."""
+        cid = link.canonical_id
+        base = Appointment.from_json(row.snapshot or {})
+        limits = self._limits(source, rec)
+        canonical = self._comparable(source, canonical, base, limits)
+        others = [lk for lk in member_links.get(cid, []) if lk.connector != source and not lk.retired]
+        # the members whose records made the snapshot (a crosswalk row's link is not read yet)
+        known = [lk for lk in others if lk.seen is not None or lk.fingerprint is not None]
+        times = [lk.modified_at for lk in known if lk.modified_at is not None]
+        side = Side(source, canonical, rec.modified_at, limits.no_news)
+        lossy = bool(known) and base.status != canonical.status and all(
+            self._same_native(lk.connector, base.status, canonical.status) for lk in known)
+        merge_base = base
+        if lossy:
+            # the members linked so far cannot tell these statuses apart (Zoho "Scheduled" for pending and
+            # booked): this record's is the precise one, and theirs need no write
+            reason = canonical.cancellation_reason if canonical.status in CANCELLED else None
+            with contextlib.suppress(ValueError):
+                merge_base = base.with_changes(status=canonical.status, cancellation_reason=reason)
+        result = merge_linked(merge_base, max(times, default=None), side, group.owners)
+        result.changed = result.merged.diff(base)
+        self._record_merge(work, cid, source, base, result)
+        merged = result.merged
+        to_others = [f for f in result.changed if not (lossy and f in ("status", "cancellation_reason"))]
+        link.version = rec.version
+        link.fingerprint = canonical.fingerprint()
+        link.modified_at = rec.modified_at
+        link.seen = canonical.to_json()
+        work.link(link)
+        work.appointments[cid] = AppointmentRow(canonical_id=cid, sync_group=group.name, snapshot=merged.to_json(),
+                                                fingerprint=merged.fingerprint())
+        work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="linked", fields=list(result.changed),
+                                     fingerprint_before=base.fingerprint(), fingerprint_after=merged.fingerprint(),
+                                     detail=f"by {rule}: {rec.external_id}"[:255]))
+        if result.changed or merged.diff(canonical):
+            self.stats.of(source).changed += 1
+        else:
+            self.stats.of(source).unchanged += 1
+        self._decide(Decision("linked", source, cid, rec.external_id, tuple(result.changed), detail=rule))
+        self._plan_targets(group, cid, source, base, merged, to_others, [*others, link], work,
+                           source_view=(rec, canonical), source_modified=rec.modified_at)
+
+    def _same_native(self, member: str, one: Status, other: Status) -> bool:
+        """Does ``member`` show both canonical statuses as one native status (a lossy status)?"""
+        connector = self.connectors.get(member)
+        status_out = getattr(getattr(connector, "mapping", None), "status_out", None) or {}
+        first, second = status_out.get(one), status_out.get(other)
+        return first is not None and first == second
+
+    def _duplicate_reference(self, work: _PageWork, source: str, rec: VendorRecord, verdict: Verdict) -> None:
+        """A second record of ``source`` holds the reference of an appointment linked to another one:
+        the link in force decides (`docs/vendors/README.md` rule 10); this one is neither linked nor copied."""
+        cid = verdict.canonical_id or ""
+        self.stats.of(source).unchanged += 1
+        if verdict.rule == "retired":
+            why = f"{rec.external_id} is a cancelled copy holding the reference of {cid} (a replace flow's old record)"
+        else:
+            why = f"{rec.external_id} holds the reference of {cid}, linked to {', '.join(verdict.holders)}"
+            log.warning("reference_held_twice", connector=source, canonical_id=cid, external_id=rec.external_id)
+        if cid:
+            work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="duplicate-ignored", fields=[],
+                                         detail=why[:255]))
+        self._decide(Decision("unchanged", source, cid or None, rec.external_id, detail=verdict.rule))
+
+    def _ambiguous(self, work: _PageWork, source: str, rec: VendorRecord, verdict: Verdict) -> None:
+        """Several candidates for one record (or several records for one appointment): an open conflict
+        on every appointment involved, no link, no create for them in ``source``."""
+        for cid in verdict.involved:
+            entry = work.link_conflicts.setdefault(cid, _LinkConflict(source, verdict.rule))
+            entry.records.add(rec.external_id)
+            entry.appointments.update(verdict.involved)
+            entry.holders.update(verdict.holders)
 
     def _merge_change(
         self,
@@ -671,11 +935,16 @@ class Engine:
             await tx.upsert_links(list(work.links.values()))
         for connector, external_id in work.retire:
             await tx.retire_links(connector, [external_id])
+        if work.supersede:
+            await tx.outbox_supersede_creates(work.supersede, reason="superseded: a record there was linked "
+                                                                     "to this appointment (onboarding)")
         if work.outbox:
+            work.outbox, queued = await self._one_create_each(tx, work.outbox)
             await tx.outbox_add(work.outbox)
             # the stored rows (with ids), pending ones only: a key already done is not written twice
             stored = await tx.outbox_by_keys([o.idempotency_key for o in work.outbox])
-            work.outbox = [o for o in stored if o.state in ("pending", "sending")]
+            work.outbox = [o for o in stored if o.state in ("pending", "sending")] + queued
+        await self._open_link_conflicts(tx, work)
         if work.dead_letters:
             await tx.add_dead_letters(work.dead_letters)
         if work.audit:
@@ -687,11 +956,116 @@ class Engine:
             self.stats.of(connector).conflicts += 1
             self._decide(Decision("conflict", connector, cid, None, (field_name,), reason))
 
+    async def _one_create_each(
+        self, tx: Tx, items: list[OutboxItem]
+    ) -> tuple[list[OutboxItem], list[OutboxItem]]:
+        """One queued create per appointment and target: a create planned again (a merge while the first
+        one waits, e.g. held until the target's window is read) is left to the queued one, which the
+        writer brings up to the latest merge before sending. Returns the items to queue and the queued
+        ``pending`` creates that stand in for dropped ones (to be carried out with the page)."""
+        creates = [i for i in items if i.op == WriteKind.CREATE.value]
+        if not creates:
+            return items, []
+        open_creates = await tx.outbox_open_creates({i.canonical_id for i in creates})
+        queued = {(i.canonical_id, i.connector): i for i in open_creates}
+        out: list[OutboxItem] = []
+        stand_ins: dict[tuple[str, str], OutboxItem] = {}
+        planned: set[tuple[str, str]] = set()
+        for item in items:
+            pair = (item.canonical_id, item.connector)
+            if item.op == WriteKind.CREATE.value:
+                if pair in queued:
+                    if queued[pair].state == "pending":
+                        stand_ins[pair] = queued[pair]
+                    continue
+                if pair in planned:
+                    continue
+                planned.add(pair)
+            out.append(item)
+        return out, list(stand_ins.values())
+
+    async def _open_link_conflicts(self, tx: Tx, work: _PageWork) -> None:
+        """Open (or refresh) the link conflicts onboarding could not decide, and remember that this pass
+        found them again (a full pass closes those it no longer finds, :meth:`window_read`)."""
+        for cid, entry in sorted(work.link_conflicts.items()):
+            values, reason = link_conflict(entry.connector, entry.rule, entry.records, entry.appointments,
+                                           entry.holders)
+            await tx.open_conflict(cid, LINK_FIELD, values, reason[:500])
+            self._link_conflicts_seen.setdefault(entry.connector, set()).add(cid)
+            self.stats.of(entry.connector).conflicts += 1
+            log.warning("link_ambiguous", connector=entry.connector, canonical_id=cid, count=len(entry.records),
+                        kind=entry.rule)
+            self._decide(Decision("conflict", entry.connector, cid, None, (LINK_FIELD,), f"ambiguous {entry.rule}"))
+
+    async def _hold_creates(self, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """Creates into a member whose window this ledger has not read yet wait in the outbox (a dry run
+        keeps them in its overlay): the record they would duplicate may be there. Returns the rest."""
+        targets = {i.connector for i in items if i.op == WriteKind.CREATE.value}
+        if not targets:
+            return list(items)
+        read = await self.windows_read(targets)
+        ready: list[OutboxItem] = []
+        held: dict[str, int] = defaultdict(int)
+        for item in items:
+            waits = item.connector not in read and item.connector not in self.never_read
+            if item.op == WriteKind.CREATE.value and waits:
+                held[item.connector] += 1
+                if self._overlay is not None:
+                    self._overlay.hold(item)
+                continue
+            ready.append(item)
+        for connector, count in sorted(held.items()):
+            log.info("creates_held", connector=connector, count=count)
+        return ready
+
+    async def windows_read(self, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` this ledger has read in full once (their creates are no longer held)."""
+        wanted = set(names)
+        missing = [n for n in sorted(wanted) if n not in self._window_read]
+        if missing:
+            async with self.ledger.transaction(readonly=True) as tx:
+                for name in missing:
+                    if (await tx.state_get(name, [WINDOW_READ_KEY])).get(WINDOW_READ_KEY):
+                        self._window_read.add(name)
+        read = {n for n in wanted if n in self._window_read}
+        if self._overlay is not None:
+            read |= wanted & self._overlay.window_read
+        return read
+
+    def begin_window(self, source: str) -> None:
+        """A full window pass over ``source`` starts (see :meth:`window_read`)."""
+        self._link_conflicts_seen[source] = set()
+
+    async def window_read(self, source: str) -> None:
+        """A full window pass over ``source`` ended: this ledger has now read every record it holds.
+        From here on creates into it are sent (those held so far are released now), and the link
+        conflicts about its records that this pass did not find again are closed."""
+        seen = self._link_conflicts_seen.pop(source, set())
+        if self._overlay is not None:
+            self._overlay.window_read.add(source)
+            await self._count_planned(self._overlay.release(source))
+            return
+        async with self.ledger.transaction() as tx:
+            await tx.state_set(source, {WINDOW_READ_KEY: _now().strftime("%Y-%m-%dT%H:%M:%SZ")})
+            for conflict in await tx.open_conflicts_on(LINK_FIELD):
+                if names_connector(conflict.values, source) and conflict.canonical_id not in seen \
+                        and conflict.id is not None:
+                    await tx.resolve_conflict(conflict.id, f"no longer ambiguous after a full read of {source}")
+            # held ones, and any a crash left "sending" (the writer searches for those first; a live
+            # process still sending one holds its claim, so it is not written twice)
+            held = [i for i in await tx.outbox_pending(connector=source, limit=100_000, states=("pending", "sending"))
+                    if i.op == WriteKind.CREATE.value]
+        self._window_read.add(source)
+        log.info("window_read", connector=source, count=len(held))
+        if held:
+            await self.execute(held)
+
     # ------------------------------------------------------------------ writer
     async def execute(self, items: Sequence[OutboxItem]) -> None:
-        """Carry out queued writes, grouped by target (batched where the target can)."""
+        """Carry out queued writes, grouped by target (batched where the target can). Creates into a
+        member whose window this ledger has not read yet stay queued (onboarding)."""
         by_target: dict[str, list[OutboxItem]] = defaultdict(list)
-        for item in items:
+        for item in await self._hold_creates(items):
             if item.connector in self.stats.stopped:
                 continue
             by_target[item.connector].append(item)
@@ -739,12 +1113,30 @@ class Engine:
         requests: list[tuple[OutboxItem, WriteRequest]] = []
         replaces: list[tuple[OutboxItem, WriteRequest, Link, Appointment]] = []
         async with self.ledger.transaction() as tx:
-            held = await tx.claim([i.canonical_id for i in items], self.holder, ttl=120)
+            wanted = [i.canonical_id for i in items]
+            held = await tx.claim(wanted, self.holder, ttl=120)
+            if len(held) < len(set(wanted)):
+                # claims a process of this host left behind when it was killed: taken over at once
+                holders = await tx.claim_holders([cid for cid in wanted if cid not in held])
+                dead = {h for h in holders.values() if holder_is_dead(h)}
+                for gone in sorted(dead):
+                    stale = [cid for cid, h in holders.items() if h == gone]
+                    await tx.release(stale, gone)
+                    log.warning("stale_claims_taken_over", connector=target, count=len(stale))
+                if dead:
+                    held = await tx.claim(wanted, self.holder, ttl=120)
             items = [i for i in items if i.canonical_id in held]
             if not items:
                 return
             links = await tx.links_of([i.canonical_id for i in items])
             latest = await tx.appointments({i.canonical_id for i in items})
+            blocked = await self._blocked_creates(tx, target, items)
+            if blocked:
+                # onboarding could not tell which record of the target this appointment is: no create
+                await tx.release([i.canonical_id for i in blocked], self.holder)
+                items = [i for i in items if i not in blocked]
+                if not items:
+                    return
             superseded = [i for i in items if not self._bring_up_to_date(
                 i, latest.get(i.canonical_id), links.get(i.canonical_id, []), target, self._limits(target))]
             if superseded:
@@ -789,6 +1181,14 @@ class Engine:
                 await tx.outbox_update(sending, state="sending", bump_attempts=True)
             await self._store(tx, work)
             await self._finish_items(tx, [i for i in items if i.state == "failed"])
+            linked = [i for i in items if i.state == "linked"]
+            if linked:
+                await tx.outbox_update([i.id for i in linked if i.id is not None], state="done",
+                                       error="nothing to create: a record there is linked to this appointment")
+                await tx.release([i.canonical_id for i in linked], self.holder)
+                for i in linked:
+                    stats.unchanged += 1
+                    self._decide(Decision("unchanged", target, i.canonical_id, None, detail="already linked"))
         if requests:
             await self._send(target, connector, requests, followups)
         for item, request, link, believed in replaces:
@@ -846,8 +1246,8 @@ class Engine:
                 item.state = "failed"
                 return None
             op = WriteKind.CREATE
-        if op is WriteKind.CREATE and link is not None:
-            item.state = "failed"  # already there (a concurrent pass created it)
+        if op is WriteKind.CREATE and link is not None and item.attempts == 0:
+            item.state = "linked"  # already there (a concurrent pass created it, or onboarding linked one)
             return None
         located = self._located(merged, links, str(item.payload.get("source") or ""))
         if located is not merged:
@@ -930,16 +1330,16 @@ class Engine:
         followups: list[OutboxItem],
     ) -> None:
         stats = self.stats.of(target)
-        for item, request in requests:
-            if request.kind is WriteKind.CREATE and item.attempts > 0:
-                # a create tried before (crash or lost answer): find it by its reference first
+        unread = target in self.never_read and target not in await self.windows_read([target])
+        for item, request in list(requests):
+            if request.kind is WriteKind.CREATE and (item.attempts > 0 or unread):
+                # a create tried before (a crash or a lost answer): find it by its reference first
                 try:
-                    found = await connector.find_by_reference(item.canonical_id)
-                except VendorError as exc:
+                    settled = await self._settle_unknown_create(target, connector, item, request)
+                except (Retriable, RateLimited, AuthFailure) as exc:
                     await self._write_failed(target, item, exc)
                     return
-                if found is not None:
-                    await self._write_ok(target, item, request, found, adopted=True)
+                if settled:
                     requests = [(i, r) for i, r in requests if i is not item]
         if not requests:
             return
@@ -964,6 +1364,109 @@ class Engine:
                 self._recent_writes[(target, outcome.record.external_id)] = (time.monotonic(), outcome.record.version)
             await self._handle_outcome(target, connector, item, request, outcome, followups)
         stats.api_calls = self._api_calls(connector)
+
+    async def _blocked_creates(self, tx: Tx, target: str, items: Sequence[OutboxItem]) -> list[OutboxItem]:
+        """Creates into ``target`` of appointments with an open link conflict about ``target``'s records
+        (onboarding could not tell which one it is): they wait until that is settled."""
+        creates = [i for i in items if i.op == WriteKind.CREATE.value]
+        if not creates:
+            return []
+        cids = {i.canonical_id for i in creates}
+        blocked = {c.canonical_id for c in await tx.open_conflicts_on(LINK_FIELD, cids)
+                   if names_connector(c.values, target)}
+        if self._overlay is not None:
+            blocked |= {cid for cid in cids if names_connector(self._overlay.link_conflicts.get(cid, {}), target)}
+        return [i for i in creates if i.canonical_id in blocked]
+
+    async def _settle_unknown_create(
+        self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest
+    ) -> bool:
+        """A create tried before whose outcome is unknown (a lost answer, or a process killed between a
+        vendor's two create calls): search by the idempotency reference (the connector also finds the
+        record a second call missed: Salesforce's unstamped search, which stamps it) and adopt what it
+        finds. Several records, or one besides the record a link already names, are an open conflict
+        (`docs/vendors/README.md` rule 10). True when settled; False: nothing found, create now."""
+        cid = item.canonical_id
+        async with self.ledger.transaction(readonly=True) as tx:
+            retired = [lk.external_id for lk in (await tx.links_of([cid], include_retired=True)).get(cid, [])
+                       if lk.connector == target and lk.retired]
+        try:
+            found = await connector.find_by_reference(cid, exclude=retired, desired=request.desired)
+        except AmbiguousReference as exc:
+            await self._keep_ambiguous(target, item, "reference", exc.external_ids)
+            return True
+        except (Rejected, Conflict) as exc:
+            await self._close_item(item, "failed", exc.describe(), dead=("rejected", target, request, exc))
+            return True
+        linked = request.external_id
+        if linked is not None:
+            chosen = next((r for r in found if r.external_id == linked), None)
+            if chosen is None and found:
+                await self._keep_ambiguous(target, item, "reference", [linked, *(r.external_id for r in found)])
+                return True
+            if chosen is None:
+                # the link names a record onboarding matched; the earlier attempt never landed
+                async with self.ledger.transaction() as tx:
+                    if item.id is not None:
+                        await tx.outbox_update([item.id], state="done",
+                                               error="nothing to create: a record there is linked to it")
+                    await tx.release([cid], self.holder)
+                self.stats.of(target).unchanged += 1
+                return True
+            await self._adopt(target, connector, item, request, chosen, counted=False)
+            return True
+        if not found:
+            return False
+        if len(found) > 1:
+            await self._keep_ambiguous(target, item, "reference", [r.external_id for r in found])
+            return True
+        # tried before: our own create, its answer lost; never tried: a record made earlier (onboarding)
+        if item.attempts == 0:
+            self.stats.of(target).linked += 1
+        await self._adopt(target, connector, item, request, found[0], counted=item.attempts > 0)
+        return True
+
+    async def _adopt(self, target: str, connector: Connector, item: OutboxItem, request: WriteRequest,
+                     record: VendorRecord, *, counted: bool) -> None:
+        """Take ``record`` (found by its reference) as the create's outcome; what it does not hold yet
+        (a status the lost follow-up call would have set) is written to it first."""
+        found = record
+        if record.appointment is not None:
+            differs = frozenset(f for f in request.desired.diff(record.appointment) if f not in record.unexpressible)
+            if differs:
+                update = WriteRequest(WriteKind.UPDATE, item.canonical_id, request.desired,
+                                      external_id=record.external_id, current=record, changed=differs)
+                try:
+                    [outcome] = await connector.write([update])
+                except VendorError as exc:
+                    outcome = WriteOutcome(update, error=exc)
+                if outcome.error is None and outcome.record is not None:
+                    found = outcome.record
+                else:
+                    # adopted as it is; the next read merges it as a record never merged before
+                    log.warning("adopt_follow_up_failed", connector=target, canonical_id=item.canonical_id,
+                                external_id=record.external_id, code=getattr(outcome.error, "code", None))
+                    async with self.ledger.transaction() as tx:
+                        await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
+                                                    external_id=record.external_id, version=record.version,
+                                                    modified_at=record.modified_at)])
+                        if item.id is not None:
+                            await tx.outbox_update([item.id], state="done", error="adopted after a lost answer")
+                        await tx.release([item.canonical_id], self.holder)
+                    return
+        await self._write_ok(target, item, request, found, adopted=True, sent=counted)
+
+    async def _keep_ambiguous(self, target: str, item: OutboxItem, rule: str, external_ids: Iterable[str]) -> None:
+        """Several records of ``target`` stand for this create: an open link conflict; the create stays
+        queued (and blocked) until it is settled."""
+        values, reason = link_conflict(target, rule, external_ids, [item.canonical_id])
+        async with self.ledger.transaction() as tx:
+            await tx.open_conflict(item.canonical_id, LINK_FIELD, values, reason[:500])
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="pending", error="waits: several records hold its reference")
+            await tx.release([item.canonical_id], self.holder)
+        self.stats.of(target).conflicts += 1
+        self._decide(Decision("conflict", target, item.canonical_id, None, (LINK_FIELD,), f"ambiguous {rule}"))
 
     async def _handle_outcome(
         self,
@@ -991,6 +1494,10 @@ class Engine:
                 if item.id is not None:
                     until = f"{error.not_before:%Y-%m-%dT%H:%M:%SZ}"
                     await tx.outbox_update([item.id], state="pending", error=f"deferred until {until}")
+            return
+        if isinstance(error, AmbiguousReference):
+            metrics.writes.labels(target, item.op, "not_writable").inc()
+            await self._keep_ambiguous(target, item, "reference", error.external_ids)
             return
         if isinstance(error, NotWritable):
             metrics.writes.labels(target, item.op, "not_writable").inc()

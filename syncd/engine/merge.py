@@ -18,6 +18,8 @@ A side never moves the status out of a terminal base status (a lagging system); 
 
 :func:`merge_member` is the reconcile's merge of one member's record: three-way with what that member
 was last known to hold as the common ancestor, the ledger's snapshot standing for the other members.
+:func:`merge_linked` merges a member's record that onboarding has just linked to an appointment: the two
+never had a common ancestor, so every field on which they differ is a true conflict.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from syncd.model import STATUS_RANK, SYNC_FIELDS, TEXT_FIELDS, Appointment, Inva
 LEDGER_SIDE = "(ledger)"
 """Name of the ledger's side in :func:`merge_member`: what the rest of the group agreed on."""
 
-__all__ = ["LEDGER_SIDE", "FieldConflict", "MergeResult", "Side", "merge", "merge_member", "news_of"]
+__all__ = ["LEDGER_SIDE", "FieldConflict", "MergeResult", "Side", "merge", "merge_linked", "merge_member", "news_of"]
 
 # fields merged as a unit: (start, end) is one slot
 _UNITS: tuple[tuple[str, ...], ...] = tuple(
@@ -231,3 +233,58 @@ def merge_member(
         conflicts=three.conflicts,
         ignored=[entry for entry in three.ignored if entry[0] != LEDGER_SIDE],
     )
+
+
+def merge_linked(
+    base: Appointment,
+    base_modified: datetime | None,
+    side: Side,
+    owners: Mapping[str, str] | None = None,
+) -> MergeResult:
+    """Merge a member's record (``side``) that was just linked to the appointment ``base`` (onboarding:
+    the same appointment typed into two systems, or a ledger rebuilt over records syncd made earlier).
+
+    They have no common ancestor, so every field (the slot as one unit) on which they differ is a true
+    conflict, settled as in :func:`merge`: status progress first, then ``owners`` (an owner other than
+    this member is the ledger's side, which stands for the members already linked), else the most recent
+    change (``base_modified``: the latest modified time among those members' records). A field the
+    member cannot hold proposes nothing. The result is built on ``base``; ``changed`` lists the fields
+    taken from the member.
+    """
+    remapped = {name: (owner if owner in ("*", side.connector) else LEDGER_SIDE) for name, owner in
+                (owners or {}).items()}
+    ledger = Side(LEDGER_SIDE, base, base_modified)
+    result = MergeResult(merged=base)
+    values: dict[str, Any] = {}
+    for unit in _UNITS:
+        mine, theirs = _unit_value(base, unit), _unit_value(side.appointment, unit)
+        if any(name in side.no_news for name in unit):
+            start = side.appointment.start
+            if unit != ("start", "end") or "start" in side.no_news or base.duration is None or start is None:
+                continue
+            theirs = (start, start + base.duration)  # a member that derives the end: the start only
+        if mine == theirs:
+            continue
+        key = unit[0]
+        proposals = {LEDGER_SIDE: mine, side.connector: theirs}
+        winner, rule = _settle(key, proposals, [ledger, side], remapped)
+        conflict_values = {name: _redact(unit, v) for name, v in proposals.items()}
+        label = "start" if unit == ("start", "end") else key
+        result.conflicts.append(FieldConflict(label, conflict_values, winner, rule))
+        if winner != side.connector:
+            continue
+        for name, v in zip(unit, theirs, strict=True):
+            values[name] = v
+    if "status" in values and values["status"] not in (Status.CANCELLED, Status.ENTERED_IN_ERROR):
+        values["cancellation_reason"] = None
+    try:
+        result.merged = base.with_changes(**values) if values else base
+    except InvalidAppointment:
+        values.pop("cancellation_reason", None)
+        try:
+            result.merged = base.with_changes(**values) if values else base
+        except InvalidAppointment:
+            result.merged = base
+    result.changed = result.merged.diff(base)
+    result.sources = {name: side.connector for name in result.changed}
+    return result

@@ -6,8 +6,6 @@ connectors) through :class:`Runtime` and closes it again.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -21,10 +19,12 @@ from syncd import metrics
 from syncd.config import Config
 from syncd.connector import Connector, WriteKind, WriteRequest
 from syncd.engine.core import Decision, Engine
+from syncd.engine.holders import holder_name
+from syncd.engine.onboard import LINK_FIELD
 from syncd.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ConfigError, RateLimited, VendorError
 from syncd.inbox import decode_delivery
 from syncd.ledger.models import OutboxItem
-from syncd.ledger.store import Ledger
+from syncd.ledger.store import Ledger, ledger_location
 from syncd.logging import get_logger
 from syncd.model import Status
 
@@ -33,6 +33,7 @@ __all__ = [
     "ResolveResult",
     "Runtime",
     "discard_dead_letters",
+    "new_ledger_notice",
     "open_runtime",
     "resolve_conflict",
     "resync",
@@ -45,15 +46,13 @@ RESYNC_MAX_WAIT = 120.0
 """``resync`` waits at most this long for one vendor (docs/reference.md §7)."""
 
 
-def holder_name(kind: str) -> str:
-    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
-
-
 @dataclass
 class Runtime:
     config: Config
     ledger: Ledger
     connectors: dict[str, Connector]
+    ledger_created: bool = False
+    """The ledger had no schema when this runtime opened it: a new, empty ledger was created."""
 
     async def close(self) -> None:
         for connector in self.connectors.values():
@@ -68,17 +67,39 @@ def check_mappings(config: Config) -> None:
         raise ConfigError(problems)
 
 
+def new_ledger_notice(where: str) -> str:
+    """What ``resync`` and ``run`` say on stderr when they create the ledger they were pointed at."""
+    return (f"syncd: no ledger at {where}: creating a NEW, empty ledger there. If syncd ran before, check "
+            "--config and [ledger] url (a relative SQLite path is resolved against the config file's "
+            "directory). Appointments the systems already hold are linked to each other, not copied "
+            "(onboarding); creates into a system wait until its window has been read once.")
+
+
 @asynccontextmanager
 async def open_runtime(
-    config: Config, *, max_rate_limit_wait: float | None = None, upgrade: bool = True
+    config: Config,
+    *,
+    max_rate_limit_wait: float | None = None,
+    upgrade: bool = True,
+    on_new_ledger: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open the ledger (upgrading its schema) and build every configured connector."""
+    """Open the ledger (creating or upgrading its schema) and build every configured connector.
+
+    A ledger without a schema (a missing SQLite file, an empty PostgreSQL database) is created, as
+    ``docs/reference.md §4`` says ``run`` and ``resync`` do; that is logged (``ledger_created``) and handed to
+    ``on_new_ledger`` with where it is, so the command can say so plainly."""
     check_mappings(config)
+    where = ledger_location(config.ledger.url)
     ledger = await Ledger.open(config.ledger.url)
     built: dict[str, Connector] = {}
     runtime = Runtime(config, ledger, built)
     try:
         if upgrade:
+            if await ledger.revision() is None:
+                runtime.ledger_created = True
+                log.warning("ledger_created", path=where)
+                if on_new_ledger is not None:
+                    on_new_ledger(where)
             await ledger.upgrade()
         for name, cfg in config.connectors.items():
             built[name] = create_connector(cfg, state=ledger.state_store(name), max_rate_limit_wait=max_rate_limit_wait)
@@ -167,8 +188,12 @@ def _log_deletion_checks(name: str, claimed: set[str], found: Mapping[str, Any])
 
 
 async def _pass_over(engine: Engine, name: str, *, since: datetime | None, set_cursor: bool) -> None:
+    """Read ``name``'s whole window (or what changed ``since``). A whole window read to its end also
+    releases the creates held for it (onboarding: :meth:`Engine.window_read`)."""
     connector = engine.connectors[name]
     seen: set[str] = set()
+    if since is None:
+        engine.begin_window(name)
     async for page in connector.changes(None, since=since):
         seen.update(r.external_id for r in page.records)
         seen.update(page.deleted_ids)
@@ -177,6 +202,7 @@ async def _pass_over(engine: Engine, name: str, *, since: datetime | None, set_c
             return
     if since is None:
         await engine.sweep_missing(name, seen)
+        await engine.window_read(name)
 
 
 async def _read_ids(engine: Engine, ids: Sequence[tuple[str, str]]) -> None:
@@ -216,6 +242,7 @@ async def resync(
     ids: Sequence[tuple[str, str]] = (),
     dry_run: bool = False,
     on_decision: Callable[[Decision], None] | None = None,
+    on_new_ledger: Callable[[str], None] | None = None,
 ) -> PassResult:
     """One full pass now (docs/reference.md §4 ``resync``): read, reconcile, write; then the exit code."""
     started = time.monotonic()
@@ -226,7 +253,7 @@ async def resync(
         if on_decision is not None:
             on_decision(decision)
 
-    async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
+    async with open_runtime(config, max_rate_limit_wait=RESYNC_MAX_WAIT, on_new_ledger=on_new_ledger) as rt:
         engine = Engine(config, rt.ledger, rt.connectors, dry_run=dry_run, holder=holder_name("resync"),
                         on_decision=record)
         selected = list(connectors) or list(config.connectors)
@@ -259,6 +286,8 @@ async def resync(
         else:
             exit_code = EXIT_OK
         document = _document(engine, started, totals, exit_code)
+        if rt.ledger_created:
+            document["ledger_created"] = True
         if not dry_run:
             await _record_pass(rt.ledger, engine, sorted({name for name, _ in ids}) if ids else selected)
             await metrics.record_resync(rt.ledger, exit_code, document)  # for `status` and /metrics
@@ -387,6 +416,11 @@ async def resolve_conflict(
                 return ResolveResult(EXIT_PARTIAL, message, {"conflict_id": conflict_id, "refused": True,
                                                              "reason": message})
             conflict = found[0]
+            if conflict.field == LINK_FIELD:
+                message = (f"conflict {conflict_id} is about which {conflict.values.get('connector')} "
+                           f"record is appointment {conflict.canonical_id}, not a field value: {conflict.reason}")
+                return ResolveResult(EXIT_PARTIAL, message, {"conflict_id": conflict_id, "refused": True,
+                                                             "reason": message})
             links = (await tx.links_of([conflict.canonical_id])).get(conflict.canonical_id, [])
             row = (await tx.appointments([conflict.canonical_id])).get(conflict.canonical_id)
         engine = Engine(config, rt.ledger, rt.connectors, dry_run=dry_run, holder=holder_name("resolve"))

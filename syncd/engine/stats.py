@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 COUNTERS = (
-    "read", "changed", "created", "updated", "cancelled", "unchanged",
+    "read", "changed", "created", "linked", "updated", "cancelled", "unchanged",
     "retried", "dead_lettered", "conflicts", "api_calls",
 )
 
@@ -18,6 +18,8 @@ class ConnectorStats:
     changed: int = 0
     """records read from it that carried a change"""
     created: int = 0
+    linked: int = 0
+    """records found already there (onboarding) and linked instead of created"""
     updated: int = 0
     cancelled: int = 0
     unchanged: int = 0

@@ -86,11 +86,15 @@ class AppointmentRow(SQLModel, table=True):
     """
 
     __tablename__ = "appointments"
+    __table_args__ = (sa.Index("ix_appointments_slot", "sync_group", "slot_key"),)
 
     canonical_id: str = Field(primary_key=True, max_length=64)
     sync_group: str = Field(default="", max_length=128, index=True)
     snapshot: dict[str, Any] | None = Field(default=None, sa_type=JSONType, nullable=True)
     fingerprint: str | None = Field(default=None, max_length=64)
+    slot_key: str | None = Field(default=None, max_length=64)
+    """:func:`syncd.model.slot_key` of the snapshot (patient, practitioner, start): onboarding finds the
+    appointment a record without syncd's reference stands for by it. Kept by ``save_appointments``."""
     updated_at: datetime = _dt(default_factory=utcnow)
     claimed_by: str | None = Field(default=None, max_length=128)
     claimed_until: datetime | None = _dt(nullable=True, default=None)

@@ -56,6 +56,7 @@ from syncd.ledger.models import (
 )
 from syncd.logging import mask_contact
 from syncd.metrics import RESYNC_STATE_KEY
+from syncd.model import slot_key
 
 __all__ = [
     "DAEMON_STATE",
@@ -493,6 +494,7 @@ class Tx:
                 "sync_group": row.sync_group,
                 "snapshot": row.snapshot,
                 "fingerprint": row.fingerprint,
+                "slot_key": slot_key(row.snapshot) if row.snapshot is not None else None,
                 "updated_at": now,
                 "claimed_by": None,
                 "claimed_until": None,
@@ -504,9 +506,20 @@ class Tx:
         stmt = self._insert(APPOINTMENTS)
         stmt = stmt.on_conflict_do_update(
             index_elements=["canonical_id"],
-            set_={name: stmt.excluded[name] for name in ("sync_group", "snapshot", "fingerprint", "updated_at")},
+            set_={name: stmt.excluded[name]
+                  for name in ("sync_group", "snapshot", "fingerprint", "slot_key", "updated_at")},
         )
         await self.conn.execute(stmt, values)
+
+    async def appointments_by_slot(self, sync_group: str, keys: Iterable[str]) -> dict[str, list[AppointmentRow]]:
+        """Merged appointments of ``sync_group`` by slot key (:func:`syncd.model.slot_key`): the
+        candidates onboarding matches a record without syncd's reference against (one indexed query
+        per 500 keys)."""
+        rows = await self._select_in(APPOINTMENTS, "slot_key", keys, APPOINTMENTS.c.sync_group == sync_group)
+        out: dict[str, list[AppointmentRow]] = defaultdict(list)
+        for row in sorted(rows, key=lambda r: r.canonical_id):
+            out[row.slot_key].append(_row_to(AppointmentRow, row))
+        return dict(out)
 
     async def ensure_appointments(self, canonical_ids: Iterable[str], sync_group: str = "") -> None:
         """Create empty rows (snapshot None) for ids not stored yet; existing rows are untouched."""
@@ -549,6 +562,13 @@ class Tx:
             )
             granted.update((await self.conn.execute(stmt)).scalars().all())
         return granted
+
+    async def claim_holders(self, canonical_ids: Iterable[str]) -> dict[str, str]:
+        """Who holds an unexpired claim on these ids (ids without one are left out)."""
+        rows = await self._select_in(APPOINTMENTS, "canonical_id", canonical_ids,
+                                     APPOINTMENTS.c.claimed_by.is_not(None),
+                                     APPOINTMENTS.c.claimed_until >= self.clock())
+        return {row.canonical_id: row.claimed_by for row in rows}
 
     async def release(self, canonical_ids: Iterable[str], holder: str) -> None:
         """Drop ``holder``'s claims on these ids (others' claims are untouched)."""
@@ -697,6 +717,30 @@ class Tx:
         if connector is not None:
             stmt = stmt.where(OUTBOX.c.connector == connector)
         return [_row_to(OutboxItem, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def outbox_open_creates(self, canonical_ids: Iterable[str]) -> list[OutboxItem]:
+        """Queued creates (``pending`` or ``sending``) of these appointments, oldest first: a create
+        not sent yet (held until its target's window was read) or one whose outcome is unknown."""
+        rows = await self._select_in(OUTBOX, "canonical_id", canonical_ids, OUTBOX.c.op == "create",
+                                     OUTBOX.c.state.in_(["pending", "sending"]))
+        return [_row_to(OutboxItem, row) for row in sorted(rows, key=lambda r: r.id)]
+
+    async def outbox_supersede_creates(self, pairs: Iterable[tuple[str, str]], *, reason: str) -> None:
+        """Close the queued creates of these (canonical id, connector) pairs that were never tried (a
+        record there was linked to the appointment instead); one whose outcome is unknown stays queued,
+        so that the writer verifies it. One statement per connector and 500 ids."""
+        by_connector: dict[str, list[str]] = defaultdict(list)
+        for canonical_id, connector in pairs:
+            by_connector[connector].append(canonical_id)
+        now = self.clock()
+        for connector, cids in by_connector.items():
+            for chunk in _chunks(list(dict.fromkeys(cids))):
+                await self.conn.execute(
+                    sa.update(OUTBOX)
+                    .where(OUTBOX.c.op == "create", OUTBOX.c.connector == connector, OUTBOX.c.canonical_id.in_(chunk),
+                           OUTBOX.c.state == "pending", OUTBOX.c.attempts == 0)
+                    .values(state="done", last_error=_short(reason), updated_at=now)
+                )
 
     async def outbox_update(
         self,
@@ -862,6 +906,16 @@ class Tx:
             .returning(CONFLICTS.c.id)
         )
         return int((await self.conn.execute(stmt)).scalar_one())
+
+    async def open_conflicts_on(self, field: str, canonical_ids: Iterable[str] | None = None) -> list[ConflictRow]:
+        """Open conflicts about ``field`` (of these appointments, or all), oldest first."""
+        extra = (CONFLICTS.c.field == field, CONFLICTS.c.resolved_at.is_(None))
+        if canonical_ids is None:
+            stmt = sa.select(CONFLICTS).where(*extra)
+            rows = list((await self.conn.execute(stmt)).all())
+        else:
+            rows = await self._select_in(CONFLICTS, "canonical_id", canonical_ids, *extra)
+        return [_row_to(ConflictRow, row) for row in sorted(rows, key=lambda r: r.id)]
 
     async def conflicts(self, *, ids: Iterable[int] | None = None, include_resolved: bool = False) -> list[ConflictRow]:
         """Conflicts, oldest first (open only unless ``include_resolved``)."""

@@ -255,7 +255,8 @@ class SandboxBase(abc.ABC):
 
     def add_fault(self, match: Mapping[str, Any], action: Mapping[str, Any], times: int = 1) -> None:
         ftype = action.get("type")
-        known = {"status", "delay", "drop_after_apply", "rate_limit", "mutate_before"} | self.custom_fault_types()
+        known = {"status", "delay", "drop_after_apply", "hang", "rate_limit", "mutate_before"}
+        known |= self.custom_fault_types()
         if ftype not in known:
             raise ValueError(f"action.type: unknown fault type {ftype!r}; one of {', '.join(sorted(known))}")
         if not isinstance(times, int) or times < 1:
@@ -311,6 +312,16 @@ class SandboxBase(abc.ABC):
                 with contextlib.suppress(KeyError, ValueError):
                     await self.mutate(rid, dict(action.get("changes") or {}))
             return await handler(request)
+        if ftype == "hang":
+            # hold the request unanswered and never apply it: the caller is stuck mid-call (a test kills
+            # it there); it ends when the caller goes away, or after ``seconds`` with a dropped connection
+            deadline = time.monotonic() + float(action.get("seconds", 600))
+            while time.monotonic() < deadline and request.transport is not None \
+                    and not request.transport.is_closing():
+                await asyncio.sleep(0.05)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=599)
         if ftype == "drop_after_apply":
             await handler(request)
             if request.transport is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -112,8 +113,33 @@ async def test_create_then_find_by_reference(kit: ContractKit, sandbox: RunningS
     assert back.appointment is not None
     assert back.appointment.start == desired.start
     found = await connector.find_by_reference("apt_contract_1")
-    assert found is not None and found.external_id == out.record.external_id
-    assert await connector.find_by_reference("apt_contract_nope") is None
+    assert [r.external_id for r in found] == [out.record.external_id]
+    assert await connector.find_by_reference("apt_contract_nope") == []
+
+
+async def test_every_record_holding_one_reference_is_found(
+    kit: ContractKit, sandbox: RunningSandbox, connector: Connector
+):
+    """``docs/vendors/README.md`` rule 10 is the engine's to apply: a connector reports every live record holding a
+    reference, never just one of them. Two creates with one canonical id leave two such records
+    (Salesforce's ``Syncd_Id__c`` is unique: its second create adopts the first record instead)."""
+    await kit.seed(sandbox, 1)
+    first = kit.new_appointment()
+    assert first.start is not None and first.end is not None
+    later = first.with_changes(start=first.start + timedelta(hours=2), end=first.end + timedelta(hours=2))
+    [a] = await connector.write([WriteRequest(WriteKind.CREATE, "apt_contract_dup", first)])
+    [b] = await connector.write([WriteRequest(WriteKind.CREATE, "apt_contract_dup", later)])
+    assert a.ok and b.ok, (a.error, b.error)
+    assert a.record is not None and b.record is not None
+    holders = [a.record.external_id] + ([b.record.external_id] if b.record.external_id != a.record.external_id
+                                        else [])
+    found = await connector.find_by_reference("apt_contract_dup")
+    assert sorted(r.external_id for r in found) == sorted(holders)
+    assert all(r.syncd_id == "apt_contract_dup" and r.appointment is not None for r in found)
+    assert [r.external_id for r in await connector.find_by_reference("apt_contract_dup")] == [
+        r.external_id for r in found]  # in a stable order (creation time, then id)
+    rest = await connector.find_by_reference("apt_contract_dup", exclude=[holders[0]])
+    assert [r.external_id for r in rest] == holders[1:]
 
 
 async def test_lost_create_response_is_found_not_repeated(
@@ -127,7 +153,7 @@ async def test_lost_create_response_is_found_not_repeated(
     assert out.ok, out.error
     assert out.record is not None
     found = await connector.find_by_reference("apt_contract_lost")
-    assert found is not None and found.external_id == out.record.external_id
+    assert [r.external_id for r in found] == [out.record.external_id]
     # exactly one create reached the vendor's state: the dropped one
     dump = await control(sandbox, "GET", "/_sandbox/records")
     assert len(dump["records"]) == 2

@@ -626,7 +626,7 @@ async def test_practitioner_change_replace_flow(sb: RunningSandbox, conn: Onlive
     new_id = made.record.external_id  # type: ignore[union-attr]
     assert made.record is not None and made.record.replaces == rid
     found = await conn.find_by_reference("apt_r", exclude=[rid])
-    assert found is not None and found.external_id == new_id
+    assert [r.external_id for r in found] == [new_id]
     reason = conn.capabilities.replace_reason
     [gone] = await conn.write([WriteRequest(WriteKind.CANCEL, "apt_r", old.with_changes(
         status=Status.CANCELLED, cancellation_reason=reason), external_id=rid, current=current)])

@@ -641,3 +641,54 @@ async def test_an_update_it_already_holds_sends_nothing_and_says_so(sandbox: Run
     after = await counts(sandbox)
     writes = {k: v - before.get(k, 0) for k, v in after.items() if k.split()[0] in ("PATCH", "PUT", "POST")}
     assert not any(writes.values()), writes
+
+
+def _unstamped(rid: str, desired: Appointment, practitioner: str) -> dict[str, Any]:
+    """A ServiceAppointment a Connect create made whose ``Syncd_Id__c`` PATCH never ran."""
+    assert desired.start is not None and desired.end is not None
+    sf = "%Y-%m-%dT%H:%M:%S.000+0000"
+    return {"attributes": {"type": "ServiceAppointment"}, "Id": rid, "Status": "Scheduled",
+            "SchedStartTime": desired.start.strftime(sf), "SchedEndTime": desired.end.strftime(sf),
+            "ParentRecordId": desired.patient, "WorkTypeId": WORK_TYPE, "ServiceTerritoryId": FACILITY,
+            "EngagementChannelTypeId": CHANNEL, "Comments": desired.notes, "Syncd_Id__c": None,
+            "_assigned_resources": [practitioner]}
+
+
+async def test_unstamped_search_adopts_and_stamps_the_one_record_a_lost_create_left(
+        sandbox: RunningSandbox, conn: SalesforceHealthConnector) -> None:
+    """Part 9: no record holds the reference, so the create may have landed without its PATCH: the
+    record of this patient and start without ``Syncd_Id__c`` is the create's, and is stamped now. A
+    record of the same patient and start for another practitioner is not taken for it."""
+    from tests.connectors.kits.salesforce_health import PRACTITIONER_2, _sid
+
+    await KIT.seed(sandbox, 1)
+    desired = KIT.new_appointment()
+    mine, other = _sid("08p", 900_001), _sid("08p", 900_002)
+    await control(sandbox, "POST", "/_sandbox/records", {"records": [
+        _unstamped(mine, desired, PRACTITIONER), _unstamped(other, desired, PRACTITIONER_2)]})
+    assert await conn.find_by_reference("apt_lost_patch") == []  # no desired: the reference search only
+    [found] = await conn.find_by_reference("apt_lost_patch", desired=desired)
+    assert found.external_id == mine and found.syncd_id == "apt_lost_patch"
+    rows = {r["Id"]: r for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]}
+    assert rows[mine]["Syncd_Id__c"] == "apt_lost_patch" and rows[other]["Syncd_Id__c"] is None
+    # found by its reference from now on, without the unstamped search
+    assert [r.external_id for r in await conn.find_by_reference("apt_lost_patch")] == [mine]
+
+
+async def test_two_unstamped_candidates_for_one_lost_create_are_ambiguous_never_a_guess(
+        sandbox: RunningSandbox, conn: SalesforceHealthConnector) -> None:
+    """``docs/vendors/README.md`` rule 10: several records that could be the lost create (same patient, start and
+    practitioner, none stamped) are an open conflict for the engine; neither is stamped."""
+    from syncd.errors import AmbiguousReference
+    from tests.connectors.kits.salesforce_health import _sid
+
+    await KIT.seed(sandbox, 1)
+    desired = KIT.new_appointment()
+    ids = sorted([_sid("08p", 900_011), _sid("08p", 900_012)])
+    await control(sandbox, "POST", "/_sandbox/records", {"records": [
+        _unstamped(rid, desired, PRACTITIONER) for rid in ids]})
+    with pytest.raises(AmbiguousReference) as info:
+        await conn.find_by_reference("apt_twice", desired=desired)
+    assert sorted(info.value.external_ids) == ids
+    rows = {r["Id"]: r for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]}
+    assert all(rows[rid]["Syncd_Id__c"] is None for rid in ids)

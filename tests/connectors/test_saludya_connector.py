@@ -677,7 +677,7 @@ async def test_create_outcome_lost_on_post_is_found_by_search(sandbox: RunningSa
     assert await requests_of(sandbox, "POST", "/api/appointments") == 1
     assert await requests_of(sandbox, "GET", "/api/appointments") == 1
     found = await conn.find_by_reference("apt_lost", exclude=[out.record.external_id])
-    assert found is None
+    assert found == []
 
 
 def test_scan_budget_factor() -> None:

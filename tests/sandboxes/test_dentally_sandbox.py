@@ -606,12 +606,26 @@ async def _probe_reject_updated_after(client: aiohttp.ClientSession, sb: Env) ->
     return status == 400 and list(body["error"]["params"]) == ["updated_after"]
 
 
+async def _probe_hang(client: aiohttp.ClientSession, sb: Env) -> bool:
+    # the request is held unanswered and never applied; the caller giving up ends it
+    count = len(sb.sandbox.appointments)
+    try:
+        await asyncio.wait_for(call(client, sb.url, "POST", L, body=new_appt()), 0.3)
+        held = False
+    except (aiohttp.ClientError, TimeoutError):
+        held = True
+    await asyncio.sleep(0.2)
+    assert len(sb.sandbox.appointments) == count + (0 if held else 1)
+    return held
+
+
 FAULTS: list[tuple[str, str, str, dict[str, Any], Probe]] = [
     ("status", "GET", "/v1/appointments/*",
      {"type": "status", "status": 503, "body": {"error": {"type": "api_error", "message": "Internal server error"}}},
      _probe_status),
     ("delay", "GET", "/v1/appointments/*", {"type": "delay", "seconds": 0.25}, _probe_delay),
     ("drop_after_apply", "POST", "/v1/appointments", {"type": "drop_after_apply"}, _probe_drop),
+    ("hang", "POST", "/v1/appointments", {"type": "hang", "seconds": 30}, _probe_hang),
     ("rate_limit", "GET", "/v1/appointments/*", {"type": "rate_limit", "retry_after": 3}, _probe_rate_limit),
     ("mutate_before", "PUT", "/v1/appointments/*", {"type": "mutate_before", "changes": {"notes": "reception"}},
      _probe_mutate),

@@ -13,7 +13,7 @@ import pytest
 from tests.scenarios.harness import World, make_world
 
 MEMBERS = {"zoho": "zoho_crm", "sf": "salesforce_health"}
-STAT_KEYS = {"read", "changed", "created", "updated", "cancelled", "unchanged", "retried", "dead_lettered",
+STAT_KEYS = {"read", "changed", "created", "linked", "updated", "cancelled", "unchanged", "retried", "dead_lettered",
              "conflicts", "api_calls"}
 
 

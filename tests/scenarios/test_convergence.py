@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
+from syncd.engine.onboard import LINK_FIELD
 from syncd.ledger.models import metadata
 from syncd.ledger.store import Ledger
 from syncd.model import Appointment
@@ -239,6 +240,9 @@ class LedgerView:
     conflicted: set[str]
     dead: set[str]
     outbox: list[Any]
+    undecided: set[tuple[str, str]] = field(default_factory=set)
+    """(connector, external id) of records an open link conflict names: onboarding could not tell which
+    appointment they are (e.g. a booking typed at the slot another one was just moved to)."""
 
 
 async def _ledger_view(world: World) -> LedgerView:
@@ -266,6 +270,8 @@ async def _ledger_view(world: World) -> LedgerView:
         conflicted={c.canonical_id for c in conflicts},
         dead={d.canonical_id for d in letters if d.canonical_id},
         outbox=list(outbox),
+        undecided={(str(c.values.get("connector")), str(ext)) for c in conflicts if c.field == LINK_FIELD
+                   for ext in c.values.get("records", [])},
     )
 
 
@@ -293,6 +299,8 @@ def _check_links(world: World, lv: LedgerView, views: dict[str, dict[str, Record
                 continue
             if view.deleted and (name, rid) not in linked:
                 continue  # created and deleted by its users before syncd ever read it: nothing to sync
+            if (name, rid) in lv.undecided and (name, rid) not in linked:
+                continue  # listed by `conflicts list`: which appointment it is waits for a person
             assert (name, rid) in linked, f"{name} record {rid} is linked to no canonical appointment"
             if view.reference is not None and not view.deleted:
                 refs[view.reference] += 1

@@ -170,3 +170,58 @@ async def test_notes_typed_during_a_cancel_write_are_kept(tmp_path: Path, ledger
         assert row.snapshot is not None and row.snapshot["notes"] == DESK_NOTE  # the desk's note is not lost
     finally:
         await world.stop()
+
+
+# Found by the property test when onboarding came (issue 15): a Zoho user moves appointment A-000003
+# (patient P-00002, DR-001, 09:00) an hour later, onto 10:00, and a Salesforce user then types a new booking
+# for the same patient with the same practitioner at 10:00. Before onboarding it became a second appointment,
+# created in Zoho beside the first (a double booking of one patient in one slot). Now it is
+# what docs/reference.md §6 calls several candidates: the appointment at that slot already holds a
+# Salesforce record, so which one is it is an open conflict; nothing is created, the moved appointment keeps
+# syncing, and the conflict closes once the duplicate is gone.
+async def test_a_booking_typed_onto_an_appointments_slot_is_an_open_conflict_not_a_second_appointment(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    from tests.scenarios.convergence_support import ADAPTERS
+    from tests.scenarios.harness import zoho_time
+    from tests.scenarios.onboarding_support import slots
+
+    members = {"zoho": "zoho_crm", "sf": "salesforce_health"}  # (Dentally locks a booked one's start)
+    world = await make_world(tmp_path, ledger_url, members, n_appointments=6)
+    try:
+        moved, typed = world.dataset.appointments[2], world.dataset.appointments[4]
+        assert (moved.patient, moved.practitioner) == (typed.patient, typed.practitioner)
+        for name in members:
+            await world.seed(name, appointments=False)
+        records = ADAPTERS["zoho_crm"]
+        body = [records.new_record(world.dataset, a.key) for a in world.dataset.appointments[:4]]
+        for i, rec in enumerate(body):
+            rec["id"] = f"55459740000021{i:05d}"
+        await world.control("zoho", "POST", "/_sandbox/records", {"records": body})
+        await world.import_crosswalk()
+        assert (await world.resync()).exit_code == 0
+        moved_zoho = body[2]["id"]
+        length = moved.end - moved.start
+        await world.edit("zoho", moved_zoho, {"Appointment_Start_Time": zoho_time(typed.start),
+                                              "Appointment_End_Time": zoho_time(typed.start + length)})
+        moved_pass = await world.resync()
+        assert moved_pass.exit_code == 0, (moved_pass.document, await world.conflicts(), await world.dead_letters())
+        sf_typed = ADAPTERS["salesforce_health"].new_record(world.dataset, typed.key)
+        sf_typed["Id"] = "08pSb0000000ZZZIAA"
+        await world.control("sf", "POST", "/_sandbox/records", {"records": [sf_typed]})
+        for _ in range(2):
+            result = await world.resync()
+            assert result.exit_code == 1, result.document
+            assert all(c["created"] == 0 for c in result.document["connectors"].values()), result.document
+        [conflict] = [c for c in await world.conflicts() if c.field == "link"]
+        cid = await _canonical_of(world, "zoho", moved_zoho)
+        assert conflict.canonical_id == cid and conflict.values["connector"] == "sf"
+        assert len(conflict.values["records"]) == 1 and conflict.values["linked"] == [await world.link(cid, "sf")]
+        assert sum((await slots(world, "zoho")).values()) == 4 and sum((await slots(world, "sf")).values()) == 5
+        # staff remove the duplicate: the next pass closes the conflict, nothing else changes
+        await world.control("sf", "POST", "/_sandbox/records", {"delete": conflict.values["records"]})
+        settled = await world.resync()
+        assert settled.exit_code == 0 and [c for c in await world.conflicts() if c.field == "link"] == []
+        assert all(c["created"] == 0 for c in settled.document["connectors"].values()), settled.document
+    finally:
+        await world.stop()
