@@ -46,8 +46,58 @@ OUTBOX_RETRY_SECONDS = 30.0
 MAINTAIN_SECONDS = 300.0
 RECONCILE_SECONDS = 24 * 3600.0
 LEASE_NAME = "syncd-run"
-LEASE_TTL = 60.0
+INTAKE_LEASE = "syncd-intake"
+"""PostgreSQL: the replica holding it reads the vendors (polls, window reconciliation, the webhook
+inbox, vendor subscriptions); every replica writes (each appointment claimed) and receives webhooks."""
 HEARTBEAT_SECONDS = 5.0
+LEASE_MARGIN = 0.2
+"""Writes stop once this share of the lease's lifetime has passed without a renewal: before anybody
+else can take the lease over."""
+
+
+def _lease_ttl() -> float:
+    """The lease lifetime: 60 s, or ``SYNCD_LEASE_SECONDS`` (at least 3; tests pause a daemon past it)."""
+    raw = os.environ.get("SYNCD_LEASE_SECONDS", "")
+    try:
+        return max(3.0, float(raw)) if raw else 60.0
+    except ValueError:
+        return 60.0
+
+
+LEASE_TTL = _lease_ttl()
+
+
+class LeaseGuard:
+    """Whether this process still surely holds its lease, so that it may write and take webhooks.
+
+    Renewed by each successful lease renewal; lost for good (the daemon then exits with code 3) when
+    another holder took the lease, or when no renewal succeeded within the lease's lifetime less a
+    margin (the process was paused, e.g. SIGSTOP, or the ledger was unreachable): from then on another
+    daemon may hold the work, so this one sends no vendor write (each is refused unsent, at the last
+    moment before the request leaves) and answers webhooks and ``/readyz`` with 503."""
+
+    def __init__(self, ttl: float, on_lost: Callable[[str], None]) -> None:
+        self.ttl = ttl
+        self.valid_for = ttl * (1 - LEASE_MARGIN)
+        self.valid_until = time.monotonic() + self.valid_for
+        self.lost: str | None = None
+        self.on_lost = on_lost
+
+    def renewed(self, started: float) -> None:
+        """A renewal that began at ``started`` (monotonic) succeeded."""
+        if self.lost is None:
+            self.valid_until = max(self.valid_until, started + self.valid_for)
+
+    def check(self) -> str | None:
+        """None while the lease is surely held; else why not (and it stays lost)."""
+        if self.lost is None and time.monotonic() >= self.valid_until:
+            self.lose("no lease renewal within its lifetime (the process was paused or the ledger unreachable)")
+        return self.lost
+
+    def lose(self, reason: str) -> None:
+        if self.lost is None:
+            self.lost = reason
+            self.on_lost(reason)
 
 
 class AlreadyRunning(SyncdError):
@@ -70,6 +120,26 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         """connector -> end of its last successful read pass (syncd.health: the lag is measured from it)"""
         self._failed_once: set[str] = set()
+        self.exit_code = 0
+        self.guard = LeaseGuard(LEASE_TTL, self._lease_lost)
+        self.replicated = runtime.ledger.dialect != "sqlite"
+        self.intake = not self.replicated
+        """Whether this process reads the vendors: always on SQLite; on PostgreSQL while it holds
+        :data:`INTAKE_LEASE`."""
+        for connector in runtime.connectors.values():
+            connector.http.write_gate = self.guard.check
+
+    def _lease_lost(self, reason: str) -> None:
+        """Stop writing and taking webhooks at once, then stop (exit code 3); a supervisor restarts it,
+        and it comes back as a replica that waits for the lease (PostgreSQL) or is refused (SQLite)."""
+        log.error("lease_lost", op="run", holder=self.holder, reason=reason)
+        self.state.lease_lost = reason
+        self.intake = False
+        self.exit_code = 3
+        if self.stop_event is not None:
+            self.stop_event.set()
+
+    stop_event: asyncio.Event | None = None
 
     # -- jobs ------------------------------------------------------------------------------
     def _track(self, coro: Awaitable[Any]) -> Awaitable[Any]:
@@ -104,6 +174,8 @@ class Daemon:
 
     async def poll(self, name: str, *, full: bool = False) -> None:
         """One incremental poll of ``name`` (or its window reconciliation when ``full``)."""
+        if not self.intake or self.guard.check() is not None:
+            return  # another replica holds the intake lease
         connector = self.rt.connectors[name]
         ledger = self.rt.ledger
         async with ledger.transaction(readonly=True) as tx:
@@ -186,7 +258,7 @@ class Daemon:
         await self.poll(name, full=True)
 
     async def inbox(self) -> None:
-        while not self.state.draining:
+        while not self.state.draining and self.intake and self.guard.check() is None:
             processed = await drain_inbox(self.engine)
             if processed == 0:
                 return
@@ -196,6 +268,8 @@ class Daemon:
         await self.engine.drain_outbox()
 
     async def maintain(self) -> None:
+        if not self.intake:
+            return
         for name, connector in self.rt.connectors.items():
             try:
                 self.subscriptions[name] = dict(await connector.maintain(self.config.server.public_url))
@@ -209,9 +283,34 @@ class Daemon:
                 await tx.state_set(name, {"status.subscription": _json(self.subscriptions[name])})
 
     async def renew_lease(self) -> None:
+        """Renew this process's lease (SQLite: ``syncd-run``; PostgreSQL: the intake lease while held,
+        else try to take it: a holder of this host whose process is gone is taken over at once)."""
+        started = time.monotonic()
+        if self.guard.check() is not None:
+            return
+        name = INTAKE_LEASE if self.replicated else LEASE_NAME
         async with self.rt.ledger.transaction() as tx:
-            if not await tx.lease_acquire(LEASE_NAME, self.holder, LEASE_TTL):
-                log.error("lease_lost", op="run")
+            held = await tx.lease_acquire(name, self.holder, LEASE_TTL)
+            other = None if held else await tx.lease_holder(name)
+            if not held and other is not None and self.replicated and not self.intake \
+                    and _holder_is_dead(other.holder):
+                await tx.lease_release(name, other.holder)
+                held = await tx.lease_acquire(name, self.holder, LEASE_TTL)
+                if held:
+                    log.warning("stale_lease_taken_over", op="run", holder=other.holder)
+        if self.guard.check() is not None:
+            return  # paused inside the renewal past the lease's lifetime: lost, whatever it answered
+        if held or (self.replicated and not self.intake):
+            self.guard.renewed(started)  # a standby replica holds no lease, but its claims are still its own
+        if held and not self.intake:
+            self.intake = True
+            log.info("intake_lease_taken", op="run", holder=self.holder)
+            self.state.events_stored.set()  # deliveries waiting in the inbox: drain them now
+            for job in self.scheduler.get_jobs():
+                if job.id.startswith("poll:") or job.id == "maintain":
+                    job.modify(next_run_time=datetime.now(UTC))
+        elif not held and (self.intake or not self.replicated):
+            self.guard.lose(f"another holder ({other.holder if other else 'unknown'}) took the lease")
 
     async def refresh_status(self) -> None:
         """Every few seconds: the heartbeat that tells ``syncd status`` a daemon holds the ledger, the
@@ -260,8 +359,7 @@ class Daemon:
         add("maintain", self.maintain, MAINTAIN_SECONDS, next_run_time=now)
         add("status", self.refresh_status, HEARTBEAT_SECONDS, next_run_time=now)
         add("metrics", self.refresh_metrics, metrics.LEDGER_REFRESH_SECONDS, next_run_time=now)
-        if self.rt.ledger.dialect == "sqlite":
-            add("lease", self.renew_lease, LEASE_TTL / 3)
+        add("lease", self.renew_lease, LEASE_TTL / 6)
 
     async def shutdown(self) -> None:
         """Stop intake, let in-flight work finish (bounded), stop the scheduler."""
@@ -342,6 +440,9 @@ async def run_daemon(
         daemon = Daemon(config, rt, state)
         daemon.holder = holder
         daemon.engine.holder = holder
+        daemon.stop_event = stop
+        if daemon.replicated:
+            await daemon.renew_lease()  # the intake lease, when no other replica holds it
         await daemon.warn_unread()
         server = await start_server(config, rt.ledger, rt.connectors, state, port=port)
         log.info("serving", op="run", url=f"{server.url}")
@@ -366,7 +467,6 @@ async def run_daemon(
             with contextlib.suppress(Exception):  # the ledger may be gone: the heartbeat then just ages
                 async with rt.ledger.transaction() as tx:
                     await tx.heartbeat_clear(holder)
-                    if rt.ledger.dialect == "sqlite":
-                        await tx.lease_release(LEASE_NAME, holder)
-        log.info("stopped", op="run")
-    return 0
+                    await tx.lease_release(LEASE_NAME if rt.ledger.dialect == "sqlite" else INTAKE_LEASE, holder)
+        log.info("stopped", op="run", code=daemon.exit_code)
+    return daemon.exit_code

@@ -38,6 +38,7 @@ __all__ = [
     "UnknownOutcome",
     "VendorError",
     "WebhookError",
+    "WritesHalted",
 ]
 
 
@@ -167,6 +168,18 @@ class UnknownOutcome(Retriable):
     """
 
     kind = "unknown_outcome"
+
+
+class WritesHalted(Retriable):
+    """This process may no longer write (``syncd run`` lost its lease: another holder may own the
+    work now). Raised before the request is sent, so nothing was applied; not retried by the HTTP
+    layer: the write stays queued in the outbox for whoever holds the lease."""
+
+    kind = "retriable"
+
+    @property
+    def headline(self) -> str:
+        return "not sent: this daemon lost its lease"
 
 
 class RateLimited(VendorError):

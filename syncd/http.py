@@ -49,7 +49,15 @@ from multidict import CIMultiDict
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from syncd import metrics
-from syncd.errors import AuthFailure, HeldBack, RateLimited, Retriable, UnknownOutcome, VendorError
+from syncd.errors import (
+    AuthFailure,
+    HeldBack,
+    RateLimited,
+    Retriable,
+    UnknownOutcome,
+    VendorError,
+    WritesHalted,
+)
 from syncd.logging import get_logger
 
 __all__ = [
@@ -292,7 +300,7 @@ def describe_transport_error(exc: BaseException, url: yarl.URL, timeout: aiohttp
 
 
 def _is_retriable(exc: BaseException) -> bool:
-    if isinstance(exc, HeldBack):
+    if isinstance(exc, (HeldBack, WritesHalted)):
         return False  # syncd's own hold: the caller stops that work for now
     if isinstance(exc, RateLimited):
         return True
@@ -349,6 +357,9 @@ class HttpClient:
         self.calls: Counter[str] = Counter()
         self.retried = 0
         self.last_rate_limit: dict[str, Any] | None = None
+        self.write_gate: Callable[[], str | None] | None = None
+        """Asked right before every request that is not a read: a reason (the daemon lost its lease)
+        refuses it unsent, as :class:`WritesHalted`; None lets it through."""
 
     # -- session ---------------------------------------------------------------------------
     @property
@@ -561,6 +572,10 @@ class HttpClient:
         await self._wait_gate()
         if use_auth and self.auth is not None:
             await self.auth.apply(method, url, headers, body)
+        if self.write_gate is not None and method not in ("GET", "HEAD", "OPTIONS"):
+            halted = self.write_gate()
+            if halted is not None:  # the last moment before the request leaves: nothing was sent
+                raise WritesHalted(halted, connector=self.connector, operation=op, method=method, url=safe_url(url))
         self.calls[op] += 1
         self._count(op)
         started = time.perf_counter()

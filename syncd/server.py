@@ -76,6 +76,8 @@ class ServerState:
     """Called with the connector name after a new inbox row for it is committed."""
     events_stored: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after new inbox rows are committed; the engine clears it when it drains the inbox."""
+    lease_lost: str | None = None
+    """Why this daemon lost its lease (set by it): webhooks and ``/readyz`` answer 503 from then on."""
     failing: dict[str, str] = field(default_factory=dict)
     """connector -> why it is failing (syncd.health: FAILING_AFTER failed polls in a row, or refused
     credentials); kept by the daemon, answered by ``/readyz`` as 503."""
@@ -258,6 +260,11 @@ class _Webhooks:
         known = name in self.config.connectors
         label = name if known else UNKNOWN_LABEL
         connector = self._enabled(name)
+        if self.state.lease_lost is not None and connector is not None:
+            self._count(label, "unavailable")
+            log.warning("webhook_unavailable", connector=name, http_status=503, outcome="lease_lost")
+            return _error(503, "lease_lost", "this daemon lost its lease and is stopping; retry later",
+                          headers={"Retry-After": RETRY_AFTER_S})
         if connector is None:
             self._count(label, "unknown_connector")
             log.info(
@@ -358,6 +365,8 @@ def _readyz(ledger: Ledger, state: ServerState, ping_timeout: float) -> Handler:
             failed.append("scheduler: not running")
         if state.draining:
             failed.append("draining")
+        if state.lease_lost is not None:
+            failed.append(f"lease lost: {state.lease_lost}")
         for name, why in sorted(state.failing.items()):
             failed.append(f"connector {name}: {why}")
         if failed:

@@ -579,6 +579,13 @@ class Engine:
             # linked by a crosswalk row and read here for the first time: the two were never merged
             self._link_existing(group, source, rec, canonical, link, row, member_links, work, "crosswalk")
             return
+        if rec.modified_at is not None and link.modified_at is not None and rec.modified_at < link.modified_at:
+            # read before a write of ours (or a newer read) that committed while this page waited: the
+            # record shows an older state than the ledger knows, not somebody's change (merging it
+            # would revert the newer one everywhere)
+            stats.unchanged += 1
+            self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
+            return
         # compare what the vendor can express: fields it cannot hold, a lossy status and the reasons it
         # fills itself after a cancellation are taken from the merge base
         base = Appointment.from_json(row.snapshot)
@@ -1582,6 +1589,16 @@ class Engine:
                                         seen=held.to_json())])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done", error=None if sent else "nothing left to send")
+            if op is WriteKind.CREATE:
+                # a merge while this create was in flight planned no write here (no link yet, and the
+                # create was already sending): what it changed follows as an update
+                row = (await tx.appointments([item.canonical_id])).get(item.canonical_id)
+                latest = Appointment.from_json(row.snapshot) if row is not None and row.snapshot else None
+                changed = writable(latest.diff(merged), self._limits(target)) if latest is not None else []
+                if latest is not None and changed:
+                    await tx.outbox_add([self._outbox(item.canonical_id, target, _target_op(latest, held), base=held,
+                                                      merged=latest, source=str(item.payload.get("source") or ""),
+                                                      changed=changed)])
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
                                            fields=list(request.changed), fingerprint_after=fingerprint,
                                            detail="adopted after a lost answer" if adopted else None)])

@@ -8,6 +8,9 @@ import contextlib
 import copy
 import fnmatch
 import json
+import os
+import random
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -94,10 +97,25 @@ class Fault:
     path: str
     times: int
     action: dict[str, Any]
+    rate: float | None = None
+    """Probabilistic fault: each matching request is hit with this probability (``times`` then caps
+    the hits; ``None``: every matching request until ``times`` is used up)."""
 
     def matches(self, request: web.Request) -> bool:
         method_ok = self.method in ("*", request.method.upper())
         return method_ok and fnmatch.fnmatchcase(request.path, self.path)
+
+
+GENERIC_FAULTS = frozenset({"status", "delay", "drop_after_apply", "hang", "rate_limit", "mutate_before",
+                            "signal_after_apply", "signal_before_apply"})
+"""Fault types every sandbox knows (docs/vendors/README.md "Sandbox control API")."""
+
+
+def send_signal(action: Mapping[str, Any]) -> None:
+    """Signal the process a ``signal_*`` fault names (``pid``; ``signal``, default SIGKILL); a pid
+    that is gone is ignored (the process died already)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(int(action["pid"]), int(action.get("signal", signal.SIGKILL)))
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -125,6 +143,7 @@ class SandboxBase(abc.ABC):
         self._initial = {**self._defaults, **copy.deepcopy(options)}
         self.options: dict[str, Any] = copy.deepcopy(self._initial)
         self.faults: list[Fault] = []
+        self.fault_rng = random.Random()
         self.request_counts: Counter[tuple[str, str]] = Counter()
         self.fault_hits: Counter[str] = Counter()
         self._webhook_tasks: set[asyncio.Task[None]] = set()
@@ -253,31 +272,50 @@ class SandboxBase(abc.ABC):
         self.clock.set(None)
         self.reset_state()
 
-    def add_fault(self, match: Mapping[str, Any], action: Mapping[str, Any], times: int = 1) -> None:
+    def add_fault(
+        self, match: Mapping[str, Any], action: Mapping[str, Any], times: int = 1, rate: float | None = None
+    ) -> None:
         ftype = action.get("type")
-        known = {"status", "delay", "drop_after_apply", "hang", "rate_limit", "mutate_before"}
-        known |= self.custom_fault_types()
+        known = set(GENERIC_FAULTS) | self.custom_fault_types()
         if ftype not in known:
             raise ValueError(f"action.type: unknown fault type {ftype!r}; one of {', '.join(sorted(known))}")
-        if not isinstance(times, int) or times < 1:
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise ValueError("times: a positive integer is required")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not 0 < float(rate) <= 1):
+            raise ValueError("rate: a probability above 0 and at most 1 is required (e.g. 0.2)")
+        if ftype in ("signal_after_apply", "signal_before_apply"):
+            pid = action.get("pid")
+            if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
+                raise ValueError(f"action.pid: the process id to signal is required for {ftype}")
+            sig = action.get("signal", int(signal.SIGKILL))
+            if isinstance(sig, bool) or not isinstance(sig, int) or sig not in {int(s) for s in signal.Signals}:
+                raise ValueError("action.signal: a signal number is required (default 9, SIGKILL)")
         self.faults.append(
             Fault(
                 method=str(match.get("method", "*")).upper(),
                 path=str(match.get("path", "*")),
                 times=times,
                 action=dict(action),
+                rate=None if rate is None else float(rate),
             )
         )
 
+    def fault_fires(self, fault: Fault) -> bool:
+        """Whether a matching ``fault`` hits this request (always, unless it has a ``rate``)."""
+        return fault.rate is None or self.fault_rng.random() < fault.rate
+
+    def consume_fault(self, fault: Fault) -> Fault:
+        fault.times -= 1
+        if fault.times <= 0:
+            self.faults.remove(fault)
+        self.fault_hits[str(fault.action.get("type"))] += 1
+        return fault
+
     def _take_fault(self, request: web.Request) -> Fault | None:
         for fault in self.faults:
-            if fault.matches(request):
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.remove(fault)
-                self.fault_hits[str(fault.action.get("type"))] += 1
-                return fault
+            if fault.matches(request) and self.fault_fires(fault):
+                return self.consume_fault(fault)
         return None
 
     @web.middleware
@@ -327,6 +365,17 @@ class SandboxBase(abc.ABC):
             if request.transport is not None:
                 request.transport.abort()
             # the connection is gone: aiohttp cannot write this answer, the client sees a disconnect
+            return web.Response(status=599)
+        if ftype in ("signal_after_apply", "signal_before_apply"):
+            # the caller's hardest moment: the vendor applied its write (or got the request) and the
+            # caller is signalled (SIGKILL by default) before it hears the answer; the connection is
+            # dropped either way, so the answer is never read
+            if ftype == "signal_after_apply":
+                with contextlib.suppress(Exception):
+                    await handler(request)
+            send_signal(action)
+            if request.transport is not None:
+                request.transport.abort()
             return web.Response(status=599)
         custom = await self.custom_fault(action, request, handler)
         if custom is None:
@@ -383,8 +432,11 @@ class SandboxBase(abc.ABC):
         if not isinstance(body, dict):
             return json_response({"error": "bad_request", "detail": "body must be an object"}, 400)
         try:
-            self.add_fault(body.get("match") or {}, body.get("action") or {}, body.get("times", 1))
-        except ValueError as exc:
+            if "seed" in body:
+                self.fault_rng.seed(body["seed"])
+            self.add_fault(body.get("match") or {}, body.get("action") or {}, body.get("times", 1),
+                           body.get("rate"))
+        except (ValueError, TypeError) as exc:
             return json_response({"error": "bad_request", "detail": str(exc)}, 400)
         return json_response({"ok": True, "faults": len(self.faults)})
 
@@ -396,7 +448,8 @@ class SandboxBase(abc.ABC):
         return json_response(
             {
                 "faults": [
-                    {"match": {"method": f.method, "path": f.path}, "times": f.times, "action": f.action}
+                    {"match": {"method": f.method, "path": f.path}, "times": f.times, "action": f.action,
+                     **({"rate": f.rate} if f.rate is not None else {})}
                     for f in self.faults
                 ],
                 "fired": dict(self.fault_hits),

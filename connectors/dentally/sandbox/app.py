@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import hashlib
 import hmac
 import json
@@ -247,12 +246,8 @@ class DentallySandbox(SandboxBase):
         for fault in self.faults:
             if fault.action.get("type") == "webhook_drop":
                 continue
-            if fault.method in ("*", request.method.upper()) and fnmatch.fnmatchcase(request.path, fault.path):
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.remove(fault)
-                self.fault_hits[str(fault.action.get("type"))] += 1
-                return fault
+            if fault.matches(request) and self.fault_fires(fault):
+                return self.consume_fault(fault)
         return None
 
     # -- faults -------------------------------------------------------------------------------------
