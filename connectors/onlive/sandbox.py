@@ -328,11 +328,11 @@ class OnliveSandbox(SandboxBase):
              "guest_added", "session_end"}
         )
 
-    def add_fault(self, match: Any, action: Any, times: int = 1) -> None:
+    def add_fault(self, match: Any, action: Any, times: int = 1, rate: float | None = None) -> None:
         if isinstance(action, dict) and action.get("type") == "session_end":
             if action.get("status", "completed") not in ("completed", "no-show"):
                 raise ValueError("action.status: session_end takes 'completed' or 'no-show'")
-        super().add_fault(match, action, times)
+        super().add_fault(match, action, times, rate)
 
     async def custom_fault(
         self, action: dict[str, Any], request: web.Request, handler: Handler
