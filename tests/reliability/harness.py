@@ -375,7 +375,10 @@ class Run:
 
     async def random_kill(self) -> None:
         victim = self.replicas[0]
-        if victim.index in self.restarting or victim.pid is None:
+        deadline = time.monotonic() + 30
+        while (victim.index in self.restarting or victim.pid is None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # still coming back from the last kill: this kill waits for it
+        if victim.pid is None:
             return
         self.restarting.add(victim.index)
         try:

@@ -1,0 +1,92 @@
+"""A daemon that loses its lease stops writing at once and exits 3 (docs/reference.md, README "Replicas").
+
+Daemon A is frozen (SIGSTOP, sent by the Dentally sandbox the moment A's create reaches it, the request
+left unapplied) for longer than the lease's lifetime; daemon B starts to take the lease over; A is
+then resumed (SIGCONT) and must send no vendor write: its create is refused unsent, it says
+``lease_lost`` and exits 3. B (once A is gone) creates the appointment: exactly one copy in Dentally.
+Runs on SQLite (the ``syncd-run`` lease) and on PostgreSQL (the replicas' intake lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_support import DaemonProcess, eventually, free_port, request_counts
+from tests.reliability.harness import _seed
+from tests.scenarios.convergence_support import ADAPTERS
+from tests.scenarios.harness import make_world
+
+LEASE = 6.0
+MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally"}
+CREATE = ("POST", "/v1/appointments")
+
+
+def _config_for(base: str, port: int) -> str:
+    return base + f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n'
+
+
+@pytest.mark.timeout(150)
+async def test_paused_daemon_that_lost_its_lease_writes_nothing(tmp_path: Path, ledger_url: str) -> None:
+    extra = {name: {"poll_interval": 1} for name in MEMBERS}
+    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=2, connector_extra=extra)
+    daemons: list[DaemonProcess] = []
+    try:
+        await _seed(world, "zoho", 1)
+        await _seed(world, "dentally", 0)
+        await world.import_crosswalk()
+        base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
+        env = {"SYNCD_LEASE_SECONDS": str(LEASE)}
+        for name in ("a", "b"):
+            port = free_port()
+            path = tmp_path / f"{name}.toml"
+            path.write_text(_config_for(base, port), encoding="utf-8")
+            logs = tmp_path / name
+            logs.mkdir()
+            daemons.append(DaemonProcess(path, port, logs, env=env))
+        a, b = daemons
+        a.start()
+        await a.ready(timeout=30)
+        dentally = ADAPTERS["dentally"]
+
+        async def copies() -> int:
+            return sum(1 for r in await world.records("dentally") if dentally.is_appointment(r))
+
+        await eventually(copies, lambda n: n == 1, timeout=30, what="the first appointment in Dentally")
+        assert a.proc is not None
+        await world.fault("dentally", *CREATE, {"type": "signal_before_apply", "pid": a.proc.pid,
+                                                "signal": int(signal.SIGSTOP)})
+        zoho = ADAPTERS["zoho_crm"]
+        await world.control("zoho", "POST", "/_sandbox/records",
+                            {"records": [zoho.new_record(world.dataset, world.dataset.appointments[1].key)]})
+
+        async def fired() -> int:
+            return int((await world.control("dentally", "GET", "/_sandbox/faults"))["fired"].get(
+                "signal_before_apply", 0))
+
+        await eventually(fired, lambda n: n == 1, timeout=30, what="A frozen at its Dentally create")
+        posts_when_frozen = (await request_counts(world, "dentally")).get(CREATE, 0)
+        await asyncio.sleep(LEASE + 1)  # past the lease's lifetime
+        b.start()  # on SQLite B may wait for a transaction A was frozen in; it takes the lease when free
+        await asyncio.sleep(2)
+        a.signal(signal.SIGCONT)
+        code = await a.wait(30)
+        assert code == 3, a.log_text()[-3000:]
+        lines = [json.loads(line) for line in a.log_text().splitlines() if line.startswith("{")]
+        assert any(e.get("event") == "lease_lost" for e in lines), a.log_text()[-3000:]
+        # A sent no create after it woke up (and B none before A was gone: A's claim held the appointment)
+        assert (await request_counts(world, "dentally")).get(CREATE, 0) == posts_when_frozen, a.log_text()[-3000:]
+        await b.ready(timeout=40)
+        await eventually(copies, lambda n: n == 2, timeout=60, what="B creating the second appointment once")
+        await asyncio.sleep(3)
+        assert await copies() == 2
+    finally:
+        for daemon in daemons:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.signal(signal.SIGCONT)
+            await daemon.stop()
+        await world.stop()
