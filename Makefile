@@ -3,6 +3,8 @@
 #   make test    the whole test suite (SQLite and PostgreSQL; see README)
 #   make lint    ruff + mypy
 #   make bench   benchmarks
+#   make reliability        kill -9, faults and replicas: the crash-safety table (~15 min)
+#   make reliability-quick  the same with fewer kills and changes (< 5 min, CI)
 # Every target builds the project venv (.venv) first, and rebuilds it when pyproject.toml or
 # constraints.txt change.
 
@@ -15,7 +17,7 @@ CONFIG ?= config.toml
 LINT_PATHS := syncd connectors tests $(if $(wildcard bench/*.py),bench)
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench constraints clean
+.PHONY: venv demo test lint bench reliability reliability-quick constraints clean
 
 venv: $(STAMP)
 
@@ -43,6 +45,16 @@ lint: venv
 bench: venv
 	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench; \
 	else echo "bench: no benchmark suite in bench/ yet (it comes with the sync engine)" >&2; exit 1; fi
+
+# The crash-safety harness (tests/reliability, docs/development.md "Reliability harness"): syncd run
+# as subprocesses killed with SIGKILL at random and at the hard moments, sandbox faults, other users'
+# changes; one table, then `lost=N duplicated=N converged=P%`; non-zero unless 0, 0 and 100 %.
+RELIABILITY_ARGS ?=
+reliability: venv
+	$(BIN)/python -m tests.reliability $(RELIABILITY_ARGS)
+
+reliability-quick: venv
+	$(BIN)/python -m tests.reliability --quick $(RELIABILITY_ARGS)
 
 constraints: venv
 	{ sed -n '1,/^# Regenerate/p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new

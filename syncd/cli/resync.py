@@ -118,3 +118,6 @@ def _print_pass(doc: dict[str, Any]) -> None:
         click.echo("this pass created a new, empty ledger (see the notice above)", err=True)
     for name, why in doc.get("stopped", {}).items():
         click.echo(f"stopped {name}: {why} (its work stays queued in the ledger)", err=True)
+    for holder, count in doc.get("claimed_elsewhere", {}).items():
+        click.echo(f"skipped {count} queued write(s): {holder} holds their appointments (another syncd process, "
+                   "alive); they stay queued for it; run resync again once it has finished or stopped", err=True)

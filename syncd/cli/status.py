@@ -58,6 +58,7 @@ async def collect(config: Config, *, now: datetime | None = None) -> dict[str, A
             letters = await tx.dead_letters()
             conflicts = await tx.conflicts()
             lease = await tx.lease_holder("syncd-run")
+            leases = await tx.leases()
         dialect = ledger.dialect
     now = now or utcnow()
     alive = [d for d in daemons
@@ -124,6 +125,9 @@ async def collect(config: Config, *, now: datetime | None = None) -> dict[str, A
                            "heartbeat_at": d.get("heartbeat_at")} for d in alive],
             "sqlite_lease": None if lease is None or lease.expires_at < now else
             {"holder": lease.holder, "expires_at": iso(lease.expires_at)},
+            # which replica holds which lease (PostgreSQL: syncd-intake, the one that reads the vendors)
+            "leases": [{"name": row.name, "holder": row.holder, "expires_at": iso(row.expires_at)}
+                       for row in leases if row.expires_at >= now],
         },
         "connectors": connectors,
         "dead_letters": totals["dead_letters"],
@@ -142,8 +146,8 @@ async def collect(config: Config, *, now: datetime | None = None) -> dict[str, A
 def status(ctx: click.Context) -> None:
     """Per connector: its state (ok, degraded or failing, with the reason and since when), last
     successful poll, lag, pending inbox/outbox, dead letters, open conflicts, rate-limit state, the
-    last resync; and whether a `syncd run` holds the ledger. Reads the ledger only: needs no vendor
-    secret.
+    last resync; and whether a `syncd run` holds the ledger, and which replica holds which lease.
+    Reads the ledger only: needs no vendor secret.
 
     Lag is the time since the connector's last successful read pass (a poll, or a resync over it),
     the same value /metrics exports as syncd_poll_lag_seconds. A connector is failing after 3 failed
@@ -165,6 +169,8 @@ def status(ctx: click.Context) -> None:
         click.echo(f"daemon: running since {daemon['since']} ({holders})")
     else:
         click.echo("daemon: no `syncd run` holds this ledger (no heartbeat in the last 30 s)")
+    for lease in daemon["leases"]:
+        click.echo(f"lease: {lease['name']} held by {lease['holder']} until {lease['expires_at']}")
     header = ("connector", "type", "state", "last success (UTC)", "lag s", "inbox", "outbox", "dead", "conflicts")
     rows = [header]
     for name, info in document["connectors"].items():

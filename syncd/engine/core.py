@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -1132,6 +1132,11 @@ class Engine:
                     log.warning("stale_claims_taken_over", connector=target, count=len(stale))
                 if dead:
                     held = await tx.claim(wanted, self.holder, ttl=120)
+                if len(held) < len(set(wanted)):
+                    others = await tx.claim_holders([cid for cid in wanted if cid not in held])
+                    for other, count in Counter(others.values()).items():
+                        self.stats.claimed_elsewhere[other] = self.stats.claimed_elsewhere.get(other, 0) + count
+                        log.info("claimed_elsewhere", connector=target, holder=other, count=count)
             items = [i for i in items if i.canonical_id in held]
             if not items:
                 return

@@ -231,6 +231,8 @@ def _document(engine: Engine, started: float, totals: Mapping[str, int], exit_co
     }
     if engine.stats.stopped:
         doc["stopped"] = dict(engine.stats.stopped)
+    if engine.stats.claimed_elsewhere:
+        doc["claimed_elsewhere"] = dict(sorted(engine.stats.claimed_elsewhere.items()))
     return doc
 
 
@@ -279,8 +281,8 @@ async def resync(
             totals = await tx.totals()
         if engine.stats.stopped:
             exit_code = EXIT_UNAVAILABLE
-        elif totals.get("dead_letters", 0) or totals.get("open_conflicts", 0):
-            exit_code = EXIT_PARTIAL
+        elif totals.get("dead_letters", 0) or totals.get("open_conflicts", 0) or engine.stats.claimed_elsewhere:
+            exit_code = EXIT_PARTIAL  # claimed elsewhere: work another live process holds was left to it
         elif dry_run and (engine.stats.total("dead_lettered") or engine.stats.total("conflicts")):
             exit_code = EXIT_PARTIAL  # what the pass would leave behind
         else:

@@ -1048,6 +1048,11 @@ class Tx:
         row = (await self.conn.execute(sa.select(LEASES).where(LEASES.c.name == name))).first()
         return None if row is None else _row_to(Lease, row)
 
+    async def leases(self) -> list[Lease]:
+        """Every lease row (expired ones included), by name."""
+        rows = (await self.conn.execute(sa.select(LEASES).order_by(LEASES.c.name))).all()
+        return [_row_to(Lease, row) for row in rows]
+
     # -- health bookkeeping for `status` and /readyz ----------------------------------------
     async def state_items(self, connector: str, prefix: str = "") -> dict[str, str]:
         """Every state value of ``connector`` whose key starts with ``prefix``."""

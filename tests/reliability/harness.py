@@ -3,7 +3,8 @@ and the judgement of the vendors' final state (see the package docstring).
 
 The sandboxes serve from the harness's own process (they are the vendors: they outlive every kill);
 each daemon replica is a ``python -m syncd run`` subprocess with its own port and the same config
-otherwise. Replica 0 is the one killed; webhooks go to the last replica (the only one on SQLite).
+otherwise. The replica that reads the vendors (the intake lease holder) is the one killed at random moments,
+replica 0 the one the sandboxes kill at the hard moments; webhooks go to the last replica.
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class Run:
         self.killing = True
         self.hard_armed = 0
         self.restarting: set[int] = set()
+        self.left_dead: set[int] = set()
 
     # the world -------------------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -352,7 +354,7 @@ class Run:
                 proc = replica.proc
                 if proc is None or proc.returncode is None or replica.index in self.restarting:
                     continue
-                if not self.killing and replica.index == 0 and self.sc.replicas > 1:
+                if replica.index in self.left_dead:
                     continue  # left dead: the survivors finish its work
                 if proc.returncode == -signal.SIGKILL:
                     self.result.hard_kills += 1
@@ -373,8 +375,21 @@ class Run:
         finally:
             self.restarting.discard(replica.index)
 
+    async def intake_holder(self) -> Replica:
+        """The replica that reads the vendors now (PostgreSQL: the ``syncd-intake`` lease holder)."""
+        if len(self.replicas) == 1:
+            return self.replicas[0]
+        ledger = await Ledger.open(self.ledger_url, create=False)
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                lease = await tx.lease_holder("syncd-intake")
+        finally:
+            await ledger.close()
+        pid = lease.holder.rsplit(":", 1)[-1] if lease is not None else ""
+        return next((r for r in self.replicas if str(r.pid) == pid), self.replicas[0])
+
     async def random_kill(self) -> None:
-        victim = self.replicas[0]
+        victim = await self.intake_holder()
         deadline = time.monotonic() + 30
         while (victim.index in self.restarting or victim.pid is None) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # still coming back from the last kill: this kill waits for it
@@ -417,7 +432,11 @@ class Run:
             await self.clear_faults()
             self.result.faults -= 0  # counted once, just above, before the faults were cleared
             if sc.replicas > 1:
-                await self.replicas[0].kill()  # one replica dies mid-run: the survivors finish
+                while self.restarting:
+                    await asyncio.sleep(0.1)
+                victim = await self.intake_holder()  # one replica dies mid-run: the survivors finish
+                self.left_dead.add(victim.index)
+                await victim.kill()
                 self.result.kills += 1
             else:
                 while self.restarting:
