@@ -21,9 +21,12 @@ FULL = (
     Scenario("postgres-3", database="postgres", replicas=3, changes=300, kills=20, hard_kills=6, seconds=150),
 )
 QUICK = (
-    Scenario("sqlite-1", database="sqlite", replicas=1, changes=60, kills=8, hard_kills=3, seconds=40),
-    Scenario("postgres-2", database="postgres", replicas=2, changes=60, kills=6, hard_kills=2, seconds=40),
-    Scenario("postgres-3", database="postgres", replicas=3, changes=60, kills=6, hard_kills=2, seconds=40),
+    Scenario("sqlite-1", database="sqlite", replicas=1, changes=40, kills=8, hard_kills=2, seconds=30,
+             settle_seconds=60),
+    Scenario("postgres-2", database="postgres", replicas=2, changes=40, kills=6, hard_kills=2, seconds=30,
+             settle_seconds=60),
+    Scenario("postgres-3", database="postgres", replicas=3, changes=40, kills=6, hard_kills=2, seconds=30,
+             settle_seconds=60),
 )
 HEADER = ("scenario", "replicas", "kills", "faults", "changes", "lost", "duplicated", "converged", "seconds")
 
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {scenario.name}: ... {len(result.problems) - 20} more", file=sys.stderr)
     print(table(results))
     print(summary(results))
-    if args.keep:
-        print(f"work directory: {work}", file=sys.stderr)
+    if args.keep or not all(r.ok for r in results):
+        print(f"work directory (logs, ledgers): {work}", file=sys.stderr)
     else:
         import shutil
 

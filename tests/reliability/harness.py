@@ -580,8 +580,8 @@ def judge(views: Mapping[str, Mapping[str, RecordView]], links: list[Link],
         complete = len(members) == len(views) or all(s[0] != "open" for s in shapes)
         if len(shapes) == 1 and complete:
             agreeing += 1
-        elif cid not in tracked:
-            verdict.problems.append(f"{cid}: systems differ: {sorted(map(str, shapes))} in {sorted(members)}")
+        else:
+            verdict.problems.append(f"{cid}: not converged: {sorted(map(str, shapes))} in {sorted(members)}")
     verdict.appointments = len(live)
     verdict.converged = 100.0 * agreeing / len(live) if live else 100.0
     return verdict

@@ -20,6 +20,7 @@ from tests.daemon_support import DaemonProcess, eventually, free_port, request_c
 from tests.reliability.harness import _seed
 from tests.scenarios.convergence_support import ADAPTERS
 from tests.scenarios.harness import make_world
+from tests.test_server import SF_ID, Env, env, sf_body, signed  # noqa: F401 (env: the server fixture)
 
 LEASE = 6.0
 MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally"}
@@ -90,3 +91,13 @@ async def test_paused_daemon_that_lost_its_lease_writes_nothing(tmp_path: Path, 
                 daemon.signal(signal.SIGCONT)
             await daemon.stop()
         await world.stop()
+
+
+async def test_webhooks_and_readyz_answer_503_once_the_lease_is_lost(env: Env) -> None:  # noqa: F811
+    body = sf_body(SF_ID)
+    assert (await env.post("sf", body, signed(body)))[0] == 202
+    env.state.lease_lost = "another holder (run:elsewhere:1) took the lease"
+    status, text = await env.post("sf", body, signed(body))
+    assert status == 503 and json.loads(text)["error"] == "lease_lost", text
+    status, text = await env.get("/readyz")
+    assert status == 503 and "lease lost: another holder" in text, text
