@@ -584,7 +584,7 @@ class Engine:
             # record shows an older state than the ledger knows, not somebody's change (merging it
             # would revert the newer one everywhere)
             stats.unchanged += 1
-            self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id))
+            self._decide(Decision("unchanged", source, link.canonical_id, rec.external_id, detail="stale read"))
             return
         # compare what the vendor can express: fields it cannot hold, a lossy status and the reasons it
         # fills itself after a cancellation are taken from the merge base
