@@ -28,14 +28,16 @@ QUICK = (
     Scenario("postgres-3", database="postgres", replicas=3, changes=40, kills=6, hard_kills=2, seconds=30,
              settle_seconds=60),
 )
-HEADER = ("scenario", "replicas", "kills", "faults", "changes", "lost", "duplicated", "converged", "seconds")
+HEADER = ("scenario", "replicas", "kills", "faults", "changes", "appointments", "lost", "duplicated", "converged",
+          "conflicts", "seconds")
 
 
 def table(results: list[Result]) -> str:
     rows = [HEADER]
     for r in results:
         rows.append((r.scenario.name, str(r.scenario.replicas), f"{r.kills + r.hard_kills}", str(r.faults),
-                     str(r.changes), str(r.lost), str(r.duplicated), f"{r.converged:.1f}%", f"{r.seconds:.0f}"))
+                     str(r.changes), str(r.appointments), str(r.lost), str(r.duplicated), f"{r.converged:.1f}%",
+                     str(r.conflicts), f"{r.seconds:.0f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 

@@ -72,6 +72,7 @@ class Result:
     changes: int = 0
     lost: int = 0
     duplicated: int = 0
+    conflicts: int = 0
     converged: float = 0.0
     appointments: int = 0
     problems: list[str] = field(default_factory=list)
@@ -473,6 +474,7 @@ class Run:
             if verdict.ok or time.monotonic() > deadline:
                 self.result.lost = verdict.lost
                 self.result.duplicated = verdict.duplicated
+                self.result.conflicts = verdict.conflicts
                 self.result.converged = verdict.converged
                 self.result.appointments = verdict.appointments
                 self.result.problems.extend(verdict.problems)
@@ -491,15 +493,17 @@ class Run:
         try:
             async with ledger.transaction(readonly=True) as tx:
                 links = await tx.all_links(include_retired=True)
+                conflicted = {c.canonical_id for c in await tx.conflicts()}
         finally:
             await ledger.close()
-        return judge(views, links, self.expected)
+        return judge(views, links, self.expected, conflicted)
 
 
 @dataclass
 class Verdict:
     lost: int = 0
     duplicated: int = 0
+    conflicts: int = 0
     converged: float = 0.0
     appointments: int = 0
     problems: list[str] = field(default_factory=list)
@@ -516,10 +520,16 @@ def _shape(view: RecordView) -> tuple[str, str, str | None]:
 
 
 def judge(views: Mapping[str, Mapping[str, RecordView]], links: list[Link],
-          expected: Mapping[tuple[str, str], Expected]) -> Verdict:
+          expected: Mapping[tuple[str, str], Expected], conflicted: frozenset[str] | set[str] = frozenset()
+          ) -> Verdict:
     """Judge the vendors' final records (``views``: member -> external id -> record) against the
-    changes users made (``expected``), with the ledger's links only to tell which record is which."""
+    changes users made (``expected``), with the ledger's links only to tell which record is which.
+
+    An appointment with an open conflict (``conflicted``: two users changed one field with no policy
+    to settle it, e.g. equal modified times; it waits for a person by design) is counted apart, in
+    ``conflicts``, and neither as lost nor in the converged share."""
     verdict = Verdict()
+    verdict.conflicts = len(conflicted)
     live: dict[str, dict[str, str]] = defaultdict(dict)  # canonical id -> member -> external id
     by_record: dict[tuple[str, str], str] = {}
     retired: set[tuple[str, str]] = set()
@@ -557,6 +567,8 @@ def judge(views: Mapping[str, Mapping[str, RecordView]], links: list[Link],
                 verdict.problems.append(f"{origin} {rid}: never linked (its appointment reached no system)")
             continue
         tracked.add(cid)
+        if cid in conflicted:
+            continue
         want = ("open" if exp.status in OPEN else exp.status, exp.start.astimezone(UTC).isoformat(), exp.notes)
         bad: list[str] = []
         for name in views:
@@ -575,7 +587,8 @@ def judge(views: Mapping[str, Mapping[str, RecordView]], links: list[Link],
             verdict.problems.append(f"{cid} (from {origin} {rid}): " + "; ".join(bad))
     # converged: every system holds the same appointment
     agreeing = 0
-    for cid, members in live.items():
+    judged = {cid: members for cid, members in live.items() if cid not in conflicted}
+    for cid, members in judged.items():
         shapes = {_shape(views[n][e]) for n, e in members.items() if e in views.get(n, {})}
         complete = len(members) == len(views) or all(s[0] != "open" for s in shapes)
         if len(shapes) == 1 and complete:
@@ -583,7 +596,7 @@ def judge(views: Mapping[str, Mapping[str, RecordView]], links: list[Link],
         else:
             verdict.problems.append(f"{cid}: not converged: {sorted(map(str, shapes))} in {sorted(members)}")
     verdict.appointments = len(live)
-    verdict.converged = 100.0 * agreeing / len(live) if live else 100.0
+    verdict.converged = 100.0 * agreeing / len(judged) if judged else 100.0
     return verdict
 
 
