@@ -1222,6 +1222,11 @@ class Engine:
             return True
         if item.op == WriteKind.CREATE.value:
             if not latest.status.creatable:
+                if item.attempts > 0:
+                    # an earlier attempt may have landed (its answer lost, or the process killed before it
+                    # committed): the writer looks for it by its reference first, links it, and the
+                    # cancellation follows; superseding it here would leave that record orphaned, open
+                    return True
                 return False  # cancelled (or further) before it was created there: nothing to create
             item.payload = {**item.payload, "merged": latest.to_json()}
             return True
