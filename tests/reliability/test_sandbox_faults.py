@@ -41,14 +41,17 @@ async def test_rate_and_signal_faults_are_validated_and_fire() -> None:
             # signal_after_apply: the caller is signalled before it hears the answer
             victim = await asyncio.create_subprocess_exec("sleep", "60")
             await http.delete(faults)
-            status, _ = await _post(http, faults, {"match": {"method": "GET", "path": "/v1/appointments"},
+            status, _ = await _post(http, faults, {"match": CREATE,
                                                    "action": {"type": "signal_after_apply", "pid": victim.pid,
                                                               "signal": int(signal.SIGTERM)}})
             assert status == 200
-            with contextlib.suppress(aiohttp.ClientError):  # the caller here is not the one signalled
-                async with http.get(running.url + "/v1/appointments",
-                                    headers={"Authorization": "Bearer sandbox-token"}) as resp:
-                    await resp.read()
+            answered = None
+            with contextlib.suppress(aiohttp.ClientError):  # the write's answer never comes: dropped
+                async with http.post(running.url + "/v1/appointments", json={},
+                                     headers={"Authorization": "Bearer sandbox-token",
+                                              "User-Agent": "syncd-tests/1.0 (ops@clinic.example)"}) as resp:
+                    answered = resp.status
+            assert answered is None, answered
             assert await asyncio.wait_for(victim.wait(), 5) == -signal.SIGTERM
             async with http.get(faults) as resp:
                 assert (await resp.json())["fired"]["signal_after_apply"] == 1
