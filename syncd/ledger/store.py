@@ -50,6 +50,7 @@ from syncd.ledger.models import (
     DeadLetter,
     InboxItem,
     Lease,
+    LineageEntry,
     Link,
     OutboxItem,
     utcnow,
@@ -203,6 +204,7 @@ CROSSWALK = _table(CrosswalkEntry)
 AUDIT = _table(AuditEntry)
 STATE = _table(ConnectorStateRow)
 LEASES = _table(Lease)
+LINEAGE = _table(LineageEntry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -957,6 +959,35 @@ class Tx:
         for row in sorted(rows, key=lambda r: r.id):
             out[row.canonical_id].append(_row_to(AuditEntry, row))
         return dict(out)
+
+    # -- lineage ----------------------------------------------------------------------------
+    async def add_lineage(self, rows: Iterable[LineageEntry]) -> None:
+        """Append lineage entries (one bulk INSERT; see :mod:`syncd.lineage`)."""
+        now = self.clock()
+        values = []
+        for row in rows:
+            data = _values(row, LINEAGE, skip=("id",))
+            data["at"] = row.at or now
+            data["fields"] = list(row.fields)
+            data["sources"] = dict(row.sources)
+            values.append(data)
+        if values:
+            await self.conn.execute(sa.insert(LINEAGE), values)
+
+    async def lineage_of(self, canonical_id: str, *, limit: int | None = None) -> list[LineageEntry]:
+        """One appointment's lineage, newest first (``limit``: at most that many)."""
+        stmt = (sa.select(LINEAGE).where(LINEAGE.c.canonical_id == canonical_id)
+                .order_by(LINEAGE.c.at.desc(), LINEAGE.c.id.desc()))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [_row_to(LineageEntry, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def prune_lineage(self, older_than: datetime, *, limit: int) -> int:
+        """Delete at most ``limit`` lineage entries recorded before ``older_than`` (oldest first), in one
+        DELETE; returns how many went. Called again, it goes on where it stopped."""
+        oldest = sa.select(LINEAGE.c.id).where(LINEAGE.c.at < older_than).order_by(LINEAGE.c.at).limit(limit)
+        result = await self.conn.execute(sa.delete(LINEAGE).where(LINEAGE.c.id.in_(oldest.scalar_subquery())))
+        return int(result.rowcount or 0)
 
     # -- crosswalk --------------------------------------------------------------------------
     async def crosswalk_lookup(self, kind: str, keys: Iterable[str], connector: str) -> dict[str, str]:
