@@ -77,8 +77,13 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _detail(text: str | None) -> str | None:
-    return None if text is None else mask_contact(text)[:255]
+def _detail(text: str | None, *, vendor_text: bool = False) -> str | None:
+    """A detail as stored: at most 255 characters; text that quotes a vendor (its error message) with
+    e-mail addresses and phone numbers masked. Details syncd composes carry ids, names of fields and
+    connectors, and counts only (not masked: an external id may look like a phone number)."""
+    if text is None:
+        return None
+    return (mask_contact(text) if vendor_text else text)[:255]
 
 
 def short_hash(value: Any) -> str | None:
@@ -175,10 +180,11 @@ def written(cid: str, target: str, op: str, fields: Iterable[str], *, outcome: s
 
 
 def conflict(cid: str, connector: str | None, field: str, *, outcome: str = "open",
-             detail: str | None = None) -> LineageEntry:
-    """A conflict opened outside a merge (a target refused a write, several records matched)."""
+             detail: str | None = None, vendor_text: bool = True) -> LineageEntry:
+    """A conflict opened outside a merge (a target refused a write, several records matched).
+    ``vendor_text``: the detail quotes a vendor's message (contacts are masked)."""
     return LineageEntry(canonical_id=cid, kind="conflict", action="conflict-open", connector=connector,
-                        fields=[field], outcome=outcome, detail=_detail(detail))
+                        fields=[field], outcome=outcome, detail=_detail(detail, vendor_text=vendor_text))
 
 
 def dead_letter(cid: str | None, connector: str, kind: str, reason: str) -> LineageEntry | None:
@@ -186,7 +192,7 @@ def dead_letter(cid: str | None, connector: str, kind: str, reason: str) -> Line
     if not cid:
         return None
     return LineageEntry(canonical_id=cid, kind="dead_letter", action="dead_letter", connector=connector,
-                        outcome=kind[:32], detail=_detail(f"{kind}: {reason}"))
+                        outcome=kind[:32], detail=_detail(f"{kind}: {reason}", vendor_text=True))
 
 
 def resolved(cid: str, take: str, fields: Sequence[str], changed_at: datetime | None,
@@ -200,7 +206,7 @@ def resolved(cid: str, take: str, fields: Sequence[str], changed_at: datetime | 
 def action(cid: str, kind: str, connector: str | None, outcome: str, detail: str) -> LineageEntry:
     """An operator's action (``kind``: retry, discard, resolve), from the command line or the console."""
     return LineageEntry(canonical_id=cid, kind=kind, action=kind, connector=connector, outcome=outcome[:32],
-                        detail=_detail(detail))
+                        detail=_detail(detail, vendor_text=True))
 
 
 async def prune(ledger: Ledger, history_days: int, *, now: datetime | None = None) -> int:

@@ -1476,7 +1476,8 @@ class Engine:
             await tx.open_conflict(item.canonical_id, LINK_FIELD, values, reason[:500])
             await tx.add_lineage([lineage.conflict(item.canonical_id, target, LINK_FIELD,
                                                    detail=f"several {target} records hold its {rule}: "
-                                                          f"{', '.join(sorted(external_ids))}")])
+                                                          f"{', '.join(sorted(external_ids))}",
+                                                   vendor_text=False)])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="pending", error="waits: several records hold its reference")
             await tx.release([item.canonical_id], self.holder)
@@ -1618,8 +1619,11 @@ class Engine:
         """The lineage detail of a confirmed write (ids and counts only)."""
         parts = [f"as {record.external_id}"]
         attempt = int(item.payload.get("attempt", 0) or 0)
-        if attempt:
+        raced = str(item.payload.get("source") or "")
+        if attempt and raced == item.connector:
             parts.append(f"re-read after a conflict (GET/PUT race), re-merged, retried (attempt {attempt + 1})")
+        elif attempt:
+            parts.append(f"carries the re-merge after a GET/PUT race on {raced}")
         if adopted:
             parts.append("adopted after a lost answer (found by its reference)")
         if not sent:
