@@ -190,8 +190,8 @@ async def test_explain_exit_codes_and_pruning(world: World) -> None:
         assert before is not None and any(h["detail"] == "ancient" for h in before["history"])
     finally:
         await ledger.close()
-    result = await world.resync_within()
-    assert result.exit_code == 0, result.document
+    resynced = await world.resync_within()
+    assert resynced.exit_code == 0, resynced.document
     after = await _explain(world, cid)
     assert not any(h["detail"] == "ancient" for h in after["history"])
     assert after["history"] and after["fields"]["status"]["rule"] == "created"  # recent entries stay
