@@ -34,7 +34,7 @@ from typing import Any
 from syncd.config import Config
 from syncd.engine.merge import LEDGER_SIDE, MergeResult
 from syncd.ledger.models import AppointmentRow, LineageEntry, Link, utcnow
-from syncd.ledger.store import Ledger, Tx
+from syncd.ledger.store import Ledger, LineageRecord, Tx
 from syncd.logging import mask_contact
 from syncd.model import SYNC_FIELDS, TEXT_FIELDS, Appointment
 
@@ -259,7 +259,7 @@ def _field_value(name: str, snapshot: Mapping[str, Any] | None) -> dict[str, Any
     return {"value": value}
 
 
-def history_row(entry: LineageEntry) -> dict[str, Any]:
+def history_row(entry: LineageRecord) -> dict[str, Any]:
     """One history entry as docs/reference.md §4 prints it."""
     return {"at": _iso(entry.at), "kind": entry.kind, "connector": entry.connector, "fields": list(entry.fields),
             "outcome": entry.outcome, "detail": entry.detail}
@@ -270,7 +270,7 @@ class LineageView:
     """What :func:`lineage_view` read: the §4 ``document`` and the rows it was built from."""
 
     document: dict[str, Any]
-    entries: list[LineageEntry]
+    entries: list[LineageRecord]
     appointment: AppointmentRow | None
     links: list[Link]
 
@@ -292,7 +292,9 @@ async def lineage_view(config: Config, ledger: Ledger, ref: str) -> LineageView 
     snapshot = row.snapshot if row is not None else None
     provenance: dict[str, dict[str, Any]] = {}
     for entry in entries:  # newest first: the first entry that set a field is the one in force
-        for name, source in (entry.sources or {}).items():
+        if not entry.sources_json or entry.sources_json == "{}":
+            continue
+        for name, source in entry.sources.items():
             if name not in provenance and isinstance(source, Mapping):
                 provenance[name] = dict(source)
         if len(provenance) == len(SYNC_FIELDS):

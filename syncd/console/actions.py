@@ -132,12 +132,13 @@ class ConsoleActions:
                 message = f"conflict {conflict_id} stays open: {message}"
         except VendorError as exc:  # the chosen system could not be read now: nothing changed
             code, message = 1, f"conflict {conflict_id} stays open: {take} could not be read ({exc.describe()})"
-            if found:
-                async with self.runtime.ledger.transaction() as tx:
-                    await tx.add_lineage([lineage.action(
-                        found[0].canonical_id, "resolve", take, "refused",
-                        f"conflict {conflict_id}: taking {take}'s version {_origin(session)} failed: "
-                        f"{take} could not be read ({exc.kind})")])
+        if found and code != 0:
+            # done, it is in the lineage already (resolve_conflict records it); refused, it is recorded here
+            async with self.runtime.ledger.transaction() as tx:
+                await tx.add_lineage([lineage.action(
+                    found[0].canonical_id, "resolve", take, "refused",
+                    f"conflict {conflict_id}: taking {take}'s version {_origin(session)} was refused; "
+                    "it stays open")])
         if found:
             conflict = found[0]
             await self._record(conflict.canonical_id, take, "resolve", session,

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from syncd.config import Config
-from syncd.ledger.models import ConflictRow, DeadLetter, LineageEntry, utcnow
-from syncd.ledger.store import Ledger
+from syncd.ledger.models import ConflictRow, DeadLetter, utcnow
+from syncd.ledger.store import Ledger, LineageRecord
 from syncd.lineage import HASHED_FIELDS, RefError, history_row, lineage_view, parse_ref, short_hash
 from syncd.model import TEXT_FIELDS, text_digest
 
@@ -301,7 +301,7 @@ def _conflict(row: ConflictRow, config: Config, group_name: str | None) -> dict[
 # -- one appointment ----------------------------------------------------------------------------
 
 
-def _history(entry: LineageEntry) -> dict[str, Any]:
+def _history(entry: LineageRecord) -> dict[str, Any]:
     return {**history_row(entry), "action": entry.action, "rule": entry.rule}
 
 

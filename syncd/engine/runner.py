@@ -416,12 +416,11 @@ async def resolve_conflict(
 ) -> ResolveResult:
     result = await _resolve_conflict(config, conflict_id, take, dry_run=dry_run, runtime=runtime)
     cid = result.document.get("canonical_id")
-    if not dry_run and isinstance(cid, str) and cid:
-        done = result.exit_code == EXIT_OK
-        text = f"conflict {conflict_id}: took {take}'s version {origin}" if done else (
-            f"conflict {conflict_id}: taking {take}'s version {origin} was refused; it stays open")
+    if not dry_run and result.exit_code == EXIT_OK and isinstance(cid, str) and cid:
+        # a refusal changes nothing, in the ledger neither (the console records its own attempts)
         async with _ledger_for(config, runtime) as ledger, ledger.transaction() as tx:
-            await tx.add_lineage([lineage.action(cid, "resolve", take, "done" if done else "refused", text)])
+            await tx.add_lineage([lineage.action(cid, "resolve", take, "done",
+                                                 f"conflict {conflict_id}: took {take}'s version {origin}")])
     return result
 
 
