@@ -129,7 +129,8 @@ def merged(cid: str, source: str, base: Appointment, result: MergeResult,
     ``modified``: connector -> its record's modified time (when the change was made there)."""
     del base  # the merge result says all; kept in the signature for symmetry with the engine's call
     now = utcnow()
-    proposed = list(dict.fromkeys([*result.changed, *(c.field for c in result.conflicts),
+    own = [name for name in result.changed if result.sources.get(name) in (source, LEDGER_SIDE, "", None)]
+    proposed = list(dict.fromkeys([*own, *(c.field for c in result.conflicts),
                                    *(name for who, name, _ in result.ignored if who == source)]))
     when = modified.get(source)
     read_detail = f"modified there at {_iso(when)}" if when is not None else "read"
@@ -147,7 +148,8 @@ def merged(cid: str, source: str, base: Appointment, result: MergeResult,
                 who = source
             sources[name] = _source(who, modified.get(who), rules[name])
         distinct = set(rules.values())
-        summary = ", ".join(f"{name}: {rule}" for name, rule in rules.items())
+        summary = ", ".join(f"{name}: {rule}" + ("" if sources[name]["source"] == source else
+                                                 f" ({sources[name]['source']})") for name, rule in rules.items())
         entries.append(LineageEntry(at=now, canonical_id=cid, kind="merge", action="merged", connector=source,
                                     fields=list(result.changed), outcome="merged",
                                     rule=distinct.pop() if len(distinct) == 1 else None,

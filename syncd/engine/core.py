@@ -1605,8 +1605,10 @@ class Engine:
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
                                            fields=list(request.changed), fingerprint_after=fingerprint,
                                            detail="adopted after a lost answer" if adopted else None)])
+            carried = request.changed or ([n for n in SYNC_FIELDS if getattr(merged, n) is not None]
+                                          if op is WriteKind.CREATE else [])
             await tx.add_lineage([lineage.written(
-                item.canonical_id, target, op.value, request.changed, outcome="ok" if sent else "not_needed",
+                item.canonical_id, target, op.value, carried, outcome="ok" if sent else "not_needed",
                 detail=self._write_detail(item, record, adopted=adopted, sent=sent, echo=echo_version is not None))])
             await tx.release([item.canonical_id], self.holder)
         action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
@@ -1617,7 +1619,7 @@ class Engine:
     @staticmethod
     def _write_detail(item: OutboxItem, record: VendorRecord, *, adopted: bool, sent: bool, echo: bool) -> str:
         """The lineage detail of a confirmed write (ids and counts only)."""
-        parts = [f"as {record.external_id}"]
+        parts = [f"{'created as' if item.op == WriteKind.CREATE.value else 'written to'} {record.external_id}"]
         attempt = int(item.payload.get("attempt", 0) or 0)
         raced = str(item.payload.get("source") or "")
         if attempt and raced == item.connector:

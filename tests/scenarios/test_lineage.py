@@ -91,7 +91,8 @@ async def test_explain_follows_create_edit_race_and_replace(world: World) -> Non
     patient = doc["fields"]["patient"]
     assert patient["value"] is None and patient["hash"] and patient["source"] == "zoho"
     [create] = [h for h in _entries(doc, "write", "dent")]
-    assert create["outcome"] == "ok" and create["detail"].startswith(f"as {did}")
+    assert create["outcome"] == "ok" and create["detail"].startswith(f"created as {did}")
+    assert {"status", "start", "patient"} <= set(create["fields"])
     assert _entries(doc, "read", "zoho")[-1]["outcome"] == "created"
     assert set(doc["history"][0]) == {"at", "kind", "connector", "fields", "outcome", "detail"}
     assert [h["at"] for h in doc["history"]] == sorted((h["at"] for h in doc["history"]), reverse=True)
@@ -134,7 +135,8 @@ async def test_explain_follows_create_edit_race_and_replace(world: World) -> Non
     assert raced and "GET/PUT race" in raced[0]["detail"], doc["history"]
     retried = [h for h in _entries(doc, "write", "dent") if h["outcome"] == "ok" and "retried" in (h["detail"] or "")]
     assert retried and "notes" in retried[0]["fields"], doc["history"]
-    assert any("re-read after a write conflict" in (h["detail"] or "") for h in _entries(doc, "read", "dent"))
+    [reread] = [h for h in _entries(doc, "read", "dent") if "re-read after a write conflict" in (h["detail"] or "")]
+    assert set(reread["fields"]) == {"start", "end"}, reread  # what Dentally changed; the notes are zoho's
     carried = _entries(doc, "write", "zoho")
     assert carried and "start" in carried[0]["fields"] and carried[0]["outcome"] == "ok"
     assert "GET/PUT race on dent" in carried[0]["detail"]
