@@ -23,6 +23,7 @@ from syncd import lineage
 from syncd.cli import main
 from syncd.ledger.models import LineageEntry
 from syncd.ledger.store import Ledger
+from tests.daemon_support import DaemonProcess, eventually, free_port, with_server
 from tests.scenarios.harness import World, synced_pair
 
 MEMBERS = {"zoho": "zoho_crm", "dent": "dentally"}
@@ -214,3 +215,41 @@ async def test_prune_is_bounded_and_by_age(ledger: Ledger) -> None:
         left = await tx.lineage_of("A-1")
     assert [e.outcome for e in left] == ["recent"]
     assert await lineage.prune(ledger, 5, now=now) == 1
+
+
+async def test_the_daemon_prunes_old_lineage_at_start(tmp_path: Path) -> None:
+    """``syncd run``'s maintenance job (first run at start) deletes lineage older than history_days and
+    keeps the rest; a real daemon process, SQLite ledger."""
+    async with synced_pair(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}", MEMBERS, source="zoho",
+                           n=1) as world:
+        text = world.config_path.read_text(encoding="utf-8")
+        world.config_path.write_text(text.replace("[ledger]\n", "[ledger]\nhistory_days = 30\n", 1), encoding="utf-8")
+        with_server(world, free_port())
+        assert world.config.ledger.history_days == 30
+        cid = world.dataset.appointments[0].key
+        ledger = await world.ledger()
+        try:
+            async with ledger.transaction() as tx:
+                await tx.add_lineage([LineageEntry(at=datetime.now(UTC) - timedelta(days=31), canonical_id=cid,
+                                                   kind="write", action="update", connector="dent", outcome="ok",
+                                                   detail="a month old")])
+        finally:
+            await ledger.close()
+
+        async def details() -> list[str | None]:
+            opened = await world.ledger()
+            try:
+                async with opened.transaction(readonly=True) as tx:
+                    return [e.detail for e in await tx.lineage_of(cid)]
+            finally:
+                await opened.close()
+
+        assert "a month old" in await details()
+        daemon = DaemonProcess(world.config_path, world.config.server.port, tmp_path)
+        daemon.start()
+        try:
+            await daemon.ready()
+            left = await eventually(details, lambda d: "a month old" not in d, timeout=15, what="the prune")
+            assert left  # the recent entries stay
+        finally:
+            await daemon.stop()
