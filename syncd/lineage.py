@@ -122,12 +122,11 @@ def _rules(result: MergeResult) -> dict[str, str]:
     return out
 
 
-def merged(cid: str, source: str, base: Appointment, result: MergeResult,
-           modified: Mapping[str, datetime | None], *, detail: str | None = None) -> list[LineageEntry]:
+def merged(cid: str, source: str, result: MergeResult, modified: Mapping[str, datetime | None], *,
+           detail: str | None = None) -> list[LineageEntry]:
     """A record of ``source`` merged into the appointment: what was read, what the merge took (with the
     source and rule per field), each conflict (settled by a rule, or left open) and what it refused.
     ``modified``: connector -> its record's modified time (when the change was made there)."""
-    del base  # the merge result says all; kept in the signature for symmetry with the engine's call
     now = utcnow()
     own = [name for name in result.changed if result.sources.get(name) in (source, LEDGER_SIDE, "", None)]
     proposed = list(dict.fromkeys([*own, *(c.field for c in result.conflicts),

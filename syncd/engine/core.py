@@ -870,7 +870,7 @@ class Engine:
 
     def _record_merge(self, work: _PageWork, cid: str, source: str, base: Appointment, result: MergeResult, *,
                       modified: Mapping[str, datetime | None] | None = None, detail: str | None = None) -> None:
-        work.lineage.extend(lineage.merged(cid, source, base, result, modified or {}, detail=detail))
+        work.lineage.extend(lineage.merged(cid, source, result, modified or {}, detail=detail))
         if result.changed:
             work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="merged",
                                          fields=list(result.changed), fingerprint_before=base.fingerprint(),
