@@ -1510,10 +1510,10 @@ class Engine:
                 if item.id is not None:
                     until = f"{error.not_before:%Y-%m-%dT%H:%M:%SZ}"
                     await tx.outbox_update([item.id], state="pending", error=f"deferred until {until}")
-                await tx.add_lineage([lineage.written(item.canonical_id, target, item.op, request.changed,
-                                                      outcome="deferred",
-                                                      detail=f"the vendor takes it from "
-                                                             f"{error.not_before:%Y-%m-%dT%H:%M:%SZ}; stays queued")])
+                if item.attempts == 0:  # once, not at every drain of the outbox until the time has come
+                    await tx.add_lineage([lineage.written(
+                        item.canonical_id, target, item.op, request.changed, outcome="deferred",
+                        detail=f"the vendor takes it from {error.not_before:%Y-%m-%dT%H:%M:%SZ}; stays queued")])
             return
         if isinstance(error, AmbiguousReference):
             metrics.writes.labels(target, item.op, "not_writable").inc()
@@ -1652,8 +1652,10 @@ class Engine:
         async with self.ledger.transaction() as tx:
             if item.id is not None:
                 await tx.outbox_update([item.id], state="pending", error=error.describe()[:400])
-            await tx.add_lineage([lineage.written(item.canonical_id, target, item.op, item.payload.get("changed") or [],
-                                                  outcome="queued", detail=f"{error.kind}: the write stays queued")])
+            if item.attempts == 0:  # the first failure only: an outage must not fill the history
+                await tx.add_lineage([lineage.written(
+                    item.canonical_id, target, item.op, item.payload.get("changed") or [], outcome="queued",
+                    detail=f"{error.kind}: the write stays queued and is retried until it goes through")])
             await tx.release([item.canonical_id], self.holder)
 
     async def _close_item(
