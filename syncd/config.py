@@ -68,7 +68,7 @@ AUTH_KEYS: dict[str, tuple[str, ...]] = {
 #: The keys each table accepts: the one list the parser checks against (any other key is an
 #: "unknown key" problem) and that docs/configuration.md is tested against (tests/test_docs.py).
 TOP_LEVEL_KEYS: tuple[str, ...] = ("ledger", "server", "log", "connectors", "sync")
-LEDGER_KEYS: tuple[str, ...] = ("url",)
+LEDGER_KEYS: tuple[str, ...] = ("url", "history_days")
 SERVER_KEYS: tuple[str, ...] = ("host", "port", "max_body_bytes", "public_url", "console_token")
 LOG_KEYS: tuple[str, ...] = ("level", "format")
 CONNECTOR_KEYS: tuple[str, ...] = (
@@ -153,6 +153,8 @@ def resolve_sqlite_url(url: str, base_dir: str | os.PathLike[str] | None) -> str
 class LedgerConfig:
     url: str = "sqlite+aiosqlite:///./syncd.db"
     """A relative SQLite path is resolved against the config file's directory at load time."""
+    history_days: int = 90
+    """Lineage (``syncd explain``) older than this many days is pruned by the daemon and by resync."""
 
     def __repr__(self) -> str:
         return f"LedgerConfig(url={mask_url(self.url)!r})"
@@ -503,7 +505,8 @@ class _Parser:
         ledger = self.ledger(raw.get("ledger", {}))
         if ledger is not None and path is not None:
             # a relative SQLite path names a file beside the config, not in the working directory
-            ledger = LedgerConfig(url=resolve_sqlite_url(ledger.url, os.path.dirname(os.path.abspath(path))))
+            ledger = LedgerConfig(url=resolve_sqlite_url(ledger.url, os.path.dirname(os.path.abspath(path))),
+                                  history_days=ledger.history_days)
         server = self.server(raw.get("server", {}))
         log = self.log(raw.get("log", {}))
         connectors = self.connectors(raw.get("connectors", _MISSING))
@@ -525,15 +528,17 @@ class _Parser:
         if isinstance(table, _Missing):
             return None
         self.unknown_keys("ledger", table, LEDGER_KEYS)
+        defaults = LedgerConfig()
+        days = self.integer("ledger.history_days", table.get("history_days", defaults.history_days), minimum=1)
         if "url" not in table:
-            return LedgerConfig()
+            return None if isinstance(days, _Missing) else LedgerConfig(history_days=days)
         url = self.string("ledger.url", table["url"])
-        if isinstance(url, _Missing):
+        if isinstance(url, _Missing) or isinstance(days, _Missing):
             return None
         if not url.startswith(LEDGER_SCHEMES):
             self.fail("ledger.url", f"must start with {' or '.join(LEDGER_SCHEMES)}")
             return None
-        return LedgerConfig(url=url)
+        return LedgerConfig(url=url, history_days=days)
 
     def server(self, value: object) -> ServerConfig | None:
         table = self.table("server", value)

@@ -26,7 +26,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import metrics, systemd
+from syncd import lineage, metrics, systemd
 from syncd.config import Config
 from syncd.connector import with_remedy
 from syncd.engine.core import Engine
@@ -196,6 +196,10 @@ class Daemon:
         await self.engine.drain_outbox()
 
     async def maintain(self) -> None:
+        # lineage older than [ledger] history_days: one bounded DELETE per run (the next run goes on)
+        pruned = await lineage.prune(self.rt.ledger, self.config.ledger.history_days)
+        if pruned:
+            log.info("lineage_pruned", count=pruned)
         for name, connector in self.rt.connectors.items():
             try:
                 self.subscriptions[name] = dict(await connector.maintain(self.config.server.public_url))

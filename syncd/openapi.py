@@ -179,7 +179,8 @@ def openapi_document() -> dict[str, Any]:
             "does)", {"take": {"type": "string"}}, ["take"], parameters=[ID_PARAM],
             extra={"400": _page("The form could not be read, or `take` is not a configured connector.")})},
         "/console/appointments": {"get": _console_get(
-            "One appointment: links, merged values (patient and free text only as a hash), history",
+            "One appointment: links, merged values with their source and rule (patient and free text only as a "
+            "hash), and its lineage timeline (what `syncd explain` prints)",
             parameters=[{"name": "ref", "in": "query", "required": False,
                          "schema": {"type": "string", "pattern": REF_PATTERN},
                          "description": "A canonical id or NAME:EXTERNAL_ID (absent: the look-up form alone)."}],

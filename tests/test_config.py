@@ -339,6 +339,22 @@ default_location = "LOC-1"
 """
 
 
+def test_history_days_defaults_to_90_and_is_validated(tmp_path: Path) -> None:
+    """``[ledger] history_days`` (docs/configuration.md): how long lineage is kept; a positive integer."""
+    assert load_config(write(tmp_path, BASE), env=ENV).ledger.history_days == 90
+    url = 'url = "sqlite+aiosqlite:///./x.db"'
+    with_days = BASE.replace(url, f"{url}\nhistory_days = 30")
+    config = load_config(write(tmp_path, with_days), env=ENV)
+    assert config.ledger.history_days == 30 and config.ledger.url.endswith("/x.db")
+    for bad, problem in (("0", "ledger.history_days: must be >= 1, got 0"),
+                         ('"long"', "ledger.history_days: expected an integer, got a string")):
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, with_days.replace("history_days = 30", f"history_days = {bad}")), env=ENV)
+        assert problem in info.value.problems, info.value.problems
+    only_days = BASE.replace('url = "sqlite+aiosqlite:///./x.db"', "history_days = 7")
+    assert load_config(write(tmp_path, only_days), env=ENV).ledger.history_days == 7
+
+
 def test_default_location_is_read_and_validated(tmp_path: Path) -> None:
     """``default_location`` (docs/reference.md §2): optional, a crosswalk key; a malformed one is a config
     error naming the key."""

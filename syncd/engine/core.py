@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd import metrics
+from syncd import lineage, metrics
 from syncd.config import Config, SyncGroup
 from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest, with_remedy
 from syncd.engine.fields import (
@@ -77,7 +77,7 @@ from syncd.errors import (
     Retriable,
     VendorError,
 )
-from syncd.ledger.models import AppointmentRow, AuditEntry, ConflictRow, DeadLetter, Link, OutboxItem
+from syncd.ledger.models import AppointmentRow, AuditEntry, ConflictRow, DeadLetter, LineageEntry, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
 from syncd.logging import get_logger, mask_contact
 from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, STATUS_RANK, SYNC_FIELDS, Appointment, Status, slot_key
@@ -118,6 +118,8 @@ class _PageWork:
     outbox: list[OutboxItem] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
+    lineage: list[LineageEntry] = field(default_factory=list)
+    """Lineage entries (:mod:`syncd.lineage`), stored in the same transaction as the rest."""
     conflicts: list[tuple[str, FieldConflict | None, str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
     supersede: list[tuple[str, str]] = field(default_factory=list)
@@ -673,6 +675,7 @@ class Engine:
         work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="linked" if linked else "seen-new",
                                      fields=[], fingerprint_before=None, fingerprint_after=fingerprint,
                                      detail=f"by {linked}" if linked else None))
+        work.lineage.append(lineage.created(cid, source, canonical, rec.modified_at, linked=linked))
         if linked:
             self._decide(Decision("linked", source, cid, rec.external_id, detail=linked))
         linked_here = {lk.connector for lk in member_links.get(cid, []) if not lk.retired}
@@ -724,7 +727,8 @@ class Engine:
                 merge_base = base.with_changes(status=canonical.status, cancellation_reason=reason)
         result = merge_linked(merge_base, max(times, default=None), side, group.owners)
         result.changed = result.merged.diff(base)
-        self._record_merge(work, cid, source, base, result)
+        self._record_merge(work, cid, source, base, result, modified={source: rec.modified_at},
+                           detail=f"linked by {rule}")
         merged = result.merged
         to_others = [f for f in result.changed if not (lossy and f in ("status", "cancellation_reason"))]
         link.version = rec.version
@@ -806,7 +810,8 @@ class Engine:
         else:
             result = merge(base, [side], group.owners)
             source_holds = canonical
-        self._record_merge(work, cid, source, base, result)
+        self._record_merge(work, cid, source, base, result, modified={source: rec.modified_at},
+                           detail="deleted there" if deleted else None)
         merged = result.merged
         fingerprint = canonical.fingerprint()
         if not deleted:
@@ -863,7 +868,9 @@ class Engine:
                                                 source=source, changed=[], attempt=attempt,
                                                 source_modified=source_modified))
 
-    def _record_merge(self, work: _PageWork, cid: str, source: str, base: Appointment, result: MergeResult) -> None:
+    def _record_merge(self, work: _PageWork, cid: str, source: str, base: Appointment, result: MergeResult, *,
+                      modified: Mapping[str, datetime | None] | None = None, detail: str | None = None) -> None:
+        work.lineage.extend(lineage.merged(cid, source, result, modified or {}, detail=detail))
         if result.changed:
             work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="merged",
                                          fields=list(result.changed), fingerprint_before=base.fingerprint(),
@@ -926,6 +933,9 @@ class Engine:
         work.dead_letters.append(DeadLetter(connector=connector, canonical_id=canonical_id, external_id=external_id,
                                             kind=kind, reason=mask_contact(reason), payload=payload,
                                             retriable=retriable))
+        entry = lineage.dead_letter(canonical_id, connector, kind, reason)
+        if entry is not None:
+            work.lineage.append(entry)
         self._decide(Decision("dead_letter", connector, canonical_id, external_id, detail=kind))
 
     async def _store(self, tx: Tx, work: _PageWork) -> None:
@@ -949,6 +959,8 @@ class Engine:
             await tx.add_dead_letters(work.dead_letters)
         if work.audit:
             await tx.add_audit(work.audit)
+        if work.lineage:
+            await tx.add_lineage(work.lineage)
         for cid, conflict, reason, connector in work.conflicts:
             values = dict(conflict.values) if conflict is not None else {}
             field_name = conflict.field if conflict is not None else "status"
@@ -1462,6 +1474,10 @@ class Engine:
         values, reason = link_conflict(target, rule, external_ids, [item.canonical_id])
         async with self.ledger.transaction() as tx:
             await tx.open_conflict(item.canonical_id, LINK_FIELD, values, reason[:500])
+            await tx.add_lineage([lineage.conflict(item.canonical_id, target, LINK_FIELD,
+                                                   detail=f"several {target} records hold its {rule}: "
+                                                          f"{', '.join(sorted(external_ids))}",
+                                                   vendor_text=False)])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="pending", error="waits: several records hold its reference")
             await tx.release([item.canonical_id], self.holder)
@@ -1494,6 +1510,10 @@ class Engine:
                 if item.id is not None:
                     until = f"{error.not_before:%Y-%m-%dT%H:%M:%SZ}"
                     await tx.outbox_update([item.id], state="pending", error=f"deferred until {until}")
+                if item.attempts == 0:  # once, not at every drain of the outbox until the time has come
+                    await tx.add_lineage([lineage.written(
+                        item.canonical_id, target, item.op, request.changed, outcome="deferred",
+                        detail=f"the vendor takes it from {error.not_before:%Y-%m-%dT%H:%M:%SZ}; stays queued")])
             return
         if isinstance(error, AmbiguousReference):
             metrics.writes.labels(target, item.op, "not_writable").inc()
@@ -1585,11 +1605,34 @@ class Engine:
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
                                            fields=list(request.changed), fingerprint_after=fingerprint,
                                            detail="adopted after a lost answer" if adopted else None)])
+            carried = request.changed or ([n for n in SYNC_FIELDS if getattr(merged, n) is not None]
+                                          if op is WriteKind.CREATE else [])
+            await tx.add_lineage([lineage.written(
+                item.canonical_id, target, op.value, carried, outcome="ok" if sent else "not_needed",
+                detail=self._write_detail(item, record, adopted=adopted, sent=sent, echo=echo_version is not None))])
             await tx.release([item.canonical_id], self.holder)
         action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
         if not sent:
             action = "unchanged"
         self._decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
+
+    @staticmethod
+    def _write_detail(item: OutboxItem, record: VendorRecord, *, adopted: bool, sent: bool, echo: bool) -> str:
+        """The lineage detail of a confirmed write (ids and counts only)."""
+        parts = [f"{'created as' if item.op == WriteKind.CREATE.value else 'written to'} {record.external_id}"]
+        attempt = int(item.payload.get("attempt", 0) or 0)
+        raced = str(item.payload.get("source") or "")
+        if attempt and raced == item.connector:
+            parts.append(f"re-read after a conflict (GET/PUT race), re-merged, retried (attempt {attempt + 1})")
+        elif attempt:
+            parts.append(f"carries the re-merge after a GET/PUT race on {raced}")
+        if adopted:
+            parts.append("adopted after a lost answer (found by its reference)")
+        if not sent:
+            parts.append("nothing left to send")
+        elif not echo:
+            parts.append("the answer shows another change beside ours: the next read merges it")
+        return "; ".join(parts)
 
     async def _held(self, tx: Tx, target: str, record: VendorRecord, written: Appointment) -> Appointment:
         """What ``target`` holds after syncd wrote ``written`` there (canonical keys): ``written``, with
@@ -1609,6 +1652,10 @@ class Engine:
         async with self.ledger.transaction() as tx:
             if item.id is not None:
                 await tx.outbox_update([item.id], state="pending", error=error.describe()[:400])
+            if item.attempts == 0:  # the first failure only: an outage must not fill the history
+                await tx.add_lineage([lineage.written(
+                    item.canonical_id, target, item.op, item.payload.get("changed") or [], outcome="queued",
+                    detail=f"{error.kind}: the write stays queued and is retried until it goes through")])
             await tx.release([item.canonical_id], self.holder)
 
     async def _close_item(
@@ -1627,6 +1674,9 @@ class Engine:
             self._dead_letter(work, target, kind, reason, canonical_id=item.canonical_id,
                               external_id=request.external_id,
                               payload={"phase": "write", "outbox": item.payload, "op": item.op}, retriable=True)
+        if conflict is not None:
+            work.lineage.append(lineage.conflict(item.canonical_id, conflict[2], conflict[0],
+                                                 detail=f"{conflict[2]} refused the write: {conflict[1]}"))
         async with self.ledger.transaction() as tx:
             await self._store(tx, work)
             if conflict is not None:
@@ -1702,7 +1752,12 @@ class Engine:
         result = merge(base, sides, group.owners)
         # when times are unknown for our side, a true conflict is settled by owners or left open
         work = _PageWork()
-        self._record_merge(work, item.canonical_id, target, base, result)
+        work.lineage.append(lineage.written(item.canonical_id, target, item.op, request.changed, outcome="conflict",
+                                            detail=f"{target} changed since syncd read it (GET/PUT race): re-read, "
+                                                   f"re-merged, retrying (attempt {attempt + 1})"))
+        self._record_merge(work, item.canonical_id, target, base, result,
+                           modified={source: mine_modified, target: fresh.modified_at},
+                           detail="re-read after a write conflict")
         merged = result.merged
         async with self.ledger.transaction() as tx:
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
@@ -1800,6 +1855,10 @@ class Engine:
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action="replaced",
                                            fields=list(request.changed), fingerprint_after=fingerprint,
                                            detail=f"old {link.external_id} retired"[:255])])
+            await tx.add_lineage([lineage.written(
+                item.canonical_id, target, "replaced", request.changed, outcome="replaced",
+                detail=f"{target} forbids this change in place: created {created.record.external_id}, old "
+                       f"{link.external_id} retired ({'cancelled' if cancelled.error is None else 'cancel failed'})")])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done")
         self._decide(Decision("replaced", target, item.canonical_id, created.record.external_id,
@@ -1944,6 +2003,10 @@ class Engine:
                                      fields=list(unit_of(plan.field)), fingerprint_before=base.fingerprint(),
                                      fingerprint_after=merged.fingerprint(),
                                      detail=f"conflict {plan.conflict_id}: took {plan.take}"))
+        taken_at = plan.versions.get(plan.take, (None, None))[1]
+        work.lineage.append(lineage.resolved(plan.canonical_id, plan.take, [f for f in unit_of(plan.field)
+                                                                            if f in SYNC_FIELDS], taken_at,
+                                             f"conflict {plan.conflict_id}: took {plan.take}'s version"))
         async with self.ledger.transaction() as tx:
             await tx.save_appointments([AppointmentRow(canonical_id=plan.canonical_id, sync_group=group.name,
                                                        snapshot=merged.to_json(), fingerprint=merged.fingerprint())])

@@ -32,6 +32,7 @@ __all__ = [
     "DeadLetter",
     "InboxItem",
     "Lease",
+    "LineageEntry",
     "Link",
     "OutboxItem",
     "UTCDateTime",
@@ -258,6 +259,33 @@ class AuditEntry(SQLModel, table=True):
     fingerprint_before: str | None = Field(default=None, max_length=64)
     fingerprint_after: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, max_length=255)
+
+
+class LineageEntry(SQLModel, table=True):
+    """One step of an appointment's lineage (append-only; pruned by age, ``[ledger] history_days``).
+
+    ``kind`` is read, merge, write, conflict, dead_letter, resolve, retry or discard; ``sources`` maps
+    each field whose value this step set to ``{"source", "changed_at", "rule"}`` (which system's change
+    set it, when it changed there, which rule chose it). Ids, field names, statuses and times only:
+    ``detail`` never carries patient data or free text. Written by :mod:`syncd.lineage` in the
+    transactions the engine already uses.
+    """
+
+    __tablename__ = "lineage"
+    __table_args__ = (sa.Index("ix_lineage_canonical", "canonical_id", "at"), sa.Index("ix_lineage_at", "at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _dt(default_factory=utcnow)
+    canonical_id: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    action: str = Field(default="", max_length=32)
+    """What the engine did, finer than ``kind`` (seen-new, merged, create, update, cancel, replaced, ...)."""
+    connector: str | None = Field(default=None, max_length=32)
+    fields: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
+    outcome: str = Field(default="", max_length=32)
+    rule: str | None = Field(default=None, max_length=16)
+    detail: str | None = Field(default=None, max_length=255)
+    sources: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
 
 
 class ConnectorStateRow(SQLModel, table=True):
