@@ -1,20 +1,32 @@
-"""Dentally appointments: connector factory and mapping loader.
+"""Dentally appointments: the vendor declaration.
 
-Declared through :class:`connectors._factory.VendorPackage`: the connector code is imported only when a
-connector is built, so importing the sandbox (``connectors.dentally.sandbox``) never pulls it in.
+Config keys, defaults (docs/vendors/dentally.md §1), the connector, the mapping, the sandbox and the webhook
+scheme, declared once as a :class:`syncd.vendor.VendorPackage` and listed in ``connectors/__init__.py``.
+The connector and sandbox modules are imported only when one is built, so importing the sandbox
+(``connectors.dentally.sandbox``) never pulls in the connector.
 """
 
 from __future__ import annotations
 
-from connectors._factory import VendorPackage
+from syncd.vendor import ConfigKey, TypeDefaults, VendorPackage
 
 __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
-    vendor="dentally",
+    type="dentally",
+    title="Dentally",
+    keys=(
+        ConfigKey("access_token", sandbox="sandbox-token"),
+        ConfigKey("user_agent", sandbox="syncd-demo/1.0 (ops@clinic.example)"),
+    ),
+    defaults=TypeDefaults(poll_interval=60.0, max_requests_per_second=1.0, timezone="Europe/London"),
     connector="connectors.dentally.connector:DentallyConnector",
     mapfuncs="connectors.dentally.mapfuncs",
     required_functions=("time_in", "time_out", "ref_in", "ref_out", "text_in", "text_out"),
+    sandbox="connectors.dentally.sandbox",
+    sandbox_port=8705,
+    webhooks="generic",
+    role="clinical",
 )
 load_vendor_mapping = PACKAGE.load_mapping
 create_connector = PACKAGE.create_connector

@@ -1,17 +1,28 @@
-"""Salesforce Health Cloud (``salesforce_health``): connector factory and mapping loader.
+"""Salesforce Health Cloud (``salesforce_health``): the vendor declaration.
 
-Declared through :class:`connectors._factory.VendorPackage`: the connector code is imported only when a
-connector is built, so importing the sandbox (``connectors.salesforce_health.sandbox``) never pulls it in.
+Config keys, defaults (docs/vendors/salesforce_health.md §1), the connector, the mapping, the sandbox and the webhook
+scheme, declared once as a :class:`syncd.vendor.VendorPackage` and listed in ``connectors/__init__.py``.
+The connector and sandbox modules are imported only when one is built, so importing the sandbox
+(``connectors.salesforce_health.sandbox``) never pulls in the connector.
 """
 
 from __future__ import annotations
 
-from connectors._factory import VendorPackage
+from syncd.vendor import ConfigKey, SandboxFields, TypeDefaults, VendorPackage
 
 __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
-    vendor="salesforce_health",
+    type="salesforce_health",
+    title="Salesforce Health Cloud",
+    keys=(
+        ConfigKey("token_url", sandbox="{url}/services/oauth2/token"),
+        ConfigKey("client_id", sandbox="sandbox-client"),
+        ConfigKey("client_secret", sandbox="sandbox-secret"),
+        ConfigKey("refresh_token", sandbox="sandbox-refresh"),
+        ConfigKey("api_version", sandbox="65.0"),
+    ),
+    defaults=TypeDefaults(poll_interval=60.0, max_requests_per_second=5.0, timezone="UTC"),
     connector="connectors.salesforce_health.connector:SalesforceHealthConnector",
     mapfuncs="connectors.salesforce_health.mapfuncs",
     required_functions=("time_in", "time_out", "status_in"),
@@ -20,6 +31,11 @@ PACKAGE = VendorPackage(
         "None", "Scheduled", "Dispatched", "InProgress", "Completed", "CannotComplete", "Canceled",
         "In Progress", "Cannot Complete",
     )),
+    sandbox="connectors.salesforce_health.sandbox",
+    sandbox_port=8701,
+    webhooks="generic",
+    role="crm",
+    sandbox_fields=SandboxFields(service="WorkTypeId", location="ServiceTerritoryId", start="SchedStartTime"),
 )
 load_vendor_mapping = PACKAGE.load_mapping
 create_connector = PACKAGE.create_connector

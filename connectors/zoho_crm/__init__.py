@@ -1,20 +1,35 @@
-"""Zoho CRM appointments (``Appointments__s``): connector factory and mapping loader.
+"""Zoho CRM appointments (``Appointments__s``): the vendor declaration.
 
-Declared through :class:`connectors._factory.VendorPackage`: the connector code is imported only when a
-connector is built, so importing the sandbox (``connectors.zoho_crm.sandbox``) never pulls it in.
+Config keys, defaults (docs/vendors/zoho_crm.md §1), the connector, the mapping, the sandbox and the webhook
+scheme, declared once as a :class:`syncd.vendor.VendorPackage` and listed in ``connectors/__init__.py``.
+The connector and sandbox modules are imported only when one is built, so importing the sandbox
+(``connectors.zoho_crm.sandbox``) never pulls in the connector.
 """
 
 from __future__ import annotations
 
-from connectors._factory import VendorPackage
+from syncd.vendor import ConfigKey, SandboxFields, TypeDefaults, VendorPackage
 
 __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
-    vendor="zoho_crm",
+    type="zoho_crm",
+    title="Zoho CRM",
+    keys=(
+        ConfigKey("accounts_url", sandbox="{url}"),
+        ConfigKey("client_id", sandbox="sandbox-client"),
+        ConfigKey("client_secret", sandbox="sandbox-secret"),
+        ConfigKey("refresh_token", sandbox="sandbox-refresh"),
+    ),
+    defaults=TypeDefaults(poll_interval=120.0, max_requests_per_second=2.0, timezone="UTC"),
     connector="connectors.zoho_crm.connector:ZohoCrmConnector",
     mapfuncs="connectors.zoho_crm.mapfuncs",
     required_functions=("time_in", "time_out", "patient_in", "patient_out", "cancellation_who"),
+    sandbox="connectors.zoho_crm.sandbox",
+    sandbox_port=8702,
+    webhooks="vendor",
+    role="crm",
+    sandbox_fields=SandboxFields(service="Service_Name.id", location="Location", start="Appointment_Start_Time"),
 )
 load_vendor_mapping = PACKAGE.load_mapping
 create_connector = PACKAGE.create_connector

@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from connectors import create_connector
 from syncd.cli.common import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -32,6 +31,7 @@ from syncd.doctor import ConnectorDiagnosis, DoctorReport, run_doctor
 from syncd.engine.runner import check_mappings
 from syncd.errors import ConfigError
 from syncd.ledger.store import Ledger, LedgerUnavailable
+from syncd.registry import create_connector
 
 __all__ = ["doctor"]
 

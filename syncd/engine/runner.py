@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors import create_connector, validate_mappings
 from syncd import metrics
 from syncd.config import Config
 from syncd.connector import Connector, WriteKind, WriteRequest
@@ -27,6 +26,7 @@ from syncd.ledger.models import OutboxItem
 from syncd.ledger.store import Ledger, ledger_location
 from syncd.logging import get_logger
 from syncd.model import Status
+from syncd.registry import create_connector, validate_mappings
 
 __all__ = [
     "PassResult",
