@@ -86,8 +86,6 @@ class VendorPackage:
 
     type: str
     """the connector type (``[connectors.<name>] type``); also the mapping file's and sandbox's name"""
-    title: str
-    """the vendor's name for people (the sandbox listing, docs)"""
     keys: tuple[ConfigKey, ...]
     """the vendor's own config keys (credentials and options), beyond the common connector keys"""
     defaults: TypeDefaults
@@ -113,6 +111,9 @@ class VendorPackage:
     """the mapping file; None: ``mappings/<type>.toml`` of the installed package"""
     sandbox_fields: SandboxFields | None = None
     """the demo's view of a sandbox record (CRMs)"""
+    log_secret_words: tuple[str, ...] = ()
+    """words (case-insensitive regular expressions) that precede a credential in this vendor's headers
+    or messages, e.g. its ``Authorization`` scheme: the value after one is redacted from every log line"""
 
     @property
     def secret_keys(self) -> tuple[str, ...]:

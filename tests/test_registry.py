@@ -93,12 +93,14 @@ async def test_a_sixth_vendor_syncs_an_appointment(tinybook: VendorPackage, ledg
     try:
         one.sandbox.seed({"records": [{"id": "tb-42", "status": "booked", "start": "2026-12-08T09:00:00+00:00",
                                        "end": "2026-12-08T09:30:00+00:00"}]})
-        raw = _raw(_connector(one.url), _connector(two.url), ledger_url)
+        raw = _raw(_connector(one.url, webhook_secret="unused"), _connector(two.url), ledger_url)
         config_file = tmp_path / "config.toml"
         config_file.write_text(_toml(raw), encoding="utf-8")
         checked = CliRunner().invoke(main, ["check-config", "--config", str(config_file), "--json"])
         assert checked.exit_code == 0, checked.output
-        assert json.loads(checked.output)["connectors"] == {"a": "tinybook", "b": "tinybook"}
+        assert json.loads(checked.stdout)["connectors"] == {"a": "tinybook", "b": "tinybook"}
+        assert checked.stderr == ("note: connectors.a.webhook_secret: type tinybook sends no webhooks; the key is "
+                                  "ignored (changes are found by polling)\n")  # its declared webhook scheme
 
         result = await resync(parse_config(raw, env={}))
         assert result.exit_code == 0, result.document

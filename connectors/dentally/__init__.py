@@ -14,7 +14,6 @@ __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
     type="dentally",
-    title="Dentally",
     keys=(
         ConfigKey("access_token", sandbox="sandbox-token"),
         ConfigKey("user_agent", sandbox="syncd-demo/1.0 (ops@clinic.example)"),

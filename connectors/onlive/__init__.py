@@ -14,7 +14,6 @@ __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
     type="onlive",
-    title="Onlive",
     keys=(
         ConfigKey("access_key_id", sandbox="OLAK7Q2N4X9EXAMPLE"),
         ConfigKey("secret_access_key", sandbox="olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"),
@@ -27,6 +26,7 @@ PACKAGE = VendorPackage(
     sandbox_port=8704,
     webhooks="none",
     role="crm",
+    log_secret_words=(r"olak\S*",),
     sandbox_fields=SandboxFields(service="serviceId", location="extraFields.location", start="startAt"),
 )
 load_vendor_mapping = PACKAGE.load_mapping

@@ -14,7 +14,6 @@ __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
     type="salesforce_health",
-    title="Salesforce Health Cloud",
     keys=(
         ConfigKey("token_url", sandbox="{url}/services/oauth2/token"),
         ConfigKey("client_id", sandbox="sandbox-client"),

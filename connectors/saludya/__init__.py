@@ -14,7 +14,6 @@ __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
     type="saludya",
-    title="SaludYa",
     keys=(ConfigKey("api_key", sandbox="sandbox-key"),),
     defaults=TypeDefaults(poll_interval=300.0, max_requests_per_second=0.08, timezone=None),
     connector="connectors.saludya.connector:SaludYaConnector",

@@ -14,7 +14,6 @@ __all__ = ["PACKAGE", "create_connector", "load_vendor_mapping"]
 
 PACKAGE = VendorPackage(
     type="zoho_crm",
-    title="Zoho CRM",
     keys=(
         ConfigKey("accounts_url", sandbox="{url}"),
         ConfigKey("client_id", sandbox="sandbox-client"),
@@ -29,6 +28,7 @@ PACKAGE = VendorPackage(
     sandbox_port=8702,
     webhooks="vendor",
     role="crm",
+    log_secret_words=("zoho-oauthtoken",),
     sandbox_fields=SandboxFields(service="Service_Name.id", location="Location", start="Appointment_Start_Time"),
 )
 load_vendor_mapping = PACKAGE.load_mapping

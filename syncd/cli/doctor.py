@@ -45,7 +45,7 @@ _MARK = {
 
 
 async def diagnose(config: Config, names: list[str], on_done: Any = None) -> DoctorReport:
-    """Open the ledger for the connectors' own state (Salesforce's rotated refresh token, Zoho's watch
+    """Open the ledger for the connectors' own state (a rotated refresh token, a watch
     channel), without creating or migrating it; without a ledger, in-memory state and a note."""
     notes: list[str] = []
     ledger: Ledger | None = None

@@ -130,9 +130,9 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
     """Process stored webhook deliveries: every id is re-read (batched), deletions included.
 
     A delivery never decides content, nor a deletion: a deletion event is confirmed by the vendor's own
-    read before anything is cancelled (docs/vendors/dentally.md §2, docs/vendors/zoho_crm.md §2). The
-    connector's read answers "deleted" only the way its vendor confirms one (Dentally: GET 404; Zoho: a
-    batch read that no longer returns the id; Salesforce: a composite null confirmed by a GET 404); a
+    read before anything is cancelled (docs/vendors/README.md, each vendor guide's §2). The connector's
+    read answers "deleted" only the way its vendor confirms one (a GET 404, a batch read that no longer
+    returns the id, a batch null confirmed by a GET 404); a
     record that is still readable is handled as an update, so a forged, stale or misdirected deletion
     cancels nothing."""
     processed = 0

@@ -23,7 +23,6 @@ TOKEN = "tinybook-sandbox-token"
 
 PACKAGE = VendorPackage(
     type="tinybook",
-    title="Tinybook (test vendor)",
     keys=(
         ConfigKey("api_token", sandbox=TOKEN),
         ConfigKey("page_size", secret=False, kind=int, default=50),
