@@ -1,10 +1,4 @@
-"""Zoho CRM appointments (``Appointments__s``): the vendor declaration.
-
-Config keys, defaults (docs/vendors/zoho_crm.md §1), the connector, the mapping, the sandbox and the webhook
-scheme, declared once as a :class:`syncd.vendor.VendorPackage` and listed in ``connectors/__init__.py``.
-The connector and sandbox modules are imported only when one is built, so importing the sandbox
-(``connectors.zoho_crm.sandbox``) never pulls in the connector.
-"""
+"""Zoho CRM (``Appointments__s``): its declaration for the vendor registry (docs/architecture.md "Adding a vendor")."""
 
 from __future__ import annotations
 
