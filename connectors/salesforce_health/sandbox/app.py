@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.salesforce_health.sandbox import soql
+import connectors.salesforce_health.sandbox.soql as soql
 from connectors.salesforce_health.sandbox.rules import (
     CANCEL_ALLOWED,
     CANCEL_KEYS,

@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.zoho_crm.sandbox import reads, watch
+import connectors.zoho_crm.sandbox.reads as reads
+import connectors.zoho_crm.sandbox.watch as watch
 from connectors.zoho_crm.sandbox.rules import Plan, check_create, check_update
 from connectors.zoho_crm.sandbox.store import Appt, Token, ZohoStore
 from connectors.zoho_crm.sandbox.wire import (
