@@ -827,8 +827,6 @@ def _crm_service_location(crm_type: str, rec: Mapping[str, Any]) -> tuple[str | 
 
 HAND_TYPED = (5, 6, 7)
 """The CRM/EHR group's bookings (data set indices) that reception typed into every system by hand."""
-_REFERENCE_FIELDS = ("Syncd_Id", "Syncd_Id__c", "externalId")
-"""Where the sandboxes' seed data carries an idempotency reference: hand-typed records have none."""
 
 
 @dataclass(frozen=True)
@@ -855,15 +853,15 @@ async def _type_by_hand(sandboxes: Sandboxes, config: Config, crm: CrmGroup, dat
         package = registry.get(config.connectors[name].type)
         bookings = [dataset.appointments[i] for i in HAND_TYPED] + ([crm_only] if name == crm.crm else [])
         body, _rows = package.seed_body(dataclasses.replace(dataset, appointments=tuple(bookings)))
-        records = [{**r, **{k: None for k in _REFERENCE_FIELDS if k in r}}
+        fields = package.sandbox_fields
+        reference = fields.reference if fields is not None else None  # hand-typed records have none
+        records = [{**r, **({reference: None} if reference is not None and reference in r else {})}
                    for r in body.get("records", []) if _is_appointment(r)]
         await sandboxes.control(name, "POST", "/_sandbox/records", {"records": records})
         ids[name] = [_record_id(r) for r in records[:len(HAND_TYPED)]]
         if name == crm.crm:
             crm_only_id = _record_id(records[-1])
     return TypedByHand(HAND_TYPED, ids, crm_only_id)
-
-
 
 
 async def _seed(

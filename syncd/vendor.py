@@ -63,11 +63,14 @@ class TypeDefaults:
 @dataclass(frozen=True)
 class SandboxFields:
     """Where the sandbox's appointment records (the vendor's wire shape) keep what the demo shows, as
-    dotted paths: the service's id, the location's id and the start."""
+    dotted paths: the service's id, the location's id and the start; and the field of syncd's reference
+    (which a record typed by hand leaves empty)."""
 
     service: str
     location: str
     start: str
+    reference: str | None = None
+    """where a record carries syncd's idempotency reference (None: not in a top-level field)"""
 
     def read(self, record: Mapping[str, Any]) -> tuple[Any, Any, Any]:
         return tuple(_dig(record, path) for path in (self.service, self.location, self.start))  # type: ignore[return-value]

@@ -21,7 +21,12 @@ PACKAGE = VendorPackage(
     webhooks="none",
     role="crm",
     log_secret_words=(r"olak\S*",),
-    sandbox_fields=SandboxFields(service="serviceId", location="extraFields.location", start="startAt"),
+    sandbox_fields=SandboxFields(
+        service="serviceId",
+        location="extraFields.location",
+        start="startAt",
+        reference="externalId",
+    ),
 )
 load_vendor_mapping = PACKAGE.load_mapping
 create_connector = PACKAGE.create_connector

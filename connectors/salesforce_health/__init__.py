@@ -28,7 +28,12 @@ PACKAGE = VendorPackage(
     sandbox_port=8701,
     webhooks="generic",
     role="crm",
-    sandbox_fields=SandboxFields(service="WorkTypeId", location="ServiceTerritoryId", start="SchedStartTime"),
+    sandbox_fields=SandboxFields(
+        service="WorkTypeId",
+        location="ServiceTerritoryId",
+        start="SchedStartTime",
+        reference="Syncd_Id__c",
+    ),
 )
 load_vendor_mapping = PACKAGE.load_mapping
 create_connector = PACKAGE.create_connector

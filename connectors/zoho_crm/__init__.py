@@ -23,7 +23,12 @@ PACKAGE = VendorPackage(
     webhooks="vendor",
     role="crm",
     log_secret_words=("zoho-oauthtoken",),
-    sandbox_fields=SandboxFields(service="Service_Name.id", location="Location", start="Appointment_Start_Time"),
+    sandbox_fields=SandboxFields(
+        service="Service_Name.id",
+        location="Location",
+        start="Appointment_Start_Time",
+        reference="Syncd_Id",
+    ),
 )
 load_vendor_mapping = PACKAGE.load_mapping
 create_connector = PACKAGE.create_connector
