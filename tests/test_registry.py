@@ -7,7 +7,9 @@ registered by these tests alone; config validation, check-config, the sandbox se
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.vendor import VendorPackage
 from tests.tinybook import PACKAGE, TOKEN
 
+REPO = Path(__file__).resolve().parent.parent
 BUILT_IN = ("salesforce_health", "zoho_crm", "saludya", "onlive", "dentally")
 
 
@@ -135,3 +138,33 @@ def _toml(raw: dict[str, Any]) -> str:
     for group in raw["sync"]:
         lines.append(f'[[sync]]\nname = "{group["name"]}"\nmembers = {json.dumps(group["members"])}')
     return "\n".join(lines) + "\n"
+
+
+def _code_strings(tree: ast.AST) -> Iterator[str]:
+    """Every string constant of ``tree`` that is not a docstring."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.value
+
+
+def test_syncd_code_names_no_vendor_and_only_the_registry_imports_connectors() -> None:
+    """Outside the registry, no code of syncd/ holds a vendor type name or imports ``connectors`` (the demo's
+    scripted story, which needs particular vendors, is the one exception for names)."""
+    names = re.compile(r"\b(" + "|".join(BUILT_IN) + r")\b")
+    named: list[str] = []
+    importers: list[str] = []
+    for path in sorted((REPO / "syncd").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(m == "connectors" or m.startswith("connectors.") for m in modules) and rel != "syncd/registry.py":
+                importers.append(rel)
+        if rel != "syncd/demo.py":
+            named += [f"{rel}: {text!r}" for text in _code_strings(tree) if names.search(text)]
+    assert importers == []
+    assert named == []
