@@ -73,7 +73,7 @@ class SandboxFields:
     """where a record carries syncd's idempotency reference (None: not in a top-level field)"""
 
     def read(self, record: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-        return tuple(_dig(record, path) for path in (self.service, self.location, self.start))  # type: ignore[return-value]
+        return _dig(record, self.service), _dig(record, self.location), _dig(record, self.start)
 
 
 def _dig(record: Mapping[str, Any], path: str) -> Any:
@@ -105,6 +105,7 @@ class VendorPackage:
     sandbox_port: int
     """the port ``syncd sandbox`` serves it on by default"""
     webhooks: WebhookScheme
+    """how its webhooks are verified (``none``: it sends none, ``check-config`` notes a ``webhook_secret``)"""
     role: Literal["clinical", "crm"]
     """``clinical``: the system of record for appointments (an EHR or scheduling system), which the demo
     seeds first; ``crm``: a CRM that mirrors them"""
