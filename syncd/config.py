@@ -26,21 +26,20 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from syncd import registry
 from syncd.errors import ConfigError
 from syncd.model import SYNC_FIELDS
 from syncd.secret import Secret, UnresolvedSecret
+from syncd.vendor import OptionValue, VendorPackage
 
 __all__ = [
-    "AUTH_KEYS",
     "CONNECTOR_KEYS",
     "CONNECTOR_NAME_RE",
-    "CONNECTOR_TYPES",
     "LEDGER_KEYS",
     "LOG_KEYS",
     "SERVER_KEYS",
     "SYNC_KEYS",
     "TOP_LEVEL_KEYS",
-    "TYPE_DEFAULTS",
     "Config",
     "ConnectorConfig",
     "LedgerConfig",
@@ -54,16 +53,9 @@ __all__ = [
     "resolve_sqlite_url",
 ]
 
-CONNECTOR_TYPES = ("salesforce_health", "zoho_crm", "saludya", "onlive", "dentally")
-
-#: auth keys required per connector type; every one of them is held as a Secret
-AUTH_KEYS: dict[str, tuple[str, ...]] = {
-    "salesforce_health": ("token_url", "client_id", "client_secret", "refresh_token", "api_version"),
-    "zoho_crm": ("accounts_url", "client_id", "client_secret", "refresh_token"),
-    "saludya": ("api_key",),
-    "onlive": ("access_key_id", "secret_access_key"),
-    "dentally": ("access_token", "user_agent"),
-}
+# The connector types, each type's own keys (which are secrets, their types and defaults) and the
+# per-type defaults come from the vendor registry (syncd/registry.py, one declaration per
+# connectors/<type>/__init__.py), read at parse time.
 
 #: The keys each table accepts: the one list the parser checks against (any other key is an
 #: "unknown key" problem) and that docs/configuration.md is tested against (tests/test_docs.py).
@@ -82,28 +74,8 @@ CONNECTOR_KEYS: tuple[str, ...] = (
     "window_future_days",
     "default_location",
 )
-"""Keys of every ``[connectors.<name>]`` table; :data:`AUTH_KEYS` adds the keys of its type."""
+"""Keys of every ``[connectors.<name>]`` table; the type's registry declaration adds its own keys."""
 SYNC_KEYS: tuple[str, ...] = ("name", "members", "create_in", "owners")
-
-
-@dataclass(frozen=True)
-class TypeDefaults:
-    """Per-type defaults for keys a connector table may leave out (docs/vendors/<type>.md §1)."""
-
-    poll_interval: float
-    max_requests_per_second: float
-    timezone: str | None
-    """None: the key is required for this type (no safe default)."""
-
-
-TYPE_DEFAULTS: dict[str, TypeDefaults] = {
-    "salesforce_health": TypeDefaults(60.0, 5.0, "UTC"),
-    "zoho_crm": TypeDefaults(120.0, 2.0, "UTC"),
-    "saludya": TypeDefaults(300.0, 0.08, None),
-    "onlive": TypeDefaults(60.0, 1.0, "UTC"),
-    "dentally": TypeDefaults(60.0, 1.0, "Europe/London"),
-}
-_FALLBACK_DEFAULTS = TypeDefaults(60.0, 5.0, "UTC")
 
 CONNECTOR_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 CANONICAL_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -189,10 +161,13 @@ class ConnectorConfig:
     window_past_days: int = 7
     window_future_days: int = 90
     auth: Mapping[str, Secret] = field(default_factory=dict)
+    """the type's secret keys (its registry declaration)"""
     default_location: str | None = None
     """Crosswalk key (kind ``location``) of the location at which every appointment of this system takes
-    place, for a system that stores none (SaludYa): read into the canonical record, so that a target
-    requiring a location (Salesforce Facility, Dentally site) can be written. None: not set."""
+    place, for a system that stores none: read into the canonical record, so that a target requiring a
+    location can be written. None: not set."""
+    options: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    """the type's non-secret keys (its registry declaration), defaults filled in"""
 
     def auth_value(self, key: str) -> str:
         """The revealed value of auth key ``key`` (validated present at load time)."""
@@ -287,7 +262,7 @@ def _did_you_mean(name: str, candidates: tuple[str, ...] | list[str]) -> str:
 def _auth_keys_elsewhere(ctype: str) -> dict[str, str]:
     """Auth keys of the other connector types -> ``"type <t>"`` (a key pasted from another vendor's table)."""
     out: dict[str, str] = {}
-    for other, keys in AUTH_KEYS.items():
+    for other, keys in registry.auth_keys().items():
         if other != ctype:
             for key in keys:
                 out.setdefault(key, f"type {other}")
@@ -609,15 +584,16 @@ class _Parser:
         table = self.table(key, value)
         if isinstance(table, _Missing):
             return None
+        vendor_types = registry.types()
         if "type" not in table:
-            self.fail(f"{key}.type", f"required key is missing (one of {', '.join(CONNECTOR_TYPES)})")
+            self.fail(f"{key}.type", f"required key is missing (one of {', '.join(vendor_types)})")
             return None
-        ctype = self.choice(f"{key}.type", table["type"], CONNECTOR_TYPES)
+        ctype = self.choice(f"{key}.type", table["type"], vendor_types)
         if isinstance(ctype, _Missing):
             return None
-        auth_keys = AUTH_KEYS[ctype]
-        self.unknown_keys(key, table, CONNECTOR_KEYS + auth_keys, elsewhere=_auth_keys_elsewhere(ctype))
-        defaults = TYPE_DEFAULTS.get(ctype, _FALLBACK_DEFAULTS)
+        package = registry.get(ctype)
+        self.unknown_keys(key, table, CONNECTOR_KEYS + package.key_names, elsewhere=_auth_keys_elsewhere(ctype))
+        defaults = package.defaults
         before = len(self.problems)
 
         base_url: str | _Missing = _MISSING
@@ -660,14 +636,7 @@ class _Parser:
         past = self.integer(f"{key}.window_past_days", table.get("window_past_days", 7), minimum=0)
         future = self.integer(f"{key}.window_future_days", table.get("window_future_days", 90), minimum=0)
 
-        auth: dict[str, Secret] = {}
-        for auth_key in auth_keys:
-            if auth_key not in table:
-                self.fail(f"{key}.{auth_key}", f"required for type {ctype}")
-                continue
-            value = self.secret(f"{key}.{auth_key}", table[auth_key])
-            if isinstance(value, Secret):
-                auth[auth_key] = value
+        auth, vendor_options = self.vendor_keys(key, table, package)
 
         if len(self.problems) != before:
             return None
@@ -685,7 +654,47 @@ class _Parser:
             window_future_days=future,
             auth=MappingProxyType(auth),
             default_location=default_location if isinstance(default_location, str) else None,
+            options=MappingProxyType(vendor_options),
         )
+
+    def vendor_keys(
+        self, key: str, table: Mapping[str, Any], package: VendorPackage
+    ) -> tuple[dict[str, Secret], dict[str, OptionValue]]:
+        """The type's own keys: secrets (required unless defaulted) and typed options."""
+        auth: dict[str, Secret] = {}
+        vendor_options: dict[str, OptionValue] = {}
+        for spec in package.keys:
+            dotted = f"{key}.{spec.name}"
+            if spec.name not in table:
+                if spec.default is None:
+                    self.fail(dotted, f"required for type {package.type}")
+                elif spec.secret:
+                    auth[spec.name] = Secret(str(spec.default))
+                else:
+                    vendor_options[spec.name] = spec.default
+                continue
+            raw = table[spec.name]
+            if spec.secret:
+                value = self.secret(dotted, raw)
+                if isinstance(value, Secret):
+                    auth[spec.name] = value
+                continue
+            option = self.option(dotted, raw, spec.kind)
+            if not isinstance(option, _Missing):
+                vendor_options[spec.name] = option
+        return auth, vendor_options
+
+    def option(self, key: str, value: object, kind: type[OptionValue]) -> OptionValue | _Missing:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            self.fail(key, f"expected true or false, got {_type_name(value)}")
+            return _MISSING
+        if kind is int:
+            return self.integer(key, value)
+        if kind is float:
+            return self.number(key, value)
+        return self.string(key, value)
 
     def timezone(self, key: str, value: object) -> str | _Missing:
         text = self.string(key, value)

@@ -11,7 +11,7 @@ transaction. With ``replace`` such a reference row (patient, practitioner, locat
 the rows it contradicts instead: the way to correct a wrong row. ``appointment`` rows are never
 replaced: they are syncd's record of which records hold the same appointment. ``dry_run`` reports
 the same counts and applies nothing. :func:`remove_reference` deletes one reference row. Problem
-lines name the line, kind, key and connector, never a patient's external id (Onlive identifies
+lines name the line, kind, key and connector, never a patient's external id (a vendor may identify
 patients by e-mail address). A leading byte-order mark (Excel's "CSV UTF-8") is ignored.
 """
 

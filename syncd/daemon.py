@@ -3,9 +3,9 @@
 APScheduler polls every connector on its ``poll_interval`` (never two polls of one connector at once;
 missed runs coalesced), a daily window reconciliation re-reads each connector's window, the webhook
 inbox is drained as soon as the receiver stores a delivery, queued writes are retried, vendor
-subscriptions (Zoho watch channels) are kept alive and the metrics read from the ledger are
-refreshed. Jobs are named by what they do and for which connector (``poll:zoho``,
-``reconcile:zoho``, ``outbox``, ``maintain``, ``health``, ``metrics``, ``lease``): those names are
+subscriptions (watch channels) are kept alive and the metrics read from the ledger are
+refreshed. Jobs are named by what they do and for which connector (``poll:<name>``,
+``reconcile:<name>``, ``outbox``, ``maintain``, ``health``, ``metrics``, ``lease``): those names are
 what APScheduler's warnings (a run skipped because the previous one still runs) and syncd's own
 ``job_failed`` lines show. SIGTERM or SIGINT stops intake (``/readyz``
 turns 503), lets in-flight work finish for up to 30 s -- anything unfinished stays queued in the

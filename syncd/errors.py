@@ -232,7 +232,7 @@ class AmbiguousReference(NotWritable):
 
 
 class Deferred(VendorError):
-    """The vendor only accepts this change later (Zoho: Completed after the end time): the write stays
+    """The vendor only accepts this change later (e.g. a completion only after the end time): the write stays
     queued in the outbox and is sent on a later pass once ``not_before`` has passed."""
 
     kind = "deferred"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from syncd import registry
 from syncd.cli import main
-from syncd.config import AUTH_KEYS, load_config, resolve_config_path
+from syncd.config import load_config, resolve_config_path
 from syncd.errors import ConfigError
 from syncd.secret import Secret
 
@@ -54,7 +55,7 @@ def test_base_config_loads_with_vendor_defaults(tmp_path: Path) -> None:
     assert (dentally.poll_interval, dentally.max_requests_per_second) == (60.0, 1.0)
     assert dentally.timezone == "Europe/London"
     assert zoho.auth_value("client_secret") == "s3cr3t-zoho-value"
-    assert set(zoho.auth) == set(AUTH_KEYS["zoho_crm"])
+    assert set(zoho.auth) == set(registry.get("zoho_crm").secret_keys)
     group = config.sync[0]
     assert group.create_in == ("zoho", "dentally")
     assert group.owners["status"] == "*"

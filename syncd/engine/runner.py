@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors import create_connector, validate_mappings
 from syncd import lineage, metrics
 from syncd.config import Config
 from syncd.connector import Connector, WriteKind, WriteRequest
@@ -27,6 +26,7 @@ from syncd.ledger.models import OutboxItem
 from syncd.ledger.store import Ledger, ledger_location
 from syncd.logging import get_logger
 from syncd.model import Status
+from syncd.registry import create_connector, validate_mappings
 
 __all__ = [
     "PassResult",
@@ -132,9 +132,9 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
     """Process stored webhook deliveries: every id is re-read (batched), deletions included.
 
     A delivery never decides content, nor a deletion: a deletion event is confirmed by the vendor's own
-    read before anything is cancelled (docs/vendors/dentally.md §2, docs/vendors/zoho_crm.md §2). The
-    connector's read answers "deleted" only the way its vendor confirms one (Dentally: GET 404; Zoho: a
-    batch read that no longer returns the id; Salesforce: a composite null confirmed by a GET 404); a
+    read before anything is cancelled (docs/vendors/README.md, each vendor guide's §2). The connector's
+    read answers "deleted" only the way its vendor confirms one (a GET 404, a batch read that no longer
+    returns the id, a batch null confirmed by a GET 404); a
     record that is still readable is handled as an update, so a forged, stale or misdirected deletion
     cancels nothing."""
     processed = 0
