@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from bench import Figure, print_table
 
-BENCHMARKS = ("sandbox_reads", "ledger_batch", "webhook_intake", "resync_e2e")
+BENCHMARKS = ("sandbox_reads", "ledger_batch", "webhook_intake", "e2e")
 TIME_LIMIT_S = 150.0
 """Per benchmark; a benchmark past it is stopped and reported as failed."""
 
@@ -37,9 +37,9 @@ def _runner(name: str) -> Callable[[bool], Awaitable[list[Figure]]]:
         from bench import webhook_intake
 
         return lambda quick: webhook_intake.run(quick=quick)
-    from bench import resync_e2e
+    from bench import e2e
 
-    return lambda quick: resync_e2e.run(quick=quick)
+    return lambda quick: e2e.run(quick=quick)
 
 
 async def run_all(names: Sequence[str], quick: bool) -> tuple[list[Figure], list[str]]:
