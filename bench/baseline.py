@@ -30,9 +30,10 @@ from bench import ChildProcess, Figure, LoadResult, cpu_seconds, load, print_tab
 __all__ = ["concurrency", "measure_pairs", "run"]
 
 BENCH = "baseline"
-PAIRS = 10_000
-QUICK_PAIRS = 3_000
+PAIRS = 5_000
+QUICK_PAIRS = 1_500
 RUNS = 3
+QUICK_RUNS = 1
 MAX_SECONDS = 30.0
 RECORD = {"id": "0", "status": "booked", "start": "2030-01-07T08:00:00Z", "end": "2030-01-07T08:30:00Z",
           "patient": "P-00001", "practitioner": "DR-001", "notes": "invented"}
@@ -107,7 +108,8 @@ async def run(*, quick: bool = False) -> list[Figure]:
         await measure_pairs(url, 500, workers)  # warm-up
         best: LoadResult | None = None
         server_cpu = None
-        for _ in range(RUNS):
+        runs = QUICK_RUNS if quick else RUNS
+        for _ in range(runs):
             before = cpu_seconds(child.pid)
             result = await measure_pairs(url, pairs, workers)
             after = cpu_seconds(child.pid)
@@ -115,9 +117,9 @@ async def run(*, quick: bool = False) -> list[Figure]:
                 best = result
                 if before is not None and after is not None and result.done:
                     server_cpu = (after - before) / result.done
-        single = await measure_pairs(url, min(pairs, 2_000), 1)
+        single = await measure_pairs(url, min(pairs, 1_000), 1)
     assert best is not None
-    note = f"best of {RUNS} x {pairs:,}, {workers} concurrent (syncd's write concurrency)"
+    note = f"best of {runs} x {pairs:,}, {workers} concurrent (syncd's write concurrency)"
     if best.errors:
         note += f"; {best.errors} pairs not 2xx"
     extra: dict[str, object] = {"concurrency": workers, "pairs": best.done, "seconds": best.seconds}

@@ -49,7 +49,8 @@ TARGET_P99_S = 0.100
 SECRET = "bench-webhook-secret"
 SOURCE, TARGET = "dentally", "zoho_crm"
 METRIC = "syncd_sync_latency_seconds"
-DRAIN_S = 60.0
+DRAIN_S = 30.0
+QUICK_DRAIN_S = 8.0
 """How long after the last delivery the daemon may take to write the rest (then the figure says so)."""
 
 
@@ -132,7 +133,7 @@ async def _zoho_count(session: aiohttp.ClientSession, url: str) -> int:
     return len((await control(session, "GET", f"{url}/_sandbox/records")).get("records") or [])
 
 
-async def measure(rate: float, seconds: float) -> list[Figure]:
+async def measure(rate: float, seconds: float, drain_limit: float = DRAIN_S) -> list[Figure]:
     total = int(rate * seconds)
     port = _free_port()
     daemon_url = f"http://127.0.0.1:{port}"
@@ -175,7 +176,7 @@ async def measure(rate: float, seconds: float) -> list[Figure]:
                     await asyncio.gather(*tasks)
                     last_sent = time.perf_counter()
                     written = await _zoho_count(session, child.urls[TARGET])
-                    while written < len(ids) and time.perf_counter() - last_sent < DRAIN_S:
+                    while written < len(ids) and time.perf_counter() - last_sent < drain_limit:
                         await asyncio.sleep(0.25)
                         written = await _zoho_count(session, child.urls[TARGET])
                     drain = time.perf_counter() - last_sent
@@ -212,14 +213,16 @@ async def measure(rate: float, seconds: float) -> list[Figure]:
                               None if value is None else value * 1000, "ms",
                               TARGET_P99_S * 1000 if q == 0.99 else None, hard=q == 0.99, lower_is_better=True,
                               note=note, extra=extra if q == 0.99 else {}))
+    if observed < written:
+        figures[-1].note += f"; the histogram holds {observed:,} observations for {written:,} writes"
     figures.append(Figure(BENCH, f"{SOURCE}->{TARGET} written after the stream", drain, "s", note=(
         f"{written:,} of {len(ids):,} in Zoho {drain:.1f} s after the last delivery"
-        + ("" if written >= len(ids) else f" (gave up after {DRAIN_S:.0f} s)"))))
+        + ("" if written >= len(ids) else f" (gave up after {drain_limit:.0f} s)"))))
     return figures
 
 
 async def run(*, quick: bool = False, rate: float = RATE, seconds: float | None = None) -> list[Figure]:
-    return await measure(rate, seconds or (QUICK_SECONDS if quick else SECONDS))
+    return await measure(rate, seconds or (QUICK_SECONDS if quick else SECONDS), QUICK_DRAIN_S if quick else DRAIN_S)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
