@@ -31,7 +31,7 @@ __all__ = ["concurrency", "measure_pairs", "run"]
 
 BENCH = "baseline"
 PAIRS = 5_000
-QUICK_PAIRS = 1_500
+QUICK_PAIRS = 1_000
 RUNS = 3
 QUICK_RUNS = 1
 MAX_SECONDS = 30.0
@@ -105,7 +105,7 @@ async def run(*, quick: bool = False) -> list[Figure]:
     child = ChildProcess([sys.executable, "-m", "bench.baseline", "serve"], ready_marker="baseline ready")
     async with child:
         url = child.urls["baseline"]
-        await measure_pairs(url, 500, workers)  # warm-up
+        await measure_pairs(url, 200 if quick else 500, workers)  # warm-up
         best: LoadResult | None = None
         server_cpu = None
         runs = QUICK_RUNS if quick else RUNS
@@ -117,7 +117,7 @@ async def run(*, quick: bool = False) -> list[Figure]:
                 best = result
                 if before is not None and after is not None and result.done:
                     server_cpu = (after - before) / result.done
-        single = await measure_pairs(url, min(pairs, 1_000), 1)
+        single = await measure_pairs(url, 300 if quick else 1_000, 1)
     assert best is not None
     note = f"best of {runs} x {pairs:,}, {workers} concurrent (syncd's write concurrency)"
     if best.errors:

@@ -333,11 +333,11 @@ _STARTUP: dict[str, float] = {}
 
 async def startup_cpu() -> float:
     """CPU seconds a child spends starting Python and importing what ``syncd resync`` imports (measured
-    once per run, best of 3, and subtracted from each pass's CPU: it is paid once per process, not per
+    once per run, best of 2, and subtracted from each pass's CPU: it is paid once per process, not per
     record)."""
     if "cpu" not in _STARTUP:
         code = "import syncd.cli, syncd.engine.runner, syncd.ledger.store, connectors"
-        runs = [await run_measured([sys.executable, "-c", code], timeout=60) for _ in range(3)]
+        runs = [await run_measured([sys.executable, "-c", code], timeout=60) for _ in range(2)]
         _STARTUP["cpu"] = min(r.cpu_s for r in runs)
     return _STARTUP["cpu"]
 

@@ -191,7 +191,7 @@ async def measure(rate: float, seconds: float, drain_limit: float = DRAIN_S) -> 
                         with contextlib.suppress(ProcessLookupError):
                             proc.send_signal(signal.SIGTERM)
                         try:
-                            await asyncio.wait_for(proc.wait(), 40)
+                            await asyncio.wait_for(proc.wait(), 10)  # a throw-away ledger: no need to wait on
                         except TimeoutError:
                             proc.kill()
                             await proc.wait()
