@@ -82,8 +82,8 @@ TARGET_RATIO = 0.6
 TARGET_NOOP_PER_S = 5_000.0
 TARGET_CPU_MS = 1.0
 MIN_BUDGET_S = {"create": 10.0, "noop": 8.0, "update": 8.0}
-BUDGET_SLACK = 1.5
-STARTUP_ALLOWANCE_S = 5.0
+BUDGET_SLACK = 1.25
+STARTUP_ALLOWANCE_S = 4.0
 """Each pass may take BUDGET_SLACK x the time its target allows (N / target rate) plus the process
 start-up, and at least MIN_BUDGET_S, before it is stopped: a pass that meets its target always finishes;
 one that is stopped has missed it, and the figure says how far it got."""

@@ -49,7 +49,7 @@ TARGET_P99_S = 0.100
 SECRET = "bench-webhook-secret"
 SOURCE, TARGET = "dentally", "zoho_crm"
 METRIC = "syncd_sync_latency_seconds"
-DRAIN_S = 30.0
+DRAIN_S = 20.0
 QUICK_DRAIN_S = 8.0
 """How long after the last delivery the daemon may take to write the rest (then the figure says so)."""
 

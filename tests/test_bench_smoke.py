@@ -78,3 +78,13 @@ async def test_an_end_to_end_run_counts_creates_nothing_to_do_and_updates() -> N
     assert figures["updates"].extra["changes"] == 1  # 10 % of 10
     assert figures["updates, salesforce_health writes per change"].value == 1.0
     assert figures["salesforce calls per create"].value is not None
+
+
+def test_the_latest_table_replaces_the_previous_one_in_the_docs() -> None:
+    from bench.docs import fill
+
+    once = fill("intro\n<!-- t -->\nafter\n", "t", "| a |")
+    assert once == "intro\n<!-- t -->\n| a |\n<!-- /t -->\nafter\n"
+    assert fill(once, "t", "| b |") == "intro\n<!-- t -->\n| b |\n<!-- /t -->\nafter\n"
+    with pytest.raises(ValueError, match="marker"):
+        fill("no marker", "t", "x")
