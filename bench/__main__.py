@@ -133,10 +133,10 @@ async def profile() -> int:
     figures = await e2e.run(n=PROFILE_N, pairs=[e2e.PAIRS[0]], backends=["sqlite"], baseline=None, profile=out,
                             budgets={"create": 600.0, "noop": 120.0, "update": 300.0})
     print_table(figures)
-    for report in sorted(out.glob("*.txt")):
-        lines = report.read_text(encoding="utf-8").splitlines()
-        print(f"\n== {report.relative_to(ROOT)} (top of the call tree) ==")
-        print("\n".join(lines[:60]))
+    for report in sorted(out.glob("*-flat.txt")):
+        lines = [line for line in report.read_text(encoding="utf-8").splitlines() if line.strip()]
+        print(f"\n== {report.relative_to(ROOT)} (functions by their own time; the call tree is beside it) ==")
+        print("\n".join(lines[:40]))
     return 0
 
 

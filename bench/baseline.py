@@ -30,7 +30,7 @@ from bench import ChildProcess, Figure, LoadResult, cpu_seconds, load, print_tab
 __all__ = ["concurrency", "measure_pairs", "run"]
 
 BENCH = "baseline"
-PAIRS = 5_000
+PAIRS = 3_000
 QUICK_PAIRS = 1_000
 RUNS = 3
 QUICK_RUNS = 1

@@ -2,8 +2,8 @@
 
 - ``bench/results/latest.md`` (the last full ``make bench``) goes under "Latest run" in bench/README.md
   and under "Performance" in README.md (between their ``<!-- ... -->`` markers);
-- the top of each ``bench/results/profile/*.txt`` (``make bench-profile``) goes under "Profile" in
-  bench/README.md, with the date and commit of the profile run.
+- the top of each ``bench/results/profile/*-flat.txt`` (``make bench-profile``: functions by their own
+  time) goes under "Profile" in bench/README.md, with the date and commit of the profile run.
 
 Run it after a full run and a profile run, then commit README.md, bench/README.md and
 bench/results/latest.md together.
@@ -21,9 +21,7 @@ from bench import RESULTS, ROOT
 
 __all__ = ["fill", "main", "profile_excerpt"]
 
-PROFILE_LINES = 45
-PROFILE_DEPTH = 9
-"""Tree levels kept from pyinstrument's text report (deeper frames are summed into their parents)."""
+PROFILE_LINES = 32
 
 
 def fill(text: str, marker: str, content: str) -> str:
@@ -38,19 +36,10 @@ def fill(text: str, marker: str, content: str) -> str:
     return text.replace(start, block, 1)
 
 
-def profile_excerpt(report: str, lines: int = PROFILE_LINES, depth: int = PROFILE_DEPTH) -> str:
-    """The header and the top of a pyinstrument text report, cut at ``depth`` tree levels."""
-    kept: list[str] = []
-    for line in report.splitlines():
-        if not line.strip():
-            continue
-        stripped = line.lstrip(" │├└─")
-        indent = (len(line) - len(stripped)) // 3
-        if indent <= depth and "frames hidden" not in line:
-            kept.append(line.rstrip())
-        if len(kept) >= lines:
-            break
-    return "\n".join(kept)
+def profile_excerpt(report: str, lines: int = PROFILE_LINES) -> str:
+    """The header and the top entries of a flat pyinstrument report (functions by their own time)."""
+    kept = [line.rstrip() for line in report.splitlines() if line.strip()]
+    return "\n".join(kept[:lines])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.write_text(fill(top.read_text(encoding="utf-8"), "performance-table", table), encoding="utf-8")
     else:
         print("bench/results/latest.md is missing: run make bench first", file=sys.stderr)
-    reports = sorted((RESULTS / "profile").glob("*.txt"))
+    reports = sorted((RESULTS / "profile").glob("*-flat.txt"))
     if reports:
         stamp = (RESULTS / "profile" / "COMMIT").read_text(encoding="utf-8").strip() \
             if (RESULTS / "profile" / "COMMIT").exists() else "unknown commit"

@@ -349,11 +349,15 @@ async def resync_pass(
     """One ``syncd resync --json`` child process (bounded by ``budget``) and what it cost each vendor."""
     before = {v: await request_counts(session, setup.urls[v]) for v in (setup.source, setup.target)}
     args = syncd_command("resync", "--json", "--config", str(setup.config_path))
+    saved: Path | None = None
     if profile is not None:
         await asyncio.to_thread(profile.mkdir, parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "pyinstrument", "--renderer", "text", "--outfile",
-                str(profile / f"{setup.source}-{setup.target}-{kind}.txt"), "-m", "syncd", *args[3:]]
+        saved = profile / f"{setup.source}-{setup.target}-{kind}.pyisession"
+        args = [sys.executable, "-m", "pyinstrument", "--renderer", "pyisession", "--outfile", str(saved),
+                "-m", "syncd", *args[3:]]
     run = await run_measured(args, timeout=budget)
+    if saved is not None:
+        await render_profile(saved)
     after = {v: await request_counts(session, setup.urls[v]) for v in (setup.source, setup.target)}
     doc = run.json()
     counts = (doc.get("connectors") or {}).get(setup.target) or {}
@@ -367,6 +371,15 @@ async def resync_pass(
     if not run.timed_out and isinstance(doc.get("duration_s"), (int, float)) and doc["duration_s"] > 0:
         seconds = float(doc["duration_s"])
     return Pass(kind, run, doc, calls, changes, expected, seconds, await startup_cpu())
+
+
+async def render_profile(session: Path) -> None:
+    """``<stem>.txt`` (the call tree) and ``<stem>-flat.txt`` (functions by their own time) from a
+    saved pyinstrument session."""
+    base = [sys.executable, "-m", "pyinstrument", "--load", str(session), "--renderer", "text"]
+    stem = session.with_suffix("")
+    await run_measured([*base, "--outfile", f"{stem}.txt"], timeout=120)
+    await run_measured([*base, "-p", "flat", "-p", "show_all", "--outfile", f"{stem}-flat.txt"], timeout=120)
 
 
 def _pass_note(p: Pass) -> str:
