@@ -133,10 +133,12 @@ async def profile() -> int:
     figures = await e2e.run(n=PROFILE_N, pairs=[e2e.PAIRS[0]], backends=["sqlite"], baseline=None, profile=out,
                             budgets={"create": 600.0, "noop": 120.0, "update": 300.0})
     print_table(figures)
-    for report in sorted(out.glob("*-flat.txt")):
-        lines = [line for line in report.read_text(encoding="utf-8").splitlines() if line.strip()]
-        print(f"\n== {report.relative_to(ROOT)} (functions by their own time; the call tree is beside it) ==")
-        print("\n".join(lines[:40]))
+    from bench.docs import profile_excerpt
+
+    for report in sorted(out.glob("*-total.txt")):
+        print(f"\n== {report.relative_to(ROOT)} (syncd's functions by total time; the call tree is beside it) ==")
+        print(profile_excerpt(report.read_text(encoding="utf-8"), lines=40, only_ours=True))
+    print("\npython -m bench.docs copies these into bench/README.md")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 - ``bench/results/latest.md`` (the last full ``make bench``) goes under "Latest run" in bench/README.md
   and under "Performance" in README.md (between their ``<!-- ... -->`` markers);
-- the top of each ``bench/results/profile/*-flat.txt`` (``make bench-profile``: functions by their own
-  time) goes under "Profile" in bench/README.md, with the date and commit of the profile run.
+- the top entries of each ``bench/results/profile/*-total.txt`` and ``*-self.txt`` (``make
+  bench-profile``: syncd's and the connectors' functions by the time spent in them and below them, and
+  every function by its own time) go under "Profile" in bench/README.md, with the date and commit.
 
 Run it after a full run and a profile run, then commit README.md, bench/README.md and
 bench/results/latest.md together.
@@ -36,10 +37,19 @@ def fill(text: str, marker: str, content: str) -> str:
     return text.replace(start, block, 1)
 
 
-def profile_excerpt(report: str, lines: int = PROFILE_LINES) -> str:
-    """The header and the top entries of a flat pyinstrument report (functions by their own time)."""
-    kept = [line.rstrip() for line in report.splitlines() if line.strip()]
-    return "\n".join(kept[:lines])
+def profile_excerpt(report: str, lines: int = PROFILE_LINES, only_ours: bool = False) -> str:
+    """The header and the top entries of a flat pyinstrument report; with ``only_ours``, only the
+    functions of syncd/ and connectors/ (the framework frames between them left out)."""
+    out: list[str] = []
+    for line in report.splitlines():
+        if not line.strip():
+            continue
+        header = not line[:1].isdigit()
+        if header or not only_ours or " syncd/" in line or " connectors/" in line:
+            out.append(line.rstrip())
+        if len([x for x in out if x[:1].isdigit()]) >= lines:
+            break
+    return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,15 +62,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.write_text(fill(top.read_text(encoding="utf-8"), "performance-table", table), encoding="utf-8")
     else:
         print("bench/results/latest.md is missing: run make bench first", file=sys.stderr)
-    reports = sorted((RESULTS / "profile").glob("*-flat.txt"))
-    if reports:
-        stamp = (RESULTS / "profile" / "COMMIT").read_text(encoding="utf-8").strip() \
-            if (RESULTS / "profile" / "COMMIT").exists() else "unknown commit"
+    profile_dir = RESULTS / "profile"
+    totals = sorted(profile_dir.glob("*-total.txt"))
+    if totals:
+        stamp = (profile_dir / "COMMIT").read_text(encoding="utf-8").strip() \
+            if (profile_dir / "COMMIT").exists() else "unknown commit"
         parts = []
-        for report in reports:
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.stat().st_mtime))
-            parts.append(f"`{report.stem}` ({when}, {stamp}):\n\n```text\n"
-                         f"{profile_excerpt(report.read_text(encoding='utf-8'))}\n```\n")
+        for total in totals:
+            name = total.name.removesuffix("-total.txt")
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(total.stat().st_mtime))
+            parts.append(f"`{name}` ({when}, {stamp}), syncd's functions by total time (wall clock, waits "
+                         f"included):\n\n```text\n{profile_excerpt(total.read_text(encoding='utf-8'), only_ours=True)}"
+                         f"\n```\n")
+            own = profile_dir / f"{name}-self.txt"
+            if own.exists():
+                parts.append(f"`{name}`, every function by its own time:\n\n```text\n"
+                             f"{profile_excerpt(own.read_text(encoding='utf-8'), lines=12)}\n```\n")
         readme.write_text(fill(readme.read_text(encoding="utf-8"), "profile", "\n".join(parts)), encoding="utf-8")
     else:
         print("no profile reports in bench/results/profile/: run make bench-profile first", file=sys.stderr)

@@ -374,12 +374,14 @@ async def resync_pass(
 
 
 async def render_profile(session: Path) -> None:
-    """``<stem>.txt`` (the call tree) and ``<stem>-flat.txt`` (functions by their own time) from a
-    saved pyinstrument session."""
+    """From a saved pyinstrument session: ``<stem>.txt`` (the call tree), ``<stem>-total.txt`` and
+    ``<stem>-self.txt`` (functions by the time spent in them and below them, or in them alone)."""
     base = [sys.executable, "-m", "pyinstrument", "--load", str(session), "--renderer", "text"]
     stem = session.with_suffix("")
-    await run_measured([*base, "--outfile", f"{stem}.txt"], timeout=120)
-    await run_measured([*base, "-p", "flat", "-p", "show_all", "--outfile", f"{stem}-flat.txt"], timeout=120)
+    await run_measured([*base, "--outfile", f"{stem}.txt"], timeout=300)
+    for mode in ("total", "self"):
+        await run_measured([*base, "-p", "flat", "-p", f"flat_time={mode}", "--outfile", f"{stem}-{mode}.txt"],
+                           timeout=300)
 
 
 def _pass_note(p: Pass) -> str:
