@@ -50,7 +50,7 @@ SECRET = "bench-webhook-secret"
 SOURCE, TARGET = "dentally", "zoho_crm"
 METRIC = "syncd_sync_latency_seconds"
 DRAIN_S = 20.0
-QUICK_DRAIN_S = 8.0
+QUICK_DRAIN_S = 5.0
 """How long after the last delivery the daemon may take to write the rest (then the figure says so)."""
 
 
@@ -191,7 +191,7 @@ async def measure(rate: float, seconds: float, drain_limit: float = DRAIN_S) -> 
                         with contextlib.suppress(ProcessLookupError):
                             proc.send_signal(signal.SIGTERM)
                         try:
-                            await asyncio.wait_for(proc.wait(), 10)  # a throw-away ledger: no need to wait on
+                            await asyncio.wait_for(proc.wait(), 5)  # a throw-away ledger: no need to wait on
                         except TimeoutError:
                             proc.kill()
                             await proc.wait()
