@@ -2,7 +2,8 @@
 #   make demo    check the example config, then the live demonstration (syncd demo, ~30 s)
 #   make test    the whole test suite (SQLite and PostgreSQL; see README)
 #   make lint    ruff + mypy
-#   make bench   benchmarks
+#   make bench   benchmarks with hard targets (under 10 minutes; exits 1 when one is missed)
+#   make bench-quick   the same, smaller (under a minute); make bench-profile: pyinstrument profiles
 # Every target builds the project venv (.venv) first, and rebuilds it when pyproject.toml or
 # constraints.txt change.
 
@@ -15,7 +16,7 @@ CONFIG ?= config.toml
 LINT_PATHS := syncd connectors tests $(if $(wildcard bench/*.py),bench)
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench constraints clean
+.PHONY: venv demo test lint bench bench-quick bench-profile constraints clean
 
 venv: $(STAMP)
 
@@ -40,9 +41,17 @@ lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy $(LINT_PATHS)
 
+# Benchmarks (bench/README.md): figures beside hard targets, written to bench/results/ (`make test`
+# never runs them). BENCH_ARGS passes options, e.g. BENCH_ARGS="--only e2e".
+BENCH_ARGS ?=
 bench: venv
-	@if [ -f bench/__main__.py ]; then $(BIN)/python -m bench; \
-	else echo "bench: no benchmark suite in bench/ yet (it comes with the sync engine)" >&2; exit 1; fi
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: venv
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+bench-profile: venv
+	$(BIN)/python -m bench --profile
 
 constraints: venv
 	{ sed -n '1,/^# Regenerate/p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
