@@ -26,14 +26,14 @@ from pathlib import Path
 
 from bench import RESULTS, ROOT, Figure, print_table, write_results
 
-BENCHMARKS = ("baseline", "ledger_batch", "e2e", "latency", "scale", "webhook_intake", "sandbox_reads")
+BENCHMARKS = ("baseline", "ledger_batch", "e2e", "latency", "scale", "webhook_intake", "explain", "sandbox_reads")
 DEFAULT = BENCHMARKS[:-1]
 """``sandbox_reads`` (issue 4's sandbox ceiling) runs with ``--only sandbox_reads``: it checks the
 instrument, not syncd, and the full run has to stay under 10 minutes."""
-QUICK = ("baseline", "ledger_batch", "e2e", "latency", "scale")
+QUICK = ("baseline", "ledger_batch", "e2e", "latency", "scale", "explain")
 """``--quick`` leaves out webhook intake too (its per-delivery mode alone takes a minute when loaded)."""
 TIME_LIMIT_S = {"baseline": 90.0, "ledger_batch": 120.0, "e2e": 420.0, "latency": 150.0, "scale": 330.0,
-                "webhook_intake": 150.0, "sandbox_reads": 200.0}
+                "webhook_intake": 150.0, "explain": 240.0, "sandbox_reads": 200.0}
 """Per benchmark, a safety net (each benchmark bounds its own passes well inside it); a benchmark past
 it is stopped and reported as failed."""
 PROFILE_N = 1_000
@@ -60,6 +60,8 @@ def _runner(name: str, baseline: float | None) -> Callable[[bool], Awaitable[lis
         from bench import latency
 
         return lambda quick: latency.run(quick=quick)
+    if name == "explain":
+        return _explain
     if name == "scale":
         from bench import scale
 
@@ -67,6 +69,20 @@ def _runner(name: str, baseline: float | None) -> Callable[[bool], Awaitable[lis
     from bench import e2e
 
     return lambda quick: e2e.run(quick=quick, baseline=baseline)
+
+
+async def _explain(quick: bool) -> list[Figure]:
+    """``syncd explain`` on one appointment with 1,000 history entries (quick: a smaller ledger),
+    SQLite and PostgreSQL: the median of the best round is the hard figure."""
+    from bench import explain
+
+    out: list[Figure] = []
+    for postgres in (False, True):
+        got = await explain.figures(quick=quick, postgres=postgres)
+        out.append(Figure("explain", f"explain, 1,000 entries, {got['appointments']:,} appointments "
+                          f"({got['database']}), median", got["median_ms"], "ms", target=got["target_ms"],
+                          hard=True, lower_is_better=True, extra=dict(got)))
+    return out
 
 
 async def run_all(names: Sequence[str], quick: bool) -> tuple[list[Figure], list[str]]:
