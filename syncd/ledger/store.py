@@ -20,6 +20,7 @@ truncated; callers pass PHI-free reasons or vendor messages.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections import defaultdict
@@ -37,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import instrumentation
 from sqlmodel import SQLModel
 
 from syncd.errors import SyncdError
@@ -178,7 +180,27 @@ def _loads(value: str | None) -> Any:
 
 
 def _row_to(model: type[M], row: sa.Row[Any]) -> M:
-    return model(**row._mapping)
+    """The model object of a row read with ``select(table)`` (every column present).
+
+    Built the way SQLAlchemy's own loader builds an instance (``ClassManager.new_instance``, then the
+    column values), not through ``Model(**row)``: a table model's ``__init__`` sets each attribute
+    through the instrumentation one by one, ten times the cost, and this is the hot path of every pass
+    (links, merge bases and outbox rows by the thousand). Table models are not validated on
+    ``__init__`` either, so the object is the same."""
+    manager = _managers.get(model)
+    if manager is None:
+        sa.orm.configure_mappers()
+        manager = _managers[model] = instrumentation.manager_of_class(model)
+    obj: M = manager.new_instance()
+    values = dict(row._mapping)
+    obj.__dict__.update(values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+_managers: dict[type[Any], Any] = {}
 
 
 def _values(obj: SQLModel, table: sa.Table, *, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -226,6 +248,8 @@ class Ledger:
         self.engine = engine
         self.url = url
         self.clock = clock
+        self._write_lock = asyncio.Lock()
+        self._write_owner: asyncio.Task[Any] | None = None
 
     @property
     def dialect(self) -> str:
@@ -315,6 +339,24 @@ class Ledger:
         On SQLite a writing transaction starts with ``BEGIN IMMEDIATE`` (takes the write lock
         up front, so concurrent writers wait on ``busy_timeout`` instead of failing).
         """
+        task = asyncio.current_task()
+        if readonly or self.engine.dialect.name != "sqlite" or task is None or self._write_owner is task:
+            async with self._transaction(readonly=readonly) as tx:
+                yield tx
+            return
+        # SQLite takes one writer at a time: this process's writers queue here, in order, instead of
+        # polling the file lock (busy_timeout sleeps up to 100 ms between tries); other processes
+        # sharing the file still wait on busy_timeout
+        async with self._write_lock:
+            self._write_owner = task
+            try:
+                async with self._transaction(readonly=False) as tx:
+                    yield tx
+            finally:
+                self._write_owner = None
+
+    @asynccontextmanager
+    async def _transaction(self, *, readonly: bool) -> AsyncIterator[Tx]:
         try:
             conn_cm = self.engine.connect()
             conn = await conn_cm.__aenter__()
