@@ -515,6 +515,13 @@ class Tx:
             stmt = stmt.where(LINKS.c.retired.is_(False))
         return [_row_to(Link, row) for row in (await self.conn.execute(stmt)).all()]
 
+    async def link_ids_of_connector(self, connector: str) -> list[tuple[str, str]]:
+        """(external id, canonical id) of every live link of one connector: the window sweep's list,
+        two columns instead of whole links (their snapshots) for every record the ledger knows."""
+        stmt = (sa.select(LINKS.c.external_id, LINKS.c.canonical_id)
+                .where(LINKS.c.connector == connector, LINKS.c.retired.is_(False)).order_by(LINKS.c.id))
+        return [(row.external_id, row.canonical_id) for row in (await self.conn.execute(stmt)).all()]
+
     async def all_links(self, *, include_retired: bool = False) -> list[Link]:
         stmt = sa.select(LINKS).order_by(LINKS.c.canonical_id, LINKS.c.connector, LINKS.c.id)
         if not include_retired:
