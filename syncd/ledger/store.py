@@ -192,7 +192,7 @@ def _row_to(model: type[M], row: sa.Row[Any]) -> M:
         sa.orm.configure_mappers()
         manager = _managers[model] = instrumentation.manager_of_class(model)
     obj: M = manager.new_instance()
-    values = dict(row._mapping)
+    values = dict(zip(row._fields, row, strict=True))  # half the cost of dict(row._mapping)
     obj.__dict__.update(values)
     object.__setattr__(obj, "__pydantic_fields_set__", set(values))
     object.__setattr__(obj, "__pydantic_extra__", None)
