@@ -201,6 +201,8 @@ def _row_to(model: type[M], row: sa.Row[Any]) -> M:
 
 
 _managers: dict[type[Any], Any] = {}
+_LINK_UPSERTS: dict[str, Any] = {}
+"""dialect -> the links upsert statement (:meth:`Tx.upsert_links`)."""
 
 
 def _values(obj: SQLModel, table: sa.Table, *, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -490,12 +492,16 @@ class Tx:
             values.append(data)
         if not values:
             return
-        stmt = self._insert(LINKS)
-        updatable = [c.name for c in LINKS.columns if c.name not in ("id", "connector", "external_id", "created_at")]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["connector", "external_id"],
-            set_={name: stmt.excluded[name] for name in updatable},
-        )
+        stmt = _LINK_UPSERTS.get(self.dialect)
+        if stmt is None:
+            # built once per dialect (the statement holds no values; building it costs more than a row)
+            insert = self._insert(LINKS)
+            updatable = [c.name for c in LINKS.columns
+                         if c.name not in ("id", "connector", "external_id", "created_at")]
+            stmt = _LINK_UPSERTS[self.dialect] = insert.on_conflict_do_update(
+                index_elements=["connector", "external_id"],
+                set_={name: insert.excluded[name] for name in updatable},
+            )
         await self.conn.execute(stmt, values)
 
     async def retire_links(self, connector: str, external_ids: Iterable[str]) -> None:
