@@ -1357,17 +1357,30 @@ class Engine:
     ) -> None:
         stats = self.stats.of(target)
         unread = target in self.never_read and target not in await self.windows_read([target])
-        for item, request in list(requests):
-            if request.kind is WriteKind.CREATE and (item.attempts > 0 or unread):
-                # a create tried before (a crash or a lost answer): find it by its reference first
-                try:
-                    settled = await self._settle_unknown_create(target, connector, item, request)
-                except (Retriable, RateLimited, AuthFailure) as exc:
-                    await self._write_failed(target, item, exc)
-                    return
-                if settled:
-                    requests = [(i, r) for i, r in requests if i is not item]
-        if not requests:
+        searching = [(i, r) for i, r in requests if r.kind is WriteKind.CREATE and (i.attempts > 0 or unread)]
+        if searching:
+            # a create tried before (a crash or a lost answer): find it by its reference first (the
+            # searches of a group go out concurrently, within the write slots)
+            async def settle(item: OutboxItem, request: WriteRequest) -> bool:
+                async with self._write_slots:
+                    if target in self.stats.stopped:
+                        error = self.stop_errors.get(target)
+                        if error is not None:
+                            await self._write_failed(target, item, error)
+                        return True
+                    try:
+                        return await self._settle_unknown_create(target, connector, item, request)
+                    except (Retriable, RateLimited, AuthFailure) as exc:
+                        await self._write_failed(target, item, exc)
+                        return True
+            settled = await asyncio.gather(*(settle(i, r) for i, r in searching))
+            done = {id(i) for (i, _), gone in zip(searching, settled, strict=True) if gone}
+            requests = [(i, r) for i, r in requests if id(i) not in done]
+        if not requests or target in self.stats.stopped:
+            for item, _ in requests:
+                error = self.stop_errors.get(target)
+                if error is not None:
+                    await self._write_failed(target, item, error)
             return
         if connector.capabilities.batch_write_size > 1:
             await self._send_requests(target, connector, requests, followups)
