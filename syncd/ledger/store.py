@@ -202,6 +202,7 @@ def _row_to(model: type[M], row: sa.Row[Any]) -> M:
 
 _managers: dict[type[Any], Any] = {}
 _LINK_UPSERTS: dict[str, Any] = {}
+_INBOX_PUTS: dict[str, Any] = {}
 """dialect -> the links upsert statement (:meth:`Tx.upsert_links`)."""
 
 
@@ -689,14 +690,18 @@ class Tx:
             values.append(
                 {"connector": connector, "dedup_key": key, "body": body, "received_at": now, "attempts": 0}
             )
-        for chunk in _chunks(values, 200):
-            stmt = (
-                self._insert(INBOX)
-                .values(list(chunk))
-                .on_conflict_do_nothing(index_elements=["connector", "dedup_key"])
-                .returning(INBOX.c.connector, INBOX.c.dedup_key)
-            )
-            stored.update((r.connector, r.dedup_key) for r in (await self.conn.execute(stmt)).all())
+        if values:
+            # one statement, built once per dialect, executed with the list of rows: SQLAlchemy sends
+            # it as multi-row INSERTs ("insertmanyvalues"), without compiling a new statement for each
+            # group size as .values([...]) does
+            stmt = _INBOX_PUTS.get(self.dialect)
+            if stmt is None:
+                stmt = _INBOX_PUTS[self.dialect] = (
+                    self._insert(INBOX)
+                    .on_conflict_do_nothing(index_elements=["connector", "dedup_key"])
+                    .returning(INBOX.c.connector, INBOX.c.dedup_key)
+                )
+            stored.update((r.connector, r.dedup_key) for r in (await self.conn.execute(stmt, values)).all())
         result = []
         for connector, key, _ in items:
             result.append((connector, key) in stored)
