@@ -210,7 +210,8 @@ def demo_config(base: Config, urls: Mapping[str, str], ledger_path: Path) -> Con
         base,
         ledger=LedgerConfig(url=f"sqlite+aiosqlite:///{ledger_path}"),
         server=ServerConfig(host="127.0.0.1", port=0, max_body_bytes=base.server.max_body_bytes),
-        log=LogConfig(level="info", format="json"),
+        # debug: the live view shows echoes, which are the `unchanged` decisions (logged at debug)
+        log=LogConfig(level="debug", format="json"),
         connectors=MappingProxyType(connectors),
         path=None,
     )

@@ -62,6 +62,7 @@ from syncd.engine.onboard import (
     names_connector,
     retired_copies,
 )
+from syncd.engine.outcomes import GroupCommit, OutcomeRows
 from syncd.engine.overlay import DryOverlay
 from syncd.engine.resolve import MemberState, Resolution, TargetPlan, holds_news, shown, take_unit, unit_of, with_fields
 from syncd.engine.stats import PassStats
@@ -179,6 +180,9 @@ class Engine:
         self._reconcile_lock = asyncio.Lock()
         self._record_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._write_slots = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max(1, max_concurrency)
+        self._commits = GroupCommit(ledger, holder)
+        """Write outcomes, committed in groups (:mod:`syncd.engine.outcomes`)."""
         self._inflight: dict[tuple[str, str], int] = {}
         """(connector, external id) -> writes in flight: a record read meanwhile may be half-written."""
         self._recent_writes: dict[tuple[str, str], tuple[float, str | None]] = {}
@@ -210,7 +214,10 @@ class Engine:
 
     # ------------------------------------------------------------------ reporting
     def _decide(self, decision: Decision) -> None:
-        log.info(
+        # a record found unchanged is most of every pass: logged at debug (rendering one info line
+        # costs more than deciding it); every other decision at info
+        emit = log.debug if decision.action == "unchanged" else log.info
+        emit(
             "sync_decision",
             op=decision.action,
             connector=decision.connector,
@@ -1093,12 +1100,31 @@ class Engine:
                 if target in self.stats.stopped:
                     return
                 await self._execute_batch(target, connector, items[start:start + size])
-        else:
-            async def one(item: OutboxItem) -> None:
-                async with self._write_slots:
-                    if target not in self.stats.stopped:
-                        await self._execute_batch(target, connector, [item])
-            await asyncio.gather(*(one(item) for item in items))
+            return
+        # one record per call: groups of records are claimed (and settled) in one transaction each, a
+        # few groups at a time, and their calls go out concurrently within the write slots (_send).
+        # Two writes of one appointment never share a group: the later one waits for the earlier.
+        group_size = 2 * self._max_concurrency
+        waves: list[list[OutboxItem]] = []
+        seen: dict[str, int] = defaultdict(int)
+        for item in items:
+            wave = seen[item.canonical_id]
+            seen[item.canonical_id] += 1
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append(item)
+        groups_in_flight = asyncio.Semaphore(3)
+
+        async def group(chunk: list[OutboxItem]) -> None:
+            async with groups_in_flight:
+                if target not in self.stats.stopped:
+                    await self._execute_batch(target, connector, chunk)
+
+        for wave_items in waves:
+            if target in self.stats.stopped:
+                return
+            await asyncio.gather(*(group(wave_items[start:start + group_size])
+                                   for start in range(0, len(wave_items), group_size)))
 
     async def _execute_batch(self, target: str, connector: Connector, items: list[OutboxItem]) -> None:
         cids = sorted({item.canonical_id for item in items})
@@ -1343,18 +1369,56 @@ class Engine:
     ) -> None:
         stats = self.stats.of(target)
         unread = target in self.never_read and target not in await self.windows_read([target])
-        for item, request in list(requests):
-            if request.kind is WriteKind.CREATE and (item.attempts > 0 or unread):
-                # a create tried before (a crash or a lost answer): find it by its reference first
-                try:
-                    settled = await self._settle_unknown_create(target, connector, item, request)
-                except (Retriable, RateLimited, AuthFailure) as exc:
-                    await self._write_failed(target, item, exc)
-                    return
-                if settled:
-                    requests = [(i, r) for i, r in requests if i is not item]
-        if not requests:
+        searching = [(i, r) for i, r in requests if r.kind is WriteKind.CREATE and (i.attempts > 0 or unread)]
+        if searching:
+            # a create tried before (a crash or a lost answer): find it by its reference first (the
+            # searches of a group go out concurrently, within the write slots)
+            async def settle(item: OutboxItem, request: WriteRequest) -> bool:
+                async with self._write_slots:
+                    if target in self.stats.stopped:
+                        error = self.stop_errors.get(target)
+                        if error is not None:
+                            await self._write_failed(target, item, error)
+                        return True
+                    try:
+                        return await self._settle_unknown_create(target, connector, item, request)
+                    except (Retriable, RateLimited, AuthFailure) as exc:
+                        await self._write_failed(target, item, exc)
+                        return True
+            settled = await asyncio.gather(*(settle(i, r) for i, r in searching))
+            done = {id(i) for (i, _), gone in zip(searching, settled, strict=True) if gone}
+            requests = [(i, r) for i, r in requests if id(i) not in done]
+        if not requests or target in self.stats.stopped:
+            for item, _ in requests:
+                error = self.stop_errors.get(target)
+                if error is not None:
+                    await self._write_failed(target, item, error)
             return
+        if connector.capabilities.batch_write_size > 1:
+            await self._send_requests(target, connector, requests, followups)
+        else:
+            # one call per record: sent concurrently within the write slots; each outcome is committed
+            # with the others ready at the same time (GroupCommit)
+            async def one(item: OutboxItem, request: WriteRequest) -> None:
+                async with self._write_slots:
+                    if target in self.stats.stopped:
+                        # not sent: back in the queue (its attempt counts, so it is searched for first)
+                        error = self.stop_errors.get(target)
+                        if error is not None:
+                            await self._write_failed(target, item, error)
+                        return
+                    await self._send_requests(target, connector, [(item, request)], followups)
+            await asyncio.gather(*(one(item, request) for item, request in requests))
+        stats.api_calls = self._api_calls(connector)
+
+    async def _send_requests(
+        self,
+        target: str,
+        connector: Connector,
+        requests: list[tuple[OutboxItem, WriteRequest]],
+        followups: list[OutboxItem],
+    ) -> None:
+        """One ``connector.write`` call for ``requests``; their outcomes are handled concurrently."""
         keys = [(target, r.external_id) for _, r in requests if r.external_id is not None]
         for key in keys:
             self._inflight[key] = self._inflight.get(key, 0) + 1
@@ -1371,11 +1435,11 @@ class Engine:
                 if not self._inflight[key]:
                     del self._inflight[key]
                 self._recent_writes[key] = (finished, None)
-        for (item, request), outcome in zip(requests, outcomes, strict=True):
+        for (_item, _request), outcome in zip(requests, outcomes, strict=True):
             if outcome.record is not None and outcome.error is None:
                 self._recent_writes[(target, outcome.record.external_id)] = (time.monotonic(), outcome.record.version)
-            await self._handle_outcome(target, connector, item, request, outcome, followups)
-        stats.api_calls = self._api_calls(connector)
+        await asyncio.gather(*(self._handle_outcome(target, connector, item, request, outcome, followups)
+                               for (item, request), outcome in zip(requests, outcomes, strict=True)))
 
     async def _blocked_creates(self, tx: Tx, target: str, items: Sequence[OutboxItem]) -> list[OutboxItem]:
         """Creates into ``target`` of appointments with an open link conflict about ``target``'s records
@@ -1589,28 +1653,33 @@ class Engine:
         metrics.writes.labels(target, op.value, "ok" if sent else "not_needed").inc()
         metrics.observe_sync_latency(target, item.created_at, sent)
         echo_version = record.version if self._echo_matches(target, record, request.desired) else None
-        async with self.ledger.transaction() as tx:
+
+        async def link_row(tx: Tx, rows: OutcomeRows) -> None:
             # seen: what we wrote, not the answer -- where another user's change landed beside ours
             # (a race the vendor cannot detect), the next read must show it as news; only its read-only
             # fields are taken from the answer (they are the member's own value, never ours)
             held = await self._held(tx, target, record, merged)
             held_fingerprint = held.fingerprint()
-            await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
-                                        external_id=record.external_id, version=record.version,
-                                        fingerprint=held_fingerprint, written_fingerprint=held_fingerprint,
-                                        written_version=echo_version, modified_at=record.modified_at,
-                                        seen=held.to_json())])
-            if item.id is not None:
-                await tx.outbox_update([item.id], state="done", error=None if sent else "nothing left to send")
-            await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
-                                           fields=list(request.changed), fingerprint_after=fingerprint,
-                                           detail="adopted after a lost answer" if adopted else None)])
-            carried = request.changed or ([n for n in SYNC_FIELDS if getattr(merged, n) is not None]
-                                          if op is WriteKind.CREATE else [])
-            await tx.add_lineage([lineage.written(
+            rows.links = [Link(canonical_id=item.canonical_id, connector=target,
+                               external_id=record.external_id, version=record.version,
+                               fingerprint=held_fingerprint, written_fingerprint=held_fingerprint,
+                               written_version=echo_version, modified_at=record.modified_at,
+                               seen=held.to_json())]
+
+        carried = request.changed or ([n for n in SYNC_FIELDS if getattr(merged, n) is not None]
+                                      if op is WriteKind.CREATE else [])
+        # committed together with the other outcomes ready now (one transaction for the group); the
+        # write is done once it returns
+        await self._commits.commit(OutcomeRows(
+            canonical_id=item.canonical_id, outbox_id=item.id, state="done",
+            error=None if sent else "nothing left to send",
+            audit=[AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
+                              fields=list(request.changed), fingerprint_after=fingerprint,
+                              detail="adopted after a lost answer" if adopted else None)],
+            lineage=[lineage.written(
                 item.canonical_id, target, op.value, carried, outcome="ok" if sent else "not_needed",
-                detail=self._write_detail(item, record, adopted=adopted, sent=sent, echo=echo_version is not None))])
-            await tx.release([item.canonical_id], self.holder)
+                detail=self._write_detail(item, record, adopted=adopted, sent=sent, echo=echo_version is not None))],
+            prepare=link_row))
         action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
         if not sent:
             action = "unchanged"
@@ -2035,16 +2104,16 @@ class Engine:
         low = midnight - timedelta(days=cfg.window_past_days)
         high = midnight + timedelta(days=cfg.window_future_days + 1)
         async with self.ledger.transaction(readonly=True) as tx:
-            links = [lk for lk in await tx.links_of_connector(source) if lk.external_id not in seen]
-            rows = await tx.appointments([lk.canonical_id for lk in links])
+            unlisted = [(ext, cid) for ext, cid in await tx.link_ids_of_connector(source) if ext not in seen]
+            rows = await tx.appointments([cid for _, cid in unlisted])
         missing: list[str] = []
-        for link in links:
-            row = rows.get(link.canonical_id)
+        for external_id, canonical_id in unlisted:
+            row = rows.get(canonical_id)
             if row is None or row.snapshot is None or not row.snapshot.get("start"):
                 continue
             start = datetime.fromisoformat(str(row.snapshot["start"]).replace("Z", "+00:00"))
             if low <= start < high and not Status(row.snapshot["status"]).terminal:
-                missing.append(link.external_id)
+                missing.append(external_id)
         if not missing:
             return
         log.info("window_sweep", connector=source, count=len(missing))

@@ -20,6 +20,7 @@ truncated; callers pass PHI-free reasons or vendor messages.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections import defaultdict
@@ -37,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import instrumentation
 from sqlmodel import SQLModel
 
 from syncd.errors import SyncdError
@@ -187,7 +189,30 @@ def _aware(value: datetime | str) -> datetime:
 
 
 def _row_to(model: type[M], row: sa.Row[Any]) -> M:
-    return model(**row._mapping)
+    """The model object of a row read with ``select(table)`` (every column present).
+
+    Built the way SQLAlchemy's own loader builds an instance (``ClassManager.new_instance``, then the
+    column values), not through ``Model(**row)``: a table model's ``__init__`` sets each attribute
+    through the instrumentation one by one, ten times the cost, and this is the hot path of every pass
+    (links, merge bases and outbox rows by the thousand). Table models are not validated on
+    ``__init__`` either, so the object is the same."""
+    manager = _managers.get(model)
+    if manager is None:
+        sa.orm.configure_mappers()
+        manager = _managers[model] = instrumentation.manager_of_class(model)
+    obj: M = manager.new_instance()
+    values = dict(zip(row._fields, row, strict=True))  # half the cost of dict(row._mapping)
+    obj.__dict__.update(values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+_managers: dict[type[Any], Any] = {}
+_LINK_UPSERTS: dict[str, Any] = {}
+_INBOX_PUTS: dict[str, Any] = {}
+"""dialect -> the links upsert statement (:meth:`Tx.upsert_links`)."""
 
 
 def _values(obj: SQLModel, table: sa.Table, *, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -264,6 +289,8 @@ class Ledger:
         self.engine = engine
         self.url = url
         self.clock = clock
+        self._write_lock = asyncio.Lock()
+        self._write_owner: asyncio.Task[Any] | None = None
 
     @property
     def dialect(self) -> str:
@@ -353,6 +380,24 @@ class Ledger:
         On SQLite a writing transaction starts with ``BEGIN IMMEDIATE`` (takes the write lock
         up front, so concurrent writers wait on ``busy_timeout`` instead of failing).
         """
+        task = asyncio.current_task()
+        if readonly or self.engine.dialect.name != "sqlite" or task is None or self._write_owner is task:
+            async with self._transaction(readonly=readonly) as tx:
+                yield tx
+            return
+        # SQLite takes one writer at a time: this process's writers queue here, in order, instead of
+        # polling the file lock (busy_timeout sleeps up to 100 ms between tries); other processes
+        # sharing the file still wait on busy_timeout
+        async with self._write_lock:
+            self._write_owner = task
+            try:
+                async with self._transaction(readonly=False) as tx:
+                    yield tx
+            finally:
+                self._write_owner = None
+
+    @asynccontextmanager
+    async def _transaction(self, *, readonly: bool) -> AsyncIterator[Tx]:
         try:
             conn_cm = self.engine.connect()
             conn = await conn_cm.__aenter__()
@@ -486,12 +531,16 @@ class Tx:
             values.append(data)
         if not values:
             return
-        stmt = self._insert(LINKS)
-        updatable = [c.name for c in LINKS.columns if c.name not in ("id", "connector", "external_id", "created_at")]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["connector", "external_id"],
-            set_={name: stmt.excluded[name] for name in updatable},
-        )
+        stmt = _LINK_UPSERTS.get(self.dialect)
+        if stmt is None:
+            # built once per dialect (the statement holds no values; building it costs more than a row)
+            insert = self._insert(LINKS)
+            updatable = [c.name for c in LINKS.columns
+                         if c.name not in ("id", "connector", "external_id", "created_at")]
+            stmt = _LINK_UPSERTS[self.dialect] = insert.on_conflict_do_update(
+                index_elements=["connector", "external_id"],
+                set_={name: insert.excluded[name] for name in updatable},
+            )
         await self.conn.execute(stmt, values)
 
     async def retire_links(self, connector: str, external_ids: Iterable[str]) -> None:
@@ -510,6 +559,13 @@ class Tx:
         if not include_retired:
             stmt = stmt.where(LINKS.c.retired.is_(False))
         return [_row_to(Link, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def link_ids_of_connector(self, connector: str) -> list[tuple[str, str]]:
+        """(external id, canonical id) of every live link of one connector: the window sweep's list,
+        two columns instead of whole links (their snapshots) for every record the ledger knows."""
+        stmt = (sa.select(LINKS.c.external_id, LINKS.c.canonical_id)
+                .where(LINKS.c.connector == connector, LINKS.c.retired.is_(False)).order_by(LINKS.c.id))
+        return [(row.external_id, row.canonical_id) for row in (await self.conn.execute(stmt)).all()]
 
     async def all_links(self, *, include_retired: bool = False) -> list[Link]:
         stmt = sa.select(LINKS).order_by(LINKS.c.canonical_id, LINKS.c.connector, LINKS.c.id)
@@ -672,14 +728,18 @@ class Tx:
             values.append(
                 {"connector": connector, "dedup_key": key, "body": body, "received_at": now, "attempts": 0}
             )
-        for chunk in _chunks(values, 200):
-            stmt = (
-                self._insert(INBOX)
-                .values(list(chunk))
-                .on_conflict_do_nothing(index_elements=["connector", "dedup_key"])
-                .returning(INBOX.c.connector, INBOX.c.dedup_key)
-            )
-            stored.update((r.connector, r.dedup_key) for r in (await self.conn.execute(stmt)).all())
+        if values:
+            # one statement, built once per dialect, executed with the list of rows: SQLAlchemy sends
+            # it as multi-row INSERTs ("insertmanyvalues"), without compiling a new statement for each
+            # group size as .values([...]) does
+            stmt = _INBOX_PUTS.get(self.dialect)
+            if stmt is None:
+                stmt = _INBOX_PUTS[self.dialect] = (
+                    self._insert(INBOX)
+                    .on_conflict_do_nothing(index_elements=["connector", "dedup_key"])
+                    .returning(INBOX.c.connector, INBOX.c.dedup_key)
+                )
+            stored.update((r.connector, r.dedup_key) for r in (await self.conn.execute(stmt, values)).all())
         result = []
         for connector, key, _ in items:
             result.append((connector, key) in stored)
