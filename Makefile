@@ -1,7 +1,7 @@
 # syncd front door. On a fresh machine (Python 3.11+, pip, make) these need nothing else:
 #   make demo    check the example config, then the live demonstration (syncd demo, ~30 s)
 #   make test    the whole test suite (SQLite and PostgreSQL; see README)
-#   make lint    ruff + mypy
+#   make lint    ruff + mypy (--strict on syncd/ and connectors/)
 #   make bench   benchmarks with hard targets (under 10 minutes; exits 1 when one is missed)
 #   make bench-quick   the same, smaller (under a minute); make bench-profile: pyinstrument profiles
 # Every target builds the project venv (.venv) first, and rebuilds it when pyproject.toml or
@@ -39,6 +39,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy --strict syncd connectors
 	$(BIN)/mypy $(LINT_PATHS)
 
 # Benchmarks (bench/README.md): figures beside hard targets, written to bench/results/ (`make test`

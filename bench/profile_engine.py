@@ -1,6 +1,6 @@
 """Profile the engine's three passes (creates, 10 % updates, nothing to do) with pyinstrument.
 
-The same set-up as :mod:`bench.resync_e2e` (sandboxes in their own process, a fresh SQLite ledger by
+The same set-up as :mod:`bench.e2e` (sandboxes in their own process, a fresh SQLite ledger by
 default, ``--pg`` for PostgreSQL), then ``syncd.engine.runner.resync`` three times:
 
 - ``create``: the first pass (reads the source and creates each record in the target);
@@ -24,7 +24,7 @@ import importlib
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,21 @@ from typing import Any
 import aiohttp
 
 from bench import pg_database, sandboxes, sqlite_ledger_url
-from bench.resync_e2e import _seed, _without_appointments, write_config
+from bench.e2e import _without_appointments, control, write_config
+from syncd.config import Config, load_config
 from syncd.crosswalk import import_rows, parse_csv
 from syncd.ledger.store import Ledger
 from syncd.logging import configure_logging
 from syncd.sandboxkit.seedgen import crosswalk_csv, generate
+
+
+def _config(path: Path, ledger_url: str, urls: Mapping[str, str]) -> Config:
+    write_config(path, ledger_url, urls)
+    return load_config(str(path), env={})
+
+
+async def _seed(session: aiohttp.ClientSession, url: str, vendor: str, body: dict[str, Any]) -> None:
+    await control(session, "POST", f"{url}/_sandbox/records", body)
 
 DESCRIPTION_FIELD = {"zoho_crm": "Appointment_Name"}
 """The source field the update pass changes (vendor field names, as the seeding route takes them)."""
@@ -88,7 +98,7 @@ async def run(source: str, target: str, n: int, profile_dir: Path | None, pg: bo
                 await _seed(session, urls[vendor], vendor, body)
                 crosswalk[vendor] = [r for r in rows if r[0] != "appointment"]
             with tempfile.TemporaryDirectory(prefix="syncd-profile-") as tmp:
-                config = write_config(Path(tmp) / "config.toml", ledger_url, urls)
+                config = _config(Path(tmp) / "config.toml", ledger_url, urls)
                 rows, problems = parse_csv(crosswalk_csv(crosswalk), config.connectors)
                 if problems:
                     raise RuntimeError(f"crosswalk problems: {problems[:3]}")

@@ -30,8 +30,8 @@ from syncd import lineage, metrics, systemd
 from syncd.config import Config
 from syncd.connector import with_remedy
 from syncd.engine.core import Engine
-from syncd.engine.holders import holder_is_dead
-from syncd.engine.runner import Runtime, drain_inbox, holder_name, open_runtime
+from syncd.engine.holders import holder_is_dead, holder_name
+from syncd.engine.runner import Runtime, drain_inbox, open_runtime
 from syncd.errors import SyncdError, VendorError
 from syncd.health import failing_reason
 from syncd.logging import get_logger

@@ -350,7 +350,7 @@ class DentallyStore(SandboxBase):
                     raise ValueError(f"{key}: every entry needs an id")
                 if id_type is int and not is_int(item["id"]):
                     raise ValueError(f"{key}: id must be an integer")
-                store[item["id"]] = dict(item)  # type: ignore[index]
+                store[item["id"]] = dict(item)
         if "webhook_active" in body:
             self.webhook_active = bool(body["webhook_active"])
             if self.webhook_active:
