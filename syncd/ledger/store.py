@@ -21,6 +21,7 @@ truncated; callers pass PHI-free reasons or vendor messages.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -40,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlmodel import SQLModel
 
 from syncd.errors import SyncdError
+from syncd.ledger.errortext import stored_error
 from syncd.ledger.models import (
     AppointmentRow,
     AuditEntry,
@@ -54,7 +56,6 @@ from syncd.ledger.models import (
     OutboxItem,
     utcnow,
 )
-from syncd.logging import mask_contact
 from syncd.metrics import RESYNC_STATE_KEY
 from syncd.model import slot_key
 
@@ -153,11 +154,9 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def _short(text: str | None) -> str | None:
-    """Mask contact details and cap the length of an error text before storing it."""
-    if text is None:
-        return None
-    masked = mask_contact(text)
-    return masked if len(masked) <= _ERROR_MAX else masked[: _ERROR_MAX - 1] + "…"
+    """An error text as stored (:func:`syncd.ledger.errortext.stored_error`: contacts masked, capped);
+    vendor messages reach here already reduced by ``VendorError.describe``."""
+    return stored_error(text, _ERROR_MAX)
 
 
 def _iso(value: datetime) -> str:
@@ -242,6 +241,7 @@ class Ledger:
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             _check_sqlite_path(parsed.database or "", create)
+            _private_sqlite_files(parsed.database or "", create)
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
@@ -366,8 +366,36 @@ def _check_sqlite_path(database: str, create: bool) -> None:
                                 f"{path.name}; create the directory or fix ledger.url)")
 
 
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _private_sqlite_files(database: str, create: bool) -> None:
+    """Make the ledger file (created empty here when missing) and its -wal/-shm files readable by
+    their owner only, whatever the umask: they hold notes. SQLite gives -wal and -shm the mode of the
+    database file; files already there lose their group and other bits (a read-only file stays so)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if create and not path.exists() and path.parent.is_dir():
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            return  # an unwritable directory: connecting reports it with the ledger's own words
+    for suffix in SQLITE_SIDE_FILES:
+        side = Path(f"{database}{suffix}")
+        try:
+            mode = side.stat().st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(side, mode & 0o700)
+        except OSError:
+            continue
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
+    database = engine.url.database or ""
 
     @event.listens_for(sync_engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -378,6 +406,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
+        _private_sqlite_files(database, create=False)
 
     @event.listens_for(sync_engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
@@ -894,14 +923,15 @@ class Tx:
             )
         ).scalar()
         if existing is not None:
-            update: dict[str, Any] = {"values": dict(values), "reason": reason}
+            update: dict[str, Any] = {"values": dict(values), "reason": _short(reason) or ""}
             if connector is not None:
                 update["connector"] = connector
             await self.conn.execute(sa.update(CONFLICTS).where(CONFLICTS.c.id == existing).values(**update))
             return int(existing)
         stmt = (
             sa.insert(CONFLICTS)
-            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=reason, opened=self.clock(),
+            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=_short(reason) or "",
+                    opened=self.clock(),
                     connector=connector)
             .returning(CONFLICTS.c.id)
         )
