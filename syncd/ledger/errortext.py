@@ -49,7 +49,7 @@ def _keep(word: str) -> bool:
     if word.islower() or word.isupper() or word[1:].islower():
         if word.lower() in WORDS:
             return True
-    for separator in ("-", "'", "’"):  # follow-up, can't: every part must be kept on its own
+    for separator in (",", ";", "-", "'", "’"):  # 10:30,11:00 follow-up can't: each part is judged
         if separator in word:
             parts = word.split(separator)
             return all(parts) and all(_keep(part) for part in parts)

@@ -684,6 +684,11 @@ class Tx:
             stmt = stmt.where(INBOX.c.connector == connector)
         return [_row_to(InboxItem, row) for row in (await self.conn.execute(stmt)).all()]
 
+    async def inbox_backlog(self) -> int:
+        """How many deliveries are unprocessed (the server's intake bound, ``[server] max_inbox_backlog``)."""
+        stmt = sa.select(sa.func.count()).select_from(INBOX).where(INBOX.c.processed_at.is_(None))
+        return int((await self.conn.execute(stmt)).scalar_one())
+
     async def inbox_mark_done(self, ids: Iterable[int]) -> None:
         """Mark deliveries processed. The row (and its dedup key) is kept for :meth:`inbox_purge`."""
         id_list = list(ids)

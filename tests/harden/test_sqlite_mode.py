@@ -23,7 +23,7 @@ async def test_new_ledger_files_are_owner_only_under_a_permissive_umask(tmp_path
             async with ledger.transaction() as tx:
                 await tx.state_set("zoho", {"k": "v"})
             files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
-            assert all(f.exists() for f in files), [f.name for f in tmp_path.iterdir()]
+            assert all(f.exists() for f in files), files
             assert {f.name: _mode(f) for f in files} == {f.name: 0o600 for f in files}
         finally:
             await ledger.close()
