@@ -142,10 +142,35 @@ def describe_ledger_error(url: str, exc: BaseException) -> str:
     elif isinstance(root, OSError) and root.strerror:
         cause = root.strerror.lower()
     elif type(root).__module__.startswith("sqlite3") or "sqlite" in type(root).__module__:
-        cause = f"SQLite error ({type(root).__name__}; is the file writable and not locked?)"
+        cause = _sqlite_cause(root)
     else:
         cause = type(root).__name__
     return f"{where}: {cause}"
+
+
+#: SQLite's own fixed messages -> what to do (the message itself is never shown: some quote SQL)
+_SQLITE_CAUSES = (
+    ("file is not a database", "the file is not an SQLite database (corrupt, or another file): restore the "
+                               "ledger from a backup, or point ledger.url at the right file"),
+    ("malformed", "the database file is corrupt: restore the ledger from a backup"),
+    ("readonly database", "the file is read-only: give the user running syncd write access to it and its "
+                          "directory (the -wal and -shm files are created beside it)"),
+    ("read-only", "the file is read-only: give the user running syncd write access to it and its directory"),
+    ("disk is full", "the disk is full: free space on the ledger's file system"),
+    ("disk i/o error", "disk I/O error: check free space and the file system holding the ledger"),
+    ("unable to open database file", "cannot open or create the file: check that its directory exists and "
+                                     "is writable by the user running syncd"),
+    ("database is locked", "the file is locked by another process (another syncd, or a tool holding a "
+                           "write transaction)"),
+)
+
+
+def _sqlite_cause(exc: BaseException) -> str:
+    text = str(exc).lower()
+    for needle, cause in _SQLITE_CAUSES:
+        if needle in text:
+            return cause
+    return f"SQLite error ({type(exc).__name__}; is the file writable and not locked?)"
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
