@@ -394,7 +394,12 @@ class _Parser:
         self.require_secrets = True
 
     def fail(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
+        """Record one problem line; a key or message holding control characters (a hostile or broken
+        file) is shown escaped, so that each problem stays one line."""
+        line = f"{key}: {message}"
+        if not line.isprintable():
+            line = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in line)
+        self.problems.append(line)
 
     # primitive readers: each returns _MISSING after recording a problem (or when absent)
     def interpolate(self, key: str, value: str) -> str | _Missing:
