@@ -62,3 +62,12 @@ def test_a_config_key_with_control_characters_is_one_escaped_line() -> None:
         parse_config({"\n": 1, "connectors": {"a\nb": {}}}, env={})
     assert all("\n" not in line for line in refused.value.problems), refused.value.problems
     assert any(line.startswith("\\n: unknown key") for line in refused.value.problems), refused.value.problems
+
+
+def test_zoho_records_the_fuzzer_found() -> None:
+    sample = _samples("zoho_crm")[0]
+    overflow = {**sample, "Appointment_End_Time": None, "Duration": 10**12}
+    record = _read("zoho_crm", overflow)
+    assert record.appointment is None and record.error is not None and "Duration" in str(record.error)
+    cancelled = {**sample, "Status": "Cancelled", "Cancellation_Note": 5}
+    assert _read("zoho_crm", cancelled) is not None  # a non-text reason is no crash
