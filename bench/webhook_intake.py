@@ -107,8 +107,10 @@ async def serve(ledger_url: str, mode: str) -> None:
     if mode == "per-delivery":
 
         class OneAtATime(InboxBatcher):
-            def __init__(self, ledger: Ledger, *, delay: float = 0.0, max_batch: int = 1) -> None:
-                super().__init__(ledger, delay=delay, max_batch=1)
+            def __init__(
+                self, ledger: Ledger, *, delay: float = 0.0, max_batch: int = 1, max_pending: int | None = None
+            ) -> None:
+                super().__init__(ledger, delay=delay, max_batch=1, max_pending=max_pending)
 
         server_module.InboxBatcher = OneAtATime  # type: ignore[misc]
     elif mode == "no-store":

@@ -46,6 +46,7 @@ __all__ = [
     "LogConfig",
     "ServerConfig",
     "SyncGroup",
+    "ledger_url_problems",
     "load_config",
     "mask_url",
     "parse_config",
@@ -61,7 +62,18 @@ __all__ = [
 #: "unknown key" problem) and that docs/configuration.md is tested against (tests/test_docs.py).
 TOP_LEVEL_KEYS: tuple[str, ...] = ("ledger", "server", "log", "connectors", "sync")
 LEDGER_KEYS: tuple[str, ...] = ("url", "history_days")
-SERVER_KEYS: tuple[str, ...] = ("host", "port", "max_body_bytes", "public_url", "console_token")
+SERVER_KEYS: tuple[str, ...] = (
+    "host",
+    "port",
+    "max_body_bytes",
+    "public_url",
+    "console_token",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_pending_deliveries",
+    "max_inbox_backlog",
+)
 LOG_KEYS: tuple[str, ...] = ("level", "format")
 CONNECTOR_KEYS: tuple[str, ...] = (
     "type",
@@ -108,6 +120,71 @@ def mask_url(url: str) -> str:
 
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
 
+#: ``?name=value`` options a ledger URL may carry: what the driver accepts, and what to write for the
+#: libpq spellings people copy from other tools (docs/configuration.md, [ledger])
+POSTGRES_URL_OPTIONS: dict[str, tuple[str, ...] | None] = {
+    "ssl": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "timeout": None,
+    "command_timeout": None,
+    "prepared_statement_cache_size": None,
+    "target_session_attrs": ("any", "primary", "standby", "read-write", "read-only", "prefer-standby"),
+    "passfile": None,
+}
+SQLITE_URL_OPTIONS: dict[str, tuple[str, ...] | None] = {"timeout": None}
+_LIBPQ_SPELLINGS = {
+    "sslmode": "ssl",
+    "connect_timeout": "timeout",
+    "sslrootcert": None,
+    "sslcert": None,
+    "sslkey": None,
+    "application_name": None,
+    "options": None,
+}
+_NUMERIC_URL_OPTIONS = ("timeout", "command_timeout", "prepared_statement_cache_size")
+
+
+def ledger_url_problems(url: str) -> list[str]:
+    """What is wrong with the ``?options`` of a ledger URL (empty: nothing): an option the driver
+    (asyncpg, aiosqlite) does not take is named with the accepted ones and what to write instead."""
+    from urllib.parse import parse_qsl
+
+    sqlite_url = url.startswith(SQLITE_PREFIX.rstrip("/"))
+    accepted = SQLITE_URL_OPTIONS if sqlite_url else POSTGRES_URL_OPTIONS
+    driver = "aiosqlite (SQLite)" if sqlite_url else "asyncpg (PostgreSQL)"
+    query = urlsplit(url).query if not sqlite_url else url.partition("?")[2]
+    problems: list[str] = []
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        return [f"the ?options part is malformed (write ?name=value&name=value; {driver} accepts: "
+                f"{', '.join(accepted)})"]
+    for name, value in pairs:
+        if name in accepted:
+            allowed = accepted[name]
+            if allowed is not None and value not in allowed:
+                problems.append(f"option {name}={value!r} is not valid (one of {', '.join(allowed)})")
+            elif name in _NUMERIC_URL_OPTIONS and not _is_number(value):
+                problems.append(f"option {name}={value!r} must be a number")
+            continue
+        instead = _LIBPQ_SPELLINGS.get(name, "") if not sqlite_url else ""
+        if instead:
+            hint = f"write ?{instead}={value} instead"
+        elif name in _LIBPQ_SPELLINGS:
+            hint = "it is a libpq option the asyncpg driver does not take; leave it out"
+        else:
+            hint = f"leave it out{_did_you_mean(name, list(accepted))}"
+        problems.append(f"option {name!r} is not accepted by {driver} ({hint}); accepted options: "
+                        f"{', '.join(accepted)}")
+    return problems
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 def resolve_sqlite_url(url: str, base_dir: str | os.PathLike[str] | None) -> str:
     """``url`` with a relative SQLite file path made absolute against ``base_dir`` (the config
@@ -140,6 +217,18 @@ class ServerConfig:
     public_url: str | None = None
     console_token: Secret | None = None
     """Turns the operator console on (``/console/``, docs/console.md); None = the console is off."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (from opening, or from the previous
+    answer on a kept-alive connection); then it is closed."""
+    body_timeout: float = 30.0
+    """Seconds a webhook body may take to arrive in full; then 408 and the connection is closed."""
+    max_connections: int = 512
+    """Open connections at most; one more is answered 503 + Retry-After and closed."""
+    max_pending_deliveries: int = 2000
+    """Webhook deliveries waiting for their inbox commit at most; more are answered 503 + Retry-After."""
+    max_inbox_backlog: int = 50_000
+    """Unprocessed inbox rows at most; over it, deliveries are answered 503 + Retry-After and
+    ``/readyz`` is 503 until the engine has caught up."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +371,12 @@ class _Parser:
         self.require_secrets = True
 
     def fail(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
+        """Record one problem line; a key or message holding control characters (a hostile or broken
+        file) is shown escaped, so that each problem stays one line."""
+        line = f"{key}: {message}"
+        if not line.isprintable():
+            line = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in line)
+        self.problems.append(line)
 
     # primitive readers: each returns _MISSING after recording a problem (or when absent)
     def interpolate(self, key: str, value: str) -> str | _Missing:
@@ -441,6 +535,14 @@ class _Parser:
             return _MISSING
         return float(value)
 
+    def positive(self, key: str, value: object) -> float | _Missing:
+        """A number of seconds > 0."""
+        number = self.number(key, value)
+        if isinstance(number, float) and number <= 0:
+            self.fail(key, f"must be a positive number of seconds, got {number:g}")
+            return _MISSING
+        return number
+
     def choice(self, key: str, value: object, choices: tuple[str, ...]) -> str | _Missing:
         text = self.string(key, value)
         if isinstance(text, _Missing):
@@ -513,6 +615,10 @@ class _Parser:
         if not url.startswith(LEDGER_SCHEMES):
             self.fail("ledger.url", f"must start with {' or '.join(LEDGER_SCHEMES)}")
             return None
+        for problem in ledger_url_problems(url):
+            self.fail("ledger.url", problem)
+        if any(p.startswith("ledger.url") for p in self.problems):
+            return None
         return LedgerConfig(url=url, history_days=days)
 
     def server(self, value: object) -> ServerConfig | None:
@@ -537,15 +643,36 @@ class _Parser:
                 self.fail("server.console_token", f"must be at least {CONSOLE_TOKEN_MIN} characters (e.g. the output "
                           "of `openssl rand -hex 32`); leave the key out to keep the console off")
                 token = _MISSING
-        if any(isinstance(v, _Missing) for v in (host, port, max_body, public_url, token)):
+        header_timeout = self.positive("server.header_timeout", table.get("header_timeout", defaults.header_timeout))
+        body_timeout = self.positive("server.body_timeout", table.get("body_timeout", defaults.body_timeout))
+        max_connections = self.integer(
+            "server.max_connections", table.get("max_connections", defaults.max_connections), minimum=1
+        )
+        max_pending = self.integer(
+            "server.max_pending_deliveries",
+            table.get("max_pending_deliveries", defaults.max_pending_deliveries),
+            minimum=1,
+        )
+        max_backlog = self.integer(
+            "server.max_inbox_backlog", table.get("max_inbox_backlog", defaults.max_inbox_backlog), minimum=1
+        )
+        limits = (header_timeout, body_timeout, max_connections, max_pending, max_backlog)
+        if any(isinstance(v, _Missing) for v in (host, port, max_body, public_url, token, *limits)):
             return None
         assert isinstance(host, str) and isinstance(port, int) and isinstance(max_body, int)
+        assert isinstance(header_timeout, float) and isinstance(body_timeout, float)
+        assert isinstance(max_connections, int) and isinstance(max_pending, int) and isinstance(max_backlog, int)
         return ServerConfig(
             host=host,
             port=port,
             max_body_bytes=max_body,
             public_url=public_url if isinstance(public_url, str) else None,
             console_token=token if isinstance(token, Secret) else None,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+            max_pending_deliveries=max_pending,
+            max_inbox_backlog=max_backlog,
         )
 
     def log(self, value: object) -> LogConfig | None:

@@ -98,6 +98,14 @@ writes = Counter(
     "syncd_writes", "Writes sent to vendors by outcome", ["connector", "op", "outcome"], registry=REGISTRY
 )
 conflicts = Counter("syncd_conflicts", "Conflicts recorded by the merge", registry=REGISTRY)
+http_connections_refused = Counter(
+    "syncd_http_connections_refused", "Connections answered 503 and closed: server.max_connections reached",
+    registry=REGISTRY,
+)
+http_connections_timed_out = Counter(
+    "syncd_http_connections_timed_out", "Connections closed: request headers not sent within server.header_timeout",
+    registry=REGISTRY,
+)
 dead_letters = Gauge("syncd_dead_letters", "Unresolved dead letters in the ledger", registry=REGISTRY)
 webhook_events = Counter(
     "syncd_webhook_events", "Webhook deliveries by outcome", ["connector", "outcome"], registry=REGISTRY

@@ -118,6 +118,7 @@ def openapi_document() -> dict[str, Any]:
             "400": _error("Malformed body."),
             "401": _error("Signature or token missing or wrong, or timestamp outside ±300 s."),
             "404": _error("Unknown connector, or webhooks disabled for it."),
+            "408": _error("The body did not arrive within `server.body_timeout` seconds."),
             "413": _error("Body over `max_body_bytes`."),
             "415": _error("Not `application/json`."),
             "503": _error("The ledger is unavailable or intake is at its bound; retry later.", retry_after=True),

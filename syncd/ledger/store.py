@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -42,6 +43,7 @@ from sqlalchemy.orm import instrumentation
 from sqlmodel import SQLModel
 
 from syncd.errors import SyncdError
+from syncd.ledger.errortext import stored_error
 from syncd.ledger.models import (
     AppointmentRow,
     AuditEntry,
@@ -57,7 +59,6 @@ from syncd.ledger.models import (
     OutboxItem,
     utcnow,
 )
-from syncd.logging import mask_contact
 from syncd.metrics import RESYNC_STATE_KEY
 from syncd.model import slot_key
 
@@ -145,10 +146,35 @@ def describe_ledger_error(url: str, exc: BaseException) -> str:
     elif isinstance(root, OSError) and root.strerror:
         cause = root.strerror.lower()
     elif type(root).__module__.startswith("sqlite3") or "sqlite" in type(root).__module__:
-        cause = f"SQLite error ({type(root).__name__}; is the file writable and not locked?)"
+        cause = _sqlite_cause(root)
     else:
         cause = type(root).__name__
     return f"{where}: {cause}"
+
+
+#: SQLite's own fixed messages -> what to do (the message itself is never shown: some quote SQL)
+_SQLITE_CAUSES = (
+    ("file is not a database", "the file is not an SQLite database (corrupt, or another file): restore the "
+                               "ledger from a backup, or point ledger.url at the right file"),
+    ("malformed", "the database file is corrupt: restore the ledger from a backup"),
+    ("readonly database", "the file is read-only: give the user running syncd write access to it and its "
+                          "directory (the -wal and -shm files are created beside it)"),
+    ("read-only", "the file is read-only: give the user running syncd write access to it and its directory"),
+    ("disk is full", "the disk is full: free space on the ledger's file system"),
+    ("disk i/o error", "disk I/O error: check free space and the file system holding the ledger"),
+    ("unable to open database file", "cannot open or create the file: check that its directory exists and "
+                                     "is writable by the user running syncd"),
+    ("database is locked", "the file is locked by another process (another syncd, or a tool holding a "
+                           "write transaction)"),
+)
+
+
+def _sqlite_cause(exc: BaseException) -> str:
+    text = str(exc).lower()
+    for needle, cause in _SQLITE_CAUSES:
+        if needle in text:
+            return cause
+    return f"SQLite error ({type(exc).__name__}; is the file writable and not locked?)"
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -157,11 +183,9 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def _short(text: str | None) -> str | None:
-    """Mask contact details and cap the length of an error text before storing it."""
-    if text is None:
-        return None
-    masked = mask_contact(text)
-    return masked if len(masked) <= _ERROR_MAX else masked[: _ERROR_MAX - 1] + "…"
+    """An error text as stored (:func:`syncd.ledger.errortext.stored_error`: contacts masked, capped);
+    vendor messages reach here already reduced by ``VendorError.describe``."""
+    return stored_error(text, _ERROR_MAX)
 
 
 def _iso(value: datetime) -> str:
@@ -307,6 +331,7 @@ class Ledger:
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             _check_sqlite_path(parsed.database or "", create)
+            _private_sqlite_files(parsed.database or "", create)
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
@@ -449,8 +474,36 @@ def _check_sqlite_path(database: str, create: bool) -> None:
                                 f"{path.name}; create the directory or fix ledger.url)")
 
 
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _private_sqlite_files(database: str, create: bool) -> None:
+    """Make the ledger file (created empty here when missing) and its -wal/-shm files readable by
+    their owner only, whatever the umask: they hold notes. SQLite gives -wal and -shm the mode of the
+    database file; files already there lose their group and other bits (a read-only file stays so)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if create and not path.exists() and path.parent.is_dir():
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            return  # an unwritable directory: connecting reports it with the ledger's own words
+    for suffix in SQLITE_SIDE_FILES:
+        side = Path(f"{database}{suffix}")
+        try:
+            mode = side.stat().st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(side, mode & 0o700)
+        except OSError:
+            continue
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
+    database = engine.url.database or ""
 
     @event.listens_for(sync_engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -461,6 +514,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
+        _private_sqlite_files(database, create=False)
 
     @event.listens_for(sync_engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
@@ -753,6 +807,11 @@ class Tx:
             stmt = stmt.where(INBOX.c.connector == connector)
         return [_row_to(InboxItem, row) for row in (await self.conn.execute(stmt)).all()]
 
+    async def inbox_backlog(self) -> int:
+        """How many deliveries are unprocessed (the server's intake bound, ``[server] max_inbox_backlog``)."""
+        stmt = sa.select(sa.func.count()).select_from(INBOX).where(INBOX.c.processed_at.is_(None))
+        return int((await self.conn.execute(stmt)).scalar_one())
+
     async def inbox_mark_done(self, ids: Iterable[int]) -> None:
         """Mark deliveries processed. The row (and its dedup key) is kept for :meth:`inbox_purge`."""
         id_list = list(ids)
@@ -992,14 +1051,15 @@ class Tx:
             )
         ).scalar()
         if existing is not None:
-            update: dict[str, Any] = {"values": dict(values), "reason": reason}
+            update: dict[str, Any] = {"values": dict(values), "reason": _short(reason) or ""}
             if connector is not None:
                 update["connector"] = connector
             await self.conn.execute(sa.update(CONFLICTS).where(CONFLICTS.c.id == existing).values(**update))
             return int(existing)
         stmt = (
             sa.insert(CONFLICTS)
-            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=reason, opened=self.clock(),
+            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=_short(reason) or "",
+                    opened=self.clock(),
                     connector=connector)
             .returning(CONFLICTS.c.id)
         )
