@@ -7,7 +7,10 @@ Shared plumbing for the benchmark modules:
   started on free loopback ports, whose announced URLs are read from its stdout, and stopped by its pid;
 - :func:`load`: a bounded load loop (count AND time), N concurrent workers;
 - :func:`pg_database` / :func:`sqlite_ledger_url`: throw-away ledgers (a uniquely named PostgreSQL database,
-  dropped afterwards, or a SQLite file in a temporary directory).
+  dropped afterwards, or a SQLite file in a temporary directory);
+- :func:`run_measured`: a command (``syncd resync --json`` ...) as a child process, bounded in time, with
+  its own resource usage (CPU seconds, peak RSS) read from ``wait4``;
+- :func:`write_results`: ``bench/results/<name>.json``, one document per benchmark.
 
 Everything binds and connects to 127.0.0.1 only. Nothing here prints patient data or secrets.
 """
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PG_BASE",
@@ -36,14 +42,18 @@ __all__ = [
     "pg_database",
     "pg_reachable",
     "print_table",
+    "run_measured",
     "sandboxes",
     "sqlite_ledger_url",
+    "write_results",
 ]
 
 PG_BASE = os.environ.get("SYNCD_BENCH_PG") or os.environ.get("SYNCD_TEST_PG") or "postgresql://postgres@127.0.0.1:5432"
 """PostgreSQL server for the benchmarks (role with CREATEDB); same default as the test suite."""
 ROOT = str(Path(__file__).resolve().parent.parent)
 """The repository (children start there, so that ``python -m bench...`` and ``connectors`` import)."""
+RESULTS = Path(ROOT) / "bench" / "results"
+"""Where each benchmark writes ``<name>.json`` (gitignored but for ``latest.md``)."""
 
 
 @dataclass
@@ -58,12 +68,20 @@ class Figure:
     hard: bool = False
     lower_is_better: bool = False
     note: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+    """More numbers for ``bench/results/<bench>.json`` (``ratio_vs_loopback``, call counts, ...)."""
+    complete: bool = True
+    """False when the measurement was cut short (a pass stopped at its budget): a target is then missed
+    whatever the partial value, since the partial value does not show that the whole would meet it."""
 
     @property
     def met(self) -> bool | None:
-        """True/False against the target; None when there is no target or no value."""
-        if self.target is None or self.value is None:
+        """True/False against the target; None when there is no target (or a soft one has no value).
+        A hard target with no value, or an incomplete measurement, is missed."""
+        if self.target is None:
             return None
+        if self.value is None or not self.complete:
+            return False if self.hard else None
         return self.value <= self.target if self.lower_is_better else self.value >= self.target
 
 
@@ -251,6 +269,86 @@ async def sqlite_ledger_url() -> AsyncIterator[str]:
         yield f"sqlite+aiosqlite:///{Path(tmp) / 'ledger.db'}"
 
 
+@dataclass
+class MeasuredRun:
+    """A finished child process: exit code, output, wall time and its own resource usage."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    cpu_s: float
+    """user + system CPU seconds of the child itself (``wait4`` rusage)."""
+    max_rss_mb: float
+    """peak resident set size of the child, MiB (``ru_maxrss``)."""
+    timed_out: bool
+
+    def json(self) -> dict[str, Any]:
+        """The child's stdout as one JSON document (``--json`` commands); {} when it is not one."""
+        try:
+            doc = json.loads(self.stdout)
+        except ValueError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+
+def _run_blocking(args: Sequence[str], timeout: float, env: dict[str, str] | None) -> MeasuredRun:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(args), stdout=out, stderr=err, cwd=ROOT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        timed_out = False
+        deadline = started + timeout
+        status = rusage = None
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline and not timed_out:
+                timed_out = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        out.seek(0)
+        err.seek(0)
+        return MeasuredRun(
+            returncode=proc.returncode, stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace")[-4000:], seconds=seconds,
+            cpu_s=rusage.ru_utime + rusage.ru_stime, max_rss_mb=rusage.ru_maxrss / 1024, timed_out=timed_out,
+        )
+
+
+async def run_measured(args: Sequence[str], *, timeout: float, env: dict[str, str] | None = None) -> MeasuredRun:
+    """Run ``args`` as a child process (cwd: the repository) and wait at most ``timeout`` seconds (then
+    SIGKILL, by its pid, and ``timed_out``); its CPU time and peak RSS come from its own rusage."""
+    return await asyncio.to_thread(_run_blocking, args, timeout, env)
+
+
+def syncd_command(*args: str) -> list[str]:
+    """``python -m syncd ARGS`` with this interpreter (the project venv)."""
+    return [sys.executable, "-m", "syncd", *args]
+
+
+def write_results(name: str, figures: Sequence[Figure], **meta: object) -> Path:
+    """``bench/results/<name>.json``: every figure (value, unit, target, met, note, extra) and ``meta``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **meta,
+        "figures": [
+            {"name": f.name, "value": f.value, "unit": f.unit, "target": f.target, "hard": f.hard,
+             "lower_is_better": f.lower_is_better, "met": f.met, "note": f.note, **f.extra}
+            for f in figures
+        ],
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -282,5 +380,12 @@ def print_table(figures: Sequence[Figure], *, failures: Sequence[str] = ()) -> i
         print(f"HARD TARGET MISSED: {f.bench} {f.name} = {_fmt(f.value)} {f.unit} (target {_fmt(f.target)})")
     for failure in failures:
         print(f"BENCHMARK FAILED: {failure}")
+    hard = [f for f in figures if f.hard and f.target is not None]
+    if missed or failures:
+        names = "; ".join([f"{f.bench}: {f.name}" for f in missed] + [f"failed: {x.split(':')[0]}" for x in failures])
+        print(f"SUMMARY: {len(missed)} of {len(hard)} hard targets missed, {len(failures)} benchmark(s) failed: "
+              f"{names}")
+    else:
+        print(f"SUMMARY: all {len(hard)} hard targets met")
     sys.stdout.flush()
     return 1 if missed or failures else 0

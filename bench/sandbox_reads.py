@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import ChildProcess, Figure, LoadResult, cpu_seconds, load, print_table, sandboxes
+from bench import ChildProcess, Figure, LoadResult, cpu_seconds, load, print_table, sandboxes, write_results
 from syncd.sandboxkit.seedgen import generate
 
 __all__ = ["TARGET_READS_PER_S", "VENDORS", "run"]
@@ -261,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="load client: lean keep-alive streams (default) or aiohttp (costs more CPU per read)")
     args = parser.parse_args(argv)
     figures = asyncio.run(run(quick=args.quick, vendors=args.vendor or VENDORS, client=args.client))
+    write_results(BENCH, figures, quick=args.quick)
     return print_table(figures)
 
 

@@ -1,37 +1,37 @@
 """Vendor connectors: one sub-package per vendor type (client, connector, webhook parsing, sandbox).
 
-Each sub-package's ``__init__`` defines ``create_connector(config, *, state, **options)`` (importing its
-connector code lazily, so that importing a sandbox never pulls in the connector) and
-``load_vendor_mapping()`` (validates ``mappings/<type>.toml``).
+Each sub-package's ``__init__`` declares its :class:`syncd.vendor.VendorPackage` as ``PACKAGE``;
+:data:`PACKAGES` lists them, and :mod:`syncd.registry` reads that list (adding a vendor: its folder
+and one line here; docs/architecture.md "Adding a vendor").
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from syncd.config import CONNECTOR_TYPES, ConnectorConfig
-from syncd.connector import Connector, StateStore
-from syncd.errors import ConfigError
+from connectors import dentally, onlive, salesforce_health, saludya, zoho_crm
+from syncd.vendor import VendorPackage
 
-__all__ = ["create_connector", "validate_mappings"]
+if TYPE_CHECKING:
+    from syncd.config import ConnectorConfig
+    from syncd.connector import Connector, StateStore
+
+__all__ = ["PACKAGES", "create_connector"]
+
+PACKAGES: tuple[VendorPackage, ...] = (
+    salesforce_health.PACKAGE,
+    zoho_crm.PACKAGE,
+    saludya.PACKAGE,
+    onlive.PACKAGE,
+    dentally.PACKAGE,
+)
+"""The built-in vendors, in the order ``syncd sandbox`` numbers their ports."""
 
 
 def create_connector(config: ConnectorConfig, *, state: StateStore | None = None, **options: Any) -> Connector:
-    """Build the connector for ``config.type``. ``options``: ``max_rate_limit_wait`` (seconds; None =
-    wait as long as the vendor asks), ``session`` (an aiohttp session the caller owns)."""
-    module = importlib.import_module(f"connectors.{config.type}")
-    connector: Connector = module.create_connector(config, state=state, **options)
-    return connector
-
-
-def validate_mappings(types: list[str] | None = None) -> list[str]:
-    """Load every mapping file in use; return the problems (empty = all good)."""
-    problems: list[str] = []
-    for vendor in types or list(CONNECTOR_TYPES):
-        module = importlib.import_module(f"connectors.{vendor}")
-        try:
-            module.load_vendor_mapping()
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    return problems
+    """Build the connector for ``config.type`` (a built-in vendor; syncd itself builds through
+    :func:`syncd.registry.create_connector`). ``options``: ``max_rate_limit_wait``, ``session``."""
+    for package in PACKAGES:
+        if package.type == config.type:
+            return package.create_connector(config, state=state, **options)
+    raise KeyError(f"unknown vendor type {config.type!r}")

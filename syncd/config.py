@@ -26,27 +26,27 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from syncd import registry
 from syncd.errors import ConfigError
 from syncd.model import SYNC_FIELDS
 from syncd.secret import Secret, UnresolvedSecret
+from syncd.vendor import OptionValue, VendorPackage
 
 __all__ = [
-    "AUTH_KEYS",
     "CONNECTOR_KEYS",
     "CONNECTOR_NAME_RE",
-    "CONNECTOR_TYPES",
     "LEDGER_KEYS",
     "LOG_KEYS",
     "SERVER_KEYS",
     "SYNC_KEYS",
     "TOP_LEVEL_KEYS",
-    "TYPE_DEFAULTS",
     "Config",
     "ConnectorConfig",
     "LedgerConfig",
     "LogConfig",
     "ServerConfig",
     "SyncGroup",
+    "ledger_url_problems",
     "load_config",
     "mask_url",
     "parse_config",
@@ -54,22 +54,26 @@ __all__ = [
     "resolve_sqlite_url",
 ]
 
-CONNECTOR_TYPES = ("salesforce_health", "zoho_crm", "saludya", "onlive", "dentally")
-
-#: auth keys required per connector type; every one of them is held as a Secret
-AUTH_KEYS: dict[str, tuple[str, ...]] = {
-    "salesforce_health": ("token_url", "client_id", "client_secret", "refresh_token", "api_version"),
-    "zoho_crm": ("accounts_url", "client_id", "client_secret", "refresh_token"),
-    "saludya": ("api_key",),
-    "onlive": ("access_key_id", "secret_access_key"),
-    "dentally": ("access_token", "user_agent"),
-}
+# The connector types, each type's own keys (which are secrets, their types and defaults) and the
+# per-type defaults come from the vendor registry (syncd/registry.py, one declaration per
+# connectors/<type>/__init__.py), read at parse time.
 
 #: The keys each table accepts: the one list the parser checks against (any other key is an
 #: "unknown key" problem) and that docs/configuration.md is tested against (tests/test_docs.py).
 TOP_LEVEL_KEYS: tuple[str, ...] = ("ledger", "server", "log", "connectors", "sync")
-LEDGER_KEYS: tuple[str, ...] = ("url",)
-SERVER_KEYS: tuple[str, ...] = ("host", "port", "max_body_bytes", "public_url", "console_token")
+LEDGER_KEYS: tuple[str, ...] = ("url", "history_days")
+SERVER_KEYS: tuple[str, ...] = (
+    "host",
+    "port",
+    "max_body_bytes",
+    "public_url",
+    "console_token",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
+    "max_pending_deliveries",
+    "max_inbox_backlog",
+)
 LOG_KEYS: tuple[str, ...] = ("level", "format")
 CONNECTOR_KEYS: tuple[str, ...] = (
     "type",
@@ -82,28 +86,8 @@ CONNECTOR_KEYS: tuple[str, ...] = (
     "window_future_days",
     "default_location",
 )
-"""Keys of every ``[connectors.<name>]`` table; :data:`AUTH_KEYS` adds the keys of its type."""
+"""Keys of every ``[connectors.<name>]`` table; the type's registry declaration adds its own keys."""
 SYNC_KEYS: tuple[str, ...] = ("name", "members", "create_in", "owners")
-
-
-@dataclass(frozen=True)
-class TypeDefaults:
-    """Per-type defaults for keys a connector table may leave out (docs/vendors/<type>.md §1)."""
-
-    poll_interval: float
-    max_requests_per_second: float
-    timezone: str | None
-    """None: the key is required for this type (no safe default)."""
-
-
-TYPE_DEFAULTS: dict[str, TypeDefaults] = {
-    "salesforce_health": TypeDefaults(60.0, 5.0, "UTC"),
-    "zoho_crm": TypeDefaults(120.0, 2.0, "UTC"),
-    "saludya": TypeDefaults(300.0, 0.08, None),
-    "onlive": TypeDefaults(60.0, 1.0, "UTC"),
-    "dentally": TypeDefaults(60.0, 1.0, "Europe/London"),
-}
-_FALLBACK_DEFAULTS = TypeDefaults(60.0, 5.0, "UTC")
 
 CONNECTOR_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 CANONICAL_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -136,6 +120,71 @@ def mask_url(url: str) -> str:
 
 SQLITE_PREFIX = "sqlite+aiosqlite:///"
 
+#: ``?name=value`` options a ledger URL may carry: what the driver accepts, and what to write for the
+#: libpq spellings people copy from other tools (docs/configuration.md, [ledger])
+POSTGRES_URL_OPTIONS: dict[str, tuple[str, ...] | None] = {
+    "ssl": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "timeout": None,
+    "command_timeout": None,
+    "prepared_statement_cache_size": None,
+    "target_session_attrs": ("any", "primary", "standby", "read-write", "read-only", "prefer-standby"),
+    "passfile": None,
+}
+SQLITE_URL_OPTIONS: dict[str, tuple[str, ...] | None] = {"timeout": None}
+_LIBPQ_SPELLINGS = {
+    "sslmode": "ssl",
+    "connect_timeout": "timeout",
+    "sslrootcert": None,
+    "sslcert": None,
+    "sslkey": None,
+    "application_name": None,
+    "options": None,
+}
+_NUMERIC_URL_OPTIONS = ("timeout", "command_timeout", "prepared_statement_cache_size")
+
+
+def ledger_url_problems(url: str) -> list[str]:
+    """What is wrong with the ``?options`` of a ledger URL (empty: nothing): an option the driver
+    (asyncpg, aiosqlite) does not take is named with the accepted ones and what to write instead."""
+    from urllib.parse import parse_qsl
+
+    sqlite_url = url.startswith(SQLITE_PREFIX.rstrip("/"))
+    accepted = SQLITE_URL_OPTIONS if sqlite_url else POSTGRES_URL_OPTIONS
+    driver = "aiosqlite (SQLite)" if sqlite_url else "asyncpg (PostgreSQL)"
+    query = urlsplit(url).query if not sqlite_url else url.partition("?")[2]
+    problems: list[str] = []
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        return [f"the ?options part is malformed (write ?name=value&name=value; {driver} accepts: "
+                f"{', '.join(accepted)})"]
+    for name, value in pairs:
+        if name in accepted:
+            allowed = accepted[name]
+            if allowed is not None and value not in allowed:
+                problems.append(f"option {name}={value!r} is not valid (one of {', '.join(allowed)})")
+            elif name in _NUMERIC_URL_OPTIONS and not _is_number(value):
+                problems.append(f"option {name}={value!r} must be a number")
+            continue
+        instead = _LIBPQ_SPELLINGS.get(name, "") if not sqlite_url else ""
+        if instead:
+            hint = f"write ?{instead}={value} instead"
+        elif name in _LIBPQ_SPELLINGS:
+            hint = "it is a libpq option the asyncpg driver does not take; leave it out"
+        else:
+            hint = f"leave it out{_did_you_mean(name, list(accepted))}"
+        problems.append(f"option {name!r} is not accepted by {driver} ({hint}); accepted options: "
+                        f"{', '.join(accepted)}")
+    return problems
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
 
 def resolve_sqlite_url(url: str, base_dir: str | os.PathLike[str] | None) -> str:
     """``url`` with a relative SQLite file path made absolute against ``base_dir`` (the config
@@ -153,6 +202,8 @@ def resolve_sqlite_url(url: str, base_dir: str | os.PathLike[str] | None) -> str
 class LedgerConfig:
     url: str = "sqlite+aiosqlite:///./syncd.db"
     """A relative SQLite path is resolved against the config file's directory at load time."""
+    history_days: int = 90
+    """Lineage (``syncd explain``) older than this many days is pruned by the daemon and by resync."""
 
     def __repr__(self) -> str:
         return f"LedgerConfig(url={mask_url(self.url)!r})"
@@ -166,6 +217,18 @@ class ServerConfig:
     public_url: str | None = None
     console_token: Secret | None = None
     """Turns the operator console on (``/console/``, docs/console.md); None = the console is off."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (from opening, or from the previous
+    answer on a kept-alive connection); then it is closed."""
+    body_timeout: float = 30.0
+    """Seconds a webhook body may take to arrive in full; then 408 and the connection is closed."""
+    max_connections: int = 512
+    """Open connections at most; one more is answered 503 + Retry-After and closed."""
+    max_pending_deliveries: int = 2000
+    """Webhook deliveries waiting for their inbox commit at most; more are answered 503 + Retry-After."""
+    max_inbox_backlog: int = 50_000
+    """Unprocessed inbox rows at most; over it, deliveries are answered 503 + Retry-After and
+    ``/readyz`` is 503 until the engine has caught up."""
 
 
 @dataclass(frozen=True)
@@ -187,10 +250,13 @@ class ConnectorConfig:
     window_past_days: int = 7
     window_future_days: int = 90
     auth: Mapping[str, Secret] = field(default_factory=dict)
+    """the type's secret keys (its registry declaration)"""
     default_location: str | None = None
     """Crosswalk key (kind ``location``) of the location at which every appointment of this system takes
-    place, for a system that stores none (SaludYa): read into the canonical record, so that a target
-    requiring a location (Salesforce Facility, Dentally site) can be written. None: not set."""
+    place, for a system that stores none: read into the canonical record, so that a target requiring a
+    location can be written. None: not set."""
+    options: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    """the type's non-secret keys (its registry declaration), defaults filled in"""
 
     def auth_value(self, key: str) -> str:
         """The revealed value of auth key ``key`` (validated present at load time)."""
@@ -285,7 +351,7 @@ def _did_you_mean(name: str, candidates: tuple[str, ...] | list[str]) -> str:
 def _auth_keys_elsewhere(ctype: str) -> dict[str, str]:
     """Auth keys of the other connector types -> ``"type <t>"`` (a key pasted from another vendor's table)."""
     out: dict[str, str] = {}
-    for other, keys in AUTH_KEYS.items():
+    for other, keys in registry.auth_keys().items():
         if other != ctype:
             for key in keys:
                 out.setdefault(key, f"type {other}")
@@ -305,7 +371,12 @@ class _Parser:
         self.require_secrets = True
 
     def fail(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
+        """Record one problem line; a key or message holding control characters (a hostile or broken
+        file) is shown escaped, so that each problem stays one line."""
+        line = f"{key}: {message}"
+        if not line.isprintable():
+            line = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in line)
+        self.problems.append(line)
 
     # primitive readers: each returns _MISSING after recording a problem (or when absent)
     def interpolate(self, key: str, value: str) -> str | _Missing:
@@ -464,6 +535,14 @@ class _Parser:
             return _MISSING
         return float(value)
 
+    def positive(self, key: str, value: object) -> float | _Missing:
+        """A number of seconds > 0."""
+        number = self.number(key, value)
+        if isinstance(number, float) and number <= 0:
+            self.fail(key, f"must be a positive number of seconds, got {number:g}")
+            return _MISSING
+        return number
+
     def choice(self, key: str, value: object, choices: tuple[str, ...]) -> str | _Missing:
         text = self.string(key, value)
         if isinstance(text, _Missing):
@@ -503,7 +582,8 @@ class _Parser:
         ledger = self.ledger(raw.get("ledger", {}))
         if ledger is not None and path is not None:
             # a relative SQLite path names a file beside the config, not in the working directory
-            ledger = LedgerConfig(url=resolve_sqlite_url(ledger.url, os.path.dirname(os.path.abspath(path))))
+            ledger = LedgerConfig(url=resolve_sqlite_url(ledger.url, os.path.dirname(os.path.abspath(path))),
+                                  history_days=ledger.history_days)
         server = self.server(raw.get("server", {}))
         log = self.log(raw.get("log", {}))
         connectors = self.connectors(raw.get("connectors", _MISSING))
@@ -525,15 +605,21 @@ class _Parser:
         if isinstance(table, _Missing):
             return None
         self.unknown_keys("ledger", table, LEDGER_KEYS)
+        defaults = LedgerConfig()
+        days = self.integer("ledger.history_days", table.get("history_days", defaults.history_days), minimum=1)
         if "url" not in table:
-            return LedgerConfig()
+            return None if isinstance(days, _Missing) else LedgerConfig(history_days=days)
         url = self.string("ledger.url", table["url"])
-        if isinstance(url, _Missing):
+        if isinstance(url, _Missing) or isinstance(days, _Missing):
             return None
         if not url.startswith(LEDGER_SCHEMES):
             self.fail("ledger.url", f"must start with {' or '.join(LEDGER_SCHEMES)}")
             return None
-        return LedgerConfig(url=url)
+        for problem in ledger_url_problems(url):
+            self.fail("ledger.url", problem)
+        if any(p.startswith("ledger.url") for p in self.problems):
+            return None
+        return LedgerConfig(url=url, history_days=days)
 
     def server(self, value: object) -> ServerConfig | None:
         table = self.table("server", value)
@@ -557,15 +643,36 @@ class _Parser:
                 self.fail("server.console_token", f"must be at least {CONSOLE_TOKEN_MIN} characters (e.g. the output "
                           "of `openssl rand -hex 32`); leave the key out to keep the console off")
                 token = _MISSING
-        if any(isinstance(v, _Missing) for v in (host, port, max_body, public_url, token)):
+        header_timeout = self.positive("server.header_timeout", table.get("header_timeout", defaults.header_timeout))
+        body_timeout = self.positive("server.body_timeout", table.get("body_timeout", defaults.body_timeout))
+        max_connections = self.integer(
+            "server.max_connections", table.get("max_connections", defaults.max_connections), minimum=1
+        )
+        max_pending = self.integer(
+            "server.max_pending_deliveries",
+            table.get("max_pending_deliveries", defaults.max_pending_deliveries),
+            minimum=1,
+        )
+        max_backlog = self.integer(
+            "server.max_inbox_backlog", table.get("max_inbox_backlog", defaults.max_inbox_backlog), minimum=1
+        )
+        limits = (header_timeout, body_timeout, max_connections, max_pending, max_backlog)
+        if any(isinstance(v, _Missing) for v in (host, port, max_body, public_url, token, *limits)):
             return None
         assert isinstance(host, str) and isinstance(port, int) and isinstance(max_body, int)
+        assert isinstance(header_timeout, float) and isinstance(body_timeout, float)
+        assert isinstance(max_connections, int) and isinstance(max_pending, int) and isinstance(max_backlog, int)
         return ServerConfig(
             host=host,
             port=port,
             max_body_bytes=max_body,
             public_url=public_url if isinstance(public_url, str) else None,
             console_token=token if isinstance(token, Secret) else None,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+            max_pending_deliveries=max_pending,
+            max_inbox_backlog=max_backlog,
         )
 
     def log(self, value: object) -> LogConfig | None:
@@ -604,15 +711,16 @@ class _Parser:
         table = self.table(key, value)
         if isinstance(table, _Missing):
             return None
+        vendor_types = registry.types()
         if "type" not in table:
-            self.fail(f"{key}.type", f"required key is missing (one of {', '.join(CONNECTOR_TYPES)})")
+            self.fail(f"{key}.type", f"required key is missing (one of {', '.join(vendor_types)})")
             return None
-        ctype = self.choice(f"{key}.type", table["type"], CONNECTOR_TYPES)
+        ctype = self.choice(f"{key}.type", table["type"], vendor_types)
         if isinstance(ctype, _Missing):
             return None
-        auth_keys = AUTH_KEYS[ctype]
-        self.unknown_keys(key, table, CONNECTOR_KEYS + auth_keys, elsewhere=_auth_keys_elsewhere(ctype))
-        defaults = TYPE_DEFAULTS.get(ctype, _FALLBACK_DEFAULTS)
+        package = registry.get(ctype)
+        self.unknown_keys(key, table, CONNECTOR_KEYS + package.key_names, elsewhere=_auth_keys_elsewhere(ctype))
+        defaults = package.defaults
         before = len(self.problems)
 
         base_url: str | _Missing = _MISSING
@@ -655,14 +763,7 @@ class _Parser:
         past = self.integer(f"{key}.window_past_days", table.get("window_past_days", 7), minimum=0)
         future = self.integer(f"{key}.window_future_days", table.get("window_future_days", 90), minimum=0)
 
-        auth: dict[str, Secret] = {}
-        for auth_key in auth_keys:
-            if auth_key not in table:
-                self.fail(f"{key}.{auth_key}", f"required for type {ctype}")
-                continue
-            value = self.secret(f"{key}.{auth_key}", table[auth_key])
-            if isinstance(value, Secret):
-                auth[auth_key] = value
+        auth, vendor_options = self.vendor_keys(key, table, package)
 
         if len(self.problems) != before:
             return None
@@ -680,7 +781,47 @@ class _Parser:
             window_future_days=future,
             auth=MappingProxyType(auth),
             default_location=default_location if isinstance(default_location, str) else None,
+            options=MappingProxyType(vendor_options),
         )
+
+    def vendor_keys(
+        self, key: str, table: Mapping[str, Any], package: VendorPackage
+    ) -> tuple[dict[str, Secret], dict[str, OptionValue]]:
+        """The type's own keys: secrets (required unless defaulted) and typed options."""
+        auth: dict[str, Secret] = {}
+        vendor_options: dict[str, OptionValue] = {}
+        for spec in package.keys:
+            dotted = f"{key}.{spec.name}"
+            if spec.name not in table:
+                if spec.default is None:
+                    self.fail(dotted, f"required for type {package.type}")
+                elif spec.secret:
+                    auth[spec.name] = Secret(str(spec.default))
+                else:
+                    vendor_options[spec.name] = spec.default
+                continue
+            raw = table[spec.name]
+            if spec.secret:
+                value = self.secret(dotted, raw)
+                if isinstance(value, Secret):
+                    auth[spec.name] = value
+                continue
+            option = self.option(dotted, raw, spec.kind)
+            if not isinstance(option, _Missing):
+                vendor_options[spec.name] = option
+        return auth, vendor_options
+
+    def option(self, key: str, value: object, kind: type[OptionValue]) -> OptionValue | _Missing:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            self.fail(key, f"expected true or false, got {_type_name(value)}")
+            return _MISSING
+        if kind is int:
+            return self.integer(key, value)
+        if kind is float:
+            return self.number(key, value)
+        return self.string(key, value)
 
     def timezone(self, key: str, value: object) -> str | _Missing:
         text = self.string(key, value)

@@ -59,13 +59,13 @@ class Capabilities:
     """Cancellation reason written on the old record of a replace flow (e.g. "Booked in error")."""
     replace_cancel_first_when: frozenset[str] = frozenset()
     """A replace whose changed references all lie in this set cancels the old record *before* creating
-    the new one (e.g. SaludYa: a patient-only change, since the old record still holds the slot)."""
+    the new one (e.g. a patient-only change in a system whose old record still holds the slot)."""
     not_stored: frozenset[str] = frozenset()
-    """Canonical fields the system does not store at all (SaludYa ``location``). Never read, never
+    """Canonical fields the system does not store at all (e.g. ``location``). Never read, never
     compared, never written: what it reads for them is no news, the merge base stands in for them."""
     read_only: frozenset[str] = frozenset()
-    """Canonical fields the system stores but syncd may not write: only its own users set them (SaludYa
-    ``specialty``) or the vendor derives them (Zoho's end time). Read, mapped through the crosswalk and
+    """Canonical fields the system stores but syncd may not write: only its own users set them (a
+    specialty) or the vendor derives them (an end time). Read, mapped through the crosswalk and
     merged as that system's value; never sent, so a change made elsewhere causes no write there and no
     conflict (a derived ``end`` follows the start: the merged duration is kept)."""
     required_on_create: frozenset[str] = frozenset()
@@ -97,7 +97,7 @@ class VendorRecord:
     any that depend on the record)."""
     read_only: frozenset[str] = frozenset()
     """Canonical fields this record holds but syncd may not write (:attr:`Capabilities.read_only`, plus any
-    that depend on the record, e.g. an Onlive status only Onlive sets; docs/vendors/README.md rule 15)."""
+    that depend on the record, e.g. a status only the vendor itself sets; docs/vendors/README.md rule 15)."""
 
     @property
     def unexpressible(self) -> frozenset[str]:
@@ -276,7 +276,7 @@ class Connector(Protocol):
         the crosswalk's id wins, else an open conflict), never the connector.
 
         ``desired`` is the create in question (the vendor's ids). A vendor that writes its reference in
-        a second call (Salesforce: ``Syncd_Id__c`` after the Connect create) uses it to find the
+        a second call (its idempotency field after the create) uses it to find the
         record the first call made when the second never ran, stamps it, and returns it."""
         ...
 

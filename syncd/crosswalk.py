@@ -11,7 +11,7 @@ transaction. With ``replace`` such a reference row (patient, practitioner, locat
 the rows it contradicts instead: the way to correct a wrong row. ``appointment`` rows are never
 replaced: they are syncd's record of which records hold the same appointment. ``dry_run`` reports
 the same counts and applies nothing. :func:`remove_reference` deletes one reference row. Problem
-lines name the line, kind, key and connector, never a patient's external id (Onlive identifies
+lines name the line, kind, key and connector, never a patient's external id (a vendor may identify
 patients by e-mail address). A leading byte-order mark (Excel's "CSV UTF-8") is ignored.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from syncd.config import Config
@@ -81,17 +81,34 @@ class ImportReport:
         return 1 if self.problems else 0
 
 
+def _records(reader: Iterator[list[str]], problems: list[str]) -> Iterator[list[str]]:
+    """The rows of ``reader``; a row the csv module cannot read ends the file with a problem naming it."""
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = getattr(reader, "line_num", 0)
+            problems.append(f"line {line}: not valid CSV ({exc}); nothing after it was read")
+            return
+        yield record
+
+
 def parse_csv(text: str, connectors: Iterable[str]) -> tuple[list[CrosswalkRow], list[str]]:
     """Parse and validate rows (kind, key syntax, configured connector); returns (rows, problems)."""
     known = set(connectors)
     rows: list[CrosswalkRow] = []
     problems: list[str] = []
     text = text.removeprefix("\ufeff")  # Excel's "CSV UTF-8" starts with a byte-order mark
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text, newline=""))  # csv itself handles \n, \r\n and \r
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        return [], [f"line 1: not valid CSV ({exc}); the header must be {','.join(HEADER)}"]
     if header is None or tuple(h.strip().lower() for h in header) != HEADER:
         return [], [f"line 1: header must be {','.join(HEADER)}"]
-    for index, record in enumerate(reader, start=2):
+    for index, record in enumerate(_records(reader, problems), start=2):
         if not record or all(not cell.strip() for cell in record):
             continue
         if len(record) != len(HEADER):

@@ -3,9 +3,9 @@
 APScheduler polls every connector on its ``poll_interval`` (never two polls of one connector at once;
 missed runs coalesced), a daily window reconciliation re-reads each connector's window, the webhook
 inbox is drained as soon as the receiver stores a delivery, queued writes are retried, vendor
-subscriptions (Zoho watch channels) are kept alive and the metrics read from the ledger are
-refreshed. Jobs are named by what they do and for which connector (``poll:zoho``,
-``reconcile:zoho``, ``outbox``, ``maintain``, ``health``, ``metrics``, ``lease``): those names are
+subscriptions (watch channels) are kept alive and the metrics read from the ledger are
+refreshed. Jobs are named by what they do and for which connector (``poll:<name>``,
+``reconcile:<name>``, ``outbox``, ``maintain``, ``health``, ``metrics``, ``lease``): those names are
 what APScheduler's warnings (a run skipped because the previous one still runs) and syncd's own
 ``job_failed`` lines show. SIGTERM or SIGINT stops intake (``/readyz``
 turns 503), lets in-flight work finish for up to 30 s -- anything unfinished stays queued in the
@@ -26,12 +26,12 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import metrics, systemd
+from syncd import lineage, metrics, systemd
 from syncd.config import Config
 from syncd.connector import with_remedy
 from syncd.engine.core import Engine
-from syncd.engine.holders import holder_is_dead
-from syncd.engine.runner import Runtime, drain_inbox, holder_name, open_runtime
+from syncd.engine.holders import holder_is_dead, holder_name
+from syncd.engine.runner import Runtime, drain_inbox, open_runtime
 from syncd.errors import SyncdError, VendorError
 from syncd.health import failing_reason
 from syncd.logging import get_logger
@@ -270,6 +270,10 @@ class Daemon:
     async def maintain(self) -> None:
         if not self.intake:
             return
+        # lineage older than [ledger] history_days: one bounded DELETE per run (the next run goes on)
+        pruned = await lineage.prune(self.rt.ledger, self.config.ledger.history_days)
+        if pruned:
+            log.info("lineage_pruned", count=pruned)
         for name, connector in self.rt.connectors.items():
             try:
                 self.subscriptions[name] = dict(await connector.maintain(self.config.server.public_url))

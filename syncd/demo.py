@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import importlib
 import io
 import json
 import os
@@ -60,6 +59,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from syncd import registry
 from syncd.config import Config, ConnectorConfig, LedgerConfig, LogConfig, ServerConfig, SyncGroup
 from syncd.crosswalk import import_rows, parse_csv
 from syncd.daemon import run_daemon
@@ -67,7 +67,6 @@ from syncd.ledger.store import Ledger
 from syncd.logging import configure_logging
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.sandboxkit.seedgen import SeedAppointment, SeedDataset, crosswalk_csv, generate
-from syncd.sandboxkit.serve import SANDBOXES
 from syncd.secret import Secret
 
 __all__ = [
@@ -92,23 +91,12 @@ ECHO_WINDOW = 5.0
 RECEPTION_NOTE = "Patient will arrive ten minutes late"
 """The concurrent edit of the race scenario (written into a sandbox, never printed)."""
 
-#: the sandboxes' documented credentials (docs/vendors/README.md "Sandbox options and credentials"): the demo never
-#: sends a configured credential anywhere, so a production config cannot leak into it
-SANDBOX_AUTH: dict[str, dict[str, str]] = {
-    "salesforce_health": {"client_id": "sandbox-client", "client_secret": "sandbox-secret",
-                          "refresh_token": "sandbox-refresh", "api_version": "65.0"},
-    "zoho_crm": {"client_id": "sandbox-client", "client_secret": "sandbox-secret",
-                 "refresh_token": "sandbox-refresh"},
-    "saludya": {"api_key": "sandbox-key"},
-    "onlive": {"access_key_id": "OLAK7Q2N4X9EXAMPLE",
-               "secret_access_key": "olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"},
-    "dentally": {"access_token": "sandbox-token", "user_agent": "syncd-demo/1.0 (ops@clinic.example)"},
-}
-#: which member of a group holds the seeded appointments (the clinical system first)
-HOLDER_PREFERENCE = ("dentally", "saludya", "onlive", "salesforce_health", "zoho_crm")
+# The sandboxes' documented credentials (docs/vendors/README.md "Sandbox options and credentials") come
+# from the vendor registry (each key's ``sandbox`` value): the demo never sends a configured credential
+# anywhere, so a production config cannot leak into it. So do the vendors' roles (which member of a group
+# holds the seeded appointments: the clinical system first; which ones are CRMs) and where a sandbox
+# record keeps its service, location and start.
 CREATABLE = ("proposed", "pending", "booked")
-CRM_TYPES = ("onlive", "zoho_crm", "salesforce_health")
-"""The member types a SaludYa booking is shown reaching (the CRMs)."""
 SALUDYA_BOOKING_ID = "apt_demonewbooking1"
 
 ACTION_STYLE = {
@@ -208,12 +196,8 @@ def demo_config(base: Config, urls: Mapping[str, str], ledger_path: Path) -> Con
     connectors: dict[str, ConnectorConfig] = {}
     for name, cfg in base.connectors.items():
         url = urls[name]
-        auth: dict[str, Secret] = {k: Secret(v) for k, v in SANDBOX_AUTH[cfg.type].items()}
-        if cfg.type == "salesforce_health":
-            auth["token_url"] = Secret(f"{url}/services/oauth2/token")
-        if cfg.type == "zoho_crm":
-            auth["accounts_url"] = Secret(url)
-        auth = {k: v for k, v in auth.items() if k in cfg.auth}
+        sandbox_auth = registry.get(cfg.type).sandbox_auth(url)
+        auth: dict[str, Secret] = {k: Secret(v) for k, v in sandbox_auth.items() if k in cfg.auth}
         connectors[name] = dataclasses.replace(
             cfg,
             base_url=url,
@@ -226,7 +210,8 @@ def demo_config(base: Config, urls: Mapping[str, str], ledger_path: Path) -> Con
         base,
         ledger=LedgerConfig(url=f"sqlite+aiosqlite:///{ledger_path}"),
         server=ServerConfig(host="127.0.0.1", port=0, max_body_bytes=base.server.max_body_bytes),
-        log=LogConfig(level="info", format="json"),
+        # debug: the live view shows echoes, which are the `unchanged` decisions (logged at debug)
+        log=LogConfig(level="debug", format="json"),
         connectors=MappingProxyType(connectors),
         path=None,
     )
@@ -750,7 +735,7 @@ def find_saludya_group(config: Config) -> SaludYaGroup | None:
     """The first group with a SaludYa member and a CRM member it creates in (the repository's clinic-b)."""
     for group in config.sync:
         saludya = [m for m in group.members if config.connectors[m].type == "saludya"]
-        crms = [m for m in group.members if config.connectors[m].type in CRM_TYPES and m in group.create_in]
+        crms = [m for m in group.members if _is_crm(config.connectors[m].type) and m in group.create_in]
         if saludya and crms:
             return SaludYaGroup(group, saludya[0], crms[0])
     return None
@@ -799,6 +784,8 @@ async def saludya_booking_reaches_crm(story: Story, outcome: Outcome, target: Sa
         if rec is None or crm_id is None:
             return f"{crm} holds no appointment for {cid}"
         got = _crm_service_location(story.config.connectors[crm].type, rec)
+        if got is None:
+            return f"{crm}: its vendor declares no sandbox record fields"
         if _parse_time(got[2]) != start:
             return f"{crm} {crm_id} does not start at the booked time"
         if got[0] != want_service:
@@ -815,14 +802,25 @@ async def saludya_booking_reaches_crm(story: Story, outcome: Outcome, target: Sa
                                      f"with service {service}{where}")
 
 
-def _crm_service_location(crm_type: str, rec: Mapping[str, Any]) -> tuple[str | None, str | None, Any]:
-    """(service id, location id, start) of a CRM record, in the CRM's own ids."""
-    if crm_type == "onlive":
-        return _opt(rec.get("serviceId")), _opt((rec.get("extraFields") or {}).get("location")), rec.get("startAt")
-    if crm_type == "zoho_crm":
-        return _opt((rec.get("Service_Name") or {}).get("id")), _opt(rec.get("Location")), rec.get(
-            "Appointment_Start_Time")
-    return _opt(rec.get("WorkTypeId")), _opt(rec.get("ServiceTerritoryId")), rec.get("SchedStartTime")
+def _is_crm(vendor_type: str) -> bool:
+    """The member types a clinical booking is shown reaching (the CRMs)."""
+    return registry.get(vendor_type).role == "crm"
+
+
+def _holder_rank(vendor_type: str) -> tuple[bool, int]:
+    """Which member of a group holds the seeded appointments: a clinical system first, then the
+    registry's order."""
+    return registry.get(vendor_type).role != "clinical", registry.types().index(vendor_type)
+
+
+def _crm_service_location(crm_type: str, rec: Mapping[str, Any]) -> tuple[str | None, str | None, Any] | None:
+    """(service id, location id, start) of a CRM record, in the CRM's own ids (None: its vendor
+    declares no sandbox record fields)."""
+    fields = registry.get(crm_type).sandbox_fields
+    if fields is None:
+        return None
+    service, location, start = fields.read(rec)
+    return _opt(service), _opt(location), start
 
 
 # ----------------------------------------------------------------------------------------- runner
@@ -830,8 +828,6 @@ def _crm_service_location(crm_type: str, rec: Mapping[str, Any]) -> tuple[str | 
 
 HAND_TYPED = (5, 6, 7)
 """The CRM/EHR group's bookings (data set indices) that reception typed into every system by hand."""
-_REFERENCE_FIELDS = ("Syncd_Id", "Syncd_Id__c", "externalId")
-"""Where the sandboxes' seed data carries an idempotency reference: hand-typed records have none."""
 
 
 @dataclass(frozen=True)
@@ -855,18 +851,18 @@ async def _type_by_hand(sandboxes: Sandboxes, config: Config, crm: CrmGroup, dat
     ids: dict[str, list[str]] = {}
     crm_only_id = ""
     for name in (crm.crm, crm.other):
-        module = importlib.import_module(SANDBOXES[config.connectors[name].type][0])
+        package = registry.get(config.connectors[name].type)
         bookings = [dataset.appointments[i] for i in HAND_TYPED] + ([crm_only] if name == crm.crm else [])
-        body, _rows = module.seed_body(dataclasses.replace(dataset, appointments=tuple(bookings)))
-        records = [{**r, **{k: None for k in _REFERENCE_FIELDS if k in r}}
+        body, _rows = package.seed_body(dataclasses.replace(dataset, appointments=tuple(bookings)))
+        fields = package.sandbox_fields
+        reference = fields.reference if fields is not None else None  # hand-typed records have none
+        records = [{**r, **({reference: None} if reference is not None and reference in r else {})}
                    for r in body.get("records", []) if _is_appointment(r)]
         await sandboxes.control(name, "POST", "/_sandbox/records", {"records": records})
         ids[name] = [_record_id(r) for r in records[:len(HAND_TYPED)]]
         if name == crm.crm:
             crm_only_id = _record_id(records[-1])
     return TypedByHand(HAND_TYPED, ids, crm_only_id)
-
-
 
 
 async def _seed(
@@ -877,8 +873,7 @@ async def _seed(
     for name, cfg in config.connectors.items():
         group = config.group_of(name)
         dataset = datasets[group.name if group is not None else ""]
-        module = importlib.import_module(SANDBOXES[cfg.type][0])
-        body, rows = module.seed_body(dataset)
+        body, rows = registry.get(cfg.type).seed_body(dataset)
         if holders.get(group.name if group is not None else "") != name:
             body = dict(body)
             body["records"] = [r for r in body.get("records", []) if not _is_appointment(r)]
@@ -952,7 +947,7 @@ async def run_demo(base: Config, console: Console, *, workdir: Path, log_file: T
     holders: dict[str, str] = {crm_group.group.name: crm_group.ehr}
     for g in base.sync:
         if g is not crm_group.group:
-            holders[g.name] = min(g.members, key=lambda m: HOLDER_PREFERENCE.index(base.connectors[m].type))
+            holders[g.name] = min(g.members, key=lambda m: _holder_rank(base.connectors[m].type))
     missing_patient = crm_data.appointments[-1].patient
 
     console.rule("[bold]syncd demo[/bold]: five vendor sandboxes, one daemon, a scripted day at the clinic")

@@ -70,8 +70,9 @@ class MappingError(SyncdError):
 class VendorError(SyncdError):
     """An error answered by (or on the way to) a vendor.
 
-    ``code`` is the vendor's error code where it has one, ``message`` the vendor's text (masked of
-    e-mail addresses and phone numbers before it is stored or shown), ``status`` the HTTP status.
+    ``code`` is the vendor's error code where it has one, ``message`` the vendor's text (reduced before
+    it is stored or shown: contacts masked, names and free text redacted; see :meth:`describe`),
+    ``status`` the HTTP status.
 
     What an operator needs to fix it travels with it: ``method`` and ``url`` of the request (the URL
     without its query, which may carry ids), ``cause`` for a request that got no HTTP answer
@@ -111,13 +112,19 @@ class VendorError(SyncdError):
         super().__init__(self.describe())
 
     def describe(self) -> str:
+        """The vendor's code, HTTP status and message, the message reduced
+        (:func:`syncd.ledger.errortext.reduce_vendor_message`: no names, no free text), as it is
+        stored and shown; ``message`` keeps the vendor's own words for the connector's decisions."""
+        from syncd.ledger.errortext import reduce_vendor_message
+
         parts = []
         if self.code:
-            parts.append(self.code)
+            parts.append(reduce_vendor_message(self.code))
         if self.status is not None:
             parts.append(f"HTTP {self.status}")
         head = " ".join(parts)
-        return f"{head}: {self.message}" if head else self.message
+        text = reduce_vendor_message(self.message)
+        return f"{head}: {text}" if head else text
 
     @property
     def headline(self) -> str:
@@ -245,7 +252,7 @@ class AmbiguousReference(NotWritable):
 
 
 class Deferred(VendorError):
-    """The vendor only accepts this change later (Zoho: Completed after the end time): the write stays
+    """The vendor only accepts this change later (e.g. a completion only after the end time): the write stays
     queued in the outbox and is sent on a later pass once ``not_before`` has passed."""
 
     kind = "deferred"

@@ -13,7 +13,7 @@ vendor might push inside a delivery are not kept: the engine re-reads every id (
 supports sends trustworthy content in its notifications).
 
 :func:`dedup_key` follows docs/reference.md §7: the vendor's event id where the payload has one
-(``delivery.dedup_key``, e.g. Dentally ``id``), else the SHA-256 of the signed timestamp and the raw
+(``delivery.dedup_key``, e.g. an event ``id``), else the SHA-256 of the signed timestamp and the raw
 body, so that a new notification about the same ids is not a duplicate.
 """
 

@@ -40,6 +40,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from syncd import registry
+
 __all__ = [
     "SAFE_KEYS",
     "SyncdLogger",
@@ -132,7 +134,7 @@ _TOKEN_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/+=,@#%\-]{0,200}")
 REDACTED = "[redacted]"
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 # 7 to 15 digits (E.164), optionally separated by spaces, dots, dashes or parentheses, not glued to
-# a word, a path or a longer number (a 19-digit Zoho id is an id, not a phone)
+# a word, a path or a longer number (a 19-digit vendor id is an id, not a phone)
 _PHONE_RE = re.compile(r"(?:(?<=tel:)|(?<![\w.:/-]))\+?\(?\d(?:[\s().\-]{0,2}\d){6,14}(?![\w])")
 # Numbers that are times, not phones: they are set aside before phones are looked for, so that
 # "2026-12-07 10:02:11" or "retry in 0.4832342 s" survive. A candidate glued to a preceding digit
@@ -162,8 +164,11 @@ _TIME_LIKE_RE = re.compile(
         )
     )
 )
+_SECRET_WORDS = ("bearer", "basic", "token",
+                 *(word for package in registry.packages() for word in package.log_secret_words))
 _TOKEN_RES = (
-    re.compile(r"(?i)\b(bearer|zoho-oauthtoken|basic|token|olak\S*)\s+[A-Za-z0-9._~+/=\-]{6,}"),
+    # the vendors' own credential words come from their registry declarations (``log_secret_words``)
+    re.compile(r"(?i)\b(" + "|".join(_SECRET_WORDS) + r")\s+[A-Za-z0-9._~+/=\-]{6,}"),
     re.compile(
         r"(?i)\b(access_token|refresh_token|client_secret|api_key|apikey|token|secret|password|signature|code)"
         r"(\s*[=:]\s*|\"\s*:\s*\")[^&\s\",;]+"

@@ -7,7 +7,7 @@ resolves the names. An unknown function, an unknown canonical status or a native
 does not know is a configuration error at start-up.
 
 ```toml
-vendor = "dentally"
+vendor = "<type>"
 [status.in]            # native -> canonical FHIR status
 "Pending" = "pending"
 [status.out]           # canonical -> native; "" = no native value fits (not written)

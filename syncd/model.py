@@ -4,7 +4,7 @@ A canonical appointment is what syncd's core sees: connectors translate their ve
 it and back. Times are UTC-aware, references are keys (canonical keys inside the engine and the
 ledger; a connector's own ids at the connector boundary, where the engine translates them through
 the crosswalk), and the vendor's native status is kept beside the canonical one so that a round trip
-never loses detail (e.g. Dentally "In surgery").
+never loses detail (a vendor status finer than the canonical one).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Appointment:
     ``patient``, ``practitioner``, ``location`` and ``service_type`` are reference keys.
     ``native_status`` is the vendor's own status label, kept for lossless round trips; it is not part
     of the fingerprint. ``extra`` holds vendor values a round trip must keep that have no canonical
-    field (e.g. a Salesforce channel id); it is not part of the fingerprint either.
+    field (e.g. a vendor's channel id); it is not part of the fingerprint either.
     """
 
     status: Status

@@ -118,6 +118,7 @@ def openapi_document() -> dict[str, Any]:
             "400": _error("Malformed body."),
             "401": _error("Signature or token missing or wrong, or timestamp outside ±300 s."),
             "404": _error("Unknown connector, or webhooks disabled for it."),
+            "408": _error("The body did not arrive within `server.body_timeout` seconds."),
             "413": _error("Body over `max_body_bytes`."),
             "415": _error("Not `application/json`."),
             "503": _error("The ledger is unavailable or intake is at its bound; retry later.", retry_after=True),
@@ -179,7 +180,8 @@ def openapi_document() -> dict[str, Any]:
             "does)", {"take": {"type": "string"}}, ["take"], parameters=[ID_PARAM],
             extra={"400": _page("The form could not be read, or `take` is not a configured connector.")})},
         "/console/appointments": {"get": _console_get(
-            "One appointment: links, merged values (patient and free text only as a hash), history",
+            "One appointment: links, merged values with their source and rule (patient and free text only as a "
+            "hash), and its lineage timeline (what `syncd explain` prints)",
             parameters=[{"name": "ref", "in": "query", "required": False,
                          "schema": {"type": "string", "pattern": REF_PATTERN},
                          "description": "A canonical id or NAME:EXTERNAL_ID (absent: the look-up form alone)."}],

@@ -11,6 +11,14 @@ unavailable). A delivery is answered 202 ``{"accepted": N}`` only after its inbo
 Deliveries arriving within a few milliseconds of each other are committed together (one
 transaction, one ``inbox_put_many``) by :class:`InboxBatcher`; each request awaits its own result.
 
+Intake is bounded (docs/configuration.md, ``[server]``): at most ``max_pending_deliveries`` deliveries
+wait for their commit and at most ``max_inbox_backlog`` unprocessed rows sit in the inbox; past either
+bound a delivery is answered 503 + ``Retry-After`` (after its checks, before anything is stored: a 202
+is never taken back) and ``/readyz`` says so. A connection must send a request's headers within
+``header_timeout`` seconds (of opening, or of its previous answer) and a webhook body within
+``body_timeout`` (else 408); past ``max_connections`` open connections a new one is answered 503 and
+closed. asyncio's "socket.accept() out of system resource" is logged once per minute, with a count.
+
 Nothing from a request (body bytes, header values, an unknown connector name) is ever echoed in an
 answer or logged.
 """
@@ -18,8 +26,10 @@ answer or logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import resource
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +49,9 @@ from syncd.logging import get_logger
 from syncd.openapi import openapi_document
 
 __all__ = [
+    "ConnectionLimits",
     "InboxBatcher",
+    "IntakeFull",
     "RunningServer",
     "ServerState",
     "create_app",
@@ -55,6 +67,12 @@ BATCH_DELAY_S = 0.0
 is in flight (or in the same loop iteration) joins the next commit; measured best on PostgreSQL."""
 BATCH_MAX = 256
 RETRY_AFTER_S = "5"
+BACKLOG_REFRESH_S = 1.0
+"""How often the server recounts the unprocessed inbox rows (between counts it adds what it stored)."""
+ACCEPT_ERROR_EVERY_S = 60.0
+"""At most one log line per this many seconds for asyncio's accept() resource errors."""
+FD_MARGIN = 64
+"""Descriptors kept beyond ``max_connections`` for the ledger, vendor connections and logs."""
 UNKNOWN_LABEL = "_unknown"
 """Metric label for a connector name that is not configured (keeps label cardinality bounded)."""
 
@@ -81,6 +99,17 @@ class ServerState:
     failing: dict[str, str] = field(default_factory=dict)
     """connector -> why it is failing (syncd.health: FAILING_AFTER failed polls in a row, or refused
     credentials); kept by the daemon, answered by ``/readyz`` as 503."""
+    inbox_backlog: int = 0
+    """Unprocessed inbox rows, as last counted by the server plus what it stored since."""
+    max_inbox_backlog: int | None = None
+    """``[server] max_inbox_backlog``; None: unbounded (an app built without a config)."""
+
+    def intake_full(self) -> str | None:
+        """Why intake is at its bound (for ``/readyz`` and the 503), or None."""
+        bound = self.max_inbox_backlog
+        if bound is not None and self.inbox_backlog >= bound:
+            return f"inbox backlog {self.inbox_backlog} is at its bound ({bound})"
+        return None
 
     def mark_healthy(self) -> None:
         self.last_healthy_loop = time.monotonic()
@@ -115,29 +144,51 @@ class ServerState:
 # -- grouped commits -------------------------------------------------------------------------------
 
 
+class IntakeFull(Exception):
+    """Webhook intake is at a bound; the delivery was not stored (answered 503 + Retry-After)."""
+
+
 class InboxBatcher:
     """Groups inbox writes: items put within ``delay`` seconds (default: the same loop iteration, or
     while the previous commit runs) share one transaction.
 
     While a commit runs, newly arriving items queue for the next one, so under load the group
     size follows the commit latency. An exception from the ledger is raised to every request of
-    that group (the server answers them 503); the next group tries again.
+    that group (the server answers them 503); the next group tries again. At most ``max_pending``
+    items wait (queued or in the commit running): one more raises :class:`IntakeFull` at once.
     """
 
-    def __init__(self, ledger: Ledger, *, delay: float = BATCH_DELAY_S, max_batch: int = BATCH_MAX) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        delay: float = BATCH_DELAY_S,
+        max_batch: int = BATCH_MAX,
+        max_pending: int | None = None,
+    ) -> None:
         self.ledger = ledger
         self.delay = delay
         self.max_batch = max_batch
+        self.max_pending = max_pending
         self._pending: list[tuple[tuple[str, str, bytes], asyncio.Future[bool]]] = []
+        self._committing = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.commits = 0
         """Transactions committed (for tests and benchmarks)."""
 
+    @property
+    def waiting(self) -> int:
+        """Deliveries queued or inside the commit running."""
+        return len(self._pending) + self._committing
+
     async def put(self, connector: str, key: str, body: bytes) -> bool:
-        """Store one delivery; True when new, False when a duplicate. Raises on ledger failure."""
+        """Store one delivery; True when new, False when a duplicate. Raises on ledger failure, and
+        :class:`IntakeFull` (nothing stored) when ``max_pending`` deliveries already wait."""
         if self._closed:
             raise LedgerUnavailable("inbox writer is closed")
+        if self.max_pending is not None and self.waiting >= self.max_pending:
+            raise IntakeFull(f"{self.waiting} deliveries are waiting for their commit")
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append(((connector, key, body), future))
         if self._task is None:
@@ -161,6 +212,7 @@ class InboxBatcher:
                     future.set_exception(LedgerUnavailable("inbox writer stopped"))
 
     async def _commit(self, batch: list[tuple[tuple[str, str, bytes], asyncio.Future[bool]]]) -> None:
+        self._committing = len(batch)
         try:
             async with self.ledger.transaction() as tx:
                 results = await tx.inbox_put_many([item for item, _ in batch])
@@ -174,6 +226,8 @@ class InboxBatcher:
                 if not future.done():
                     future.set_exception(exc)
             return
+        finally:
+            self._committing = 0
         self.commits += 1
         for (_, future), stored in zip(batch, results, strict=True):
             if not future.done():
@@ -206,21 +260,23 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    """The whole body, or :class:`_TooLarge` as soon as more than ``limit`` bytes have arrived."""
+async def _read_limited(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, or :class:`_TooLarge` as soon as more than ``limit`` bytes have arrived;
+    :class:`TimeoutError` when it has not arrived in full within ``timeout`` seconds."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _TooLarge
     parts: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.read(READ_CHUNK)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        parts.append(chunk)
+    async with asyncio.timeout(timeout):
+        while True:
+            chunk = await request.content.read(READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            parts.append(chunk)
     return b"".join(parts)
 
 
@@ -273,11 +329,18 @@ class _Webhooks:
             return _error(404, "not_found", "unknown connector or webhooks disabled for it")
 
         try:
-            raw = await _read_limited(request, self.config.server.max_body_bytes)
+            raw = await _read_limited(request, self.config.server.max_body_bytes, self.config.server.body_timeout)
         except _TooLarge:
             self._count(label, "too_large")
             log.info("webhook_rejected", connector=name, http_status=413, outcome="too_large")
             response = _error(413, "body_too_large", f"body exceeds {self.config.server.max_body_bytes} bytes")
+            response.force_close()
+            return response
+        except TimeoutError:
+            self._count(label, "timeout")
+            log.info("webhook_rejected", connector=name, http_status=408, outcome="timeout")
+            response = _error(408, "body_timeout",
+                              f"the body did not arrive within {self.config.server.body_timeout:g}s")
             response.force_close()
             return response
 
@@ -311,6 +374,13 @@ class _Webhooks:
         log.info("webhook_rejected", connector=name, http_status=status, outcome=outcome, code=exc.code)
         return _error(status, exc.code, exc.detail)
 
+    def _full(self, name: str, why: str) -> web.Response:
+        self._count(name, "intake_full")
+        log.warning("webhook_intake_full", connector=name, http_status=503,
+                    total=self.state.inbox_backlog, count=self.batcher.waiting)
+        return _error(503, "intake_full", f"intake is at its bound ({why}); retry later",
+                      headers={"Retry-After": RETRY_AFTER_S})
+
     def _unavailable(self, name: str, label: str, exc: BaseException) -> web.Response:
         self._count(label, "unavailable")
         log.warning("webhook_unavailable", connector=name, http_status=503, error_type=type(exc).__name__)
@@ -330,12 +400,18 @@ class _Webhooks:
             self._count(name, "accepted")
             log.debug("webhook_ignored", connector=name, count=0)
             return web.json_response({"accepted": 0}, status=202)
+        full = self.state.intake_full()
+        if full is not None:
+            return self._full(name, full)
         key = dedup_key(delivery, headers, raw)
         try:
             stored = await self.batcher.put(name, key, encode_delivery(delivery, raw))
+        except IntakeFull as exc:
+            return self._full(name, str(exc))
         except Exception as exc:
             return self._unavailable(name, name, exc)
         if stored:
+            self.state.inbox_backlog += 1
             self._count(name, "accepted")
             self.state.notify_stored([name])
             log.debug("webhook_accepted", connector=name, count=count)
@@ -352,7 +428,7 @@ async def _healthz(_request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def _readyz(ledger: Ledger, state: ServerState, ping_timeout: float) -> Handler:
+def _readyz(ledger: Ledger, state: ServerState, ping_timeout: float, batcher: InboxBatcher | None = None) -> Handler:
     async def handler(_request: web.Request) -> web.Response:
         failed: list[str] = []
         try:
@@ -367,6 +443,11 @@ def _readyz(ledger: Ledger, state: ServerState, ping_timeout: float) -> Handler:
             failed.append("draining")
         if state.lease_lost is not None:
             failed.append(f"lease lost: {state.lease_lost}")
+        full = state.intake_full()
+        if full is not None:
+            failed.append(f"intake: {full}")
+        elif batcher is not None and batcher.max_pending is not None and batcher.waiting >= batcher.max_pending:
+            failed.append(f"intake: {batcher.waiting} deliveries wait for their commit (bound {batcher.max_pending})")
         for name, why in sorted(state.failing.items()):
             failed.append(f"connector {name}: {why}")
         if failed:
@@ -385,10 +466,198 @@ async def _openapi(_request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+# -- connection limits -----------------------------------------------------------------------------
+
+_BUSY_BODY = b'{"error": "too_many_connections", "detail": "the server is at its connection limit; retry later"}'
+_BUSY_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: " + RETRY_AFTER_S.encode() + b"\r\n"
+    b"Content-Type: application/json\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n"
+    b"Connection: close\r\n\r\n" + _BUSY_BODY
+)
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Wraps aiohttp's protocol for one connection: refuses it past the cap, and closes it when a
+    request's headers have not arrived ``header_timeout`` seconds after opening or after the previous
+    answer (the timer is stopped while a request is handled)."""
+
+    def __init__(self, inner: asyncio.Protocol, limits: ConnectionLimits) -> None:
+        self.inner = inner
+        self.limits = limits
+        self.transport: asyncio.BaseTransport | None = None
+        self.accepted = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        limits = self.limits
+        if limits.open >= limits.max_connections:
+            limits.refused += 1
+            metrics.http_connections_refused.inc()
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(_BUSY_ANSWER)
+            transport.close()
+            return
+        self.accepted = True
+        limits.open += 1
+        limits.by_transport[transport] = self
+        self.arm()
+        self.inner.connection_made(transport)
+
+    def arm(self) -> None:
+        self.disarm()
+        self.timer = asyncio.get_running_loop().call_later(self.limits.header_timeout, self.expire)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def expire(self) -> None:
+        self.timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.limits.timed_out += 1
+            metrics.http_connections_timed_out.inc()
+            abort = getattr(self.transport, "abort", None)
+            if callable(abort):
+                abort()
+            else:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        if not self.accepted:
+            return
+        self.accepted = False
+        self.limits.open -= 1
+        if self.transport is not None:
+            self.limits.by_transport.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.accepted:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.accepted else None
+
+    def pause_writing(self) -> None:
+        if self.accepted:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.accepted:
+            self.inner.resume_writing()
+
+
+class ConnectionLimits:
+    """``[server] max_connections`` and ``header_timeout`` for one listening socket (see
+    :class:`_GuardedProtocol`); ``refused`` and ``timed_out`` count what they cut off."""
+
+    def __init__(self, max_connections: int, header_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.open = 0
+        self.refused = 0
+        self.timed_out = 0
+        self.by_transport: dict[asyncio.BaseTransport, _GuardedProtocol] = {}
+
+    def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        return lambda: _GuardedProtocol(factory(), self)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+        guard = self.by_transport.get(request.transport) if request.transport is not None else None
+        if guard is not None:
+            guard.disarm()
+        try:
+            return await handler(request)
+        finally:
+            if guard is not None and guard.accepted:
+                guard.arm()  # the next request on this connection has header_timeout from now
+
+
+class _LimitedSite(web.TCPSite):
+    """A TCP site whose connections go through :class:`ConnectionLimits`."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limits: ConnectionLimits) -> None:
+        super().__init__(runner, host, port)
+        self._limits = limits
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        self._server = await loop.create_server(
+            self._limits.wrap(server), self._host, self._port, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+        )
+
+
+class _AcceptErrorFilter:
+    """A loop exception handler: asyncio's "socket.accept() out of system resource" (descriptors or
+    memory exhausted; asyncio retries accepting by itself) becomes one warning per
+    ``ACCEPT_ERROR_EVERY_S`` with the count of those suppressed, instead of a line per attempt."""
+
+    MESSAGE = "socket.accept() out of system resource"
+
+    def __init__(self, previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None) -> None:
+        self.previous = previous
+        self.last = -ACCEPT_ERROR_EVERY_S
+        self.suppressed = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != self.MESSAGE:
+            if self.previous is not None:
+                self.previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self.last < ACCEPT_ERROR_EVERY_S:
+            self.suppressed += 1
+            return
+        exc = context.get("exception")
+        log.warning("accept_out_of_resources", error_type=type(exc).__name__ if exc else None,
+                    count=self.suppressed + 1, interval_s=ACCEPT_ERROR_EVERY_S)
+        self.last = now
+        self.suppressed = 0
+
+
+def install_accept_error_filter(loop: asyncio.AbstractEventLoop) -> _AcceptErrorFilter:
+    """Install :class:`_AcceptErrorFilter` on ``loop`` (once), keeping any handler already set."""
+    current = loop.get_exception_handler()
+    if isinstance(current, _AcceptErrorFilter):
+        return current
+    handler = _AcceptErrorFilter(current)
+    loop.set_exception_handler(handler)
+    return handler
+
+
+def ensure_descriptors(max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to fit ``max_connections`` plus a margin where the hard limit
+    allows; else warn (deploy/syncd.service sets ``LimitNOFILE=``)."""
+    needed = max_connections + FD_MARGIN
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    except (ValueError, OSError):
+        return
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("descriptor_limit_low", limit=soft, count=max_connections,
+                    state="raise LimitNOFILE or lower server.max_connections")
+
+
 # -- application -----------------------------------------------------------------------------------
 
 BATCHER_KEY: web.AppKey[InboxBatcher] = web.AppKey("syncd_inbox_batcher", InboxBatcher)
 STATE_KEY: web.AppKey[ServerState] = web.AppKey("syncd_server_state", ServerState)
+LIMITS_KEY: web.AppKey[ConnectionLimits] = web.AppKey("syncd_connection_limits", ConnectionLimits)
 
 
 def _utcnow() -> datetime:
@@ -404,6 +673,7 @@ def create_app(
     clock: Callable[[], datetime] = _utcnow,
     batch_delay: float = BATCH_DELAY_S,
     ping_timeout: float = PING_TIMEOUT_S,
+    backlog_refresh: float = BACKLOG_REFRESH_S,
 ) -> web.Application:
     """The aiohttp application serving docs/reference.md §5 (webhooks, healthz, readyz, metrics,
     openapi.json, and the console when ``[server] console_token`` is set).
@@ -411,23 +681,47 @@ def create_app(
     ``clock`` is the receiver's clock for webhook timestamp checks. The app owns an
     :class:`InboxBatcher` (``app[BATCHER_KEY]``), flushed on cleanup.
     """
-    app = web.Application()
-    batcher = InboxBatcher(ledger, delay=batch_delay)
+    limits = ConnectionLimits(config.server.max_connections, config.server.header_timeout)
+    app = web.Application(middlewares=[limits.middleware])
+    batcher = InboxBatcher(ledger, delay=batch_delay, max_pending=config.server.max_pending_deliveries)
     app[BATCHER_KEY] = batcher
     app[STATE_KEY] = state
+    app[LIMITS_KEY] = limits
+    state.max_inbox_backlog = config.server.max_inbox_backlog
     webhooks = _Webhooks(config, connectors, state, batcher, clock)
     app.router.add_post("/webhooks/{connector}", webhooks.handle)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz(ledger, state, ping_timeout))
+    app.router.add_get("/readyz", _readyz(ledger, state, ping_timeout, batcher))
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/openapi.json", _openapi)
     setup_console(app, config, ledger, connectors, draining=lambda: state.draining)
 
+    async def count_backlog(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_refresh_backlog(ledger, state, backlog_refresh), name="syncd-inbox-backlog")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def close_batcher(_app: web.Application) -> None:
         await batcher.close()
 
+    app.cleanup_ctx.append(count_backlog)
     app.on_cleanup.append(close_batcher)
     return app
+
+
+async def _refresh_backlog(ledger: Ledger, state: ServerState, every: float) -> None:
+    """Recount the unprocessed inbox rows every ``every`` seconds (a failed count keeps the last)."""
+    while True:
+        try:
+            async with ledger.transaction(readonly=True) as tx:
+                state.inbox_backlog = await tx.inbox_backlog()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the ledger being down is /readyz's and the 503's business
+            log.debug("inbox_backlog_unknown", error_type=type(exc).__name__)
+        await asyncio.sleep(every)
 
 
 @dataclass
@@ -467,11 +761,13 @@ async def start_server(
     """Build the app and serve it on ``config.server.host``/``port`` (or the overrides; port 0 =
     a free port). The access log is off: its default format carries header values."""
     app = create_app(config, ledger, connectors, state, **app_options)
+    install_accept_error_filter(asyncio.get_running_loop())
+    ensure_descriptors(config.server.max_connections)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     bind_host = config.server.host if host is None else host
     bind_port = config.server.port if port is None else port
-    site = web.TCPSite(runner, bind_host, bind_port)
+    site = _LimitedSite(runner, bind_host, bind_port, app[LIMITS_KEY])
     try:
         await site.start()
     except BaseException:

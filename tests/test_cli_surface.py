@@ -90,6 +90,7 @@ def _args(world: World, tmp_path: Path) -> dict[tuple[str, ...], list[str]]:
         ("conflicts", "list"): [],
         ("conflicts", "show"): ["999"],
         ("conflicts", "resolve"): ["999", "--take", "sf"],
+        ("explain",): ["sf:nope"],
         ("demo",): ["--config", str(demo_config)],
     }
 
@@ -125,7 +126,7 @@ async def test_every_command_prints_exactly_one_json_document(world: World, tmp_
         assert result.exit_code in (0, 1, 2, 3), (path, result.exit_code)
     # the expected outcomes of a few, to know the table ran what it says
     outcomes = {}
-    for path in (("deadletters", "show"), ("conflicts", "show"), ("demo",), ("status",)):
+    for path in (("deadletters", "show"), ("conflicts", "show"), ("demo",), ("status",), ("explain",)):
         extra = table[path]
         args = [*path, *extra, "--json"] + ([] if "--config" in extra else ["--config", str(world.config_path)])
         result = await asyncio.to_thread(CliRunner().invoke, main, args)
@@ -133,6 +134,7 @@ async def test_every_command_prints_exactly_one_json_document(world: World, tmp_
     assert outcomes[("deadletters", "show")][1]["dead_letter"]["id"] == 1
     assert outcomes[("conflicts", "show")][0] == 1
     assert outcomes[("conflicts", "show")][1]["error"]["code"] == "not_found"
+    assert outcomes[("explain",)][0] == 1 and outcomes[("explain",)][1]["error"]["code"] == "not_found"
     assert outcomes[("demo",)][0] == 2 and outcomes[("demo",)][1]["error"]["code"] == "config_error"
     assert outcomes[("status",)][0] == 1  # the dead letter degrades dentally
 

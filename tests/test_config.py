@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from syncd import registry
 from syncd.cli import main
-from syncd.config import AUTH_KEYS, load_config, resolve_config_path
+from syncd.config import load_config, resolve_config_path
 from syncd.errors import ConfigError
 from syncd.secret import Secret
 
@@ -54,7 +55,7 @@ def test_base_config_loads_with_vendor_defaults(tmp_path: Path) -> None:
     assert (dentally.poll_interval, dentally.max_requests_per_second) == (60.0, 1.0)
     assert dentally.timezone == "Europe/London"
     assert zoho.auth_value("client_secret") == "s3cr3t-zoho-value"
-    assert set(zoho.auth) == set(AUTH_KEYS["zoho_crm"])
+    assert set(zoho.auth) == set(registry.get("zoho_crm").secret_keys)
     group = config.sync[0]
     assert group.create_in == ("zoho", "dentally")
     assert group.owners["status"] == "*"
@@ -337,6 +338,22 @@ api_key = "k"
 timezone = "America/Bogota"
 default_location = "LOC-1"
 """
+
+
+def test_history_days_defaults_to_90_and_is_validated(tmp_path: Path) -> None:
+    """``[ledger] history_days`` (docs/configuration.md): how long lineage is kept; a positive integer."""
+    assert load_config(write(tmp_path, BASE), env=ENV).ledger.history_days == 90
+    url = 'url = "sqlite+aiosqlite:///./x.db"'
+    with_days = BASE.replace(url, f"{url}\nhistory_days = 30")
+    config = load_config(write(tmp_path, with_days), env=ENV)
+    assert config.ledger.history_days == 30 and config.ledger.url.endswith("/x.db")
+    for bad, problem in (("0", "ledger.history_days: must be >= 1, got 0"),
+                         ('"long"', "ledger.history_days: expected an integer, got a string")):
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, with_days.replace("history_days = 30", f"history_days = {bad}")), env=ENV)
+        assert problem in info.value.problems, info.value.problems
+    only_days = BASE.replace('url = "sqlite+aiosqlite:///./x.db"', "history_days = 7")
+    assert load_config(write(tmp_path, only_days), env=ENV).ledger.history_days == 7
 
 
 def test_default_location_is_read_and_validated(tmp_path: Path) -> None:

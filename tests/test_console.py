@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from syncd.config import load_config
 from syncd.console.security import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
 from syncd.engine.runner import Runtime, open_runtime
 from syncd.ledger.models import AuditEntry
+from syncd.lineage import explain
 from syncd.server import RunningServer, ServerState, start_server
 from tests.console_support import (
     TOKEN,
@@ -116,6 +118,13 @@ def _cookie_attributes(headers: object, name: str) -> dict[str, str]:
 def _assert_hardened(headers: object) -> None:
     for key, value in SECURITY_HEADERS.items():
         assert headers.get(key) == value, key  # type: ignore[attr-defined]
+
+
+async def _lineage(env: Env, canonical_id: str, kind: str) -> list[dict[str, Any]]:
+    """The appointment's lineage entries of ``kind``, newest first, as `syncd explain` shows them."""
+    document = await explain(env.world.config, env.runtime.ledger, canonical_id)
+    assert document is not None
+    return [h for h in document["history"] if h["kind"] == kind]
 
 
 async def _audit(env: Env, canonical_id: str) -> list[AuditEntry]:
@@ -326,6 +335,9 @@ async def test_retry_from_the_console_completes_the_dead_letter_and_is_audited(e
         f"from the console (session {session_label.group(1)}): dead letter {letter.id} (missing_reference) "
         "retried: done"]
     assert all(TOKEN not in (e.detail or "") for e in entries)
+    retries = await _lineage(env, letter.canonical_id, "retry")
+    assert [(h["outcome"], h["connector"]) for h in retries] == [("done", "sf"), ("failed again", "sf")]
+    assert all(f"from the console (session {session_label.group(1)})" in h["detail"] for h in retries)
 
 
 async def test_discard_from_the_console_and_from_the_cli_share_one_path(env: Env) -> None:
@@ -344,6 +356,8 @@ async def test_discard_from_the_console_and_from_the_cli_share_one_path(env: Env
     assert first.id not in {dl.id for dl in await env.world.dead_letters()}
     [entry] = [e for e in await _audit(env, first.canonical_id or "") if e.action == "discard"]
     assert entry.connector == first.connector and (entry.detail or "").startswith("from the console (session ")
+    [discarded] = await _lineage(env, first.canonical_id or "", "discard")
+    assert discarded["connector"] == first.connector and "discarded from the console (session " in discarded["detail"]
     # the CLI's discard: the same function, the same outcome and exit codes
     code, out, _ = await cli(env.world.config_path, "deadletters", "discard", str(first.id))
     assert code == 1 and "discarded 0 of 1" in out
@@ -376,6 +390,11 @@ async def test_resolve_from_the_console_takes_one_version_and_is_audited(env: En
     assert (await world.record("sf", sf_id)).get("Comments") == zoho_notes  # the CRM's version was written
     [entry] = [e for e in await _audit(env, cid) if e.action == "resolve"]
     assert entry.connector == "zoho" and f"conflict {conflict.id} on notes: took zoho: done" in (entry.detail or "")
+    [resolved] = await _lineage(env, cid, "resolve")
+    assert resolved["outcome"] == "done" and "took zoho's version from the console (session " in resolved["detail"]
+    document = await explain(world.config, env.runtime.ledger, cid)
+    assert document is not None and document["fields"]["notes"]["rule"] == "resolved"
+    assert document["fields"]["notes"]["source"] == "zoho"
 
 
 async def test_overview_shows_each_connector_with_the_daemons_runtime_state(sqlite_env: Env) -> None:
@@ -418,6 +437,8 @@ async def test_resolve_while_the_chosen_system_cannot_be_read_leaves_the_conflic
     assert conflict.id in {c.id for c in await world.conflicts()}
     [entry] = [e for e in await _audit(env, cid) if e.action == "resolve"]
     assert "took sf: conflict" in (entry.detail or "") and "stays open" in (entry.detail or "")
+    [refused] = await _lineage(env, cid, "resolve")
+    assert refused["outcome"] == "refused" and "from the console (session " in refused["detail"]
 
 
 # -- the appointment page and patient data -------------------------------------------------------------
@@ -433,6 +454,10 @@ async def test_appointment_page_by_id_and_by_external_id_and_bad_refs(env: Env) 
             status, html, _ = await client.get(f"/console/appointments?ref={ref}")
             assert status == 200 and f'id="canonical-id"><code>{cid}</code>' in html
             assert f'data-link="zoho:{zoho_id}"' in html and 'data-action="seen-new"' in html
+            # the lineage: who set each field and by which rule, and the create carried to Salesforce
+            assert '<tr data-kind="write" data-action="create">' in html
+            status_row = html.split('<tr data-field="status">', 1)[1].split("</tr>", 1)[0]
+            assert "<td>zoho</td>" in status_row and "<code>created</code>" in status_row
         assert (await client.get("/console/appointments?ref=zoho:0000"))[0] == 404
         assert (await client.get("/console/appointments?ref=A-999999"))[0] == 404
         assert (await client.get("/console/appointments?ref=nope:1"))[0] == 400

@@ -229,6 +229,10 @@ async def test_operator_console_in_chromium(console: Console, tmp_path: Path) ->
     await expect(page.locator("#history tr[data-action=update]").filter(has_text="zoho").first).to_contain_text(
         "notes")
     assert await history.count() >= 4
+    # the lineage of the race: Salesforce's changed record refused our write, syncd re-read, re-merged, retried
+    await expect(page.locator("#history tr[data-kind=write]").filter(has_text="GET/PUT race").first).to_be_visible()
+    await expect(page.locator("#fields tr[data-field=start]")).to_contain_text("zoho")  # the CRM moved it
+    await expect(page.locator("#fields tr[data-field=notes]")).to_contain_text("sf")  # the other user's comment
     await c.shot("appointment-after-race")
 
     # -- a Dentally patient change: Dentally forbids it in place; syncd replaces the appointment
@@ -253,6 +257,9 @@ async def test_operator_console_in_chromium(console: Console, tmp_path: Path) ->
     await expect(page.locator(f"#links tr[data-link='dent:{new_dent}']")).to_contain_text("linked")
     await expect(page.locator("#history tr[data-action=replaced]").first).to_contain_text(f"old {old_dent} retired")
     await expect(page.locator("#fields")).to_contain_text("hash ")  # the patient only as a hash
+    patient_row = page.locator("#fields tr[data-field=patient]")
+    await expect(patient_row).to_contain_text("zoho")
+    await expect(patient_row).to_contain_text("only_change")
     await c.shot("appointment-after-replace")
 
     # -- the overview once more: the day's writes in the chart

@@ -13,7 +13,7 @@ from syncd.config import parse_config
 from syncd.console import queries
 from syncd.console.chart import layout
 from syncd.console.security import ABSOLUTE_TIMEOUT_S, IDLE_TIMEOUT_S, LoginThrottle, SessionSigner, token_matches
-from syncd.ledger.models import AppointmentRow, AuditEntry, Link
+from syncd.ledger.models import AppointmentRow, AuditEntry, LineageEntry, Link
 from syncd.ledger.store import Ledger
 
 TOKEN = "0123456789abcdef-console"
@@ -208,11 +208,15 @@ async def test_group_figures_and_appointment_view(ledger: Ledger) -> None:
                                Link(canonical_id="A-1", connector="dent", external_id="D-old", retired=True),
                                Link(canonical_id="A-1", connector="dent", external_id="D-new")])
         await tx.open_conflict("A-1", "notes", {"sf": "len=3 sha256:abc", "dent": "len=4 sha256:def"}, "both")
-        await tx.add_audit([AuditEntry(canonical_id="A-1", connector="sf", action="seen-new"),
-                            AuditEntry(canonical_id="A-1", connector="dent", action="replaced",
-                                       detail="old D-old retired"),
-                            AuditEntry(canonical_id="A-1", connector="sf", action="conflict-owner",
-                                       fields=["notes"])])
+        t0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+        await tx.add_lineage([
+            LineageEntry(at=t0, canonical_id="A-1", kind="read", action="seen-new", connector="sf",
+                         outcome="created", sources={"status": {"source": "sf", "changed_at": "2026-12-07T09:59:00Z",
+                                                                "rule": "created"}}),
+            LineageEntry(at=t0 + timedelta(minutes=1), canonical_id="A-1", kind="write", action="replaced",
+                         connector="dent", outcome="replaced", detail="created D-new, old D-old retired"),
+            LineageEntry(at=t0 + timedelta(minutes=2), canonical_id="A-1", kind="conflict", action="conflict-owner",
+                         connector="sf", fields=["notes"], outcome="settled", rule="owner")])
     async with ledger.transaction(readonly=True) as tx:
         figures = await tx.group_figures()
     assert figures["g"] == {"appointments": 1, "open_conflicts": 1}
@@ -221,14 +225,16 @@ async def test_group_figures_and_appointment_view(ledger: Ledger) -> None:
         assert view is not None and view["canonical_id"] == "A-1", ref
     assert view is not None
     assert [h["kind"] for h in view["history"]] == ["conflict", "write", "read"]  # newest first
-    assert view["history"][0]["outcome"] == "owner" and view["history"][1]["outcome"] == "replaced"
+    assert view["history"][0]["outcome"] == "settled" and view["history"][1]["outcome"] == "replaced"
+    assert view["history"][1]["action"] == "replaced"
     assert {(lk["external_id"], lk["retired"]) for lk in view["links"]} == {("S1", False), ("D-old", True),
                                                                            ("D-new", False)}
     fields = view["fields"]
-    assert fields["status"] == {"value": "booked", "hash": None}
+    assert fields["status"] == {"value": "booked", "hash": None, "source": "sf", "changed_at": "2026-12-07T09:59:00Z",
+                                "rule": "created"}
     assert fields["patient"]["value"] is None and fields["patient"]["hash"] == queries.short_hash("P-00001")
     assert fields["notes"]["value"] is None and fields["notes"]["hash"] == queries.short_hash("Allergic to latex")
-    assert fields["description"] == {"value": None, "hash": None}
+    assert fields["description"] == {"value": None, "hash": None, "source": None, "changed_at": None, "rule": None}
     assert "Allergic" not in repr(view) and "P-00001" not in repr(view)
     assert [c["field"] for c in view["conflicts"]] == ["notes"]
     assert await queries.appointment_view(CONFIG, ledger, "A-404") is None

@@ -27,13 +27,15 @@ from click.testing import CliRunner
 from markdown_it import MarkdownIt
 
 from syncd import config as schema
+from syncd import registry
 from syncd.cli import main
 from syncd.crosswalk import HEADER, KINDS
 from syncd.model import SYNC_FIELDS
+from syncd.vendor import TypeDefaults
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
-VENDOR_TYPES: tuple[str, ...] = schema.CONNECTOR_TYPES
+VENDOR_TYPES: tuple[str, ...] = registry.types()
 
 _SKIP_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build", "dist",
               "node_modules", "artifacts", "results"}
@@ -59,8 +61,9 @@ def _exists(relative: str) -> bool:
     if not relative:
         return True
     files = repo_files()
-    # a directory the tests or tools create at run time, listed in .gitignore (e.g. tests/artifacts/)
-    ignored = {line.strip().rstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
+    # a directory the tests or tools create at run time, listed in .gitignore (e.g. tests/artifacts/, or
+    # bench/results/* whose latest.md alone is committed)
+    ignored = {line.strip().removesuffix("/*").rstrip("/") for line in (REPO / ".gitignore").read_text().splitlines()}
     if any("/" in d and (relative == d or relative.startswith(d + "/")) for d in ignored):
         return True
     if "<" in relative or "*" in relative:
@@ -499,7 +502,7 @@ def test_vendor_guide_has_both_halves(vendor: str) -> None:
 def test_vendor_guide_names_every_credential_key_of_its_type(vendor: str) -> None:
     """The credentials subsection says which config key each credential goes in, for every auth key."""
     body = section_body(DOCS / "vendors" / f"{vendor}.md", "Credentials and scopes")
-    for key in schema.AUTH_KEYS[vendor]:
+    for key in registry.auth_keys()[vendor]:
         assert f"connectors.<name>.{key}" in body, key
 
 
@@ -616,7 +619,7 @@ def schema_keys() -> set[str]:
     keys |= {f"server.{k}" for k in schema.SERVER_KEYS}
     keys |= {f"log.{k}" for k in schema.LOG_KEYS}
     keys |= {f"connectors.<name>.{k}" for k in schema.CONNECTOR_KEYS}
-    keys |= {f"connectors.<name>.{k}" for keys_ in schema.AUTH_KEYS.values() for k in keys_}
+    keys |= {f"connectors.<name>.{k}" for keys_ in registry.auth_keys().values() for k in keys_}
     keys |= {f"sync[].{k}" for k in schema.SYNC_KEYS}
     return keys
 
@@ -662,7 +665,7 @@ def test_schema_constants_are_what_the_parser_checks() -> None:
     for key in schema.CONNECTOR_KEYS:
         connectors = {"a": {**_dentally(1), key: "x"}, "b": _dentally(2)}
         assert _unknown_key_problems(config(connectors=connectors)) == [], key
-    for ctype, auth in schema.AUTH_KEYS.items():
+    for ctype, auth in registry.auth_keys().items():
         other = {"type": ctype, "base_url": "http://127.0.0.1:3", "timezone": "UTC", **dict.fromkeys(auth, "v")}
         assert _unknown_key_problems(config(connectors={"a": _dentally(1), "b": _dentally(2), "c": other})) == []
     for key in schema.SYNC_KEYS:
@@ -684,14 +687,14 @@ def test_configuration_auth_keys_are_documented_per_type() -> None:
         key = _backticked(row[0])[0].rsplit(".", 1)[-1]
         documented[key] = set(_backticked(row[1]))
     expected: dict[str, set[str]] = {}
-    for ctype, keys in schema.AUTH_KEYS.items():
+    for ctype, keys in registry.auth_keys().items():
         for key in keys:
             expected.setdefault(key, set()).add(ctype)
     assert documented == expected
 
 
 def test_configuration_per_type_defaults_match_the_schema() -> None:
-    """The per-type defaults table shows syncd/config.py's TYPE_DEFAULTS."""
+    """The per-type defaults table shows the registry's per-type defaults."""
     rows = _table_rows(section_body(CONFIG_DOC, "Per-type defaults"))
     assert rows[0] == ["type", "poll_interval", "max_requests_per_second", "timezone"]
     documented: dict[str, tuple[float, float, str | None]] = {}
@@ -699,7 +702,7 @@ def test_configuration_per_type_defaults_match_the_schema() -> None:
         zones = _backticked(zone)
         documented[_backticked(ctype)[0]] = (float(poll), float(rps), zones[0] if zones else None)
     assert documented == {t: (d.poll_interval, d.max_requests_per_second, d.timezone)
-                          for t, d in schema.TYPE_DEFAULTS.items()}
+                          for t, d in ((p.type, p.defaults) for p in registry.packages())}
 
 
 def _literal_defaults() -> dict[str, object]:
@@ -715,7 +718,7 @@ def _literal_defaults() -> dict[str, object]:
 def test_configuration_defaults_match_the_schema() -> None:
     """Where a key has a literal default, the page shows that default; per-type keys say "per type"."""
     rows = documented_keys()
-    typed = {f.name for f in dataclasses.fields(schema.TypeDefaults)}
+    typed = {f.name for f in dataclasses.fields(TypeDefaults)}
     for key, default in _literal_defaults().items():
         if key not in rows:
             continue

@@ -120,7 +120,7 @@ async def test_the_document_names_every_route_the_server_serves(tmp_path: Path) 
     assert served == documented
     assert document["openapi"].startswith("3.")
     webhook = document["paths"]["/webhooks/{connector}"]["post"]["responses"]
-    assert set(webhook) == {"202", "400", "401", "404", "413", "415", "503"}
+    assert set(webhook) == {"202", "400", "401", "404", "408", "413", "415", "503"}
     assert all(webhook[code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
                for code in webhook if code != "202")
 

@@ -68,6 +68,15 @@ def verify_signature(headers: Mapping[str, str], body: bytes, *, secret: str, no
     return timestamp
 
 
+def _appointment_id(value: object) -> bool:
+    """A Dentally appointment id: a positive integer, or its digits as a string (never a boolean)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 0 < value < 10**20
+    return isinstance(value, str) and value.isascii() and value.isdigit() and 0 < len(value) <= 20
+
+
 def parse_delivery(headers: Mapping[str, str], body: bytes, *, secret: str | None, now: datetime) -> WebhookDelivery:
     """Verify one delivery and return its events (ids to re-read, deletions) and the event id."""
     if not secret:
@@ -87,7 +96,7 @@ def parse_delivery(headers: Mapping[str, str], body: bytes, *, secret: str | Non
         return WebhookDelivery(events=[], dedup_key=event_id, signed_timestamp=timestamp)  # accepted, ignored
     data = payload.get("data")
     record_id = data.get("id") if isinstance(data, dict) else None
-    if isinstance(record_id, bool) or not isinstance(record_id, (int, str)) or str(record_id) == "":
-        raise WebhookError(400, "malformed_body", "the delivery lacks data.id")
+    if not _appointment_id(record_id):
+        raise WebhookError(400, "malformed_body", "the delivery lacks data.id (an appointment id: digits)")
     events = [WebhookEvent(external_id=str(record_id), deleted=event == _DELETED)]
     return WebhookDelivery(events=events, dedup_key=event_id, signed_timestamp=timestamp)

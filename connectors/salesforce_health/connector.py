@@ -575,11 +575,28 @@ class SalesforceHealthConnector:
         body = connect_body(desired, external_id=None, timezone=self.config.timezone,
                             channel_id=self._channel(desired, None))
         reference_patch = self._reference_patch(canonical_id, desired)
+        # a new record is Scheduled: the status it must take instead (proposed, pending) goes with the
+        # stamp, in the same sObject PATCH (one call, and no window in which it is stamped but still
+        # Scheduled); refused there, the stamp is sent alone and the status PATCH follows as before
+        initial_status = (native_status_for(self.mapping, desired.status, "Scheduled")
+                          if desired.status not in _CANCELLED else None)
+        status_sent: set[str] = set()
         created: dict[str, bool] = {}
         exclude = [request.replaces] if request.replaces else []
 
         async def set_reference(new_id: str) -> None:
             try:
+                if initial_status is not None:
+                    try:
+                        await self.client.sobject_patch("set_reference", new_id,
+                                                        {**reference_patch, "Status": initial_status})
+                        status_sent.add(new_id)
+                        return
+                    except Rejected as exc:
+                        if exc.code == "DUPLICATE_VALUE":
+                            raise
+                        log.info("status_with_stamp_refused", connector=self.name, external_id=new_id,
+                                 code=exc.code)
                 await self.client.sobject_patch("set_reference", new_id, reference_patch)
             except Rejected as exc:
                 if exc.code == "DUPLICATE_VALUE":
@@ -636,7 +653,7 @@ class SalesforceHealthConnector:
                     "cancellationReason": self._cancel_reason(desired),
                 })
                 wrote = True
-        else:
+        elif not (fresh_create and ext in status_sent):
             status_value = native_status_for(self.mapping, desired.status, category)
             if status_value is not None:
                 await self.client.sobject_patch("update_fields", ext, {"Status": status_value})

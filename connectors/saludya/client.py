@@ -40,9 +40,8 @@ def mask(text: str) -> str:
 
 def _error_object(response: Response) -> dict[str, Any]:
     body = response.json_or_none()
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return body["error"]
-    return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return dict(error) if isinstance(error, dict) else {}
 
 
 def error_text(error: Mapping[str, Any], fallback: str) -> str:

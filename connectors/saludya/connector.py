@@ -49,6 +49,7 @@ from syncd.errors import (
     VendorError,
 )
 from syncd.http import HttpClient, Priority
+from syncd.ledger.errortext import reduce_vendor_message
 from syncd.mapping import VendorMapping
 from syncd.model import SYNC_FIELDS, Appointment
 
@@ -374,7 +375,7 @@ class SaludYaConnector:
                 raw = await self.client.get_one(rid, op="read")
             except Rejected as exc:
                 out[rid] = VendorRecord(rid, None, None, error=MappingError(
-                    f"saludya: {exc.code or 'refused'}: {exc.message}", field="access"))
+                    f"saludya: {exc.code or 'refused'}: {reduce_vendor_message(exc.message)}", field="access"))
                 continue
             out[rid] = self._deleted(rid) if raw is None else self._record(raw)
         return out

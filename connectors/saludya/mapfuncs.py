@@ -198,10 +198,14 @@ class SaludYaMapper:
             cancellation = reason
         description = raw.get(f["description"])
         try:
+            end = start + timedelta(minutes=minutes)
+        except OverflowError:
+            raise MappingError("saludya: duration_minutes is out of range", field="end") from None
+        try:
             return Appointment(
                 status=status,
                 start=start,
-                end=start + timedelta(minutes=minutes),
+                end=end,
                 patient=_str_or_none(raw.get(f["patient"])),
                 practitioner=_str_or_none(raw.get(f["practitioner"])),
                 location=None,

@@ -58,8 +58,8 @@ class RateLimitPolicy:
     def wait(self, retry_after: float | None) -> float:
         self.consecutive += 1
         if retry_after is not None:
-            return retry_after
-        return min(self.ceiling, self.base * (2 ** (self.consecutive - 1)))
+            return float(retry_after)
+        return min(self.ceiling, self.base * 2.0 ** (self.consecutive - 1))
 
     def ok(self) -> None:
         self.consecutive = 0

@@ -130,7 +130,8 @@ class ZohoMapper:
         native = self.native_status(raw)
         status = self.m.to_canonical(native)
         if native == "Cancelled":
-            note = (raw.get(self.f["cancellation_reason"]) or "").strip().lower()
+            note_value = raw.get(self.f["cancellation_reason"])
+            note = note_value.strip().lower() if isinstance(note_value, str) else ""
             status = self.cancel_notes.get(note, status)
         return status
 
@@ -141,7 +142,10 @@ class ZohoMapper:
         end = self.time_in(raw, "end")
         duration = raw.get(self.f["duration"])
         if start is not None and end is None and isinstance(duration, int) and duration > 0:
-            end = start + timedelta(minutes=duration)
+            try:
+                end = start + timedelta(minutes=duration)
+            except OverflowError:
+                raise MappingError("zoho_crm: Duration is out of range", field="end") from None
         if (start is None) != (end is None):
             raise MappingError("zoho_crm: record has a start without an end (or the reverse)", field="end")
         reason: str | None = None

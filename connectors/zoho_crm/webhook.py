@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any
 
 from syncd.connector import WebhookDelivery, WebhookEvent
@@ -19,10 +20,21 @@ from syncd.errors import WebhookError
 __all__ = ["parse_callback"]
 
 _OPERATIONS = frozenset({"insert", "update", "delete"})
+_RECORD_ID_RE = re.compile(r"[0-9]{1,32}")
 
 
 def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+    # a JSON string may hold a lone surrogate: compare its code points, never fail on it
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
+def _record_id(value: object) -> bool:
+    """A Zoho record id: digits (sent as a string or a number; never a boolean, never empty)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return 0 < value < 10**32
+    return isinstance(value, str) and _RECORD_ID_RE.fullmatch(value) is not None
 
 
 def parse_callback(body: bytes, *, secret: str | None, channel_id: str | None, module: str) -> WebhookDelivery:
@@ -47,9 +59,9 @@ def parse_callback(body: bytes, *, secret: str | None, channel_id: str | None, m
         raise WebhookError(401, "module_mismatch", "the callback is for another module")
     ids = payload.get("ids")
     operation = payload.get("operation")
-    if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
-        raise WebhookError(400, "malformed_body", "ids must be a list of record ids")
-    if operation not in _OPERATIONS:
+    if not isinstance(ids, list) or not all(_record_id(i) for i in ids):
+        raise WebhookError(400, "malformed_body", "ids must be a list of record ids (digits)")
+    if not isinstance(operation, str) or operation not in _OPERATIONS:
         raise WebhookError(400, "malformed_body", "unknown operation")
     deleted = operation == "delete"
     events = [WebhookEvent(external_id=str(i), deleted=deleted) for i in dict.fromkeys(str(i) for i in ids)]

@@ -19,6 +19,7 @@ from syncd.cli.db import db
 from syncd.cli.deadletters import deadletters
 from syncd.cli.demo import demo_command
 from syncd.cli.doctor import doctor
+from syncd.cli.explain import explain_command
 from syncd.cli.resync import resync_command
 from syncd.cli.run import run_command
 from syncd.cli.sandbox import sandbox
@@ -40,8 +41,8 @@ def main() -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
-    check_config, doctor, db, crosswalk, status, resync_command, deadletters, conflicts, sandbox, run_command,
-    demo_command,
+    check_config, doctor, db, crosswalk, status, resync_command, deadletters, conflicts, explain_command, sandbox,
+    run_command, demo_command,
 )
 for _command in COMMANDS:
     main.add_command(_command)

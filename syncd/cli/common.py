@@ -212,7 +212,7 @@ class RootGroup(SyncdGroup):
     """The ``syncd`` group: under ``--json`` a usage error (unknown option, missing argument) is an
     error document too, whichever level it happens at."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,  # type: ignore[override]
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         wants_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from syncd import registry
 from syncd.cli.common import EXIT_CONFIG, EXIT_OK, SyncdCommand, common_options, echo_json, load, options
 from syncd.cli.crosswalk import read_csv_text
 from syncd.config import Config
@@ -27,6 +28,17 @@ def default_location_problems(config: Config, rows: list[CrosswalkRow], source: 
                 f"add a row location,{key},<connector>,<its id there> for each member that needs a location"
             )
     return problems
+
+
+def ignored_webhook_secrets(config: Config) -> list[str]:
+    """A ``webhook_secret`` set on a connector whose vendor sends no webhooks (its registry declaration
+    says ``webhooks="none"``): not an error, but the key does nothing."""
+    return [
+        f"note: connectors.{name}.webhook_secret: type {cfg.type} sends no webhooks; the key is ignored "
+        "(changes are found by polling)"
+        for name, cfg in config.connectors.items()
+        if cfg.webhook_secret is not None and registry.get(cfg.type).webhooks == "none"
+    ]
 
 
 @click.command("check-config", cls=SyncdCommand, exit_codes={
@@ -60,6 +72,8 @@ def check_config(ctx: click.Context, crosswalk_file: str | None) -> None:
         if missing:
             raise ConfigError(missing)
         rows = len(parsed)
+    for note in ignored_webhook_secrets(config):
+        click.echo(note, err=True)
     groups = [g.name for g in config.sync]
     if options(ctx).json:
         echo_json({"ok": True, "config": config.path, "connectors": {n: c.type for n, c in config.connectors.items()},

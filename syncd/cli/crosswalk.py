@@ -168,7 +168,7 @@ def remove_command(ctx: click.Context, kind: str, key: str, connector: str, dry_
     report = run(go())
     code = EXIT_OK if report.problem is None else EXIT_PARTIAL
     if options(ctx).json:
-        # the external id is left out: a patient's may be an e-mail address (Onlive)
+        # the external id is left out: a patient's may be an e-mail address (some vendors)
         echo_json({"ok": code == EXIT_OK, "dry_run": dry_run, "removed": [
             {"kind": e.kind, "key": e.key, "connector": e.connector} for e in report.removed],
             "problem": report.problem})

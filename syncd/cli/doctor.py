@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from connectors import create_connector
 from syncd.cli.common import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -32,6 +31,7 @@ from syncd.doctor import ConnectorDiagnosis, DoctorReport, run_doctor
 from syncd.engine.runner import check_mappings
 from syncd.errors import ConfigError
 from syncd.ledger.store import Ledger, LedgerUnavailable
+from syncd.registry import create_connector
 
 __all__ = ["doctor"]
 
@@ -45,7 +45,7 @@ _MARK = {
 
 
 async def diagnose(config: Config, names: list[str], on_done: Any = None) -> DoctorReport:
-    """Open the ledger for the connectors' own state (Salesforce's rotated refresh token, Zoho's watch
+    """Open the ledger for the connectors' own state (a rotated refresh token, a watch
     channel), without creating or migrating it; without a ledger, in-memory state and a note."""
     notes: list[str] = []
     ledger: Ledger | None = None

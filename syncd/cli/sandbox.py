@@ -8,6 +8,7 @@ import signal
 
 import click
 
+from syncd import registry
 from syncd.cli.common import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -18,21 +19,24 @@ from syncd.cli.common import (
     fail,
     options,
 )
-from syncd.sandboxkit.serve import SANDBOXES, RunningSandbox, start_sandbox
+from syncd.sandboxkit.serve import RunningSandbox, start_sandbox
 
 __all__ = ["sandbox"]
 
-ORDER = list(SANDBOXES)
+ORDER = list(registry.types())
+"""The vendors known when the CLI is loaded (the registry's order)."""
 
 
 async def serve_sandboxes(
     vendors: list[str], host: str, port_base: int, *, rate_limits: bool = True
 ) -> list[RunningSandbox]:
-    """Start ``vendors`` on ``port_base`` + their fixed offset (salesforce_health 0 ... dentally 4)."""
+    """Start ``vendors`` on ``port_base`` + the offset of their default port from the registry's first
+    (the first vendor on ``port_base`` itself)."""
     started: list[RunningSandbox] = []
+    first = registry.packages()[0].sandbox_port
     try:
         for vendor in vendors:
-            port = port_base + ORDER.index(vendor) if port_base else 0
+            port = port_base + registry.get(vendor).sandbox_port - first if port_base else 0
             options = {} if rate_limits else {"rate_limits": False}
             started.append(await start_sandbox(vendor, host=host, port=port, **options))
     except BaseException:
@@ -42,6 +46,13 @@ async def serve_sandboxes(
     return started
 
 
+def _port_help() -> str:
+    """``"a on this port, b +1, ..."``: each vendor's offset from the first one's default port."""
+    first = registry.packages()[0].sandbox_port
+    offsets = [f"{t} +{registry.get(t).sandbox_port - first}" for t in ORDER[1:]]
+    return f"{ORDER[0]} on this port, {', '.join(offsets)} (0: free ports)."
+
+
 @click.command("sandbox", cls=SyncdCommand, exit_codes={
     EXIT_OK: "stopped by SIGINT/SIGTERM",
     EXIT_CONFIG: "usage error",
@@ -49,10 +60,10 @@ async def serve_sandboxes(
 })
 @common_options
 @click.option("--vendor", "vendors", multiple=True, type=click.Choice(ORDER), metavar="NAME",
-              help=f"Serve only these vendors (repeatable): {', '.join(ORDER)}. Default: all five.")
+              help=f"Serve only these vendors (repeatable): {', '.join(ORDER)}. Default: all of them.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port-base", default=8701, show_default=True, type=click.IntRange(0, 65531),
-              help="salesforce_health on this port, zoho_crm +1, saludya +2, onlive +3, dentally +4 (0: free ports).")
+              help=_port_help())
 @click.option("--no-rate-limits", is_flag=True, help="Turn the vendors' rate limits off (benchmarks).")
 @click.pass_context
 def sandbox(ctx: click.Context, vendors: tuple[str, ...], host: str, port_base: int, no_rate_limits: bool) -> None:

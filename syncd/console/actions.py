@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from syncd import lineage
 from syncd.config import Config
 from syncd.engine.runner import Runtime, discard_dead_letters, resolve_conflict, retry_dead_letters
 from syncd.errors import VendorError
@@ -38,6 +39,11 @@ class ActionResult:
     message: str
     running: bool = False
     """Still running when the page had to answer; its outcome goes to the audit trail."""
+
+
+def _origin(session: str) -> str:
+    """How a console action is recorded in the lineage (the session id, never the token)."""
+    return f"from the console (session {session})"
 
 
 class ConsoleActions:
@@ -84,7 +90,8 @@ class ConsoleActions:
         if not letters:
             return ActionResult(False, f"dead letter {letter_id} is unknown or already resolved")
         letter = letters[0]
-        _code, results = await retry_dead_letters(self.config, [letter_id], runtime=self.runtime)
+        _code, results = await retry_dead_letters(self.config, [letter_id], runtime=self.runtime,
+                                                  origin=_origin(session))
         outcome = results[0]["result"] if results else "unknown or already resolved"
         canonical_id = letter.canonical_id
         if canonical_id is None and letter.external_id:
@@ -102,7 +109,7 @@ class ConsoleActions:
         ledger = self.runtime.ledger
         async with ledger.transaction(readonly=True) as tx:
             letters = await tx.dead_letters(ids=[letter_id])
-        changed = await discard_dead_letters(self.config, [letter_id], ledger=ledger)
+        changed = await discard_dead_letters(self.config, [letter_id], ledger=ledger, origin=_origin(session))
         if not changed or not letters:
             return ActionResult(False, f"dead letter {letter_id} is unknown or already resolved")
         letter = letters[0]
@@ -118,12 +125,20 @@ class ConsoleActions:
         async with self.runtime.ledger.transaction(readonly=True) as tx:
             found = await tx.conflicts(ids=[conflict_id])
         try:
-            result = await resolve_conflict(self.config, conflict_id, take, runtime=self.runtime)
+            result = await resolve_conflict(self.config, conflict_id, take, runtime=self.runtime,
+                                            origin=_origin(session))
             code, message = result.exit_code, result.message
             if code != 0 and not message.startswith(f"conflict {conflict_id}"):
                 message = f"conflict {conflict_id} stays open: {message}"
         except VendorError as exc:  # the chosen system could not be read now: nothing changed
             code, message = 1, f"conflict {conflict_id} stays open: {take} could not be read ({exc.describe()})"
+        if found and code != 0:
+            # done, it is in the lineage already (resolve_conflict records it); refused, it is recorded here
+            async with self.runtime.ledger.transaction() as tx:
+                await tx.add_lineage([lineage.action(
+                    found[0].canonical_id, "resolve", take, "refused",
+                    f"conflict {conflict_id}: taking {take}'s version {_origin(session)} was refused; "
+                    "it stays open")])
         if found:
             conflict = found[0]
             await self._record(conflict.canonical_id, take, "resolve", session,

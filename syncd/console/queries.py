@@ -15,18 +15,17 @@ patient value inside one is hashed here as well.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from syncd.config import Config
-from syncd.ledger.models import AuditEntry, ConflictRow, DeadLetter, utcnow
-from syncd.ledger.store import Ledger
-from syncd.model import SYNC_FIELDS, TEXT_FIELDS, text_digest
+from syncd.ledger.models import ConflictRow, DeadLetter, utcnow
+from syncd.ledger.store import Ledger, LineageRecord
+from syncd.lineage import HASHED_FIELDS, RefError, history_row, lineage_view, parse_ref, short_hash
+from syncd.model import TEXT_FIELDS, text_digest
 
 __all__ = [
     "HASHED_FIELDS",
@@ -46,26 +45,14 @@ __all__ = [
 
 WRITE_ACTIONS = ("create", "update", "cancel", "replaced")
 """Audit actions that are a write to the connector they name."""
-HASHED_FIELDS: tuple[str, ...] = ("patient", *TEXT_FIELDS)
-"""Shown only as a short hash: the patient reference and the free-text fields."""
 HISTORY_LIMIT = 200
 CHART_HOURS = 24
 RUNTIME_KEYS = ("status.rate_limit", "status.subscription")
-CANONICAL_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-EXTERNAL_ID_RE = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 
 BACKLOG_WARN = 100
 """Queued inbox or outbox rows of one connector above which its state is amber."""
 LAG_FACTOR = 3
 """A polled connector whose last successful poll is older than this many intervals (plus a minute) is red."""
-
-
-def short_hash(value: Any) -> str | None:
-    """A short digest of a value that must not be shown (None stays None)."""
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -314,102 +301,40 @@ def _conflict(row: ConflictRow, config: Config, group_name: str | None) -> dict[
 # -- one appointment ----------------------------------------------------------------------------
 
 
-class RefError(ValueError):
-    """A malformed appointment reference (neither a canonical id nor ``NAME:EXTERNAL_ID``)."""
-
-
-def parse_ref(ref: str, connectors: Iterable[str]) -> tuple[str | None, str]:
-    """``(connector, external_id)`` for ``NAME:EXTERNAL_ID``, ``(None, canonical_id)`` for a canonical id."""
-    text = ref.strip()
-    if not text:
-        raise RefError("give a canonical id or NAME:EXTERNAL_ID")
-    name, sep, external = text.partition(":")
-    if sep:
-        if name not in set(connectors):
-            raise RefError("NAME in NAME:EXTERNAL_ID is not a configured connector")
-        if not EXTERNAL_ID_RE.fullmatch(external):
-            raise RefError("EXTERNAL_ID in NAME:EXTERNAL_ID must be 1-255 printable characters")
-        return name, external
-    if not CANONICAL_ID_RE.fullmatch(text):
-        raise RefError("a canonical id matches [A-Za-z0-9_-]{1,64}; otherwise give NAME:EXTERNAL_ID")
-    return None, text
-
-
-_HISTORY_KINDS: dict[str, tuple[str, str]] = {
-    "seen-new": ("read", "first seen"),
-    "merged": ("merge", "merged"),
-    "ignored": ("merge", "ignored"),
-    "create": ("write", "created"),
-    "update": ("write", "updated"),
-    "cancel": ("write", "cancelled"),
-    "replaced": ("write", "replaced"),
-    "retry": ("retry", "retried"),
-    "discard": ("discard", "discarded"),
-    "resolve": ("resolve", "resolved"),
-}
-
-
-def _history(entry: AuditEntry) -> dict[str, Any]:
-    kind, outcome = _HISTORY_KINDS.get(entry.action, (entry.action, ""))
-    if entry.action.startswith("conflict-"):
-        kind, outcome = "conflict", entry.action.removeprefix("conflict-")
-    return {"at": _iso(entry.at), "kind": kind, "action": entry.action, "connector": entry.connector,
-            "fields": list(entry.fields), "outcome": outcome, "detail": entry.detail,
-            "fingerprint": (entry.fingerprint_after or "")[:8] or None}
-
-
-def _fields(snapshot: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name in SYNC_FIELDS:
-        value = (snapshot or {}).get(name)
-        if name in HASHED_FIELDS:
-            out[name] = {"value": None, "hash": short_hash(value)}
-        else:
-            out[name] = {"value": value, "hash": None}
-    return out
+def _history(entry: LineageRecord) -> dict[str, Any]:
+    return {**history_row(entry), "action": entry.action, "rule": entry.rule}
 
 
 async def appointment_view(config: Config, ledger: Ledger, ref: str) -> dict[str, Any] | None:
     """One appointment by ``NAME:EXTERNAL_ID`` (retired ids too) or canonical id; None when the ledger
     holds no such appointment. Raises :class:`RefError` for a malformed ``ref``.
 
-    The document: ``canonical_id``, ``sync_group``, ``updated_at``, ``links`` (connector, external id,
-    version, modified time, retired), ``fields`` (each ``{"value", "hash"}``: values for status, times,
-    practitioner, location and service type; patient and free text only as ``hash``), ``history``
-    (audit entries, newest first, at most :data:`HISTORY_LIMIT`, with ``history_total``), and its open
-    ``conflicts`` and unresolved ``dead_letters``.
+    Built on :func:`syncd.lineage.lineage_view`, the very query ``syncd explain`` prints: ``links``
+    (connector, external id, version, modified time, retired), ``fields`` (each ``{"value", "hash",
+    "source", "changed_at", "rule"}``: values for status, times, practitioner, location and service
+    type; patient and free text only as ``hash``), ``history`` (the lineage, newest first, at most
+    :data:`HISTORY_LIMIT`, with ``history_total``); plus its open ``conflicts`` and unresolved
+    ``dead_letters``.
     """
-    connector, key = parse_ref(ref, config.connectors)
+    view = await lineage_view(config, ledger, ref)
+    if view is None:
+        return None
+    canonical_id = view.document["canonical_id"]
+    row = view.appointment
     async with ledger.transaction(readonly=True) as tx:
-        if connector is not None:
-            link = (await tx.links_for(connector, [key])).get(key)
-            if link is None:
-                letters = [dl for dl in await tx.dead_letters(connector=connector) if dl.external_id == key]
-                if not letters or not letters[0].canonical_id:
-                    return None
-                canonical_id = letters[0].canonical_id
-            else:
-                canonical_id = link.canonical_id
-        else:
-            canonical_id = key
-        row = (await tx.appointments([canonical_id])).get(canonical_id)
-        links = (await tx.links_of([canonical_id], include_retired=True)).get(canonical_id, [])
-        if row is None and not links:
-            return None
-        audit = (await tx.audit_for([canonical_id])).get(canonical_id, [])
         conflicts = await tx.conflicts_of([canonical_id])
         letters = await tx.dead_letters_of([canonical_id])
-    history = [_history(entry) for entry in reversed(audit)]
+    history = [_history(entry) for entry in view.entries[:HISTORY_LIMIT]]
+    fields = {name: {"hash": None, **f} for name, f in view.document["fields"].items()}
     return {
         "canonical_id": canonical_id,
         "sync_group": row.sync_group if row is not None else None,
         "updated_at": _iso(row.updated_at) if row is not None else None,
         "links": [{"connector": lk.connector, "external_id": lk.external_id, "version": lk.version,
-                   "modified_at": _iso(lk.modified_at), "retired": lk.retired} for lk in links],
-        "fields": _fields(row.snapshot if row is not None else None),
-        "history": history[:HISTORY_LIMIT],
-        "history_total": len(history),
+                   "modified_at": _iso(lk.modified_at), "retired": lk.retired} for lk in view.links],
+        "fields": fields,
+        "history": history,
+        "history_total": len(view.entries),
         "conflicts": [_conflict(c, config, row.sync_group if row else None) for c in conflicts],
         "dead_letters": [_letter(dl) for dl in letters],
     }
-

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from syncd import metrics
+from syncd import lineage, metrics
 from syncd.config import Config, SyncGroup
 from syncd.connector import Connector, VendorRecord, WriteKind, WriteOutcome, WriteRequest, with_remedy
 from syncd.engine.fields import (
@@ -62,6 +62,7 @@ from syncd.engine.onboard import (
     names_connector,
     retired_copies,
 )
+from syncd.engine.outcomes import GroupCommit, OutcomeRows
 from syncd.engine.overlay import DryOverlay
 from syncd.engine.resolve import MemberState, Resolution, TargetPlan, holds_news, shown, take_unit, unit_of, with_fields
 from syncd.engine.stats import PassStats
@@ -77,7 +78,7 @@ from syncd.errors import (
     Retriable,
     VendorError,
 )
-from syncd.ledger.models import AppointmentRow, AuditEntry, ConflictRow, DeadLetter, Link, OutboxItem
+from syncd.ledger.models import AppointmentRow, AuditEntry, ConflictRow, DeadLetter, LineageEntry, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
 from syncd.logging import get_logger, mask_contact
 from syncd.model import REFERENCE_FIELDS, REFERENCE_KIND, STATUS_RANK, SYNC_FIELDS, Appointment, Status, slot_key
@@ -118,6 +119,8 @@ class _PageWork:
     outbox: list[OutboxItem] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
+    lineage: list[LineageEntry] = field(default_factory=list)
+    """Lineage entries (:mod:`syncd.lineage`), stored in the same transaction as the rest."""
     conflicts: list[tuple[str, FieldConflict | None, str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
     supersede: list[tuple[str, str]] = field(default_factory=list)
@@ -177,6 +180,9 @@ class Engine:
         self._reconcile_lock = asyncio.Lock()
         self._record_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._write_slots = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max(1, max_concurrency)
+        self._commits = GroupCommit(ledger, holder)
+        """Write outcomes, committed in groups (:mod:`syncd.engine.outcomes`)."""
         self._inflight: dict[tuple[str, str], int] = {}
         """(connector, external id) -> writes in flight: a record read meanwhile may be half-written."""
         self._recent_writes: dict[tuple[str, str], tuple[float, str | None]] = {}
@@ -208,7 +214,10 @@ class Engine:
 
     # ------------------------------------------------------------------ reporting
     def _decide(self, decision: Decision) -> None:
-        log.info(
+        # a record found unchanged is most of every pass: logged at debug (rendering one info line
+        # costs more than deciding it); every other decision at info
+        emit = log.debug if decision.action == "unchanged" else log.info
+        emit(
             "sync_decision",
             op=decision.action,
             connector=decision.connector,
@@ -680,6 +689,7 @@ class Engine:
         work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="linked" if linked else "seen-new",
                                      fields=[], fingerprint_before=None, fingerprint_after=fingerprint,
                                      detail=f"by {linked}" if linked else None))
+        work.lineage.append(lineage.created(cid, source, canonical, rec.modified_at, linked=linked))
         if linked:
             self._decide(Decision("linked", source, cid, rec.external_id, detail=linked))
         linked_here = {lk.connector for lk in member_links.get(cid, []) if not lk.retired}
@@ -731,7 +741,8 @@ class Engine:
                 merge_base = base.with_changes(status=canonical.status, cancellation_reason=reason)
         result = merge_linked(merge_base, max(times, default=None), side, group.owners)
         result.changed = result.merged.diff(base)
-        self._record_merge(work, cid, source, base, result)
+        self._record_merge(work, cid, source, base, result, modified={source: rec.modified_at},
+                           detail=f"linked by {rule}")
         merged = result.merged
         to_others = [f for f in result.changed if not (lossy and f in ("status", "cancellation_reason"))]
         link.version = rec.version
@@ -813,7 +824,8 @@ class Engine:
         else:
             result = merge(base, [side], group.owners)
             source_holds = canonical
-        self._record_merge(work, cid, source, base, result)
+        self._record_merge(work, cid, source, base, result, modified={source: rec.modified_at},
+                           detail="deleted there" if deleted else None)
         merged = result.merged
         fingerprint = canonical.fingerprint()
         if not deleted:
@@ -870,7 +882,9 @@ class Engine:
                                                 source=source, changed=[], attempt=attempt,
                                                 source_modified=source_modified))
 
-    def _record_merge(self, work: _PageWork, cid: str, source: str, base: Appointment, result: MergeResult) -> None:
+    def _record_merge(self, work: _PageWork, cid: str, source: str, base: Appointment, result: MergeResult, *,
+                      modified: Mapping[str, datetime | None] | None = None, detail: str | None = None) -> None:
+        work.lineage.extend(lineage.merged(cid, source, result, modified or {}, detail=detail))
         if result.changed:
             work.audit.append(AuditEntry(canonical_id=cid, connector=source, action="merged",
                                          fields=list(result.changed), fingerprint_before=base.fingerprint(),
@@ -933,6 +947,9 @@ class Engine:
         work.dead_letters.append(DeadLetter(connector=connector, canonical_id=canonical_id, external_id=external_id,
                                             kind=kind, reason=mask_contact(reason), payload=payload,
                                             retriable=retriable))
+        entry = lineage.dead_letter(canonical_id, connector, kind, reason)
+        if entry is not None:
+            work.lineage.append(entry)
         self._decide(Decision("dead_letter", connector, canonical_id, external_id, detail=kind))
 
     async def _store(self, tx: Tx, work: _PageWork) -> None:
@@ -956,6 +973,8 @@ class Engine:
             await tx.add_dead_letters(work.dead_letters)
         if work.audit:
             await tx.add_audit(work.audit)
+        if work.lineage:
+            await tx.add_lineage(work.lineage)
         for cid, conflict, reason, connector in work.conflicts:
             values = dict(conflict.values) if conflict is not None else {}
             field_name = conflict.field if conflict is not None else "status"
@@ -1088,12 +1107,31 @@ class Engine:
                 if target in self.stats.stopped:
                     return
                 await self._execute_batch(target, connector, items[start:start + size])
-        else:
-            async def one(item: OutboxItem) -> None:
-                async with self._write_slots:
-                    if target not in self.stats.stopped:
-                        await self._execute_batch(target, connector, [item])
-            await asyncio.gather(*(one(item) for item in items))
+            return
+        # one record per call: groups of records are claimed (and settled) in one transaction each, a
+        # few groups at a time, and their calls go out concurrently within the write slots (_send).
+        # Two writes of one appointment never share a group: the later one waits for the earlier.
+        group_size = 2 * self._max_concurrency
+        waves: list[list[OutboxItem]] = []
+        seen: dict[str, int] = defaultdict(int)
+        for item in items:
+            wave = seen[item.canonical_id]
+            seen[item.canonical_id] += 1
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append(item)
+        groups_in_flight = asyncio.Semaphore(3)
+
+        async def group(chunk: list[OutboxItem]) -> None:
+            async with groups_in_flight:
+                if target not in self.stats.stopped:
+                    await self._execute_batch(target, connector, chunk)
+
+        for wave_items in waves:
+            if target in self.stats.stopped:
+                return
+            await asyncio.gather(*(group(wave_items[start:start + group_size])
+                                   for start in range(0, len(wave_items), group_size)))
 
     async def _execute_batch(self, target: str, connector: Connector, items: list[OutboxItem]) -> None:
         cids = sorted({item.canonical_id for item in items})
@@ -1348,18 +1386,56 @@ class Engine:
     ) -> None:
         stats = self.stats.of(target)
         unread = target in self.never_read and target not in await self.windows_read([target])
-        for item, request in list(requests):
-            if request.kind is WriteKind.CREATE and (item.attempts > 0 or unread):
-                # a create tried before (a crash or a lost answer): find it by its reference first
-                try:
-                    settled = await self._settle_unknown_create(target, connector, item, request)
-                except (Retriable, RateLimited, AuthFailure) as exc:
-                    await self._write_failed(target, item, exc)
-                    return
-                if settled:
-                    requests = [(i, r) for i, r in requests if i is not item]
-        if not requests:
+        searching = [(i, r) for i, r in requests if r.kind is WriteKind.CREATE and (i.attempts > 0 or unread)]
+        if searching:
+            # a create tried before (a crash or a lost answer): find it by its reference first (the
+            # searches of a group go out concurrently, within the write slots)
+            async def settle(item: OutboxItem, request: WriteRequest) -> bool:
+                async with self._write_slots:
+                    if target in self.stats.stopped:
+                        error = self.stop_errors.get(target)
+                        if error is not None:
+                            await self._write_failed(target, item, error)
+                        return True
+                    try:
+                        return await self._settle_unknown_create(target, connector, item, request)
+                    except (Retriable, RateLimited, AuthFailure) as exc:
+                        await self._write_failed(target, item, exc)
+                        return True
+            settled = await asyncio.gather(*(settle(i, r) for i, r in searching))
+            done = {id(i) for (i, _), gone in zip(searching, settled, strict=True) if gone}
+            requests = [(i, r) for i, r in requests if id(i) not in done]
+        if not requests or target in self.stats.stopped:
+            for item, _ in requests:
+                error = self.stop_errors.get(target)
+                if error is not None:
+                    await self._write_failed(target, item, error)
             return
+        if connector.capabilities.batch_write_size > 1:
+            await self._send_requests(target, connector, requests, followups)
+        else:
+            # one call per record: sent concurrently within the write slots; each outcome is committed
+            # with the others ready at the same time (GroupCommit)
+            async def one(item: OutboxItem, request: WriteRequest) -> None:
+                async with self._write_slots:
+                    if target in self.stats.stopped:
+                        # not sent: back in the queue (its attempt counts, so it is searched for first)
+                        error = self.stop_errors.get(target)
+                        if error is not None:
+                            await self._write_failed(target, item, error)
+                        return
+                    await self._send_requests(target, connector, [(item, request)], followups)
+            await asyncio.gather(*(one(item, request) for item, request in requests))
+        stats.api_calls = self._api_calls(connector)
+
+    async def _send_requests(
+        self,
+        target: str,
+        connector: Connector,
+        requests: list[tuple[OutboxItem, WriteRequest]],
+        followups: list[OutboxItem],
+    ) -> None:
+        """One ``connector.write`` call for ``requests``; their outcomes are handled concurrently."""
         keys = [(target, r.external_id) for _, r in requests if r.external_id is not None]
         for key in keys:
             self._inflight[key] = self._inflight.get(key, 0) + 1
@@ -1376,11 +1452,11 @@ class Engine:
                 if not self._inflight[key]:
                     del self._inflight[key]
                 self._recent_writes[key] = (finished, None)
-        for (item, request), outcome in zip(requests, outcomes, strict=True):
+        for (_item, _request), outcome in zip(requests, outcomes, strict=True):
             if outcome.record is not None and outcome.error is None:
                 self._recent_writes[(target, outcome.record.external_id)] = (time.monotonic(), outcome.record.version)
-            await self._handle_outcome(target, connector, item, request, outcome, followups)
-        stats.api_calls = self._api_calls(connector)
+        await asyncio.gather(*(self._handle_outcome(target, connector, item, request, outcome, followups)
+                               for (item, request), outcome in zip(requests, outcomes, strict=True)))
 
     async def _blocked_creates(self, tx: Tx, target: str, items: Sequence[OutboxItem]) -> list[OutboxItem]:
         """Creates into ``target`` of appointments with an open link conflict about ``target``'s records
@@ -1479,6 +1555,10 @@ class Engine:
         values, reason = link_conflict(target, rule, external_ids, [item.canonical_id])
         async with self.ledger.transaction() as tx:
             await tx.open_conflict(item.canonical_id, LINK_FIELD, values, reason[:500])
+            await tx.add_lineage([lineage.conflict(item.canonical_id, target, LINK_FIELD,
+                                                   detail=f"several {target} records hold its {rule}: "
+                                                          f"{', '.join(sorted(external_ids))}",
+                                                   vendor_text=False)])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="pending", error="waits: several records hold its reference")
             await tx.release([item.canonical_id], self.holder)
@@ -1511,6 +1591,10 @@ class Engine:
                 if item.id is not None:
                     until = f"{error.not_before:%Y-%m-%dT%H:%M:%SZ}"
                     await tx.outbox_update([item.id], state="pending", error=f"deferred until {until}")
+                if item.attempts == 0:  # once, not at every drain of the outbox until the time has come
+                    await tx.add_lineage([lineage.written(
+                        item.canonical_id, target, item.op, request.changed, outcome="deferred",
+                        detail=f"the vendor takes it from {error.not_before:%Y-%m-%dT%H:%M:%SZ}; stays queued")])
             return
         if isinstance(error, AmbiguousReference):
             metrics.writes.labels(target, item.op, "not_writable").inc()
@@ -1586,19 +1670,18 @@ class Engine:
         metrics.writes.labels(target, op.value, "ok" if sent else "not_needed").inc()
         metrics.observe_sync_latency(target, item.created_at, sent)
         echo_version = record.version if self._echo_matches(target, record, request.desired) else None
-        async with self.ledger.transaction() as tx:
+
+        async def link_row(tx: Tx, rows: OutcomeRows) -> None:
             # seen: what we wrote, not the answer -- where another user's change landed beside ours
             # (a race the vendor cannot detect), the next read must show it as news; only its read-only
             # fields are taken from the answer (they are the member's own value, never ours)
             held = await self._held(tx, target, record, merged)
             held_fingerprint = held.fingerprint()
-            await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
-                                        external_id=record.external_id, version=record.version,
-                                        fingerprint=held_fingerprint, written_fingerprint=held_fingerprint,
-                                        written_version=echo_version, modified_at=record.modified_at,
-                                        seen=held.to_json())])
-            if item.id is not None:
-                await tx.outbox_update([item.id], state="done", error=None if sent else "nothing left to send")
+            rows.links = [Link(canonical_id=item.canonical_id, connector=target,
+                               external_id=record.external_id, version=record.version,
+                               fingerprint=held_fingerprint, written_fingerprint=held_fingerprint,
+                               written_version=echo_version, modified_at=record.modified_at,
+                               seen=held.to_json())]
             if op is WriteKind.CREATE:
                 # a merge while this create was in flight planned no write here (no link yet, and the
                 # create was already sending): what it changed follows as an update
@@ -1609,14 +1692,43 @@ class Engine:
                     await tx.outbox_add([self._outbox(item.canonical_id, target, _target_op(latest, held), base=held,
                                                       merged=latest, source=str(item.payload.get("source") or ""),
                                                       changed=changed)])
-            await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
-                                           fields=list(request.changed), fingerprint_after=fingerprint,
-                                           detail="adopted after a lost answer" if adopted else None)])
-            await tx.release([item.canonical_id], self.holder)
+
+        carried = request.changed or ([n for n in SYNC_FIELDS if getattr(merged, n) is not None]
+                                      if op is WriteKind.CREATE else [])
+        # committed together with the other outcomes ready now (one transaction for the group); the
+        # write is done once it returns
+        await self._commits.commit(OutcomeRows(
+            canonical_id=item.canonical_id, outbox_id=item.id, state="done",
+            error=None if sent else "nothing left to send",
+            audit=[AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
+                              fields=list(request.changed), fingerprint_after=fingerprint,
+                              detail="adopted after a lost answer" if adopted else None)],
+            lineage=[lineage.written(
+                item.canonical_id, target, op.value, carried, outcome="ok" if sent else "not_needed",
+                detail=self._write_detail(item, record, adopted=adopted, sent=sent, echo=echo_version is not None))],
+            prepare=link_row))
         action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
         if not sent:
             action = "unchanged"
         self._decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
+
+    @staticmethod
+    def _write_detail(item: OutboxItem, record: VendorRecord, *, adopted: bool, sent: bool, echo: bool) -> str:
+        """The lineage detail of a confirmed write (ids and counts only)."""
+        parts = [f"{'created as' if item.op == WriteKind.CREATE.value else 'written to'} {record.external_id}"]
+        attempt = int(item.payload.get("attempt", 0) or 0)
+        raced = str(item.payload.get("source") or "")
+        if attempt and raced == item.connector:
+            parts.append(f"re-read after a conflict (GET/PUT race), re-merged, retried (attempt {attempt + 1})")
+        elif attempt:
+            parts.append(f"carries the re-merge after a GET/PUT race on {raced}")
+        if adopted:
+            parts.append("adopted after a lost answer (found by its reference)")
+        if not sent:
+            parts.append("nothing left to send")
+        elif not echo:
+            parts.append("the answer shows another change beside ours: the next read merges it")
+        return "; ".join(parts)
 
     async def _held(self, tx: Tx, target: str, record: VendorRecord, written: Appointment) -> Appointment:
         """What ``target`` holds after syncd wrote ``written`` there (canonical keys): ``written``, with
@@ -1636,6 +1748,10 @@ class Engine:
         async with self.ledger.transaction() as tx:
             if item.id is not None:
                 await tx.outbox_update([item.id], state="pending", error=error.describe()[:400])
+            if item.attempts == 0:  # the first failure only: an outage must not fill the history
+                await tx.add_lineage([lineage.written(
+                    item.canonical_id, target, item.op, item.payload.get("changed") or [], outcome="queued",
+                    detail=f"{error.kind}: the write stays queued and is retried until it goes through")])
             await tx.release([item.canonical_id], self.holder)
 
     async def _close_item(
@@ -1654,6 +1770,9 @@ class Engine:
             self._dead_letter(work, target, kind, reason, canonical_id=item.canonical_id,
                               external_id=request.external_id,
                               payload={"phase": "write", "outbox": item.payload, "op": item.op}, retriable=True)
+        if conflict is not None:
+            work.lineage.append(lineage.conflict(item.canonical_id, conflict[2], conflict[0],
+                                                 detail=f"{conflict[2]} refused the write: {conflict[1]}"))
         async with self.ledger.transaction() as tx:
             await self._store(tx, work)
             if conflict is not None:
@@ -1729,7 +1848,12 @@ class Engine:
         result = merge(base, sides, group.owners)
         # when times are unknown for our side, a true conflict is settled by owners or left open
         work = _PageWork()
-        self._record_merge(work, item.canonical_id, target, base, result)
+        work.lineage.append(lineage.written(item.canonical_id, target, item.op, request.changed, outcome="conflict",
+                                            detail=f"{target} changed since syncd read it (GET/PUT race): re-read, "
+                                                   f"re-merged, retrying (attempt {attempt + 1})"))
+        self._record_merge(work, item.canonical_id, target, base, result,
+                           modified={source: mine_modified, target: fresh.modified_at},
+                           detail="re-read after a write conflict")
         merged = result.merged
         async with self.ledger.transaction() as tx:
             await tx.upsert_links([Link(canonical_id=item.canonical_id, connector=target,
@@ -1827,6 +1951,10 @@ class Engine:
             await tx.add_audit([AuditEntry(canonical_id=item.canonical_id, connector=target, action="replaced",
                                            fields=list(request.changed), fingerprint_after=fingerprint,
                                            detail=f"old {link.external_id} retired"[:255])])
+            await tx.add_lineage([lineage.written(
+                item.canonical_id, target, "replaced", request.changed, outcome="replaced",
+                detail=f"{target} forbids this change in place: created {created.record.external_id}, old "
+                       f"{link.external_id} retired ({'cancelled' if cancelled.error is None else 'cancel failed'})")])
             if item.id is not None:
                 await tx.outbox_update([item.id], state="done")
         self._decide(Decision("replaced", target, item.canonical_id, created.record.external_id,
@@ -1971,6 +2099,10 @@ class Engine:
                                      fields=list(unit_of(plan.field)), fingerprint_before=base.fingerprint(),
                                      fingerprint_after=merged.fingerprint(),
                                      detail=f"conflict {plan.conflict_id}: took {plan.take}"))
+        taken_at = plan.versions.get(plan.take, (None, None))[1]
+        work.lineage.append(lineage.resolved(plan.canonical_id, plan.take, [f for f in unit_of(plan.field)
+                                                                            if f in SYNC_FIELDS], taken_at,
+                                             f"conflict {plan.conflict_id}: took {plan.take}'s version"))
         async with self.ledger.transaction() as tx:
             await tx.save_appointments([AppointmentRow(canonical_id=plan.canonical_id, sync_group=group.name,
                                                        snapshot=merged.to_json(), fingerprint=merged.fingerprint())])
@@ -1999,16 +2131,16 @@ class Engine:
         low = midnight - timedelta(days=cfg.window_past_days)
         high = midnight + timedelta(days=cfg.window_future_days + 1)
         async with self.ledger.transaction(readonly=True) as tx:
-            links = [lk for lk in await tx.links_of_connector(source) if lk.external_id not in seen]
-            rows = await tx.appointments([lk.canonical_id for lk in links])
+            unlisted = [(ext, cid) for ext, cid in await tx.link_ids_of_connector(source) if ext not in seen]
+            rows = await tx.appointments([cid for _, cid in unlisted])
         missing: list[str] = []
-        for link in links:
-            row = rows.get(link.canonical_id)
+        for external_id, canonical_id in unlisted:
+            row = rows.get(canonical_id)
             if row is None or row.snapshot is None or not row.snapshot.get("start"):
                 continue
             start = datetime.fromisoformat(str(row.snapshot["start"]).replace("Z", "+00:00"))
             if low <= start < high and not Status(row.snapshot["status"]).terminal:
-                missing.append(link.external_id)
+                missing.append(external_id)
         if not missing:
             return
         log.info("window_sweep", connector=source, count=len(missing))

@@ -4,12 +4,12 @@ stores but syncd may not write, fields a create needs, and a member's configured
 Two different facts (docs/vendors/README.md rule 15), declared by every connector in its
 :class:`syncd.connector.Capabilities` (and per record where they depend on it):
 
-* **not stored** (SaludYa ``location``, Dentally ``description``): never read, never compared, never
+* **not stored** (a system without locations, or without a description field): never read, never compared, never
   written. Whatever a read carries for such a field is no news; the merge base stands in for it.
-* **read-only** (SaludYa ``specialty`` as ``service_type``, Zoho's end time): read, mapped through the
+* **read-only** (a specialty only the system's users set, an end time the vendor derives): read, mapped through the
   crosswalk, merged as that system's value, never sent. A change made elsewhere is not written there,
   so it causes no write attempt and no conflict in that system. An ``end`` that cannot be written while
-  the start can is derived by the vendor from the start (Zoho: start + the service's duration): a moved
+  the start can is derived by the vendor from the start (start + the service's duration): a moved
   start keeps the merged duration, and the vendor's end is no news.
 
 Everything here is pure (no I/O), so that the engine's stages can call it wherever they run.

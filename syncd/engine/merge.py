@@ -3,7 +3,7 @@
 The *base* is the last merged canonical snapshot in the ledger. Each *side* is one member's current
 version of the appointment (canonical keys), with the member's modified time and the fields its value
 says nothing about (:attr:`Side.no_news`: those the member does not store, and an end it derives from
-the start). A field the member stores but syncd may not write (read-only, e.g. SaludYa's specialty) is
+the start). A field the member stores but syncd may not write (read-only, e.g. a specialty only its users set) is
 merged as that member's value like any other. Per field:
 
 * no side changed it: the base value stays;

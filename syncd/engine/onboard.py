@@ -16,8 +16,8 @@ vendor allows: the member's own date window, which a full pass reads anyway (no 
   2. else by its slot (:func:`syncd.model.slot_key`: patient, practitioner and start, canonical keys,
      UTC): linked when exactly one appointment of the group has that slot, holds no record of this
      member yet, and is terminal exactly when the record is (a cancelled booking never stands for a
-     live one). The same rule makes a record syncd itself created but could not stamp (a Salesforce
-     create killed between its two calls) that create, not a new booking.
+     live one). The same rule makes a record syncd itself created but could not stamp (a two-call
+     create killed between its calls) that create, not a new booking.
 
   Several candidates, several records of one member for one appointment, or one that already holds
   another record of that member, are an open conflict on field :data:`LINK_FIELD`, never a guess: no

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors import create_connector, validate_mappings
-from syncd import metrics
+from syncd import lineage, metrics
 from syncd.config import Config
 from syncd.connector import Connector, WriteKind, WriteRequest
 from syncd.engine.core import Decision, Engine
@@ -27,6 +26,7 @@ from syncd.ledger.models import OutboxItem
 from syncd.ledger.store import Ledger, ledger_location
 from syncd.logging import get_logger
 from syncd.model import Status
+from syncd.registry import create_connector, validate_mappings
 
 __all__ = [
     "PassResult",
@@ -43,6 +43,8 @@ __all__ = [
 log = get_logger("syncd.runner")
 
 RESYNC_MAX_WAIT = 120.0
+ORIGIN_CLI = "from the command line"
+"""How an operator's action (retry, discard, resolve) is recorded in the lineage by default."""
 """``resync`` waits at most this long for one vendor (docs/reference.md §7)."""
 
 
@@ -130,9 +132,9 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
     """Process stored webhook deliveries: every id is re-read (batched), deletions included.
 
     A delivery never decides content, nor a deletion: a deletion event is confirmed by the vendor's own
-    read before anything is cancelled (docs/vendors/dentally.md §2, docs/vendors/zoho_crm.md §2). The
-    connector's read answers "deleted" only the way its vendor confirms one (Dentally: GET 404; Zoho: a
-    batch read that no longer returns the id; Salesforce: a composite null confirmed by a GET 404); a
+    read before anything is cancelled (docs/vendors/README.md, each vendor guide's §2). The connector's
+    read answers "deleted" only the way its vendor confirms one (a GET 404, a batch read that no longer
+    returns the id, a batch null confirmed by a GET 404); a
     record that is still readable is handled as an update, so a forged, stale or misdirected deletion
     cancels nothing."""
     processed = 0
@@ -277,6 +279,10 @@ async def resync(
                     engine._stop(name, exc)
                 except VendorError as exc:
                     engine._stop(name, exc)
+        if not dry_run:
+            pruned = await lineage.prune(rt.ledger, config.ledger.history_days)
+            if pruned:
+                log.info("lineage_pruned", count=pruned)
         async with rt.ledger.transaction(readonly=True) as tx:
             totals = await tx.totals()
         if engine.stats.stopped:
@@ -311,12 +317,13 @@ async def _record_pass(ledger: Ledger, engine: Engine, read: Sequence[str]) -> N
 
 
 async def retry_dead_letters(
-    config: Config, ids: Sequence[int] | None, *, runtime: Runtime | None = None
+    config: Config, ids: Sequence[int] | None, *, runtime: Runtime | None = None, origin: str = ORIGIN_CLI
 ) -> tuple[int, list[dict[str, Any]]]:
     """Replay dead letters (all when ``ids`` is None). Returns (exit code, per-letter results).
 
     ``runtime``: the ledger and connectors to use (the daemon's, for the console); by default a
-    runtime is opened for the call."""
+    runtime is opened for the call. Each retry is recorded in the appointment's lineage as done from
+    ``origin``."""
     results: list[dict[str, Any]] = []
     async with _runtime_for(config, runtime, max_rate_limit_wait=RESYNC_MAX_WAIT) as rt:
         async with rt.ledger.transaction(readonly=True) as tx:
@@ -358,6 +365,15 @@ async def retry_dead_letters(
                     await tx.touch_dead_letters([letter.id] if letter.id is not None else [])
                 else:
                     await tx.resolve_dead_letters([letter.id] if letter.id is not None else [])
+                cid = letter.canonical_id
+                if cid is None and letter.external_id:
+                    link = (await tx.links_for(letter.connector, [letter.external_id])).get(letter.external_id)
+                    cid = link.canonical_id if link is not None else None
+                if cid:
+                    outcome = "failed again" if failed else "done"
+                    await tx.add_lineage([lineage.action(cid, "retry", letter.connector, outcome,
+                                                         f"dead letter {letter.id} ({letter.kind}) retried "
+                                                         f"{origin}: {outcome}")])
             results.append({"id": letter.id, "result": "failed again" if failed else "done"})
         code = EXIT_PARTIAL if any(r["result"] != "done" for r in results) else EXIT_OK
         return code, results
@@ -397,6 +413,20 @@ class ResolveResult:
 
 
 async def resolve_conflict(
+    config: Config, conflict_id: int, take: str, *, dry_run: bool = False, runtime: Runtime | None = None,
+    origin: str = ORIGIN_CLI,
+) -> ResolveResult:
+    result = await _resolve_conflict(config, conflict_id, take, dry_run=dry_run, runtime=runtime)
+    cid = result.document.get("canonical_id")
+    if not dry_run and result.exit_code == EXIT_OK and isinstance(cid, str) and cid:
+        # a refusal changes nothing, in the ledger neither (the console records its own attempts)
+        async with _ledger_for(config, runtime) as ledger, ledger.transaction() as tx:
+            await tx.add_lineage([lineage.action(cid, "resolve", take, "done",
+                                                 f"conflict {conflict_id}: took {take}'s version {origin}")])
+    return result
+
+
+async def _resolve_conflict(
     config: Config, conflict_id: int, take: str, *, dry_run: bool = False, runtime: Runtime | None = None
 ) -> ResolveResult:
     """Settle conflict ``conflict_id`` by taking connector ``take``'s current version of its field(s).
@@ -446,17 +476,38 @@ async def resolve_conflict(
             return ResolveResult(code, f"{head}: not resolved: {problem}", document)
         return ResolveResult(EXIT_OK, f"{plan.message(dry_run=False)}\nconflict {conflict_id} resolved: took {take}",
                              document)
-async def discard_dead_letters(config: Config, ids: Sequence[int], *, ledger: Ledger | None = None) -> int:
+async def discard_dead_letters(config: Config, ids: Sequence[int], *, ledger: Ledger | None = None,
+                               origin: str = ORIGIN_CLI) -> int:
     """Drop dead letters for good (kept in the ledger as resolved); returns how many were still open.
+    Each one dropped is recorded in its appointment's lineage as done from ``origin``.
 
     ``ledger``: the open ledger to use (the daemon's, for the console); by default the configured
     ledger is opened for the call (it must exist already)."""
+    async def discard(opened: Ledger) -> int:
+        async with opened.transaction() as tx:
+            letters = await tx.dead_letters(ids=list(ids))
+            count = await tx.resolve_dead_letters(ids)
+            await tx.add_lineage([lineage.action(dl.canonical_id, "discard", dl.connector, "done",
+                                                 f"dead letter {dl.id} ({dl.kind}) discarded {origin}")
+                                  for dl in letters if dl.canonical_id])
+            return count
+
     if ledger is not None:
-        async with ledger.transaction() as tx:
-            return await tx.resolve_dead_letters(ids)
+        return await discard(ledger)
     opened = await Ledger.open(config.ledger.url, create=False)
     try:
-        async with opened.transaction() as tx:
-            return await tx.resolve_dead_letters(ids)
+        return await discard(opened)
+    finally:
+        await opened.close()
+
+
+@asynccontextmanager
+async def _ledger_for(config: Config, runtime: Runtime | None) -> AsyncIterator[Ledger]:
+    if runtime is not None:
+        yield runtime.ledger
+        return
+    opened = await Ledger.open(config.ledger.url, create=False)
+    try:
+        yield opened
     finally:
         await opened.close()

@@ -14,6 +14,7 @@ Every timestamp is stored timezone-aware and read back as an aware UTC ``datetim
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "DeadLetter",
     "InboxItem",
     "Lease",
+    "LineageEntry",
     "Link",
     "OutboxItem",
     "UTCDateTime",
@@ -78,7 +80,38 @@ def _dt(nullable: bool = False, **kw: Any) -> Any:
     return Field(sa_type=UTCDateTime, nullable=nullable, **kw)
 
 
-class AppointmentRow(SQLModel, table=True):
+
+class _Row(SQLModel):
+    """Base of the ledger's table models: a plain, fast ``__init__``.
+
+    A table model is never validated on ``__init__`` (SQLModel skips validation for ``table=True``);
+    its own ``__init__`` still sets every field through SQLAlchemy's instrumentation, one attribute at
+    a time, which costs more than the rest of the engine's work on a record unchanged since the last
+    pass. This one fills the instance's ``__dict__`` directly: the given values, each other field's
+    default (a fresh one from its ``default_factory``). SQLAlchemy's instrumentation still wraps it,
+    so the instance state exists as before. As with SQLModel's own, a name that is no field is ignored
+    and a required field left out reads as None."""
+
+    def __init__(self, **data: Any) -> None:
+        fields = type(self).model_fields
+        values: dict[str, Any] = {}
+        for name, info in fields.items():
+            if name in data:
+                values[name] = data[name]
+            elif info.default_factory is not None:
+                values[name] = info.default_factory()  # type: ignore[call-arg]
+            elif not info.is_required():
+                default = info.default
+                values[name] = copy.copy(default) if isinstance(default, (dict, list, set)) else default
+            else:
+                values[name] = None
+        self.__dict__.update(values)
+        object.__setattr__(self, "__pydantic_fields_set__", set(data))
+        object.__setattr__(self, "__pydantic_extra__", None)
+        object.__setattr__(self, "__pydantic_private__", None)
+
+
+class AppointmentRow(_Row, table=True):
     """The last merged canonical appointment (the merge base) and its per-record claim.
 
     ``snapshot`` is ``Appointment.to_json()`` with references as canonical keys, or None for a row
@@ -100,7 +133,7 @@ class AppointmentRow(SQLModel, table=True):
     claimed_until: datetime | None = _dt(nullable=True, default=None)
 
 
-class Link(SQLModel, table=True):
+class Link(_Row, table=True):
     """Canonical id <-> one connector's external id, with what we last saw and wrote there."""
 
     __tablename__ = "links"
@@ -129,7 +162,7 @@ class Link(SQLModel, table=True):
     updated_at: datetime = _dt(default_factory=utcnow)
 
 
-class CursorRow(SQLModel, table=True):
+class CursorRow(_Row, table=True):
     """A connector's change cursor, saved in the transaction that commits the records it covers."""
 
     __tablename__ = "cursors"
@@ -141,7 +174,7 @@ class CursorRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
 
 
-class InboxItem(SQLModel, table=True):
+class InboxItem(_Row, table=True):
     """A webhook delivery stored durably before it is acknowledged (dedup per connector)."""
 
     __tablename__ = "inbox"
@@ -160,7 +193,7 @@ class InboxItem(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=500)
 
 
-class OutboxItem(SQLModel, table=True):
+class OutboxItem(_Row, table=True):
     """A planned write; ``idempotency_key`` makes planning the same write twice a no-op."""
 
     __tablename__ = "outbox"
@@ -184,7 +217,7 @@ class OutboxItem(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
 
 
-class DeadLetter(SQLModel, table=True):
+class DeadLetter(_Row, table=True):
     """A record that could not be synced, with what is needed to retry it."""
 
     __tablename__ = "dead_letters"
@@ -206,7 +239,7 @@ class DeadLetter(SQLModel, table=True):
     resolved: bool = Field(default=False)
 
 
-class ConflictRow(SQLModel, table=True):
+class ConflictRow(_Row, table=True):
     """A conflict the merge could not settle by policy; ``values`` is PHI-redacted."""
 
     __tablename__ = "conflicts"
@@ -226,7 +259,7 @@ class ConflictRow(SQLModel, table=True):
     target that could not take it); None on rows older than revision 0003."""
 
 
-class CrosswalkEntry(SQLModel, table=True):
+class CrosswalkEntry(_Row, table=True):
     """A reference id (patient, practitioner, location, service) across systems."""
 
     __tablename__ = "crosswalk"
@@ -243,7 +276,7 @@ class CrosswalkEntry(SQLModel, table=True):
     created_at: datetime = _dt(default_factory=utcnow)
 
 
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(_Row, table=True):
     """Which fields changed when and from which connector: names and fingerprints, no values."""
 
     __tablename__ = "audit_log"
@@ -260,7 +293,34 @@ class AuditEntry(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=255)
 
 
-class ConnectorStateRow(SQLModel, table=True):
+class LineageEntry(SQLModel, table=True):
+    """One step of an appointment's lineage (append-only; pruned by age, ``[ledger] history_days``).
+
+    ``kind`` is read, merge, write, conflict, dead_letter, resolve, retry or discard; ``sources`` maps
+    each field whose value this step set to ``{"source", "changed_at", "rule"}`` (which system's change
+    set it, when it changed there, which rule chose it). Ids, field names, statuses and times only:
+    ``detail`` never carries patient data or free text. Written by :mod:`syncd.lineage` in the
+    transactions the engine already uses.
+    """
+
+    __tablename__ = "lineage"
+    __table_args__ = (sa.Index("ix_lineage_canonical", "canonical_id", "at"), sa.Index("ix_lineage_at", "at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _dt(default_factory=utcnow)
+    canonical_id: str = Field(max_length=64)
+    kind: str = Field(max_length=16)
+    action: str = Field(default="", max_length=32)
+    """What the engine did, finer than ``kind`` (seen-new, merged, create, update, cancel, replaced, ...)."""
+    connector: str | None = Field(default=None, max_length=32)
+    fields: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
+    outcome: str = Field(default="", max_length=32)
+    rule: str | None = Field(default=None, max_length=16)
+    detail: str | None = Field(default=None, max_length=255)
+    sources: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
+
+
+class ConnectorStateRow(_Row, table=True):
     """Backs :class:`syncd.connector.StateStore` (a connector's own small durable values)."""
 
     __tablename__ = "connector_state"
@@ -271,7 +331,7 @@ class ConnectorStateRow(SQLModel, table=True):
     updated_at: datetime = _dt(default_factory=utcnow)
 
 
-class Lease(SQLModel, table=True):
+class Lease(_Row, table=True):
     """A named, expiring lock (e.g. refuse a second ``run`` on one SQLite ledger)."""
 
     __tablename__ = "leases"

@@ -20,7 +20,9 @@ truncated; callers pass PHI-free reasons or vendor messages.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -37,9 +39,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.orm import instrumentation
 from sqlmodel import SQLModel
 
 from syncd.errors import SyncdError
+from syncd.ledger.errortext import stored_error
 from syncd.ledger.models import (
     AppointmentRow,
     AuditEntry,
@@ -50,11 +54,11 @@ from syncd.ledger.models import (
     DeadLetter,
     InboxItem,
     Lease,
+    LineageEntry,
     Link,
     OutboxItem,
     utcnow,
 )
-from syncd.logging import mask_contact
 from syncd.metrics import RESYNC_STATE_KEY
 from syncd.model import slot_key
 
@@ -66,6 +70,7 @@ __all__ = [
     "Ledger",
     "LedgerStateStore",
     "LedgerUnavailable",
+    "LineageRecord",
     "Tx",
     "describe_ledger_error",
     "ledger_location",
@@ -141,10 +146,35 @@ def describe_ledger_error(url: str, exc: BaseException) -> str:
     elif isinstance(root, OSError) and root.strerror:
         cause = root.strerror.lower()
     elif type(root).__module__.startswith("sqlite3") or "sqlite" in type(root).__module__:
-        cause = f"SQLite error ({type(root).__name__}; is the file writable and not locked?)"
+        cause = _sqlite_cause(root)
     else:
         cause = type(root).__name__
     return f"{where}: {cause}"
+
+
+#: SQLite's own fixed messages -> what to do (the message itself is never shown: some quote SQL)
+_SQLITE_CAUSES = (
+    ("file is not a database", "the file is not an SQLite database (corrupt, or another file): restore the "
+                               "ledger from a backup, or point ledger.url at the right file"),
+    ("malformed", "the database file is corrupt: restore the ledger from a backup"),
+    ("readonly database", "the file is read-only: give the user running syncd write access to it and its "
+                          "directory (the -wal and -shm files are created beside it)"),
+    ("read-only", "the file is read-only: give the user running syncd write access to it and its directory"),
+    ("disk is full", "the disk is full: free space on the ledger's file system"),
+    ("disk i/o error", "disk I/O error: check free space and the file system holding the ledger"),
+    ("unable to open database file", "cannot open or create the file: check that its directory exists and "
+                                     "is writable by the user running syncd"),
+    ("database is locked", "the file is locked by another process (another syncd, or a tool holding a "
+                           "write transaction)"),
+)
+
+
+def _sqlite_cause(exc: BaseException) -> str:
+    text = str(exc).lower()
+    for needle, cause in _SQLITE_CAUSES:
+        if needle in text:
+            return cause
+    return f"SQLite error ({type(exc).__name__}; is the file writable and not locked?)"
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -153,11 +183,9 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def _short(text: str | None) -> str | None:
-    """Mask contact details and cap the length of an error text before storing it."""
-    if text is None:
-        return None
-    masked = mask_contact(text)
-    return masked if len(masked) <= _ERROR_MAX else masked[: _ERROR_MAX - 1] + "…"
+    """An error text as stored (:func:`syncd.ledger.errortext.stored_error`: contacts masked, capped);
+    vendor messages reach here already reduced by ``VendorError.describe``."""
+    return stored_error(text, _ERROR_MAX)
 
 
 def _iso(value: datetime) -> str:
@@ -177,8 +205,38 @@ def _loads(value: str | None) -> Any:
         return None
 
 
+def _aware(value: datetime | str) -> datetime:
+    """A stored time as aware UTC (SQLite text is naive UTC, see :class:`UTCDateTime`)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _row_to(model: type[M], row: sa.Row[Any]) -> M:
-    return model(**row._mapping)
+    """The model object of a row read with ``select(table)`` (every column present).
+
+    Built the way SQLAlchemy's own loader builds an instance (``ClassManager.new_instance``, then the
+    column values), not through ``Model(**row)``: a table model's ``__init__`` sets each attribute
+    through the instrumentation one by one, ten times the cost, and this is the hot path of every pass
+    (links, merge bases and outbox rows by the thousand). Table models are not validated on
+    ``__init__`` either, so the object is the same."""
+    manager = _managers.get(model)
+    if manager is None:
+        sa.orm.configure_mappers()
+        manager = _managers[model] = instrumentation.manager_of_class(model)
+    obj: M = manager.new_instance()
+    values = dict(zip(row._fields, row, strict=True))  # half the cost of dict(row._mapping)
+    obj.__dict__.update(values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+_managers: dict[type[Any], Any] = {}
+_LINK_UPSERTS: dict[str, Any] = {}
+_INBOX_PUTS: dict[str, Any] = {}
+"""dialect -> the links upsert statement (:meth:`Tx.upsert_links`)."""
 
 
 def _values(obj: SQLModel, table: sa.Table, *, skip: Iterable[str] = ()) -> dict[str, Any]:
@@ -203,6 +261,35 @@ CROSSWALK = _table(CrosswalkEntry)
 AUDIT = _table(AuditEntry)
 STATE = _table(ConnectorStateRow)
 LEASES = _table(Lease)
+LINEAGE = _table(LineageEntry)
+
+
+@dataclass(frozen=True, slots=True)
+class LineageRecord:
+    """One lineage entry as read back (:meth:`Tx.lineage_of`): the columns of
+    :class:`~syncd.ledger.models.LineageEntry`, read-only."""
+
+    id: int
+    at: datetime
+    canonical_id: str
+    kind: str
+    action: str
+    connector: str | None
+    fields: list[str]
+    outcome: str
+    rule: str | None
+    detail: str | None
+    sources_json: str | None
+    """``sources`` as stored (JSON text), decoded by :attr:`sources` when asked for."""
+
+    @property
+    def sources(self) -> dict[str, Any]:
+        value = json.loads(self.sources_json) if self.sources_json else {}
+        return value if isinstance(value, dict) else {}
+
+
+LINEAGE_COLUMNS = ("id", "at", "canonical_id", "kind", "action", "connector", "fields", "outcome", "rule", "detail",
+                   "sources")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +313,8 @@ class Ledger:
         self.engine = engine
         self.url = url
         self.clock = clock
+        self._write_lock = asyncio.Lock()
+        self._write_owner: asyncio.Task[Any] | None = None
 
     @property
     def dialect(self) -> str:
@@ -242,6 +331,7 @@ class Ledger:
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             _check_sqlite_path(parsed.database or "", create)
+            _private_sqlite_files(parsed.database or "", create)
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs["pool_pre_ping"] = True
@@ -315,6 +405,24 @@ class Ledger:
         On SQLite a writing transaction starts with ``BEGIN IMMEDIATE`` (takes the write lock
         up front, so concurrent writers wait on ``busy_timeout`` instead of failing).
         """
+        task = asyncio.current_task()
+        if readonly or self.engine.dialect.name != "sqlite" or task is None or self._write_owner is task:
+            async with self._transaction(readonly=readonly) as tx:
+                yield tx
+            return
+        # SQLite takes one writer at a time: this process's writers queue here, in order, instead of
+        # polling the file lock (busy_timeout sleeps up to 100 ms between tries); other processes
+        # sharing the file still wait on busy_timeout
+        async with self._write_lock:
+            self._write_owner = task
+            try:
+                async with self._transaction(readonly=False) as tx:
+                    yield tx
+            finally:
+                self._write_owner = None
+
+    @asynccontextmanager
+    async def _transaction(self, *, readonly: bool) -> AsyncIterator[Tx]:
         try:
             conn_cm = self.engine.connect()
             conn = await conn_cm.__aenter__()
@@ -366,8 +474,36 @@ def _check_sqlite_path(database: str, create: bool) -> None:
                                 f"{path.name}; create the directory or fix ledger.url)")
 
 
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _private_sqlite_files(database: str, create: bool) -> None:
+    """Make the ledger file (created empty here when missing) and its -wal/-shm files readable by
+    their owner only, whatever the umask: they hold notes. SQLite gives -wal and -shm the mode of the
+    database file; files already there lose their group and other bits (a read-only file stays so)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if create and not path.exists() and path.parent.is_dir():
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            pass
+        except OSError:
+            return  # an unwritable directory: connecting reports it with the ledger's own words
+    for suffix in SQLITE_SIDE_FILES:
+        side = Path(f"{database}{suffix}")
+        try:
+            mode = side.stat().st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(side, mode & 0o700)
+        except OSError:
+            continue
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
+    database = engine.url.database or ""
 
     @event.listens_for(sync_engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -378,6 +514,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
+        _private_sqlite_files(database, create=False)
 
     @event.listens_for(sync_engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
@@ -448,12 +585,16 @@ class Tx:
             values.append(data)
         if not values:
             return
-        stmt = self._insert(LINKS)
-        updatable = [c.name for c in LINKS.columns if c.name not in ("id", "connector", "external_id", "created_at")]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["connector", "external_id"],
-            set_={name: stmt.excluded[name] for name in updatable},
-        )
+        stmt = _LINK_UPSERTS.get(self.dialect)
+        if stmt is None:
+            # built once per dialect (the statement holds no values; building it costs more than a row)
+            insert = self._insert(LINKS)
+            updatable = [c.name for c in LINKS.columns
+                         if c.name not in ("id", "connector", "external_id", "created_at")]
+            stmt = _LINK_UPSERTS[self.dialect] = insert.on_conflict_do_update(
+                index_elements=["connector", "external_id"],
+                set_={name: insert.excluded[name] for name in updatable},
+            )
         await self.conn.execute(stmt, values)
 
     async def retire_links(self, connector: str, external_ids: Iterable[str]) -> None:
@@ -472,6 +613,13 @@ class Tx:
         if not include_retired:
             stmt = stmt.where(LINKS.c.retired.is_(False))
         return [_row_to(Link, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def link_ids_of_connector(self, connector: str) -> list[tuple[str, str]]:
+        """(external id, canonical id) of every live link of one connector: the window sweep's list,
+        two columns instead of whole links (their snapshots) for every record the ledger knows."""
+        stmt = (sa.select(LINKS.c.external_id, LINKS.c.canonical_id)
+                .where(LINKS.c.connector == connector, LINKS.c.retired.is_(False)).order_by(LINKS.c.id))
+        return [(row.external_id, row.canonical_id) for row in (await self.conn.execute(stmt)).all()]
 
     async def all_links(self, *, include_retired: bool = False) -> list[Link]:
         stmt = sa.select(LINKS).order_by(LINKS.c.canonical_id, LINKS.c.connector, LINKS.c.id)
@@ -634,14 +782,18 @@ class Tx:
             values.append(
                 {"connector": connector, "dedup_key": key, "body": body, "received_at": now, "attempts": 0}
             )
-        for chunk in _chunks(values, 200):
-            stmt = (
-                self._insert(INBOX)
-                .values(list(chunk))
-                .on_conflict_do_nothing(index_elements=["connector", "dedup_key"])
-                .returning(INBOX.c.connector, INBOX.c.dedup_key)
-            )
-            stored.update((r.connector, r.dedup_key) for r in (await self.conn.execute(stmt)).all())
+        if values:
+            # one statement, built once per dialect, executed with the list of rows: SQLAlchemy sends
+            # it as multi-row INSERTs ("insertmanyvalues"), without compiling a new statement for each
+            # group size as .values([...]) does
+            stmt = _INBOX_PUTS.get(self.dialect)
+            if stmt is None:
+                stmt = _INBOX_PUTS[self.dialect] = (
+                    self._insert(INBOX)
+                    .on_conflict_do_nothing(index_elements=["connector", "dedup_key"])
+                    .returning(INBOX.c.connector, INBOX.c.dedup_key)
+                )
+            stored.update((r.connector, r.dedup_key) for r in (await self.conn.execute(stmt, values)).all())
         result = []
         for connector, key, _ in items:
             result.append((connector, key) in stored)
@@ -654,6 +806,11 @@ class Tx:
         if connector is not None:
             stmt = stmt.where(INBOX.c.connector == connector)
         return [_row_to(InboxItem, row) for row in (await self.conn.execute(stmt)).all()]
+
+    async def inbox_backlog(self) -> int:
+        """How many deliveries are unprocessed (the server's intake bound, ``[server] max_inbox_backlog``)."""
+        stmt = sa.select(sa.func.count()).select_from(INBOX).where(INBOX.c.processed_at.is_(None))
+        return int((await self.conn.execute(stmt)).scalar_one())
 
     async def inbox_mark_done(self, ids: Iterable[int]) -> None:
         """Mark deliveries processed. The row (and its dedup key) is kept for :meth:`inbox_purge`."""
@@ -894,14 +1051,15 @@ class Tx:
             )
         ).scalar()
         if existing is not None:
-            update: dict[str, Any] = {"values": dict(values), "reason": reason}
+            update: dict[str, Any] = {"values": dict(values), "reason": _short(reason) or ""}
             if connector is not None:
                 update["connector"] = connector
             await self.conn.execute(sa.update(CONFLICTS).where(CONFLICTS.c.id == existing).values(**update))
             return int(existing)
         stmt = (
             sa.insert(CONFLICTS)
-            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=reason, opened=self.clock(),
+            .values(canonical_id=canonical_id, field=field, values=dict(values), reason=_short(reason) or "",
+                    opened=self.clock(),
                     connector=connector)
             .returning(CONFLICTS.c.id)
         )
@@ -957,6 +1115,45 @@ class Tx:
         for row in sorted(rows, key=lambda r: r.id):
             out[row.canonical_id].append(_row_to(AuditEntry, row))
         return dict(out)
+
+    # -- lineage ----------------------------------------------------------------------------
+    async def add_lineage(self, rows: Iterable[LineageEntry]) -> None:
+        """Append lineage entries (one bulk INSERT; see :mod:`syncd.lineage`)."""
+        now = self.clock()
+        values = []
+        for row in rows:
+            data = _values(row, LINEAGE, skip=("id",))
+            data["at"] = row.at or now
+            data["fields"] = list(row.fields)
+            data["sources"] = dict(row.sources)
+            values.append(data)
+        if values:
+            await self.conn.execute(sa.insert(LINEAGE), values)
+
+    async def lineage_of(self, canonical_id: str, *, limit: int | None = None) -> list[LineageRecord]:
+        """One appointment's lineage, newest first (``limit``: at most that many), as light read-only
+        records (no model validation per row: ``syncd explain`` reads a thousand of them in milliseconds)."""
+        # the JSON columns come back as text and are decoded here (fields) or on demand (sources): the
+        # generic JSON result processing costs more than the rest of the query
+        # (and on SQLite the time too: stored as naive UTC text, parsed by the C ISO parser)
+        as_text = {"fields", "sources"} | ({"at"} if self.dialect == "sqlite" else set())
+        columns = [sa.cast(LINEAGE.c[name], sa.Text) if name in as_text else LINEAGE.c[name]
+                   for name in LINEAGE_COLUMNS]
+        stmt = (sa.select(*columns).where(LINEAGE.c.canonical_id == canonical_id)
+                .order_by(LINEAGE.c.at.desc(), LINEAGE.c.id.desc()))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        rows = (await self.conn.execute(stmt)).all()
+        return [LineageRecord(i, _aware(at), cid, kind, action, connector, json.loads(fields) if fields else [],
+                              outcome, rule, detail, sources)
+                for i, at, cid, kind, action, connector, fields, outcome, rule, detail, sources in rows]
+
+    async def prune_lineage(self, older_than: datetime, *, limit: int) -> int:
+        """Delete at most ``limit`` lineage entries recorded before ``older_than`` (oldest first), in one
+        DELETE; returns how many went. Called again, it goes on where it stopped."""
+        oldest = sa.select(LINEAGE.c.id).where(LINEAGE.c.at < older_than).order_by(LINEAGE.c.at).limit(limit)
+        result = await self.conn.execute(sa.delete(LINEAGE).where(LINEAGE.c.id.in_(oldest.scalar_subquery())))
+        return int(result.rowcount or 0)
 
     # -- crosswalk --------------------------------------------------------------------------
     async def crosswalk_lookup(self, kind: str, keys: Iterable[str], connector: str) -> dict[str, str]:

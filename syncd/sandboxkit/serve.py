@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from syncd import registry
 from syncd.sandboxkit.base import SandboxBase
 
-#: vendor type -> (module, default port) ; each module exposes ``create_sandbox(**options)``
-SANDBOXES: dict[str, tuple[str, int]] = {
-    "salesforce_health": ("connectors.salesforce_health.sandbox", 8701),
-    "zoho_crm": ("connectors.zoho_crm.sandbox", 8702),
-    "saludya": ("connectors.saludya.sandbox", 8703),
-    "onlive": ("connectors.onlive.sandbox", 8704),
-    "dentally": ("connectors.dentally.sandbox", 8705),
-}
+# Which vendors have a sandbox, where its module is and its default port: the vendor registry
+# (each declaration's ``sandbox`` module exposes ``create_sandbox(**options)``).
 
 
 @dataclass
@@ -32,11 +26,10 @@ class RunningSandbox:
 
 
 def make_sandbox(vendor: str, **options: Any) -> SandboxBase:
-    if vendor not in SANDBOXES:
-        raise KeyError(f"unknown vendor {vendor!r}; one of {', '.join(SANDBOXES)}")
-    module = importlib.import_module(SANDBOXES[vendor][0])
-    sandbox: SandboxBase = module.create_sandbox(**options)
-    return sandbox
+    package = registry.find(vendor)
+    if package is None:
+        raise KeyError(f"unknown vendor {vendor!r}; one of {', '.join(registry.types())}")
+    return package.make_sandbox(**options)
 
 
 async def start_sandbox(vendor: str, host: str = "127.0.0.1", port: int = 0, **options: Any) -> RunningSandbox:

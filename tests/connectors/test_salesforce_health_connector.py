@@ -692,3 +692,27 @@ async def test_two_unstamped_candidates_for_one_lost_create_are_ambiguous_never_
     assert sorted(info.value.external_ids) == ids
     rows = {r["Id"]: r for r in (await control(sandbox, "GET", "/_sandbox/records"))["records"]}
     assert all(rows[rid]["Syncd_Id__c"] is None for rid in ids)
+
+
+@pytest.mark.parametrize("status", [Status.BOOKED, Status.PENDING])
+async def test_create_costs_post_one_patch_and_the_read_back(sandbox: RunningSandbox, conn: SalesforceHealthConnector,
+                                                            status: Status) -> None:
+    """A create is the Connect POST, ONE sObject PATCH (the Syncd_Id__c stamp, with the status a new
+    record must take instead of Scheduled) and the GET that learns the version (docs/vendors/salesforce_health.md
+    "Rate limits and the calls syncd spends")."""
+    await KIT.seed(sandbox, 0)  # the reference data (patient, practitioner, ...)
+    await conn.read([])  # the token first, so that only the create's calls are counted
+    desired = KIT.new_appointment().with_changes(status=status)
+    before = await counts(sandbox)
+    [out] = await conn.write([WriteRequest(WriteKind.CREATE, f"apt_calls_{status.value}", desired)])
+    assert out.ok and out.record is not None and out.record.appointment is not None
+    assert out.record.appointment.status is status
+    assert out.record.syncd_id == f"apt_calls_{status.value}"
+    after = await counts(sandbox)
+    diff = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    calls = {k: v for k, v in diff.items() if "oauth2" not in k}
+    assert sorted(calls.items()) == sorted({
+        "POST /services/data/v65.0/connect/health/appointment-management/appointment": 1,
+        "PATCH /services/data/v65.0/sobjects/ServiceAppointment/{id}": 1,
+        "GET /services/data/v65.0/sobjects/ServiceAppointment/{id}": 1,
+    }.items()), diff

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from connectors.salesforce_health.sandbox.util import make_id
+from connectors.salesforce_health.sandbox.wire import make_id
 
 V = "/services/data/v65.0"
 CONNECT = f"{V}/connect/health/appointment-management/appointment"

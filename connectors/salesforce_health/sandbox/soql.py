@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connectors.salesforce_health.sandbox.util import SfError, parse_iso
+from connectors.salesforce_health.sandbox.wire import SfError, parse_iso
 
 SA_FIELDS: tuple[str, ...] = (
     "Id",

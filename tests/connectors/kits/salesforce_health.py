@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.salesforce_health.sandbox.util import to_id18
+from connectors.salesforce_health.sandbox.wire import to_id18
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
 from syncd.model import Appointment, Status

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.zoho_crm.sandbox._common import (
+from connectors.zoho_crm.sandbox.store import Appt, Refs
+from connectors.zoho_crm.sandbox.wire import (
     CANCEL_KEYS,
     CUSTOMER_MODULES,
     EDIT_KEYS,
@@ -25,31 +26,6 @@ from connectors.zoho_crm.sandbox._common import (
     record_error,
     second,
 )
-from connectors.zoho_crm.sandbox._store import Appt
-
-
-@dataclass
-class Refs:
-    """Reference data the rules look up: customers by module, users, services."""
-
-    customers: dict[str, dict[str, dict[str, Any]]]
-    users: dict[str, dict[str, Any]]
-    services: dict[str, dict[str, Any]]
-
-    def customer_name(self, module: str, cid: str) -> str:
-        row = self.customers.get(module, {}).get(cid, {})
-        name = row.get("Full_Name") or row.get("Account_Name")
-        if not name:
-            name = " ".join(str(p) for p in (row.get("First_Name"), row.get("Last_Name")) if p)
-        return str(name or "")
-
-    def owner(self, uid: str) -> dict[str, Any]:
-        row = self.users.get(uid, {})
-        return {"name": row.get("full_name", ""), "id": uid, "email": row.get("email")}
-
-    def service(self, sid: str) -> dict[str, Any]:
-        row = self.services.get(sid, {})
-        return {"name": row.get("name", ""), "id": sid}
 
 
 @dataclass

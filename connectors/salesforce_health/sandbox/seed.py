@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.salesforce_health.sandbox.util import PREFIX, hashed_id, sf_datetime
+from connectors.salesforce_health.sandbox.wire import PREFIX, hashed_id, sf_datetime
 from syncd.sandboxkit.seedgen import SeedDataset
 
 #: canonical FHIR status -> (Status, CancellationReason); the sandbox's own mapping (docs/vendors/salesforce_health.md

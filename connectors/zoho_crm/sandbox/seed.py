@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from connectors.zoho_crm.sandbox._common import parse_offset, zid
+from connectors.zoho_crm.sandbox.wire import parse_offset, zid
 
 if TYPE_CHECKING:
     from syncd.sandboxkit.seedgen import SeedAppointment, SeedDataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from connectors.dentally.sandbox._wire import UUID_NS, fmt_time
+from connectors.dentally.sandbox.store import UUID_NS, fmt_time
 from syncd.sandboxkit.seedgen import SeedDataset
 
 __all__ = ["NATIVE_STATUS", "seed_body"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from connectors.zoho_crm.sandbox._common import (
+from connectors.zoho_crm.sandbox.store import Channel, ZohoStore
+from connectors.zoho_crm.sandbox.wire import (
     API,
     MODULE,
     WATCH_RESOURCE_ID,
@@ -18,18 +19,14 @@ from connectors.zoho_crm.sandbox._common import (
     second,
     top_error,
 )
-from connectors.zoho_crm.sandbox._store import Channel
 from syncd.sandboxkit.base import json_response
-
-if TYPE_CHECKING:
-    from connectors.zoho_crm.sandbox._sandbox import ZohoCrmSandbox
 
 
 def _watch_error(code: str, api_name: str, message: str = "invalid data") -> dict[str, Any]:
     return {"code": code, "details": {"api_name": api_name}, "message": message, "status": "error"}
 
 
-def _check_channel(sb: ZohoCrmSandbox, raw: Any) -> dict[str, Any] | Channel:
+def _check_channel(sb: ZohoStore, raw: Any) -> dict[str, Any] | Channel:
     if not isinstance(raw, dict):
         return _watch_error("INVALID_DATA", "watch")
     for key in ("channel_id", "events", "notify_url"):
@@ -76,7 +73,7 @@ def _check_channel(sb: ZohoCrmSandbox, raw: Any) -> dict[str, Any] | Channel:
     )
 
 
-async def watch_post(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def watch_post(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     try:
         body = json.loads(await request.read() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -114,7 +111,7 @@ async def watch_post(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResp
     return json_response({"watch": results}, status)
 
 
-async def watch_get(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def watch_get(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     now = sb.now()
     live = [c for c in sb.channels.values() if c.expiry > now]
     if not live:
@@ -123,7 +120,7 @@ async def watch_get(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamRespo
     return json_response({"watch": [c.render(uri) for c in live]})
 
 
-async def watch_delete(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def watch_delete(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     raw = request.query.get("channel_ids", "")
     ids = [i.strip() for i in raw.split(",") if i.strip()]
     if not ids:
@@ -149,7 +146,7 @@ async def watch_delete(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamRe
     return json_response({"watch": results}, status)
 
 
-async def prefs_get(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def prefs_get(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     return json_response(
         {
             "appointment_preferences": {
@@ -160,7 +157,7 @@ async def prefs_get(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamRespo
     )
 
 
-async def prefs_put(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def prefs_put(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     try:
         body = json.loads(await request.read() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):

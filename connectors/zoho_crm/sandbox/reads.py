@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from connectors.zoho_crm.sandbox._common import (
+from connectors.zoho_crm.sandbox.store import ZohoStore
+from connectors.zoho_crm.sandbox.wire import (
     FIELDS,
     CriteriaError,
     parse_criteria,
@@ -20,12 +21,9 @@ from connectors.zoho_crm.sandbox._common import (
 )
 from syncd.sandboxkit.base import json_response
 
-if TYPE_CHECKING:
-    from connectors.zoho_crm.sandbox._sandbox import ZohoCrmSandbox
-
 
 def _fields(
-    sb: ZohoCrmSandbox, request: web.Request, mandatory: bool
+    sb: ZohoStore, request: web.Request, mandatory: bool
 ) -> tuple[tuple[str, ...] | None, web.Response | None]:
     raw = request.query.get("fields")
     if raw is None or not raw.strip():
@@ -58,7 +56,7 @@ def _int_param(request: web.Request, name: str, default: int) -> int | web.Respo
     return value
 
 
-def _since(sb: ZohoCrmSandbox, request: web.Request) -> tuple[datetime | None, web.Response | None]:
+def _since(sb: ZohoStore, request: web.Request) -> tuple[datetime | None, web.Response | None]:
     raw = request.headers.get("If-Modified-Since")
     if raw is None:
         return None, None
@@ -69,7 +67,7 @@ def _since(sb: ZohoCrmSandbox, request: web.Request) -> tuple[datetime | None, w
 
 
 def _page(
-    sb: ZohoCrmSandbox,
+    sb: ZohoStore,
     request: web.Request,
     total: int,
     key: tuple[Any, ...],
@@ -108,7 +106,7 @@ def _page(
     return (page - 1) * per_page, per_page, page
 
 
-def _next_token(sb: ZohoCrmSandbox, key: tuple[Any, ...], offset: int) -> str:
+def _next_token(sb: ZohoStore, key: tuple[Any, ...], offset: int) -> str:
     now = sb.now()
     if len(sb.page_tokens) > 10_000:
         for old in [t for t, entry in sb.page_tokens.items() if entry[2] <= now]:
@@ -118,7 +116,7 @@ def _next_token(sb: ZohoCrmSandbox, key: tuple[Any, ...], offset: int) -> str:
     return token
 
 
-async def list_records(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def list_records(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     if "ids" in request.query:
         return await _batch_read(sb, request)
     fields, err = _fields(sb, request, mandatory=True)
@@ -166,7 +164,7 @@ async def list_records(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamRe
     )
 
 
-async def _batch_read(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def _batch_read(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     ids = [i.strip() for i in request.query.get("ids", "").split(",") if i.strip()]
     if len(ids) > 100:
         return top_error(400, "LIMIT_EXCEEDED", "the number of ids exceeds the limit", {"limit": 100})
@@ -187,7 +185,7 @@ async def _batch_read(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamRes
     )
 
 
-async def get_one(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def get_one(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     fields, err = _fields(sb, request, mandatory=False)
     if err is not None:
         return err
@@ -197,7 +195,7 @@ async def get_one(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamRespons
     return json_response({"data": [rec.render(sb.tz, fields)]})
 
 
-async def list_deleted(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def list_deleted(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     kind = request.query.get("type", "all")
     if kind not in ("all", "recycle", "permanent"):
         return top_error(400, "INVALID_DATA", "invalid data", {"param_name": "type"})
@@ -233,7 +231,7 @@ async def list_deleted(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamRe
     )
 
 
-async def search(sb: ZohoCrmSandbox, request: web.Request) -> web.StreamResponse:
+async def search(sb: ZohoStore, request: web.Request) -> web.StreamResponse:
     criteria = request.query.get("criteria")
     if not criteria:
         return top_error(
