@@ -1728,6 +1728,8 @@ class Engine:
             parts.append("nothing left to send")
         elif not echo:
             parts.append("the answer shows another change beside ours: the next read merges it")
+        else:
+            parts.append("echo confirmed: the answer holds what syncd wrote")
         return "; ".join(parts)
 
     async def _held(self, tx: Tx, target: str, record: VendorRecord, written: Appointment) -> Appointment:

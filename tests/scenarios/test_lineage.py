@@ -93,6 +93,7 @@ async def test_explain_follows_create_edit_race_and_replace(world: World) -> Non
     assert patient["value"] is None and patient["hash"] and patient["source"] == "zoho"
     [create] = [h for h in _entries(doc, "write", "dent")]
     assert create["outcome"] == "ok" and create["detail"].startswith(f"created as {did}")
+    assert "echo confirmed" in create["detail"], create
     assert {"status", "start", "patient"} <= set(create["fields"])
     assert _entries(doc, "read", "zoho")[-1]["outcome"] == "created"
     assert set(doc["history"][0]) == {"at", "kind", "connector", "fields", "outcome", "detail"}
