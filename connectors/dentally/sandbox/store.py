@@ -256,10 +256,7 @@ class DentallyStore(SandboxBase):
     def _take_webhook_drop(self) -> bool:
         for fault in self.faults:
             if fault.action.get("type") == "webhook_drop":
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.remove(fault)
-                self.fault_hits["webhook_drop"] += 1
+                self.consume_fault(fault)
                 return True
         return False
 
