@@ -262,11 +262,11 @@ def _lines(err: str) -> list[str]:
 
 
 def test_loggers_taken_at_import_follow_the_later_configuration(capsys: pytest.CaptureFixture[str]) -> None:
-    """The engine's module-level logger (taken when syncd.engine.core was imported, long before any
+    """The engine's module-level logger (taken when syncd.engine.context was imported, long before any
     config was read), a connector's structlog proxy and a standard-library logger all switch format
     and level with every configure_logging."""
     from connectors.dentally import client as dentally_client
-    from syncd.engine import core
+    from syncd.engine import context as core
 
     def emit() -> None:
         core.log.info("sync_decision", connector="dentally", op="updated")

@@ -9,21 +9,35 @@ lineage insert, one claim release), and a lone write still commits at once.
 
 Crash safety is that of one transaction per outcome: an outcome not committed leaves its outbox row
 ``sending``, and the writer's next attempt first searches the target by the idempotency reference
-(``Engine._settle_unknown_create``). When a group's transaction fails, each of its outcomes is
-committed alone, so one bad row cannot take the others with it.
+(:meth:`syncd.engine.races.Races.unknown_create`). When a group's transaction fails, each of its
+outcomes is committed alone, so one bad row cannot take the others with it.
+
+:class:`OutcomeBook` turns each kind of write outcome into those rows: a confirmed write (links,
+versions, the echo fingerprint, audit and lineage), a retriable failure (queued again), a refusal (a
+dead letter or an open conflict), a deferral, an ambiguous reference.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from syncd.ledger.models import AuditEntry, LineageEntry, Link
+from syncd import lineage, metrics
+from syncd.connector import VendorRecord, WriteKind, WriteRequest
+from syncd.engine.context import EngineContext
+from syncd.engine.fields import held_after_write, writable
+from syncd.engine.onboard import LINK_FIELD, link_conflict
+from syncd.engine.plan import Planner
+from syncd.engine.work import Decision, PageWork, outbox_item, store_work, target_op
+from syncd.errors import Deferred, VendorError
+from syncd.ledger.models import AuditEntry, LineageEntry, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
+from syncd.logging import mask_contact
+from syncd.model import SYNC_FIELDS, Appointment
 
-__all__ = ["GroupCommit", "OutcomeRows"]
+__all__ = ["GroupCommit", "OutcomeBook", "OutcomeRows"]
 
 
 @dataclass
@@ -113,3 +127,186 @@ class GroupCommit:
                 await tx.add_lineage(history)
             await tx.release([rows.canonical_id for rows in group], self.holder)
         self.transactions += 1
+
+
+class OutcomeBook:
+    """Records write outcomes in the ledger (grouped where a write succeeded, see :class:`GroupCommit`)."""
+
+    def __init__(self, ctx: EngineContext, planner: Planner) -> None:
+        self.ctx = ctx
+        self.planner = planner
+        self.commits = GroupCommit(ctx.ledger, ctx.holder)
+
+    async def write_ok(self, item: OutboxItem, request: WriteRequest, record: VendorRecord, *,
+                       adopted: bool = False, sent: bool = True) -> None:
+        """The target holds what we wrote: store the link (what we wrote as what it holds, so another
+        user's change beside ours is news at the next read), the audit and lineage; done once committed."""
+        target, ctx = item.connector, self.ctx
+        merged = Appointment.from_json(item.payload["merged"])
+        op = request.kind
+        self._count_ok(target, op, sent)
+        metrics.writes.labels(target, op.value, "ok" if sent else "not_needed").inc()
+        metrics.observe_sync_latency(target, item.created_at, sent)
+        echo_version = record.version if ctx.members.echo_matches(target, record, request.desired) else None
+
+        async def link_row(tx: Tx, rows: OutcomeRows) -> None:
+            # seen: what we wrote, not the answer; only its read-only fields are taken from the answer
+            # (they are the member's own value, never ours)
+            held = await self.held(tx, target, record, merged)
+            rows.links = [Link(canonical_id=item.canonical_id, connector=target, external_id=record.external_id,
+                               version=record.version, fingerprint=held.fingerprint(),
+                               written_fingerprint=held.fingerprint(), written_version=echo_version,
+                               modified_at=record.modified_at, seen=held.to_json())]
+            if op is WriteKind.CREATE:
+                await self._follow_create(tx, item, merged, held)
+
+        carried = request.changed or ([n for n in SYNC_FIELDS if getattr(merged, n) is not None]
+                                      if op is WriteKind.CREATE else [])
+        detail = write_detail(item, record, adopted=adopted, sent=sent, echo=echo_version is not None)
+        # committed together with the other outcomes ready now (one transaction for the group); the
+        # write is done once it returns
+        await self.commits.commit(OutcomeRows(
+            canonical_id=item.canonical_id, outbox_id=item.id, state="done",
+            error=None if sent else "nothing left to send",
+            audit=[AuditEntry(canonical_id=item.canonical_id, connector=target, action=op.value,
+                              fields=list(request.changed), fingerprint_after=merged.fingerprint(),
+                              detail="adopted after a lost answer" if adopted else None)],
+            lineage=[lineage.written(item.canonical_id, target, op.value, carried,
+                                     outcome="ok" if sent else "not_needed", detail=detail)],
+            prepare=link_row))
+        action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
+        action = action if sent else "unchanged"
+        ctx.decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
+
+    def _count_ok(self, target: str, op: WriteKind, sent: bool) -> None:
+        stats = self.ctx.stats.of(target)
+        if not sent:
+            stats.unchanged += 1  # nothing the target can hold still differed: no request was sent
+        elif op is WriteKind.CREATE:
+            stats.created += 1
+        elif op is WriteKind.CANCEL:
+            stats.cancelled += 1
+        else:
+            stats.updated += 1
+
+    async def _follow_create(self, tx: Tx, item: OutboxItem, merged: Appointment, held: Appointment) -> None:
+        """A merge while this create was in flight planned no write here (no link yet, and the create
+        was already sending): what it changed follows as an update."""
+        target = item.connector
+        row = (await tx.appointments([item.canonical_id])).get(item.canonical_id)
+        latest = Appointment.from_json(row.snapshot) if row is not None and row.snapshot else None
+        if latest is None:
+            return
+        changed = writable(latest.diff(merged), self.ctx.members.limits(target))
+        if changed:
+            await tx.outbox_add([outbox_item(item.canonical_id, target, target_op(latest, held), base=held,
+                                             merged=latest, source=str(item.payload.get("source") or ""),
+                                             changed=changed)])
+
+    async def held(self, tx: Tx, target: str, record: VendorRecord, written: Appointment) -> Appointment:
+        """What ``target`` holds after syncd wrote ``written`` there (canonical keys): ``written``, with
+        its read-only fields as the vendor's answer ``record`` shows them."""
+        limits = self.ctx.members.limits(target, record)
+        if not limits.own_values or record.appointment is None or record.error is not None:
+            return written
+        refs = await self.ctx.source_refs(tx, target, [record])
+        answer, _missing = self.ctx.members.to_canonical(target, record, refs)
+        return held_after_write(written, answer, limits)
+
+    async def write_failed(self, item: OutboxItem, error: VendorError) -> None:
+        """A retriable failure that outlived the HTTP layer's retries, a long wait or refused auth:
+        the write stays queued in the outbox (nothing lost) and the connector stops for this pass."""
+        target = item.connector
+        metrics.writes.labels(target, item.op, error.kind).inc()
+        self.ctx.stop(target, error)
+        async with self.ctx.ledger.transaction() as tx:
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="pending", error=error.describe()[:400])
+            if item.attempts == 0:  # the first failure only: an outage must not fill the history
+                await tx.add_lineage([lineage.written(
+                    item.canonical_id, target, item.op, item.payload.get("changed") or [], outcome="queued",
+                    detail=f"{error.kind}: the write stays queued and is retried until it goes through")])
+            await tx.release([item.canonical_id], self.ctx.holder)
+
+    async def deferred(self, item: OutboxItem, request: WriteRequest, error: Deferred) -> None:
+        """The vendor takes this change only later: it stays queued (drained by the daemon's outbox job
+        and by every resync once the time has come); nothing is lost, nothing dead-lettered."""
+        target = item.connector
+        metrics.writes.labels(target, item.op, "deferred").inc()
+        self.ctx.decide(Decision("deferred", target, item.canonical_id, request.external_id,
+                                 tuple(sorted(request.changed)), detail=error.not_before.isoformat()))
+        until = f"{error.not_before:%Y-%m-%dT%H:%M:%SZ}"
+        async with self.ctx.ledger.transaction() as tx:
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="pending", error=f"deferred until {until}")
+            if item.attempts == 0:  # once, not at every drain of the outbox until the time has come
+                await tx.add_lineage([lineage.written(item.canonical_id, target, item.op, request.changed,
+                                                      outcome="deferred",
+                                                      detail=f"the vendor takes it from {until}; stays queued")])
+
+    async def close(self, item: OutboxItem, state: str, error: str, *,
+                    dead: tuple[str, WriteRequest, VendorError | None] | None = None,
+                    conflict: tuple[str, str] | None = None) -> None:
+        """The write is over without success: ``dead`` (kind, request, the vendor's error) leaves a dead
+        letter, ``conflict`` (field, reason) opens a conflict; the outbox row takes ``state``."""
+        target, ctx = item.connector, self.ctx
+        work = PageWork()
+        if dead is not None:
+            kind, request, vendor_error = dead
+            reason = vendor_error.describe() if vendor_error is not None else error
+            self.planner.dead_letter(work, target, kind, reason, canonical_id=item.canonical_id,
+                                     external_id=request.external_id,
+                                     payload={"phase": "write", "outbox": item.payload, "op": item.op})
+        if conflict is not None:
+            field_name, reason = conflict
+            work.lineage.append(lineage.conflict(item.canonical_id, target, field_name,
+                                                 detail=f"{target} refused the write: {reason}"))
+        async with ctx.ledger.transaction() as tx:
+            await store_work(ctx, tx, work)
+            if conflict is not None:
+                await tx.open_conflict(item.canonical_id, conflict[0], {"target": target}, conflict[1][:500],
+                                       connector=target)
+            if item.id is not None:
+                await tx.outbox_update([item.id], state=state, error=mask_contact(error)[:400])
+            await tx.release([item.canonical_id], ctx.holder)
+        ctx.report(work.decisions)
+        if conflict is not None:
+            ctx.stats.of(target).conflicts += 1
+            ctx.decide(Decision("conflict", target, item.canonical_id, None, (conflict[0],), conflict[1]))
+
+    async def ambiguous(self, item: OutboxItem, rule: str, external_ids: Iterable[str]) -> None:
+        """Several records of the target stand for this create: an open link conflict; the create stays
+        queued (and blocked) until it is settled."""
+        target = item.connector
+        external_ids = sorted(external_ids)
+        values, reason = link_conflict(target, rule, external_ids, [item.canonical_id])
+        async with self.ctx.ledger.transaction() as tx:
+            await tx.open_conflict(item.canonical_id, LINK_FIELD, values, reason[:500])
+            await tx.add_lineage([lineage.conflict(item.canonical_id, target, LINK_FIELD,
+                                                   detail=f"several {target} records hold its {rule}: "
+                                                          f"{', '.join(external_ids)}", vendor_text=False)])
+            if item.id is not None:
+                await tx.outbox_update([item.id], state="pending", error="waits: several records hold its reference")
+            await tx.release([item.canonical_id], self.ctx.holder)
+        self.ctx.stats.of(target).conflicts += 1
+        self.ctx.decide(Decision("conflict", target, item.canonical_id, None, (LINK_FIELD,), f"ambiguous {rule}"))
+
+
+def write_detail(item: OutboxItem, record: VendorRecord, *, adopted: bool, sent: bool, echo: bool) -> str:
+    """The lineage detail of a confirmed write (ids and counts only)."""
+    parts = [f"{'created as' if item.op == WriteKind.CREATE.value else 'written to'} {record.external_id}"]
+    attempt = int(item.payload.get("attempt", 0) or 0)
+    raced = str(item.payload.get("source") or "")
+    if attempt and raced == item.connector:
+        parts.append(f"re-read after a conflict (GET/PUT race), re-merged, retried (attempt {attempt + 1})")
+    elif attempt:
+        parts.append(f"carries the re-merge after a GET/PUT race on {raced}")
+    if adopted:
+        parts.append("adopted after a lost answer (found by its reference)")
+    if not sent:
+        parts.append("nothing left to send")
+    elif not echo:
+        parts.append("the answer shows another change beside ours: the next read merges it")
+    else:
+        parts.append("echo confirmed: the answer holds what syncd wrote")
+    return "; ".join(parts)

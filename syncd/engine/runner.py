@@ -220,7 +220,7 @@ def _document(engine: Engine, started: float, totals: Mapping[str, int], exit_co
     connectors: dict[str, Any] = {}
     for name in engine.connectors:
         stats = engine.stats.of(name)
-        stats.api_calls = engine._api_calls(engine.connectors[name])
+        stats.api_calls = engine.api_calls(name)
         stats.retried += engine.http_retries(engine.connectors[name])
         connectors[name] = stats.as_dict()
     doc: dict[str, Any] = {
@@ -268,7 +268,7 @@ async def resync(
             try:
                 await _read_ids(engine, ids)
             except VendorError as exc:
-                engine._stop(exc.connector or ids[0][0], exc)
+                engine.stop(exc.connector or ids[0][0], exc)
         else:
             for name in selected:
                 if name in engine.stats.stopped:
@@ -276,9 +276,9 @@ async def resync(
                 try:
                     await _pass_over(engine, name, since=since, set_cursor=not dry_run)
                 except RateLimited as exc:
-                    engine._stop(name, exc)
+                    engine.stop(name, exc)
                 except VendorError as exc:
-                    engine._stop(name, exc)
+                    engine.stop(name, exc)
         if not dry_run:
             pruned = await lineage.prune(rt.ledger, config.ledger.history_days)
             if pruned:
@@ -356,7 +356,7 @@ async def retry_dead_letters(
                     results.append({"id": letter.id, "result": "cannot be retried automatically"})
                     continue
             except VendorError as exc:
-                engine._stop(letter.connector, exc)
+                engine.stop(letter.connector, exc)
             failed = engine.stats.stopped or any(
                 d.action in ("dead_letter", "conflict") for d in decisions
             )
@@ -398,7 +398,7 @@ async def _retry_cancel_old(engine: Engine, connector_name: str, canonical_id: s
                                                     current=current,
                                                     changed=frozenset({"status", "cancellation_reason"}))])
     if outcome.error is not None:
-        engine._decide(Decision("dead_letter", connector_name, canonical_id, external_id, detail=str(outcome.error)))
+        engine.decide(Decision("dead_letter", connector_name, canonical_id, external_id, detail=str(outcome.error)))
     else:
         engine.stats.of(connector_name).cancelled += 1
 
