@@ -336,7 +336,7 @@ async def startup_cpu() -> float:
     once per run, best of 2, and subtracted from each pass's CPU: it is paid once per process, not per
     record)."""
     if "cpu" not in _STARTUP:
-        code = "import syncd.cli, syncd.engine.runner, syncd.ledger.store, connectors"
+        code = "import syncd.cli, syncd.passes, syncd.ledger.store, connectors"
         runs = [await run_measured([sys.executable, "-c", code], timeout=60) for _ in range(2)]
         _STARTUP["cpu"] = min(r.cpu_s for r in runs)
     return _STARTUP["cpu"]

@@ -1,7 +1,7 @@
 """Profile the engine's three passes (creates, 10 % updates, nothing to do) with pyinstrument.
 
 The same set-up as :mod:`bench.e2e` (sandboxes in their own process, a fresh SQLite ledger by
-default, ``--pg`` for PostgreSQL), then ``syncd.engine.runner.resync`` three times:
+default, ``--pg`` for PostgreSQL), then ``syncd.passes.resync`` three times:
 
 - ``create``: the first pass (reads the source and creates each record in the target);
 - ``update``: after changing the description of every tenth source record (through the sandbox's
@@ -77,7 +77,7 @@ async def _change_tenth(session: aiohttp.ClientSession, url: str, vendor: str) -
 
 async def run(source: str, target: str, n: int, profile_dir: Path | None, pg: bool) -> None:
     configure_logging("error")
-    from syncd.engine.runner import resync
+    from syncd.passes import resync
 
     profiler_cls: Any = None
     if profile_dir is not None:

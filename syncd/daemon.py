@@ -31,10 +31,11 @@ from syncd.config import Config
 from syncd.connector import with_remedy
 from syncd.engine.core import Engine
 from syncd.engine.holders import holder_is_dead, holder_name
-from syncd.engine.runner import Runtime, drain_inbox, open_runtime
 from syncd.errors import SyncdError, VendorError
 from syncd.health import failing_reason
 from syncd.logging import get_logger
+from syncd.passes import drain_inbox, read_changes
+from syncd.runtime import Runtime, open_runtime
 from syncd.server import ServerState, start_server
 
 __all__ = ["Daemon", "run_daemon"]
@@ -180,26 +181,9 @@ class Daemon:
         ledger = self.rt.ledger
         async with ledger.transaction(readonly=True) as tx:
             cursor = None if full else await tx.get_cursor(name)
-        pages = 0
-        full_pass = cursor is None
-        seen: set[str] = set()
         self.engine.stats.stopped.pop(name, None)
-        if full_pass:
-            self.engine.begin_window(name)
         try:
-            async for page in connector.changes(cursor):
-                pages += 1
-                seen.update(r.external_id for r in page.records)
-                await self.engine.process_page(name, page.records, page.deleted_ids, cursor=page.cursor,
-                                               set_cursor=True)
-                if page.cursor is not None:
-                    cursor = page.cursor
-                if self.state.draining:
-                    return
-            if full_pass:
-                await self.engine.sweep_missing(name, seen)
-                # its whole window is read: creates held for it go out now (onboarding)
-                await self.engine.window_read(name)
+            done = await read_changes(self.engine, name, cursor=cursor, interrupted=lambda: self.state.draining)
         except VendorError as exc:
             metrics.poll_failures.labels(name, exc.kind).inc()
             exc = with_remedy(connector, exc)
@@ -220,13 +204,15 @@ class Daemon:
         except Exception:
             metrics.poll_failures.labels(name, "internal").inc()  # logged as job_failed
             raise
+        if not done.complete:
+            return  # draining, or a write into it stopped the connector: not a successful poll
         now = datetime.now(UTC)
         async with ledger.transaction() as tx:
-            await tx.set_cursor(name, cursor, success_at=now)
+            await tx.mark_read(name, at=now)  # the cursor itself was stored with its page
             record = await tx.record_read_outcome(name, source="poll", at=now)
         metrics.mark_success(name, now.timestamp())
         self.note_health(name, record)
-        log.info("poll_done", connector=name, count=pages)
+        log.info("poll_done", connector=name, count=done.pages)
 
     def note_health(self, name: str, record: Mapping[str, Any]) -> None:
         """Keep ``/readyz`` current with one read outcome (syncd.health: failing after

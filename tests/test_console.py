@@ -22,9 +22,9 @@ import pytest
 
 from syncd.config import load_config
 from syncd.console.security import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
-from syncd.engine.runner import Runtime, open_runtime
 from syncd.ledger.models import AuditEntry
 from syncd.lineage import explain
+from syncd.runtime import Runtime, open_runtime
 from syncd.server import RunningServer, ServerState, start_server
 from tests.console_support import (
     TOKEN,

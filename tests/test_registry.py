@@ -21,9 +21,9 @@ from click.testing import CliRunner
 from syncd import registry
 from syncd.cli import main
 from syncd.config import parse_config
-from syncd.engine.runner import resync
 from syncd.errors import ConfigError
 from syncd.ledger.store import Ledger
+from syncd.passes import resync
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.vendor import VendorPackage
 from tests.tinybook import PACKAGE, TOKEN
@@ -170,3 +170,18 @@ def test_syncd_code_names_no_vendor_and_only_the_registry_imports_connectors() -
             named += [f"{rel}: {text!r}" for text in _code_strings(tree) if names.search(text)]
     assert importers == []
     assert named == []
+
+
+def test_the_engine_builds_nothing_it_is_handed_what_the_composition_root_built() -> None:
+    """``syncd/engine/`` never imports the registry, the composition root (``syncd.runtime``) or a vendor
+    package: the daemon and the CLI build the ledger and connectors and hand them to the engine."""
+    forbidden = ("connectors", "syncd.registry", "syncd.runtime", "syncd.passes", "syncd.repairs", "syncd.daemon")
+    offenders: list[str] = []
+    for path in sorted((REPO / "syncd" / "engine").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {m}" for m in modules
+                          if any(m == f or m.startswith(f + ".") for f in forbidden)]
+    assert offenders == []

@@ -22,7 +22,8 @@ import pytest
 
 from connectors.dentally.webhook import sign
 from syncd.engine.core import Engine
-from syncd.engine.runner import drain_inbox, open_runtime
+from syncd.passes import drain_inbox
+from syncd.runtime import open_runtime
 from syncd.server import ServerState, start_server
 from tests.daemon_support import DaemonProcess, eventually, free_port, with_server
 from tests.scenarios.harness import World, make_world

@@ -9,8 +9,8 @@ from syncd.cli.common import EXIT_CONFIG, EXIT_OK, SyncdCommand, common_options,
 from syncd.cli.crosswalk import read_csv_text
 from syncd.config import Config
 from syncd.crosswalk import CrosswalkRow, parse_csv
-from syncd.engine.runner import check_mappings
 from syncd.errors import ConfigError
+from syncd.runtime import check_mappings
 
 __all__ = ["check_config"]
 

@@ -24,7 +24,7 @@ from syncd.cli.common import (
     run,
 )
 from syncd.cli.views import format_value, format_values, systems_view
-from syncd.engine.runner import resolve_conflict
+from syncd.repairs import resolve_conflict
 
 __all__ = ["conflicts"]
 

@@ -26,8 +26,8 @@ from syncd.cli.common import (
     run,
 )
 from syncd.cli.views import format_values, systems_view
-from syncd.engine.runner import discard_dead_letters, retry_dead_letters
 from syncd.ledger.models import DeadLetter
+from syncd.repairs import discard_dead_letters, retry_dead_letters
 
 __all__ = ["deadletters"]
 

@@ -28,10 +28,10 @@ from syncd.cli.common import (
 from syncd.config import Config
 from syncd.connector import CheckStatus, Connector, MemoryStateStore, StateStore
 from syncd.doctor import ConnectorDiagnosis, DoctorReport, run_doctor
-from syncd.engine.runner import check_mappings
 from syncd.errors import ConfigError
 from syncd.ledger.store import Ledger, LedgerUnavailable
 from syncd.registry import create_connector
+from syncd.runtime import check_mappings
 
 __all__ = ["doctor"]
 

@@ -22,8 +22,9 @@ from syncd.cli.common import (
     run,
 )
 from syncd.engine.core import Decision
-from syncd.engine.runner import new_ledger_notice, resync
 from syncd.errors import ConfigError
+from syncd.passes import resync
+from syncd.runtime import new_ledger_notice
 
 __all__ = ["resync_command"]
 

@@ -17,7 +17,7 @@ from syncd.cli.common import (
     run,
 )
 from syncd.daemon import AlreadyRunning, run_daemon
-from syncd.engine.runner import new_ledger_notice
+from syncd.runtime import new_ledger_notice
 
 __all__ = ["run_command"]
 

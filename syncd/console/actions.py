@@ -1,5 +1,5 @@
 """Retry, Discard and Resolve from the console: the very functions ``syncd deadletters retry|discard``
-and ``syncd conflicts resolve`` call (:mod:`syncd.engine.runner`), on the daemon's own ledger and
+and ``syncd conflicts resolve`` call (:mod:`syncd.repairs`), on the daemon's own ledger and
 connectors, each recorded in the ledger's audit trail as done from the console by one session.
 
 An action runs as its own task: the page waits for it up to :data:`ANSWER_WITHIN_S` and otherwise says
@@ -18,10 +18,11 @@ from typing import TypeVar
 
 from syncd import lineage
 from syncd.config import Config
-from syncd.engine.runner import Runtime, discard_dead_letters, resolve_conflict, retry_dead_letters
 from syncd.errors import VendorError
 from syncd.ledger.models import AuditEntry
 from syncd.logging import get_logger, mask_contact
+from syncd.repairs import discard_dead_letters, resolve_conflict, retry_dead_letters
+from syncd.runtime import Runtime
 
 __all__ = ["ANSWER_WITHIN_S", "ActionResult", "ConsoleActions"]
 

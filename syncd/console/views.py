@@ -43,9 +43,9 @@ from syncd.console.security import (
     SessionSigner,
     token_matches,
 )
-from syncd.engine.runner import Runtime
 from syncd.ledger.store import Ledger, LedgerUnavailable
 from syncd.logging import get_logger
+from syncd.runtime import Runtime
 
 __all__ = ["PREFIX", "Console"]
 

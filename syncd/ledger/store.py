@@ -754,6 +754,17 @@ class Tx:
         )
         await self.conn.execute(stmt)
 
+    async def mark_read(self, connector: str, at: datetime) -> None:
+        """A read of ``connector`` succeeded at ``at``: its cursor row says so (and forgets the last error);
+        the cursor value itself is left as the last page stored it."""
+        stmt = self._insert(CURSORS)
+        stmt = stmt.values(connector=connector, value=None, updated_at=self.clock(), last_success_at=at,
+                           last_error=None).on_conflict_do_update(
+            index_elements=["connector"],
+            set_={k: stmt.excluded[k] for k in ("updated_at", "last_success_at", "last_error")},
+        )
+        await self.conn.execute(stmt)
+
     async def record_poll_error(self, connector: str, error: str) -> None:
         """Remember the last poll failure (masked, short) without moving the cursor."""
         stmt = self._insert(CURSORS)

@@ -20,9 +20,9 @@ import aiohttp
 
 from syncd.config import Config, load_config
 from syncd.crosswalk import import_rows, parse_csv
-from syncd.engine.runner import PassResult, resync
 from syncd.ledger.models import AuditEntry, ConflictRow, DeadLetter, Link
 from syncd.ledger.store import Ledger
+from syncd.passes import PassResult, resync
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.sandboxkit.seedgen import SeedDataset, crosswalk_csv, generate
 

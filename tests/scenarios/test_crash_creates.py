@@ -196,7 +196,8 @@ async def test_a_record_read_before_the_queue_is_drained_is_that_create_and_ends
     Salesforce (nothing is copied to Dentally or Zoho), and the release of the queued creates at the end
     of the window read verifies it and stamps it."""
     from syncd.engine.core import Engine
-    from syncd.engine.runner import _pass_over, open_runtime
+    from syncd.passes import read_changes
+    from syncd.runtime import open_runtime
 
     world = small_clinic
     run = Resync(world)
@@ -206,7 +207,7 @@ async def test_a_record_read_before_the_queue_is_drained_is_that_create_and_ends
     assert orphans
     async with open_runtime(world.config) as rt:
         engine = Engine(world.config, rt.ledger, rt.connectors)
-        await _pass_over(engine, "sf", since=None, set_cursor=True)  # read first, no outbox drain before
+        await read_changes(engine, "sf", since=None, set_cursor=True)  # read first, no outbox drain before
         assert engine.stats.of("sf").linked >= len(orphans)
         assert engine.stats.of("dentally").created == engine.stats.of("zoho").created == 0
     assert await _unstamped(world) == []

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from syncd.crosswalk import import_rows, parse_csv
-from syncd.engine.runner import retry_dead_letters
 from syncd.ledger.store import Ledger
+from syncd.repairs import retry_dead_letters
 from tests.scenarios.harness import World, pair_world, synced_pair, zoho_time
 
 MEMBERS = {"zoho": "zoho_crm", "sf": "salesforce_health"}

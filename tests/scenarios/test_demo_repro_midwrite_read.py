@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from syncd.engine.core import Engine
-from syncd.engine.runner import open_runtime
+from syncd.runtime import open_runtime
 from tests.scenarios.harness import make_world, parse_sf_time, zoho_time
 
 CONNECT_PUT = "/services/data/*/connect/health/appointment-management/appointment/*"

@@ -20,7 +20,9 @@ import pytest
 
 from syncd.engine.core import Engine
 from syncd.engine.onboard import LINK_FIELD
-from syncd.engine.runner import _pass_over, open_runtime, resolve_conflict
+from syncd.passes import read_changes
+from syncd.repairs import resolve_conflict
+from syncd.runtime import open_runtime
 from tests.scenarios.harness import World, make_world
 from tests.scenarios.onboarding_support import hand_typed, seed_hand_typed, slots
 
@@ -143,7 +145,7 @@ async def test_a_create_that_finds_two_records_holding_its_reference_opens_a_con
         writes_before = await world.write_counts(target)
         async with open_runtime(world.config) as rt:
             engine = Engine(world.config, rt.ledger, rt.connectors, never_read=[target])
-            await _pass_over(engine, "sf", since=None, set_cursor=True)
+            await read_changes(engine, "sf", since=None, set_cursor=True)
             async with rt.ledger.transaction(readonly=True) as tx:
                 queued = await tx.outbox_open_creates([REFERENCE])
         [conflict] = await _link_conflicts(world)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from syncd.engine.runner import resolve_conflict
 from syncd.ledger.models import ConflictRow
+from syncd.repairs import resolve_conflict
 from tests.scenarios.harness import World, make_world, pair_world, parse_sf_time
 from tests.scenarios.test_cli_contract import syncd
 

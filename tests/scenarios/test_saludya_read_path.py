@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syncd.config import load_config
-from syncd.engine.runner import retry_dead_letters
+from syncd.repairs import retry_dead_letters
 from tests.scenarios.harness import World, make_world
 
 MEMBERS = {"zoho": "zoho_crm", "saludya": "saludya", "sf": "salesforce_health"}

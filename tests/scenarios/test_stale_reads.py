@@ -20,8 +20,8 @@ from pathlib import Path
 from syncd.connector import VendorRecord
 from syncd.engine.core import Engine
 from syncd.engine.merge import LEDGER_SIDE, Side, merge_member, news_of
-from syncd.engine.runner import open_runtime
 from syncd.model import Appointment, Status
+from syncd.runtime import open_runtime
 from tests.scenarios.harness import World, parse_sf_time, synced_pair, zoho_time
 
 NOTE = "Wheelchair access: use the side door"
