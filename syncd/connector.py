@@ -50,7 +50,8 @@ class Capabilities:
     optimistic_concurrency: bool
     """True when the vendor itself refuses a stale write; False: the engine re-reads before writing."""
     patient_change: bool
-    """The patient of an existing appointment can be changed in place."""
+    """The patient of an existing appointment can be changed in place. False: the engine carries a
+    patient change by the replace flow (create new, cancel old with ``replace_reason``, link both)."""
     notification_switch: bool
     """The vendor has a per-request patient-notification switch (the connector always turns it off)."""
     subscription: bool = False

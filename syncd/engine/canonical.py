@@ -125,6 +125,18 @@ class Members:
         first, second = status_out.get(one), status_out.get(other)
         return first is not None and first == second
 
+    def needs_replace(self, name: str, current: Appointment, desired: Appointment) -> str | None:
+        """Why ``desired`` cannot be written over ``current`` in member ``name`` in place, so that the
+        replace flow (create new, cancel old, link both) carries it; None when it can. A member that
+        declares ``patient_change = False`` never takes another patient in place; the connector names
+        the other changes its vendor forbids (:meth:`~syncd.connector.Connector.needs_replace`)."""
+        connector = self.connectors[name]
+        reason = connector.needs_replace(current, desired)
+        if reason is None and not connector.capabilities.patient_change and not desired.status.terminal \
+                and current.patient is not None and desired.patient != current.patient:
+            reason = f"{name} cannot change the patient of an appointment in place"
+        return reason
+
     def located(self, merged: Appointment, links: Sequence[Link], source: str) -> Appointment:
         """``merged`` with the ``default_location`` of a member holding it, when it has no location."""
         if merged.location is not None or not self.default_locations:

@@ -64,7 +64,7 @@ async def _count_one(ctx: EngineContext, tx: Tx, item: OutboxItem) -> None:
         return
     believed = ctx.members.translate(item.connector, base, lookup) if base is not None else None
     if (item.op == WriteKind.UPDATE.value and connector is not None and isinstance(believed, Appointment)
-            and connector.needs_replace(believed, desired)):
+            and ctx.members.needs_replace(item.connector, believed, desired)):
         stats.created += 1
         stats.cancelled += 1
     elif item.op == WriteKind.CREATE.value:

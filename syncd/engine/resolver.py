@@ -130,7 +130,7 @@ class Resolver:
         desired = with_fields(state.vendor, wanted, names)
         if isinstance(desired, str):
             return TargetPlan(m, state.external_id, "none", tuple(names), refusal=desired)
-        op = "replace" if connector.needs_replace(state.vendor, desired) else target_op(merged, view).value
+        op = "replace" if self.ctx.members.needs_replace(m, state.vendor, desired) else target_op(merged, view).value
         refusal = connector.write_refusal(state.vendor, desired, now=at)
         return TargetPlan(m, state.external_id, op, tuple(names), shown(view, names), shown(merged, names), refusal,
                           kept)

@@ -233,7 +233,7 @@ class Writer:
                     continue
                 request, link, believed = built
                 if (item.op == WriteKind.UPDATE.value and link is not None and believed is not None
-                        and connector.needs_replace(believed, request.desired)):
+                        and self.ctx.members.needs_replace(target, believed, request.desired)):
                     replaces.append((item, request, link, believed))
                 else:
                     requests.append((item, request))
