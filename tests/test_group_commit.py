@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import cast
 
-from syncd.engine.outcomes import GroupCommit, OutcomeRows
-from syncd.ledger.models import AuditEntry, Link, OutboxItem
+from syncd.config import Config
+from syncd.connector import Capabilities, Connector, VendorRecord, WriteKind, WriteRequest
+from syncd.engine.canonical import Members
+from syncd.engine.context import EngineContext
+from syncd.engine.outcomes import GroupCommit, OutcomeBook, OutcomeRows
+from syncd.engine.plan import Planner
+from syncd.ledger.models import AppointmentRow, AuditEntry, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
+from syncd.model import Appointment, Status
 
 HOLDER = "syncd-test:1"
 
@@ -79,3 +88,46 @@ async def test_one_failing_outcome_does_not_take_the_others_with_it(ledger: Ledg
     assert stored == {"apt_000": "done", "apt_001": "done", "apt_002": "sending", "apt_003": "done",
                       "apt_004": "done"}
     assert "ext-apt_002" not in links and len(links) == 4
+
+
+# -- a confirmed create and the merge that came while it was in flight -------------------------------
+
+
+def _book(ledger: Ledger) -> OutcomeBook:
+    caps = Capabilities(webhooks=False, batch_read_size=1, batch_write_size=1, optimistic_concurrency=False,
+                        patient_change=True, notification_switch=False)
+    connectors = {"sf": cast(Connector, SimpleNamespace(capabilities=caps, mapping=None))}
+    ctx = EngineContext(cast(Config, SimpleNamespace(sync=(), connectors={})), ledger, connectors,
+                        Members(connectors, {}), holder=HOLDER)
+    return OutcomeBook(ctx, Planner(ctx.members, ctx.stats))
+
+
+async def test_creates_confirmed_together_follow_later_merges_with_one_update_each(ledger: Ledger) -> None:
+    """Each create carries the merge it was planned from; a newer merge committed meanwhile (no write was
+    planned for the target: it had no link yet) follows as an update, read for the whole group at once."""
+    start = datetime(2026, 12, 9, 9, 0, tzinfo=UTC)
+    planned = Appointment(status=Status.BOOKED, start=start, end=start + timedelta(minutes=30))
+    newer = planned.with_changes(start=start + timedelta(hours=1), end=start + timedelta(hours=1, minutes=30))
+    items = await _queued(ledger, 6)
+    async with ledger.transaction() as tx:
+        await tx.save_appointments([AppointmentRow(canonical_id=i.canonical_id, sync_group="g",
+                                                   snapshot=(newer if n % 2 else planned).to_json(),
+                                                   fingerprint="x") for n, i in enumerate(items)])
+    book = _book(ledger)
+    for item in items:
+        item.payload = {"merged": planned.to_json(), "source": "crm"}
+
+    async def confirm(item: OutboxItem) -> None:
+        request = WriteRequest(WriteKind.CREATE, item.canonical_id, planned)
+        record = VendorRecord(external_id=f"sf-{item.canonical_id}", version="v1", appointment=planned)
+        await book.write_ok(item, request, record)
+
+    await asyncio.gather(*(confirm(item) for item in items))
+    assert book.commits.transactions == 1
+    async with ledger.transaction(readonly=True) as tx:
+        queued = await tx.outbox_pending(limit=100, states=("pending",))
+        links = await tx.links_for("sf", [f"sf-{i.canonical_id}" for i in items])
+    assert len(links) == 6
+    moved = {i.canonical_id for n, i in enumerate(items) if n % 2}
+    assert {(q.canonical_id, q.op) for q in queued} == {(cid, "update") for cid in moved}
+    assert all(set(q.payload["changed"]) == {"start", "end"} for q in queued)

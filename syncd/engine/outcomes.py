@@ -32,7 +32,7 @@ from syncd.engine.onboard import LINK_FIELD, link_conflict
 from syncd.engine.plan import Planner
 from syncd.engine.work import Decision, PageWork, outbox_item, store_work, target_op
 from syncd.errors import Deferred, VendorError
-from syncd.ledger.models import AuditEntry, LineageEntry, Link, OutboxItem
+from syncd.ledger.models import AppointmentRow, AuditEntry, LineageEntry, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
 from syncd.logging import mask_contact
 from syncd.model import SYNC_FIELDS, Appointment
@@ -53,6 +53,10 @@ class OutcomeRows:
     lineage: list[LineageEntry] = field(default_factory=list)
     prepare: Callable[[Tx, OutcomeRows], Awaitable[None]] | None = None
     """Run first inside the group's transaction (reads the rows depend on, e.g. the crosswalk)."""
+    wants_latest: bool = False
+    """Read the appointment's latest merge for ``prepare`` (one bulk read for the whole group)."""
+    latest: AppointmentRow | None = None
+    """With ``wants_latest``: the appointment's row as the group's transaction reads it."""
 
 
 class GroupCommit:
@@ -104,6 +108,11 @@ class GroupCommit:
 
     async def _write(self, group: list[OutcomeRows]) -> None:
         async with self.ledger.transaction() as tx:
+            wanted = [rows.canonical_id for rows in group if rows.wants_latest]
+            if wanted:
+                latest = await tx.appointments(wanted)
+                for rows in group:
+                    rows.latest = latest.get(rows.canonical_id) if rows.wants_latest else None
             for rows in group:
                 if rows.prepare is not None:
                     await rows.prepare(tx, rows)
@@ -158,7 +167,7 @@ class OutcomeBook:
                                written_fingerprint=held.fingerprint(), written_version=echo_version,
                                modified_at=record.modified_at, seen=held.to_json())]
             if op is WriteKind.CREATE:
-                await self._follow_create(tx, item, merged, held)
+                await self._follow_create(tx, item, rows.latest, merged, held)
 
         carried = request.changed or ([n for n in SYNC_FIELDS if getattr(merged, n) is not None]
                                       if op is WriteKind.CREATE else [])
@@ -173,7 +182,7 @@ class OutcomeBook:
                               detail="adopted after a lost answer" if adopted else None)],
             lineage=[lineage.written(item.canonical_id, target, op.value, carried,
                                      outcome="ok" if sent else "not_needed", detail=detail)],
-            prepare=link_row))
+            prepare=link_row, wants_latest=op is WriteKind.CREATE))
         action = {WriteKind.CREATE: "created", WriteKind.CANCEL: "cancelled"}.get(op, "updated")
         action = action if sent else "unchanged"
         ctx.decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
@@ -189,11 +198,12 @@ class OutcomeBook:
         else:
             stats.updated += 1
 
-    async def _follow_create(self, tx: Tx, item: OutboxItem, merged: Appointment, held: Appointment) -> None:
+    async def _follow_create(self, tx: Tx, item: OutboxItem, row: AppointmentRow | None, merged: Appointment,
+                             held: Appointment) -> None:
         """A merge while this create was in flight planned no write here (no link yet, and the create
-        was already sending): what it changed follows as an update."""
+        was already sending): what it changed follows as an update (``row``: the appointment's latest
+        merge, read for the whole group at once)."""
         target = item.connector
-        row = (await tx.appointments([item.canonical_id])).get(item.canonical_id)
         latest = Appointment.from_json(row.snapshot) if row is not None and row.snapshot else None
         if latest is None:
             return
