@@ -167,6 +167,9 @@ def _document(engine: Engine, started: float, totals: Mapping[str, int], exit_co
     }
     if engine.stats.stopped:
         doc["stopped"] = dict(engine.stats.stopped)
+    queued = {name: n for name, n in sorted(engine.stats.requeued.items()) if n}
+    if queued:
+        doc["requeued"] = queued  # writes that failed after retries and wait in the outbox for the next pass
     if engine.stats.claimed_elsewhere:
         doc["claimed_elsewhere"] = dict(sorted(engine.stats.claimed_elsewhere.items()))
     return doc
@@ -235,8 +238,8 @@ async def _read_all(engine: Engine, selected: Sequence[str], *, since: datetime 
 
 
 def _exit_code(engine: Engine, totals: Mapping[str, int]) -> int:
-    if engine.stats.stopped:
-        return EXIT_UNAVAILABLE
+    if engine.stats.stopped or any(engine.stats.requeued.values()):
+        return EXIT_UNAVAILABLE  # a vendor unreachable (or one write failing) after retries: it stays queued
     if totals.get("dead_letters", 0) or totals.get("open_conflicts", 0) or engine.stats.claimed_elsewhere:
         return EXIT_PARTIAL  # claimed elsewhere: work another live process holds was left to it
     if engine.dry_run and (engine.stats.total("dead_lettered") or engine.stats.total("conflicts")):

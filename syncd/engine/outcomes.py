@@ -20,6 +20,7 @@ dead letter or an open conflict), a deferral, an ambiguous reference.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,13 +32,15 @@ from syncd.engine.fields import held_after_write, writable
 from syncd.engine.onboard import LINK_FIELD, link_conflict
 from syncd.engine.plan import Planner
 from syncd.engine.work import Decision, PageWork, outbox_item, store_work, target_op
-from syncd.errors import Deferred, VendorError
+from syncd.errors import Deferred, Retriable, VendorError, WritesHalted
 from syncd.ledger.models import AppointmentRow, AuditEntry, LineageEntry, Link, OutboxItem
 from syncd.ledger.store import Ledger, Tx
-from syncd.logging import mask_contact
+from syncd.logging import get_logger, mask_contact
 from syncd.model import SYNC_FIELDS, Appointment
 
-__all__ = ["GroupCommit", "OutcomeBook", "OutcomeRows"]
+__all__ = ["POISON_ATTEMPTS", "STOP_AFTER_FAILURES", "GroupCommit", "OutcomeBook", "OutcomeRows"]
+
+log = get_logger("syncd.engine")
 
 
 @dataclass
@@ -138,6 +141,15 @@ class GroupCommit:
         self.transactions += 1
 
 
+STOP_AFTER_FAILURES = 3
+"""Transient write failures in a row, with no success between, after which a target stops for the pass."""
+POISON_ATTEMPTS = 5
+"""Attempts after which a write that always fails transiently, while the target takes other writes, is
+dead-lettered instead of being queued again."""
+POISON_WINDOW_SECONDS = 600.0
+"""How recent another write's success must be for a failing record to count as poisoned, not an outage."""
+
+
 class OutcomeBook:
     """Records write outcomes in the ledger (grouped where a write succeeded, see :class:`GroupCommit`)."""
 
@@ -145,6 +157,10 @@ class OutcomeBook:
         self.ctx = ctx
         self.planner = planner
         self.commits = GroupCommit(ctx.ledger, ctx.holder)
+        self._streak: dict[str, int] = {}
+        """target -> transient write failures in a row (a success resets it)."""
+        self._last_ok: dict[str, float] = {}
+        """target -> when a write to it last went through (monotonic)."""
 
     async def write_ok(self, item: OutboxItem, request: WriteRequest, record: VendorRecord, *,
                        adopted: bool = False, sent: bool = True) -> None:
@@ -187,7 +203,17 @@ class OutcomeBook:
         action = action if sent else "unchanged"
         ctx.decide(Decision(action, target, item.canonical_id, record.external_id, tuple(sorted(request.changed))))
 
+    async def _went_through_lately(self, target: str) -> bool:
+        """A write to ``target`` went through lately: in this process, or (another pass's) in the ledger."""
+        last = self._last_ok.get(target)
+        if last is not None and time.monotonic() - last < POISON_WINDOW_SECONDS:
+            return True
+        async with self.ctx.ledger.transaction(readonly=True) as tx:
+            return await tx.outbox_went_through(target, POISON_WINDOW_SECONDS)
+
     def _count_ok(self, target: str, op: WriteKind, sent: bool) -> None:
+        self._streak[target] = 0
+        self._last_ok[target] = time.monotonic()
         stats = self.ctx.stats.of(target)
         if not sent:
             stats.unchanged += 1  # nothing the target can hold still differed: no request was sent
@@ -223,12 +249,27 @@ class OutcomeBook:
         answer, _missing = self.ctx.members.to_canonical(target, record, refs)
         return held_after_write(written, answer, limits)
 
-    async def write_failed(self, item: OutboxItem, error: VendorError) -> None:
-        """A retriable failure that outlived the HTTP layer's retries, a long wait or refused auth:
-        the write stays queued in the outbox (nothing lost) and the connector stops for this pass."""
+    async def write_failed(self, item: OutboxItem, error: VendorError, *, sent: bool = True) -> None:
+        """A retriable failure that outlived the HTTP layer's retries, a long wait or refused auth: the
+        write stays queued in the outbox (nothing lost). Refused auth and a rate limit stop the connector
+        for this pass at once; transient errors (5xx, timeouts) stop it after ``STOP_AFTER_FAILURES`` in a
+        row with no success between, so that one record the vendor always fails on does not hold up the
+        others. Such a record, failed ``POISON_ATTEMPTS`` times while other writes to the same target went
+        through, is dead-lettered (retriable). ``sent=False``: never sent (its connector had stopped)."""
         target = item.connector
         metrics.writes.labels(target, item.op, error.kind).inc()
-        self.ctx.stop(target, error)
+        self.ctx.stats.requeued[target] = self.ctx.stats.requeued.get(target, 0) + 1
+        transient = isinstance(error, Retriable) and not isinstance(error, WritesHalted) and sent
+        if transient:
+            self._streak[target] = self._streak.get(target, 0) + 1
+        if not transient or self._streak[target] >= STOP_AFTER_FAILURES:
+            self.ctx.stop(target, error)
+        elif item.attempts + 1 >= POISON_ATTEMPTS and await self._went_through_lately(target):
+            self.ctx.stats.requeued[target] -= 1
+            log.warning("write_poisoned", connector=target, canonical_id=item.canonical_id, count=item.attempts + 1,
+                        code=error.code, http_status=error.status)
+            await self.close(item, "failed", error.describe(), dead=("write_failed", None, error))
+            return
         async with self.ctx.ledger.transaction() as tx:
             if item.id is not None:
                 await tx.outbox_update([item.id], state="pending", error=error.describe()[:400])
@@ -255,17 +296,17 @@ class OutcomeBook:
                                                       detail=f"the vendor takes it from {until}; stays queued")])
 
     async def close(self, item: OutboxItem, state: str, error: str, *,
-                    dead: tuple[str, WriteRequest, VendorError | None] | None = None,
+                    dead: tuple[str, str | None, VendorError | None] | None = None,
                     conflict: tuple[str, str] | None = None) -> None:
-        """The write is over without success: ``dead`` (kind, request, the vendor's error) leaves a dead
-        letter, ``conflict`` (field, reason) opens a conflict; the outbox row takes ``state``."""
+        """The write is over without success: ``dead`` (kind, the target's external id, the vendor's error)
+        leaves a dead letter, ``conflict`` (field, reason) opens a conflict; the outbox row takes ``state``."""
         target, ctx = item.connector, self.ctx
         work = PageWork()
         if dead is not None:
-            kind, request, vendor_error = dead
+            kind, external_id, vendor_error = dead
             reason = vendor_error.describe() if vendor_error is not None else error
             self.planner.dead_letter(work, target, kind, reason, canonical_id=item.canonical_id,
-                                     external_id=request.external_id,
+                                     external_id=external_id,
                                      payload={"phase": "write", "outbox": item.payload, "op": item.op})
         if conflict is not None:
             field_name, reason = conflict

@@ -73,14 +73,14 @@ class Races:
             await self.book.close(item, "failed", error.describe(), conflict=(field_of(request), error.describe()))
         elif isinstance(error, Rejected):
             metrics.writes.labels(target, item.op, "rejected").inc()
-            await self.book.close(item, "failed", error.describe(), dead=("rejected", request, error))
+            await self.book.close(item, "failed", error.describe(), dead=("rejected", request.external_id, error))
         elif isinstance(error, MappingError):
             metrics.writes.labels(target, item.op, "not_expressible").inc()
             await self.book.close(item, "failed", str(error), conflict=(error.field or "status", str(error)))
         elif isinstance(error, VendorError):
             await self.book.write_failed(item, error)
         else:
-            await self.book.close(item, "failed", "no record in outcome", dead=("write", request, None))
+            await self.book.close(item, "failed", "no record in outcome", dead=("write", request.external_id, None))
 
     # ------------------------------------------------------------------ the GET/PUT race loop
     async def conflict_retry(self, connector: Connector, item: OutboxItem, request: WriteRequest,
@@ -115,7 +115,7 @@ class Races:
         fresh_canonical, missing = ctx.members.to_canonical(target, fresh, refs)
         if fresh_canonical is None:
             await self.book.close(item, "failed", missing or "missing reference",
-                                  dead=("missing_reference", request, None))
+                                  dead=("missing_reference", request.external_id, None))
             return
         work = PageWork()
         async with ctx.ledger.transaction() as tx:
@@ -145,7 +145,7 @@ class Races:
             await self.book.ambiguous(item, "reference", exc.external_ids)
             return True
         except (Rejected, Conflict) as exc:
-            await self.book.close(item, "failed", exc.describe(), dead=("rejected", request, exc))
+            await self.book.close(item, "failed", exc.describe(), dead=("rejected", request.external_id, exc))
             return True
         linked = request.external_id
         if linked is not None:

@@ -37,6 +37,8 @@ class PassStats:
     connectors: dict[str, ConnectorStats] = field(default_factory=dict)
     stopped: dict[str, str] = field(default_factory=dict)
     """connector -> why work for it stopped (auth refused, unreachable, wait too long)."""
+    requeued: dict[str, int] = field(default_factory=dict)
+    """target -> writes that failed transiently (or were not sent because it stopped) and stay queued."""
     claimed_elsewhere: dict[str, int] = field(default_factory=dict)
     """holder -> queued writes this pass left alone: another live process (``run:<host>:<pid>``)
     holds their appointments' claims."""

@@ -408,7 +408,7 @@ class Writer:
         error = self.ctx.stop_errors.get(items[0].connector) if items else None
         if error is not None:
             for item in items:
-                await self.book.write_failed(item, error)
+                await self.book.write_failed(item, error, sent=False)
 
     async def _write(self, connector: Connector, target: str, requests: list[Prepared],
                      followups: list[OutboxItem]) -> None:

@@ -886,6 +886,13 @@ class Tx:
             stmt = stmt.where(OUTBOX.c.connector == connector)
         return [_row_to(OutboxItem, row) for row in (await self.conn.execute(stmt)).all()]
 
+    async def outbox_went_through(self, connector: str, within: float) -> bool:
+        """Whether a write to ``connector`` was confirmed (done, no error) in the last ``within`` seconds."""
+        since = self.clock() - timedelta(seconds=within)
+        stmt = sa.select(OUTBOX.c.id).where(OUTBOX.c.connector == connector, OUTBOX.c.state == "done",
+                                            OUTBOX.c.last_error.is_(None), OUTBOX.c.updated_at >= since).limit(1)
+        return (await self.conn.execute(stmt)).first() is not None
+
     async def outbox_open_creates(self, canonical_ids: Iterable[str]) -> list[OutboxItem]:
         """Queued creates (``pending`` or ``sending``) of these appointments, oldest first: a create
         not sent yet (held until its target's window was read) or one whose outcome is unknown."""

@@ -193,3 +193,46 @@ async def test_completed_in_crm_onto_a_confirmed_dentally_appointment_is_a_refus
     assert again.document["connectors"]["dent"]["updated"] == 0
     assert await synced.write_requests("dent") == writes
     assert len(await synced.dead_letters("dent")) == 1
+
+
+async def test_one_record_the_vendor_always_fails_on_holds_up_no_other_and_becomes_a_dead_letter(synced: World):
+    """A write that fails with a 5xx every time (the vendor chokes on this one record) stays queued and
+    is retried, while the other records' writes go through in the same pass; after 5 attempts it is
+    dead-lettered as write_failed (retriable). An outage (every write failing) still stops the target."""
+    zoho = {r["Syncd_Id"]: r["id"] for r in await synced.records("zoho")}
+    appts = [a.key for a in synced.dataset.appointments]
+    poisoned = await synced.link(appts[0], "dent")
+    await synced.fault("dent", "PUT", f"/v1/appointments/{poisoned}", {"type": "status", "status": 503}, times=1000)
+    for cid in appts:
+        await synced.edit("zoho", zoho[cid], {"Status": "Cancelled", "Cancellation_Reason": "By Customer"})
+    first = await synced.resync_within(60)
+    assert first.exit_code == 3, first.document  # a write failed after retries and stays queued
+    assert first.document["requeued"] == {"dent": 1}
+    assert first.document["connectors"]["dent"]["cancelled"] == 3
+    for cid in appts[1:]:
+        assert (await synced.record("dent", await synced.link(cid, "dent")))["state"] == "Cancelled"
+    assert not await synced.dead_letters("dent")
+    for _ in range(3):
+        again = await synced.resync_within(60)
+        assert again.exit_code == 3 and again.document["requeued"] == {"dent": 1}
+    # the fifth attempt: the others went through lately, so this record is the vendor's problem, not an outage
+    last = await synced.resync_within(60)
+    [letter] = await synced.dead_letters("dent")
+    assert (letter.kind, letter.canonical_id, letter.retriable) == ("write_failed", appts[0], True)
+    assert last.exit_code == 1, last.document
+    assert "requeued" not in last.document
+    assert (await synced.record("dent", poisoned))["state"] != "Cancelled"
+    await synced.control("dent", "DELETE", "/_sandbox/faults")
+    quiet = await synced.resync_within(60)
+    assert quiet.exit_code == 1 and quiet.document["connectors"]["dent"]["cancelled"] == 0  # nothing re-sent
+
+
+async def test_an_outage_of_every_write_stops_the_target_after_three_failures(synced: World):
+    zoho = {r["Syncd_Id"]: r["id"] for r in await synced.records("zoho")}
+    await synced.fault("dent", "PUT", "/v1/appointments/*", {"type": "status", "status": 503}, times=1000)
+    for cid in zoho:
+        await synced.edit("zoho", zoho[cid], {"Status": "Cancelled", "Cancellation_Reason": "By Customer"})
+    result = await synced.resync_within(60)
+    assert result.exit_code == 3 and "dent" in result.document["stopped"], result.document
+    assert result.document["requeued"] == {"dent": 4}
+    assert not await synced.dead_letters("dent")
