@@ -19,6 +19,7 @@ from syncd.cli.common import (
     options,
     run,
 )
+
 __all__ = ["demo_command"]
 
 
