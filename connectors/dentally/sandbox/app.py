@@ -33,6 +33,7 @@ from connectors.dentally.sandbox.rules import (
 )
 from connectors.dentally.sandbox.store import FIELD_ORDER, STATES, UUID_NS, to_ms
 from syncd.sandboxkit.base import Handler, WindowCounter, json_response
+from syncd.sandboxkit.faults import FaultAction, fault_hook, marked
 
 __all__ = ["DentallySandbox", "create_sandbox"]
 
@@ -51,30 +52,21 @@ class DentallySandbox(DentallyRules):
             self.burst = WindowCounter(self.clock, int(self.options["per_second"]), 1.0)
 
     # -- faults -------------------------------------------------------------------------------------
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {"auto_confirm", "rate_limit_hourly", "webhook_drop", "omit_total_pages", "ignore_before",
-             "reject_updated_after"}
-        )  # fmt: skip
+    REQUEST_MARKS = frozenset({"omit_total_pages", "ignore_before", "reject_updated_after"})
+    FAULTS_ELSEWHERE = frozenset({"webhook_drop"})  # counted by the webhook sender (store.py)
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        if ftype == "auto_confirm":
-            ids = [str(action["id"])] if action.get("id") else await self.mutate_targets(request)
-            for rid in ids:
-                with contextlib.suppress(KeyError):
-                    await self.mutate(rid, {"state": "Confirmed"}, trigger="sms_confirm")
-            return await handler(request)
-        if ftype == "rate_limit_hourly":
-            headers = self.rate_headers()
-            headers["X-RateLimit-Remaining"] = "0"
-            return error_response(403, "invalid_access_error", "Rate limit exceeded", headers=headers)
-        if ftype in ("omit_total_pages", "ignore_before", "reject_updated_after"):
-            request[f"dentally_{ftype}"] = True
-            return await handler(request)
-        return None
+    @fault_hook("auto_confirm")
+    async def _auto_confirm(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        for rid in await self.fault_targets(action, request):
+            with contextlib.suppress(KeyError):
+                await self.mutate(rid, {"state": "Confirmed"}, trigger="sms_confirm")
+        return await handler(request)
+
+    @fault_hook("rate_limit_hourly")
+    async def _hourly_quota(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = self.rate_headers()
+        headers["X-RateLimit-Remaining"] = "0"
+        return error_response(403, "invalid_access_error", "Rate limit exceeded", headers=headers)
 
     def guarded(
         self, inner: Callable[[web.Request], Awaitable[web.StreamResponse]], scope: str | None = "appointment"
@@ -143,12 +135,11 @@ class DentallySandbox(DentallyRules):
         self.delete(rec, trigger="api")
         return web.Response(status=204)
 
-
     async def h_list(self, request: web.Request) -> web.Response:
         q = request.query
         if "updated_since" in q:
             return invalid_param("updated_since", "is not a permitted parameter")
-        if "updated_after" in q and request.get("dentally_reject_updated_after"):
+        if "updated_after" in q and marked(request, "reject_updated_after"):
             return invalid_param("updated_after", "is not a permitted parameter")
         if not any(name in q for name in ("updated_after", "after", "before", "on")):
             params = {"date_filter": ["is required"]}
@@ -188,7 +179,7 @@ class DentallySandbox(DentallyRules):
         state = q.get("state")
         if state is not None and state not in STATES:
             return invalid_param("state", "is not included in the list")
-        ignore_before = bool(request.get("dentally_ignore_before"))
+        ignore_before = marked(request, "ignore_before")
         tz = self.tz()
 
         def keep(rec: dict[str, Any]) -> bool:
@@ -223,7 +214,7 @@ class DentallySandbox(DentallyRules):
         total = len(matched)
         chunk = matched[(page - 1) * per_page : page * per_page]
         meta: dict[str, Any] = {"page": page, "per_page": per_page, "total": total}
-        if not request.get("dentally_omit_total_pages"):
+        if not marked(request, "omit_total_pages"):
             meta["total_pages"] = math.ceil(total / per_page)
         return json_response({"appointments": [self.render(rec) for rec in chunk], "meta": meta})
 

@@ -34,6 +34,7 @@ from connectors.onlive.sandbox.rules import (
 )
 from connectors.onlive.sandbox.store import CLOSED, blank_record, fmt, ms, parse_time, ts
 from syncd.sandboxkit.base import Handler, json_response
+from syncd.sandboxkit.faults import FaultAction, fault_hook, marked
 
 __all__ = ["OnliveSandbox", "create_sandbox"]
 
@@ -42,11 +43,7 @@ class OnliveSandbox(OnliveRules):
     """Fake Onlive Open API v2 (appointments): the routes (``add_routes``) over the rules and the store."""
 
     # -- faults ----------------------------------------------------------------------------------
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {"request_expired", "ignore_updated_since", "reject_updated_since", "ignore_external_id",
-             "guest_added", "session_end"}
-        )
+    REQUEST_MARKS = frozenset({"ignore_updated_since", "reject_updated_since", "ignore_external_id"})
 
     def add_fault(self, match: Any, action: Any, times: int = 1, rate: float | None = None) -> None:
         if isinstance(action, dict) and action.get("type") == "session_end":
@@ -54,28 +51,23 @@ class OnliveSandbox(OnliveRules):
                 raise ValueError("action.status: session_end takes 'completed' or 'no-show'")
         super().add_fault(match, action, times, rate)
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        if ftype == "request_expired":
-            return self._expired()
-        if ftype in ("ignore_updated_since", "reject_updated_since", "ignore_external_id"):
-            request[f"onlive_{ftype}"] = True
-            return await handler(request)
-        if ftype in ("guest_added", "session_end"):
-            ids = [str(action["id"])] if action.get("id") else await self.mutate_targets(request)
-            for rid in ids:
-                record = self.records.get(rid.lower())
-                if record is None:
-                    continue
-                if ftype == "guest_added":
-                    record["guests"] = [*(record.get("guests") or []), {"email": "other@example.com"}]
-                else:
-                    record["status"] = str(action.get("status", "completed"))
-                self._bump(record)
-            return await handler(request)
-        return None
+    @fault_hook("request_expired")
+    async def _request_expired(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return self._expired()
+
+    @fault_hook("guest_added", "session_end")
+    async def _staff_change(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Onlive's own users act on the record: a guest joins, or the session ends (status)."""
+        for rid in await self.fault_targets(action, request):
+            record = self.records.get(rid.lower())
+            if record is None:
+                continue
+            if action["type"] == "guest_added":
+                record["guests"] = [*(record.get("guests") or []), {"email": "other@example.com"}]
+            else:
+                record["status"] = str(action.get("status", "completed"))
+            self._bump(record)
+        return await handler(request)
 
     # -- routes ----------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
@@ -90,7 +82,6 @@ class OnliveSandbox(OnliveRules):
 
     async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Date"] = format_datetime(self.now().replace(microsecond=0), usegmt=True)
-
 
     def _signed(
         self, inner: Callable[[web.Request, bytes, str], Awaitable[web.Response]]
@@ -130,7 +121,7 @@ class OnliveSandbox(OnliveRules):
                 errors.append(fe(name, f"{name} must not be repeated"))
             else:
                 params[name] = values[0]
-        if request.get("onlive_reject_updated_since") and "updatedSince" in params:
+        if marked(request, "reject_updated_since") and "updatedSince" in params:
             errors.insert(0, fe("updatedSince", "property updatedSince should not exist"))
         times: dict[str, datetime] = {}
         for name in ("from", "to", "updatedSince"):
@@ -153,9 +144,9 @@ class OnliveSandbox(OnliveRules):
         limit = self._int_param(params, "limit", 20, 100, errors)
         if errors:
             return validation(errors)
-        if request.get("onlive_ignore_updated_since"):
+        if marked(request, "ignore_updated_since"):
             times.pop("updatedSince", None)
-        external_id = None if request.get("onlive_ignore_external_id") else params.get("externalId")
+        external_id = None if marked(request, "ignore_external_id") else params.get("externalId")
         search = params.get("search", "").lower()
         rows = []
         for record in self.records.values():
@@ -177,10 +168,9 @@ class OnliveSandbox(OnliveRules):
             rows.append(record)
         rows.sort(key=lambda r: (ts(r[sort]), r["id"]), reverse=(order == "desc"))
         total = len(rows)
-        chunk = rows[(page - 1) * limit: page * limit]
+        chunk = rows[(page - 1) * limit : page * limit]
         meta = {"page": page, "limit": limit, "total": total, "totalPages": math.ceil(total / limit)}
         return json_response({"data": [copy.deepcopy(r) for r in chunk], "meta": meta})
-
 
     # -- handlers: writes ------------------------------------------------------------------------
     async def _h_create(self, request: web.Request, body: bytes, key_id: str) -> web.Response:
@@ -244,8 +234,9 @@ class OnliveSandbox(OnliveRules):
         new_status = clean.get("status", status)
         if new_status != status:
             if new_status == "cancelled":
-                return error(422, "USE_CANCEL_ENDPOINT",
-                             f"Use POST {API}/{record['id']}/cancel to cancel an appointment")
+                return error(
+                    422, "USE_CANCEL_ENDPOINT", f"Use POST {API}/{record['id']}/cancel to cancel an appointment"
+                )
             if new_status not in ("pending", "confirmed"):
                 return error(422, "INVALID_STATUS_TRANSITION", f"Cannot change status from {status} to {new_status}")
         times_changed = merged["startAt"] != record["startAt"] or merged["endAt"] != record["endAt"]

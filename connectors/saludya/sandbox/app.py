@@ -52,6 +52,7 @@ from connectors.saludya.sandbox.store import (
     valid_date,
 )
 from syncd.sandboxkit.base import Handler, json_response
+from syncd.sandboxkit.faults import FaultAction, fault_hook
 
 __all__ = ["SaludYaSandbox", "create_sandbox"]
 
@@ -60,44 +61,43 @@ class SaludYaSandbox(SaludYaRules):
     """The routes (``add_routes``) over the rules and the store."""
 
     # -- faults --------------------------------------------------------------------------------
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {"delete_record", "mutate_record", "mutate_keep_version", "rate_limit_window", "doctor_busy",
-             "list_missing_fields"}
-        )  # fmt: skip
+    @fault_hook("delete_record")
+    async def _staff_delete(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        target = _fault_target(action, request)
+        if target in self.records:
+            self.deleted_at.setdefault(target, self.now().replace(microsecond=0))
+        return await handler(request)
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        target = str(action.get("id") or request.match_info.get("id") or "")
-        if ftype == "delete_record":
-            if target in self.records:
-                self.deleted_at.setdefault(target, self.now().replace(microsecond=0))
-            return await handler(request)
-        if ftype in ("mutate_record", "mutate_keep_version"):
-            if target and self._live(target) is not None:
-                self._apply_as_staff(target, dict(action.get("changes") or {}), bump=ftype == "mutate_record")
-            return await handler(request)
-        if ftype == "list_missing_fields":
-            request["saludya_list_fields"] = LIST_FIELDS
-            return await handler(request)
-        if ftype == "doctor_busy":
-            details = {
-                "conflicting_appointment_id": new_id("apt_"),
-                "suggested_times": list(action.get("suggested_times") or []),
-            }
-            return error_response(409, "APPOINTMENT_CONFLICT", MSG_BUSY, details)
-        if ftype == "rate_limit_window":
-            window = int(action.get("window", 900))
-            names = {seconds: name for name, seconds in WINDOWS}
-            if window not in names:
-                return json_response({"error": f"rate_limit_window: window must be one of {sorted(names)}"}, 500)
-            now = self.clock.timestamp()
-            reset = (int(now) // window + 1) * window
-            limit = self.options.get(names[window]) or 0
-            return self._too_many(int(limit), window, reset, max(1, math.ceil(reset - now)))
-        return None
+    @fault_hook("mutate_record", "mutate_keep_version")
+    async def _staff_edit(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        target = _fault_target(action, request)
+        if target and self._live(target) is not None:
+            self._apply_as_staff(target, dict(action.get("changes") or {}), bump=action["type"] == "mutate_record")
+        return await handler(request)
+
+    @fault_hook("list_missing_fields")
+    async def _list_fields(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request["saludya_list_fields"] = LIST_FIELDS
+        return await handler(request)
+
+    @fault_hook("doctor_busy")
+    async def _doctor_busy(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        details = {
+            "conflicting_appointment_id": new_id("apt_"),
+            "suggested_times": list(action.get("suggested_times") or []),
+        }
+        return error_response(409, "APPOINTMENT_CONFLICT", MSG_BUSY, details)
+
+    @fault_hook("rate_limit_window")
+    async def _window_spent(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        window = int(action.get("window", 900))
+        names = {seconds: name for name, seconds in WINDOWS}
+        if window not in names:
+            return json_response({"error": f"rate_limit_window: window must be one of {sorted(names)}"}, 500)
+        now = self.clock.timestamp()
+        reset = (int(now) // window + 1) * window
+        limit = self.options.get(names[window]) or 0
+        return self._too_many(int(limit), window, reset, max(1, math.ceil(reset - now)))
 
     def _api(self, inner: ApiHandler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -316,6 +316,11 @@ class SaludYaSandbox(SaludYaRules):
         if body.get("send_notification", True):
             self.notifications[rid] += 1
         return json_response(self.render(rec))
+
+
+def _fault_target(action: FaultAction, request: web.Request) -> str:
+    """The record a staff fault acts on: its ``id``, else the path's."""
+    return str(action.get("id") or request.match_info.get("id") or "")
 
 
 def create_sandbox(**options: Any) -> SaludYaSandbox:
