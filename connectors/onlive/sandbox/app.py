@@ -14,7 +14,6 @@ import copy
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -24,7 +23,6 @@ from connectors.onlive.sandbox.rules import (
     API,
     CANCEL_FIELDS,
     CREATE_FIELDS,
-    LIST_PARAMS,
     SUBSTATUS_RE,
     UPDATABLE,
     OnliveRules,
@@ -32,7 +30,7 @@ from connectors.onlive.sandbox.rules import (
     fe,
     validation,
 )
-from connectors.onlive.sandbox.store import CLOSED, blank_record, fmt, ms, parse_time, ts
+from connectors.onlive.sandbox.store import CLOSED, blank_record, fmt, ms, ts
 from syncd.sandboxkit.base import Handler, json_response
 from syncd.sandboxkit.faults import FaultAction, fault_hook, marked
 
@@ -111,46 +109,17 @@ class OnliveSandbox(OnliveRules):
         return json_response(copy.deepcopy(record))
 
     async def _h_list(self, request: web.Request, body: bytes, key_id: str) -> web.Response:
-        errors: list[dict[str, str]] = []
-        params: dict[str, str] = {}
-        for name in request.query:
-            values = request.query.getall(name)
-            if name not in LIST_PARAMS:
-                errors.append(fe(name, f"property {name} should not exist"))
-            elif len(values) > 1:
-                errors.append(fe(name, f"{name} must not be repeated"))
-            else:
-                params[name] = values[0]
-        if marked(request, "reject_updated_since") and "updatedSince" in params:
-            errors.insert(0, fe("updatedSince", "property updatedSince should not exist"))
-        times: dict[str, datetime] = {}
-        for name in ("from", "to", "updatedSince"):
-            if name in params:
-                parsed = parse_time(params[name])
-                if parsed is None:
-                    errors.append(fe(name, "must be a valid ISO 8601 date-time with offset"))
-                else:
-                    times[name] = parsed
-        include_deleted = params.get("includeDeleted", "false")
-        if include_deleted not in ("true", "false"):
-            errors.append(fe("includeDeleted", "includeDeleted must be a boolean value"))
-        sort = params.get("sort", "startAt")
-        if sort not in ("startAt", "createdAt", "updatedAt"):
-            errors.append(fe("sort", "sort must be one of the following values: startAt, createdAt, updatedAt"))
-        order = params.get("order", "asc")
-        if order not in ("asc", "desc"):
-            errors.append(fe("order", "order must be one of the following values: asc, desc"))
-        page = self._int_param(params, "page", 1, None, errors)
-        limit = self._int_param(params, "limit", 20, 100, errors)
-        if errors:
-            return validation(errors)
+        query = self.list_query(request.query, reject_updated_since=marked(request, "reject_updated_since"))
+        if isinstance(query, list):
+            return validation(query)
+        times = query.times
         if marked(request, "ignore_updated_since"):
             times.pop("updatedSince", None)
-        external_id = None if marked(request, "ignore_external_id") else params.get("externalId")
-        search = params.get("search", "").lower()
+        external_id = None if marked(request, "ignore_external_id") else query.params.get("externalId")
+        search = query.params.get("search", "").lower()
         rows = []
         for record in self.records.values():
-            if record["deletedAt"] is not None and include_deleted != "true":
+            if record["deletedAt"] is not None and not query.include_deleted:
                 continue
             if not self._can_see(key_id, record):
                 continue
@@ -166,7 +135,8 @@ class OnliveSandbox(OnliveRules):
             if search and not self._matches(record, search):
                 continue
             rows.append(record)
-        rows.sort(key=lambda r: (ts(r[sort]), r["id"]), reverse=(order == "desc"))
+        rows.sort(key=lambda r: (ts(r[query.sort]), r["id"]), reverse=query.descending)
+        page, limit = query.page, query.limit
         total = len(rows)
         chunk = rows[(page - 1) * limit : page * limit]
         meta = {"page": page, "limit": limit, "total": total, "totalPages": math.ceil(total / limit)}

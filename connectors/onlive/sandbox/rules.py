@@ -9,11 +9,13 @@ import hmac
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from connectors.onlive.sandbox.store import (
     STATUSES,
@@ -76,6 +78,20 @@ def expected_signature(secret: str, method: str, path: str, query: str, date: st
     )
     return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
 
+
+
+@dataclass
+class ListQuery:
+    """A list request, read (§2 table): its parameters, time bounds, sort and page."""
+
+    params: dict[str, str]
+    times: dict[str, datetime]
+    """``from``, ``to``, ``updatedSince`` as given"""
+    include_deleted: bool
+    sort: str
+    descending: bool
+    page: int
+    limit: int
 
 
 class OnliveRules(OnliveStore):
@@ -186,6 +202,43 @@ class OnliveRules(OnliveStore):
         texts = [str(record.get("title") or "")]
         texts += [str(g.get("email", "")) for g in record.get("guests") or [] if isinstance(g, dict)]
         return any(search in t.lower() for t in texts)
+
+    def list_query(self, query: MultiMapping[str], *, reject_updated_since: bool) -> ListQuery | list[dict[str, str]]:
+        """The list's parameters (§2 table), or every field error they hold (one 400)."""
+        errors: list[dict[str, str]] = []
+        params: dict[str, str] = {}
+        for name in query:
+            values = query.getall(name)
+            if name not in LIST_PARAMS:
+                errors.append(fe(name, f"property {name} should not exist"))
+            elif len(values) > 1:
+                errors.append(fe(name, f"{name} must not be repeated"))
+            else:
+                params[name] = values[0]
+        if reject_updated_since and "updatedSince" in params:
+            errors.insert(0, fe("updatedSince", "property updatedSince should not exist"))
+        times: dict[str, datetime] = {}
+        for name in ("from", "to", "updatedSince"):
+            if name in params:
+                parsed = parse_time(params[name])
+                if parsed is None:
+                    errors.append(fe(name, "must be a valid ISO 8601 date-time with offset"))
+                else:
+                    times[name] = parsed
+        include_deleted = params.get("includeDeleted", "false")
+        if include_deleted not in ("true", "false"):
+            errors.append(fe("includeDeleted", "includeDeleted must be a boolean value"))
+        sort = params.get("sort", "startAt")
+        if sort not in ("startAt", "createdAt", "updatedAt"):
+            errors.append(fe("sort", "sort must be one of the following values: startAt, createdAt, updatedAt"))
+        order = params.get("order", "asc")
+        if order not in ("asc", "desc"):
+            errors.append(fe("order", "order must be one of the following values: asc, desc"))
+        page = self._int_param(params, "page", 1, None, errors)
+        limit = self._int_param(params, "limit", 20, 100, errors)
+        if errors:
+            return errors
+        return ListQuery(params, times, include_deleted == "true", sort, order == "desc", page, limit)
 
     @staticmethod
     def _int_param(
