@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.salesforce_health.sandbox.soql import SA_FIELDS
-from connectors.salesforce_health.sandbox.store import SalesforceStore
+from connectors.salesforce_health.sandbox.store import STATUS_CATEGORY, SalesforceStore
 from connectors.salesforce_health.sandbox.wire import (
     ConnectFailure,
     SfError,
@@ -20,6 +20,7 @@ from connectors.salesforce_health.sandbox.wire import (
     days,
     minute,
     not_found,
+    parse_http_date,
     parse_iso,
     seconds,
     session_invalid,
@@ -183,6 +184,45 @@ class SalesforceRules(SalesforceStore):
                     f"slots reference {slot.get('reference')!r} must match a Practitioner participant",
                 )
 
+    # -- sObject PATCH (§4, §5) -------------------------------------------------------------------
+    def _patched(self, rec: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """``rec`` with a PATCH's ``changes`` applied: the §5 state table, the field limits, a
+        ``Syncd_Id__c`` set once and unique."""
+        work = copy.deepcopy(rec)
+        if "Status" in changes:
+            _check_status_change(rec["Status"], changes["Status"])
+            if changes["Status"] != rec["Status"]:
+                work["Status"] = changes["Status"]
+                work["StatusCategory"] = STATUS_CATEGORY[changes["Status"]]
+        for name in ("Comments", "Description"):
+            if name in changes:
+                work[name] = changes[name]
+        if "CancellationReason" in changes:
+            reason = changes["CancellationReason"]
+            if reason is not None and len(reason) > 255:
+                raise SfError(
+                    400, "STRING_TOO_LONG", "Cancellation Reason: data value too large", ["CancellationReason"]
+                )
+            work["CancellationReason"] = reason
+        if "Syncd_Id__c" in changes and changes["Syncd_Id__c"] != rec["Syncd_Id__c"]:
+            work["Syncd_Id__c"] = self._checked_syncd_id(rec, changes["Syncd_Id__c"])
+        return work
+
+    def _checked_syncd_id(self, rec: dict[str, Any], value: str | None) -> str | None:
+        if rec["Syncd_Id__c"] is not None:
+            raise SfError(400, "FIELD_INTEGRITY_EXCEPTION", "Syncd_Id__c can be set only once", ["Syncd_Id__c"])
+        if value is not None and len(value) > 64:
+            raise SfError(400, "STRING_TOO_LONG", "Syncd Id: data value too large", ["Syncd_Id__c"])
+        holder = self._holder(value) if value is not None else None
+        if holder is not None:
+            raise SfError(
+                400,
+                "DUPLICATE_VALUE",
+                f"duplicate value found: Syncd_Id__c duplicates value on record with id: {holder}",
+                ["Syncd_Id__c"],
+            )
+        return value
+
     def _resolve(self, raw: str, sobject: str, what: str) -> str:
         ref_id = to_id18(raw)
         ref = self.refs.get(ref_id) if ref_id else None
@@ -300,3 +340,56 @@ def _ehr_fields(body: dict[str, Any], devices: list[str]) -> dict[str, Any]:
     if devices:
         ehr["devices"] = devices
     return ehr
+
+
+def patch_fields(body: Any) -> dict[str, Any]:
+    """A PATCH body's fields by their API names (case-insensitive; only ``PATCHABLE``, strings or null)."""
+    if not isinstance(body, dict):
+        raise SfError(400, "JSON_PARSER_ERROR", "Can not deserialize SObject out of a non-object token")
+    by_lower = {name.lower(): name for name in PATCHABLE}
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        name = by_lower.get(key.lower())
+        if name is None:
+            raise SfError(
+                400,
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                f"Unable to create/update fields: {key}. Please check the security settings of this field "
+                "and verify that it is read/write for your profile or permission set.",
+                [key],
+            )
+        if value is not None and not isinstance(value, str):
+            raise SfError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of string from {key}")
+        changes[name] = value
+    return changes
+
+
+def check_unmodified_since(rec: dict[str, Any], header: str | None) -> None:
+    """``If-Unmodified-Since``: 412 when the record changed after it (§8)."""
+    if header is None:
+        return
+    since = parse_http_date(header)
+    if since is not None and rec["LastModifiedDate"] > since:
+        raise SfError(
+            412,
+            "PRECONDITION_FAILED",
+            "The requested resource has been modified since the date in the If-Unmodified-Since header",
+        )
+
+
+def _check_status_change(current: str, target: Any) -> None:
+    """A restricted picklist value, and a move the §5 state table allows."""
+    if target not in STATUS_CATEGORY:
+        raise SfError(
+            400,
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            f"Status: bad value for restricted picklist field: {target}",
+            ["Status"],
+        )
+    if target != current and target not in TRANSITIONS[current]:
+        raise SfError(
+            400,
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            f"You can't change the status from {current} to {target}.",
+            ["Status"],
+        )
