@@ -423,4 +423,3 @@ class SalesforceHealthSandbox(SalesforceRules):
 
 def create_sandbox(**options: Any) -> SalesforceHealthSandbox:
     return SalesforceHealthSandbox(**options)
-
