@@ -22,7 +22,7 @@ from syncd.config import Config, load_config
 from syncd.crosswalk import import_rows, parse_csv
 from syncd.engine.runner import PassResult, resync
 from syncd.ledger.models import AuditEntry, ConflictRow, DeadLetter, Link
-from syncd.ledger.store import Ledger
+from syncd.ledger.store import Ledger, Tx
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.sandboxkit.seedgen import SeedDataset, crosswalk_csv, generate
 
@@ -115,50 +115,43 @@ class World:
         return sum(r["count"] for r in rows if r["method"] in ("POST", "PUT", "PATCH", "DELETE")
                    and "oauth" not in r["route"])
 
-    async def link(self, canonical_id: str, connector: str) -> str:
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Tx]:
+        """A read-only transaction on the world's ledger (opened for it, closed afterwards)."""
         ledger = await self.ledger()
         try:
             async with ledger.transaction(readonly=True) as tx:
-                links = (await tx.links_of([canonical_id])).get(canonical_id, [])
+                yield tx
         finally:
             await ledger.close()
-        return next(lk.external_id for lk in links if lk.connector == connector)
+
+    async def link(self, canonical_id: str, connector: str) -> str:
+        return next(lk.external_id for lk in await self.links(canonical_id) if lk.connector == connector)
+
+    async def canonical_of(self, connector: str, external_id: str) -> str:
+        """The canonical id ``connector``'s record ``external_id`` is linked to."""
+        async with self.reading() as tx:
+            return (await tx.links_for(connector, [external_id]))[external_id].canonical_id
 
     async def links(self, canonical_id: str, *, include_retired: bool = False) -> list[Link]:
         """Every ledger link of ``canonical_id`` (retired ones too when asked)."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return list((await tx.links_of([canonical_id], include_retired=include_retired)).get(canonical_id, []))
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return list((await tx.links_of([canonical_id], include_retired=include_retired)).get(canonical_id, []))
 
     async def dead_letters(self, connector: str | None = None) -> list[DeadLetter]:
         """Open dead letters, oldest first (of one connector when given)."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return await tx.dead_letters(connector=connector)
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return await tx.dead_letters(connector=connector)
 
     async def conflicts(self) -> list[ConflictRow]:
         """Open conflicts."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return await tx.conflicts()
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return await tx.conflicts()
 
     async def audit(self, canonical_id: str) -> list[AuditEntry]:
         """The audit trail of ``canonical_id``."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return list((await tx.audit_for([canonical_id])).get(canonical_id, []))
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return list((await tx.audit_for([canonical_id])).get(canonical_id, []))
 
     def external(self, name: str, kind: str, key: str) -> str:
         """The seeded external id of crosswalk ``kind``/``key`` in connector ``name``."""
@@ -180,16 +173,12 @@ class World:
 
         from syncd.ledger.models import metadata
 
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                out = {}
-                for table in metadata.sorted_tables:
-                    out[table.name] = int((await tx.conn.execute(sa.select(sa.func.count()).select_from(table)))
-                                          .scalar_one())
-                return out
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            out = {}
+            for table in metadata.sorted_tables:
+                out[table.name] = int((await tx.conn.execute(sa.select(sa.func.count()).select_from(table)))
+                                      .scalar_one())
+            return out
 
     async def seed(self, name: str, appointments: bool = True) -> None:
         module = importlib.import_module(f"connectors.{self.types[name]}.sandbox")
