@@ -9,6 +9,7 @@ the ``+34 600 0xx xxx`` fictional range. The same dataset seeds every vendor con
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -147,33 +148,33 @@ def generate(
     return SeedDataset(tuple(patients), tuple(practitioners), locations_, services, tuple(appointments))
 
 
-def _patients(rng: random.Random, count: int) -> list[SeedPatient]:
-    patients = []
+def _named(rng: random.Random, count: int) -> Iterator[tuple[int, str, str]]:
+    """1 to ``count``, each with a given and a family name drawn from ``rng`` as it is taken."""
     for i in range(1, count + 1):
-        given, family = rng.choice(GIVEN), rng.choice(FAMILY)
-        patients.append(
-            SeedPatient(
-                key=f"P-{i:05d}",
-                given=given,
-                family=family,
-                email=f"{_ascii(given)}.{_ascii(family)}.{i}@example.org",
-                phone=f"+34 600 {i // 1000 % 1000:03d} {i % 1000:03d}",
-                birth_date=date(1940 + rng.randrange(70), rng.randrange(1, 13), rng.randrange(1, 29)),
-            )
+        yield i, rng.choice(GIVEN), rng.choice(FAMILY)
+
+
+def _patients(rng: random.Random, count: int) -> list[SeedPatient]:
+    return [
+        SeedPatient(
+            key=f"P-{i:05d}",
+            given=given,
+            family=family,
+            email=f"{_ascii(given)}.{_ascii(family)}.{i}@example.org",
+            phone=f"+34 600 {i // 1000 % 1000:03d} {i % 1000:03d}",
+            birth_date=date(1940 + rng.randrange(70), rng.randrange(1, 13), rng.randrange(1, 29)),
         )
-    return patients
+        for i, given, family in _named(rng, count)
+    ]
 
 
 def _practitioners(rng: random.Random, count: int) -> list[SeedPractitioner]:
-    practitioners = []
-    for i in range(1, count + 1):
-        given, family = rng.choice(GIVEN), rng.choice(FAMILY)
-        practitioners.append(
-            SeedPractitioner(
-                key=f"DR-{i:03d}", given=given, family=family, email=f"dr.{_ascii(family)}.{i}@clinic.example.org"
-            )
+    return [
+        SeedPractitioner(
+            key=f"DR-{i:03d}", given=given, family=family, email=f"dr.{_ascii(family)}.{i}@clinic.example.org"
         )
-    return practitioners
+        for i, given, family in _named(rng, count)
+    ]
 
 
 SLOTS_PER_DAY = 10
