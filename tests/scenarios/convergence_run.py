@@ -306,3 +306,38 @@ async def record_views(world: World, adapters: Adapters) -> dict[str, dict[str, 
         views[name] = {adapter.external_id(r): adapter.view(r)
                        for r in await world.records(name) if adapter.is_appointment(r)}
     return views
+
+
+# -- checks both properties make -------------------------------------------------------------------
+
+def check_links(
+    lv: LedgerView, views: Mapping[str, Mapping[str, RecordView]], members: Sequence[str], *, allow_undecided: bool
+) -> None:
+    """(1) one live link per member, every vendor record linked, no canonical reference twice.
+    ``allow_undecided``: a record an open link conflict names may stay unlinked (it waits for a person)."""
+    linked: dict[tuple[str, str], str] = {}
+    for cid, links in lv.links.items():
+        per_member = Counter(lk.connector for lk in links)
+        assert all(n == 1 for n in per_member.values()), f"{cid}: several live links {per_member}"
+        linked.update({(lk.connector, lk.external_id): cid for lk in links})
+        snapshot = lv.snapshots.get(cid)
+        assert snapshot is not None, f"{cid}: linked but no ledger snapshot"
+        missing = set(members) - set(per_member)
+        if snapshot.status.creatable and cid not in lv.conflicted | lv.dead:
+            assert not missing, f"{cid} ({snapshot.status}) has no record in {sorted(missing)}"
+    for name, by_id in views.items():
+        refs: Counter[str] = Counter()
+        for rid, view in by_id.items():
+            if (name, rid) in lv.retired:
+                continue
+            if view.deleted and (name, rid) not in linked:
+                continue  # created and deleted by its users before syncd ever read it: nothing to sync
+            if allow_undecided and (name, rid) in lv.undecided and (name, rid) not in linked:
+                continue  # listed by `conflicts list`: which appointment it is waits for a person
+            assert (name, rid) in linked, f"{name} record {rid} is linked to no canonical appointment"
+            if view.reference is not None and not view.deleted:
+                refs[view.reference] += 1
+                assert view.reference == linked[(name, rid)], (
+                    f"{name} {rid} carries reference {view.reference} but is linked to {linked[(name, rid)]}")
+        dupes = {ref: n for ref, n in refs.items() if n > 1}
+        assert not dupes, f"{name}: several live records carry one canonical reference: {dupes}"

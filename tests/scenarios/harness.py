@@ -191,6 +191,15 @@ class World:
         await self.control(name, "POST", "/_sandbox/records", body)
         self.crosswalk[name] = rows
 
+    async def seed_holding(self, holder: str) -> None:
+        """Seed ``holder`` with the data set's appointments and every other member with its reference
+        data only, then import the crosswalk (reference rows)."""
+        await self.seed(holder)
+        for name in self.types:
+            if name != holder:
+                await self.seed(name, appointments=False)
+        await self.import_crosswalk()
+
     async def import_crosswalk(self, *, appointments_for: Sequence[str] = (), skip: Sequence[tuple[str, str, str]] = ()
                                ) -> None:
         rows_by = {

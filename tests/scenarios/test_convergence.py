@@ -37,23 +37,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-from tests.scenarios.convergence_run import (
-    FAULTS,
-    N_EXTRA,
-    N_INITIAL,
-    WRITE_KINDS,
-    LedgerView,
-    Step,
-    Trace,
-    disarm_faults,
-    fired_faults,
-    first_sync,
-    fresh_ledger_url,
-    guarded,
-    ledger_view,
-    play,
-    record_views,
-)
+from tests.scenarios import convergence_run as runner
+from tests.scenarios.convergence_run import LedgerView, Step, Trace
 from tests.scenarios.convergence_support import ADAPTERS, RecordView, expected_status
 from tests.scenarios.harness import World, make_world
 
@@ -71,7 +56,7 @@ EDITS = ("reschedule", "notes", "cancel", "new", "delete")
 EDIT_STEPS = st.builds(Step, op=st.sampled_from(EDITS), member=st.sampled_from(sorted(MEMBERS)),
                        slot=st.integers(0, 7), arg=st.integers(0, 7))
 FAULT_STEPS = st.builds(Step, op=st.just("fault"), member=st.sampled_from(sorted(MEMBERS)),
-                        slot=st.integers(0, len(FAULTS) - 1))
+                        slot=st.integers(0, len(runner.FAULTS) - 1))
 STEPS = st.lists(st.one_of(EDIT_STEPS, EDIT_STEPS, FAULT_STEPS, st.just(Step("resync"))), min_size=2, max_size=10)
 
 
@@ -94,37 +79,6 @@ def _events_for_outcomes(trace: Trace) -> None:
 
 REFERENCES = (("patient", "patient"), ("practitioner", "practitioner"), ("location", "location"),
               ("service_type", "service"))
-
-
-def _check_links(world: World, lv: LedgerView, views: dict[str, dict[str, RecordView]]) -> None:
-    """(1) one non-retired link per member, every vendor record linked, no duplicated reference."""
-    linked: dict[tuple[str, str], str] = {}
-    for cid, links in lv.links.items():
-        per_member = Counter(lk.connector for lk in links)
-        assert all(n == 1 for n in per_member.values()), f"{cid}: several live links {per_member}"
-        for lk in links:
-            linked[(lk.connector, lk.external_id)] = cid
-        snapshot = lv.snapshots.get(cid)
-        assert snapshot is not None, f"{cid}: linked but no ledger snapshot"
-        missing = set(MEMBERS) - set(per_member)
-        if snapshot.status.creatable and cid not in lv.conflicted | lv.dead:
-            assert not missing, f"{cid} ({snapshot.status}) has no record in {sorted(missing)}"
-    for name, by_id in views.items():
-        refs: Counter[str] = Counter()
-        for rid, view in by_id.items():
-            if (name, rid) in lv.retired:
-                continue
-            if view.deleted and (name, rid) not in linked:
-                continue  # created and deleted by its users before syncd ever read it: nothing to sync
-            if (name, rid) in lv.undecided and (name, rid) not in linked:
-                continue  # listed by `conflicts list`: which appointment it is waits for a person
-            assert (name, rid) in linked, f"{name} record {rid} is linked to no canonical appointment"
-            if view.reference is not None and not view.deleted:
-                refs[view.reference] += 1
-                assert view.reference == linked[(name, rid)], (
-                    f"{name} {rid} carries reference {view.reference} but is linked to {linked[(name, rid)]}")
-        dupes = {ref: n for ref, n in refs.items() if n > 1}
-        assert not dupes, f"{name}: several live records carry one canonical reference: {dupes}"
 
 
 def _check_values(world: World, lv: LedgerView, views: dict[str, dict[str, RecordView]]) -> None:
@@ -159,7 +113,7 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
     counted: dict[str, Counter[str]] = {name: Counter() for name in MEMBERS}
     for doc in trace.passes:
         for name, c in doc["connectors"].items():
-            for kind in WRITE_KINDS:
+            for kind in runner.WRITE_KINDS:
                 counted[name][kind] += c[kind]
     done = Counter(o.connector for o in lv.outbox if o.state == "done" and not o.last_error)
     superseded = Counter(o.connector for o in lv.outbox if o.state == "done" and o.last_error)
@@ -177,7 +131,7 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
         for r in rows:
             if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and "oauth" not in r["route"]:
                 by_method[r["method"]] += r["count"]
-        fired = await fired_faults(world, name, trace)
+        fired = await runner.fired_faults(world, name, trace)
         refused = {m: sum(n for (meth, _, kind), n in fired.items() if meth == m and kind in ("status", "rate_limit"))
                    for m in ("POST", "PUT", "PATCH")}
         c = counted[name]
@@ -202,22 +156,22 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
 # -- the property ----------------------------------------------------------------------------------
 
 async def _run_example(base_url: str, tmp: Path, steps: Sequence[Step]) -> None:
-    url = await fresh_ledger_url(base_url, tmp)
-    world = await make_world(tmp, url, MEMBERS, n_appointments=N_INITIAL + N_EXTRA)
+    url = await runner.fresh_ledger_url(base_url, tmp)
+    world = await make_world(tmp, url, MEMBERS, n_appointments=runner.N_INITIAL + runner.N_EXTRA)
     trace = Trace()
     try:
-        await first_sync(world, ADAPTERS, "zoho", trace)
-        await play(world, ADAPTERS, steps, trace)
-        await disarm_faults(world, trace)
+        await runner.first_sync(world, ADAPTERS, "zoho", trace)
+        await runner.play(world, ADAPTERS, steps, trace)
+        await runner.disarm_faults(world, trace)
         for name, fired in trace.faults_added.items():
             for method, _path, kind in fired:
                 event(f"fault fired: {name} {method} {kind}")
         for name in trace.replaced:
             event(f"replace flow in {name}")
         _events_for_outcomes(trace)
-        lv = await ledger_view(world)
-        views = await record_views(world, ADAPTERS)
-        _check_links(world, lv, views)
+        lv = await runner.ledger_view(world)
+        views = await runner.record_views(world, ADAPTERS)
+        runner.check_links(lv, views, list(MEMBERS), allow_undecided=True)
         _check_values(world, lv, views)
         await _check_accounting(world, lv, trace)
     finally:
@@ -235,7 +189,7 @@ def test_random_edits_and_faults_converge(tmp_path: Path, ledger_url: str) -> No
     def run(steps: list[Step]) -> None:
         tmp = tmp_path / f"example-{next(counter)}"
         tmp.mkdir()
-        asyncio.run(guarded(_run_example(ledger_url, tmp, steps)))
+        asyncio.run(runner.guarded(_run_example(ledger_url, tmp, steps)))
 
     run()
 

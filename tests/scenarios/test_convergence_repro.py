@@ -23,9 +23,7 @@ async def _one_sf_appointment_in_dentally(tmp_path: Path, ledger_url: str) -> As
     world = await make_world(tmp_path, ledger_url, {"sf": "salesforce_health", "dentally": "dentally"},
                              n_appointments=1)
     try:
-        await world.seed("sf")
-        await world.seed("dentally", appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("sf")
         assert (await world.resync()).document["connectors"]["dentally"]["created"] == 1
         sf_rec = next(r for r in await world.records("sf")
                       if (r.get("attributes") or {}).get("type") == "ServiceAppointment")
@@ -99,10 +97,7 @@ async def test_later_reschedule_in_crm_reaches_salesforce_and_stays(tmp_path: Pa
     world = await make_world(tmp_path, ledger_url,
                              {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}, n_appointments=1)
     try:
-        await world.seed("zoho")
-        await world.seed("dentally", appointments=False)
-        await world.seed("sf", appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("zoho")
         assert (await world.resync()).exit_code == 0
         zoho = (await world.records("zoho"))[0]
         start = datetime.fromisoformat(zoho["Appointment_Start_Time"]).astimezone(UTC) + timedelta(hours=2)
@@ -137,9 +132,7 @@ async def test_later_reschedule_in_crm_reaches_salesforce_and_stays(tmp_path: Pa
 async def test_notes_typed_during_a_cancel_write_are_kept(tmp_path: Path, ledger_url: str) -> None:
     world = await make_world(tmp_path, ledger_url, {"zoho": "zoho_crm", "dentally": "dentally"}, n_appointments=3)
     try:
-        await world.seed("zoho")
-        await world.seed("dentally", appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("zoho")
         assert (await world.resync()).exit_code == 0
         zoho = next(r for r in await world.records("zoho") if not r.get("Additional_Information"))
         cid = zoho["Syncd_Id"]

@@ -138,10 +138,7 @@ async def synced(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     members = {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}
     world = await make_world(tmp_path, ledger_url, members, n_appointments=8)
     try:
-        await world.seed("dentally")
-        for name in ("zoho", "sf"):
-            await world.seed(name, appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("dentally")
         first = await world.resync()
         assert first.exit_code == 0, first.document
         assert first.document["connectors"]["zoho"]["created"] == 8

@@ -40,27 +40,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
-from tests.scenarios.convergence_run import (
-    FAULTS,
-    N_EXTRA,
-    N_INITIAL,
-    NOTES,
-    WRITE_KINDS,
-    CustomEdit,
-    LedgerView,
-    Step,
-    Trace,
-    disarm_faults,
-    fired_faults,
-    first_sync,
-    fresh_ledger_url,
-    guarded,
-    ledger_view,
-    play,
-    quiet,
-    record_views,
-    resync,
-)
+from tests.scenarios import convergence_run as runner
+from tests.scenarios.convergence_run import CustomEdit, LedgerView, Step, Trace
 from tests.scenarios.convergence_support import ADAPTERS, RecordView, VendorAdapter, expected_status
 from tests.scenarios.harness import World, make_world
 from tests.scenarios.soak_support import SaludYaAdapter, saludya_notes
@@ -98,7 +79,7 @@ def steps_for(seed: int) -> list[Step]:
         if kind == "resync":
             steps.append(Step("resync"))
         elif kind == "fault":
-            steps.append(Step("fault", rng.choice(members), rng.randrange(len(FAULTS))))
+            steps.append(Step("fault", rng.choice(members), rng.randrange(len(runner.FAULTS))))
         else:
             member = rng.choice(members)
             op = rng.choice(EDITS)
@@ -124,7 +105,7 @@ def _soak_edits(world: World) -> CustomEdit:
         name = step.member
         adapter = VENDOR_ADAPTERS[world.types[name]]
         if step.op == "notes":
-            text = NOTES[step.arg % len(NOTES)]
+            text = runner.NOTES[step.arg % len(runner.NOTES)]
             changes = {"notes": saludya_notes(rec, text)} if name == "saludya" else adapter.notes(text)
             await world.edit(name, rid, changes)
         elif step.op == "service":
@@ -154,30 +135,6 @@ async def _clinic_decisions_only(world: World, lv: LedgerView) -> None:
         event(reason.split(":", 1)[0])
     wrong = [r for r in reasons if not any(words in r for words in CLINIC_DECISIONS)]
     assert not wrong, f"left open, but not for a clinic to decide: {wrong}"
-
-
-def _check_links(lv: LedgerView, views: dict[str, dict[str, RecordView]]) -> None:
-    """(1) one live link per member, every vendor record linked, no canonical reference twice."""
-    linked: dict[tuple[str, str], str] = {}
-    for cid, links in lv.links.items():
-        per_member = Counter(lk.connector for lk in links)
-        assert all(n == 1 for n in per_member.values()), f"{cid}: several live links {per_member}"
-        linked.update({(lk.connector, lk.external_id): cid for lk in links})
-        snapshot = lv.snapshots.get(cid)
-        assert snapshot is not None, f"{cid}: linked but no ledger snapshot"
-        missing = set(MEMBERS) - set(per_member)
-        if snapshot.status.creatable and cid not in lv.conflicted | lv.dead:
-            assert not missing, f"{cid} ({snapshot.status}) has no record in {sorted(missing)}"
-    for name, by_id in views.items():
-        refs: Counter[str] = Counter()
-        for rid, view in by_id.items():
-            if (name, rid) in lv.retired or (view.deleted and (name, rid) not in linked):
-                continue
-            assert (name, rid) in linked, f"{name} record {rid} is linked to no canonical appointment"
-            if view.reference is not None and not view.deleted:
-                refs[view.reference] += 1
-                assert view.reference == linked[(name, rid)], f"{name} {rid} carries another reference"
-        assert not {r: n for r, n in refs.items() if n > 1}, f"{name}: one canonical reference on several records"
 
 
 def _check_values(world: World, lv: LedgerView, views: dict[str, dict[str, RecordView]]) -> None:
@@ -218,7 +175,7 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
     counted: dict[str, Counter[str]] = {name: Counter() for name in MEMBERS}
     for doc in trace.passes:
         for name, c in doc["connectors"].items():
-            counted[name].update({k: c[k] for k in WRITE_KINDS})
+            counted[name].update({k: c[k] for k in runner.WRITE_KINDS})
     done = Counter(o.connector for o in lv.outbox if o.state == "done" and not o.last_error)
     open_rows = [(o.connector, o.op) for o in lv.outbox if o.state in ("pending", "sending")]
     ledger = await world.ledger()
@@ -235,12 +192,12 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
         rows = (await world.control(name, "GET", "/_sandbox/requests"))["requests"]
         posts = sum(r["count"] for r in rows if r["method"] == "POST" and "oauth" not in r["route"]
                     and not r["route"].endswith("/cancel"))
-        fired = await fired_faults(world, name, trace)
+        fired = await runner.fired_faults(world, name, trace)
         faulted = sum(n for (method, _p, kind), n in fired.items()
                       if method == "POST" and kind in ("status", "rate_limit"))
         # one the vendor refused (a dead letter) was posted once and never again; a create whose answer was
         # lost is searched for by its reference and posted again only when the vendor had not applied it
-        # (a dropped connection on a refused POST), never duplicated (``_check_links``)
+        # (a dropped connection on a refused POST), never duplicated (``convergence_run.check_links``)
         refused = sum(1 for d in letters if d.connector == name and d.kind == "rejected"
                       and (d.payload or {}).get("op") == "create")
         dropped = sum(n for (method, _p, kind), n in fired.items() if method == "POST" and kind == "drop_after_apply")
@@ -255,21 +212,21 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
 async def _run_example(base_url: str, tmp: Path, seed: int) -> None:
     steps = steps_for(seed)
     note(f"seed {seed}: {steps}")
-    url = await fresh_ledger_url(base_url, tmp)
-    world = await make_world(tmp, url, MEMBERS, n_appointments=N_INITIAL + N_EXTRA,
+    url = await runner.fresh_ledger_url(base_url, tmp)
+    world = await make_world(tmp, url, MEMBERS, n_appointments=runner.N_INITIAL + runner.N_EXTRA,
                              connector_extra={"saludya": {"default_location": DEFAULT_LOCATION}})
     trace = Trace()
     try:
-        await first_sync(world, VENDOR_ADAPTERS, "saludya", trace)
-        await play(world, VENDOR_ADAPTERS, steps, trace, _soak_edits(world))
+        await runner.first_sync(world, VENDOR_ADAPTERS, "saludya", trace)
+        await runner.play(world, VENDOR_ADAPTERS, steps, trace, _soak_edits(world))
         before = {name: await world.write_counts(name) for name in MEMBERS}
-        again = await resync(world, trace)
-        assert quiet(again), f"the second resync after the quiet one wrote: {again}"
+        again = await runner.resync(world, trace)
+        assert runner.quiet(again), f"the second resync after the quiet one wrote: {again}"
         assert {name: await world.write_counts(name) for name in MEMBERS} == before, "write requests were sent"
-        await disarm_faults(world, trace)
-        lv = await ledger_view(world)
-        views = await record_views(world, VENDOR_ADAPTERS)
-        _check_links(lv, views)
+        await runner.disarm_faults(world, trace)
+        lv = await runner.ledger_view(world)
+        views = await runner.record_views(world, VENDOR_ADAPTERS)
+        runner.check_links(lv, views, list(MEMBERS), allow_undecided=False)
         _check_values(world, lv, views)
         await _clinic_decisions_only(world, lv)
         await _check_accounting(world, lv, trace)
@@ -282,7 +239,7 @@ async def _run_example(base_url: str, tmp: Path, seed: int) -> None:
 
 async def _example(base_url: str, tmp: Path, seed: int) -> None:
     try:
-        await guarded(_run_example(base_url, tmp, seed))
+        await runner.guarded(_run_example(base_url, tmp, seed))
     except AssertionError as exc:
         raise AssertionError(f"soak seed {seed} (replay: SYNCD_SOAK_SEED={seed}): {exc}") from exc
 
