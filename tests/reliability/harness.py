@@ -65,23 +65,31 @@ class Scenario:
 
 
 @dataclass
-class Result:
-    scenario: Scenario
-    kills: int = 0
-    hard_kills: int = 0
-    faults: int = 0
-    changes: int = 0
+class Verdict:
+    """What the judge found: changes lost or duplicated, conflicts left, how far the members converged."""
+
     lost: int = 0
     duplicated: int = 0
     conflicts: int = 0
     converged: float = 0.0
     appointments: int = 0
     problems: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and self.converged >= 100.0
+
+
+@dataclass
+class Result(Verdict):
+    """One scenario's run: the judge's last verdict, and what the run did to get there."""
+
+    scenario: Scenario = field(kw_only=True)
+    kills: int = 0
+    hard_kills: int = 0
+    faults: int = 0
+    changes: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -175,7 +183,7 @@ class Run:
         self.sc = scenario
         self.dir = workdir
         self.rng = random.Random(scenario.seed)
-        self.result = Result(scenario)
+        self.result = Result(scenario=scenario)
         self.expected: dict[tuple[str, str], Expected] = {}
         self.unused_keys: list[str] = []
         self.replicas: list[Replica] = []
@@ -475,20 +483,6 @@ class Run:
         finally:
             await ledger.close()
         return judge(views, links, self.expected, conflicted)
-
-
-@dataclass
-class Verdict:
-    lost: int = 0
-    duplicated: int = 0
-    conflicts: int = 0
-    converged: float = 0.0
-    appointments: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.converged >= 100.0
 
 
 def _shape(view: RecordView) -> tuple[str, str, str | None]:
