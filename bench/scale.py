@@ -36,6 +36,7 @@ import aiohttp
 
 from bench import Figure, MeasuredRun, print_table, sandboxes, sqlite_ledger_url, syncd_command, write_results
 from bench.e2e import AUTH, NOTES_FIELD, Calls, appointment_records, control, measured_child, setup_pair
+from syncd.sandboxkit.control import edit_of
 
 __all__ = ["run"]
 
@@ -55,13 +56,7 @@ async def _edit(session: aiohttp.ClientSession, vendor: str, url: str, count: in
     records = appointment_records(vendor, await control(session, "GET", f"{url}/_sandbox/records"))
     step = max(1, len(records) // count)
     chosen = records[::step][:count]
-    key = "Id" if chosen and "Id" in chosen[0] else "id"
-    edits: list[dict[str, object]] = []
-    for i, rec in enumerate(chosen):
-        edit: dict[str, object] = {key: rec[key], NOTES_FIELD[vendor]: f"bench scale edit {i}"}
-        if "attributes" in rec:
-            edit["attributes"] = {"type": rec["attributes"]["type"]}
-        edits.append(edit)
+    edits = [edit_of(rec, {NOTES_FIELD[vendor]: f"bench scale edit {i}"}) for i, rec in enumerate(chosen)]
     await control(session, "POST", f"{url}/_sandbox/records", {"records": edits})
     return len(edits)
 

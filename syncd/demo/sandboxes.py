@@ -11,6 +11,7 @@ import aiohttp
 from syncd.demo.data import DemoError
 from syncd.demo.records import is_appointment, record_id
 from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit.control import edit_of, fault_of
 
 
 class Sandboxes:
@@ -51,17 +52,7 @@ class Sandboxes:
         full = await self.record(name, external_id)
         if full is None:
             raise DemoError(f"{name} has no appointment {external_id}")
-        key = "Id" if "Id" in full else "id"
-        rec: dict[str, Any] = {key: full[key]}
-        if "attributes" in full:
-            rec["attributes"] = {"type": full["attributes"]["type"]}
-        rec.update(changes)
-        await self.control(name, "POST", "/_sandbox/records", {"records": [rec]})
+        await self.control(name, "POST", "/_sandbox/records", {"records": [edit_of(full, changes)]})
 
     async def fault(self, name: str, method: str, path: str, action: Mapping[str, Any], times: int = 1) -> None:
-        await self.control(
-            name,
-            "POST",
-            "/_sandbox/faults",
-            {"match": {"method": method, "path": path}, "times": times, "action": dict(action)},
-        )
+        await self.control(name, "POST", "/_sandbox/faults", fault_of(method, path, action, times))

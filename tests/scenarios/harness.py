@@ -24,6 +24,7 @@ from syncd.engine.runner import PassResult, resync
 from syncd.ledger.models import AuditEntry, ConflictRow, DeadLetter, Link
 from syncd.ledger.store import Ledger, Tx
 from syncd.sandboxkit import RunningSandbox, start_sandbox
+from syncd.sandboxkit.control import edit_of, fault_of
 from syncd.sandboxkit.seedgen import SeedDataset, crosswalk_csv, generate
 
 AUTH: dict[str, dict[str, str]] = {
@@ -99,16 +100,10 @@ class World:
     async def edit(self, name: str, external_id: str, changes: Mapping[str, Any]) -> None:
         """Another user edits the record in the vendor (bumps its version and modified time)."""
         full = await self.record(name, external_id)
-        key = "Id" if "Id" in full else "id"
-        rec: dict[str, Any] = {key: full[key]}
-        if "attributes" in full:
-            rec["attributes"] = {"type": full["attributes"]["type"]}
-        rec.update(changes)
-        await self.control(name, "POST", "/_sandbox/records", {"records": [rec]})
+        await self.control(name, "POST", "/_sandbox/records", {"records": [edit_of(full, changes)]})
 
     async def fault(self, name: str, method: str, path: str, action: Mapping[str, Any], times: int = 1) -> None:
-        await self.control(name, "POST", "/_sandbox/faults",
-                           {"match": {"method": method, "path": path}, "times": times, "action": dict(action)})
+        await self.control(name, "POST", "/_sandbox/faults", fault_of(method, path, action, times))
 
     async def write_requests(self, name: str) -> int:
         rows = (await self.control(name, "GET", "/_sandbox/requests"))["requests"]
