@@ -61,6 +61,11 @@ class CrmGroup:
     other: str
     """salesforce_health: the race's target and the missing crosswalk entry"""
 
+    @property
+    def names(self) -> tuple[str, str, str]:
+        """(crm, ehr, other)"""
+        return self.crm, self.ehr, self.other
+
 
 def find_crm_group(config: Config) -> CrmGroup:
     for group in config.sync:

@@ -16,12 +16,19 @@ from syncd.demo.story import Outcome, Story
 from syncd.sandboxkit.seedgen import SeedDataset
 
 
-async def _crm_slot(story: Story, crm_id: str) -> tuple[datetime, datetime] | None:
-    """Start and end of the CRM's record ``crm_id`` (None: no such record or no readable times)."""
-    rec = await story.sandboxes.record(story.crm.crm, crm_id)
+async def _seeded_in_crm(
+    story: Story, outcome: Outcome, index: int
+) -> tuple[str, dict[str, str], datetime, datetime] | None:
+    """Seeded appointment ``index``: its canonical id, its id in each member, and its start and end as the
+    CRM holds them; None (the outcome settled as failed) when the CRM holds no readable record."""
+    cid, ids = await story.ids_of(index)
+    rec = await story.sandboxes.record(story.crm.crm, ids[story.crm.crm])
     start = parse_time(rec.get("Appointment_Start_Time") if rec else None)
     end = parse_time(rec.get("Appointment_End_Time") if rec else None)
-    return None if start is None or end is None else (start, end)
+    if start is None or end is None:
+        await story.settle(outcome, f"{story.crm.crm} holds no readable appointment for {cid}", "")
+        return None
+    return cid, ids, start, end
 
 
 async def _move_in_crm(story: Story, crm_id: str, start: datetime, end: datetime) -> None:
@@ -33,13 +40,10 @@ async def _move_in_crm(story: Story, crm_id: str, start: datetime, end: datetime
 
 # -- 1. reschedule in the CRM ----------------------------------------------------------------------
 async def reschedule(story: Story, outcome: Outcome) -> None:
-    crm, ehr, other = story.crm.crm, story.crm.ehr, story.crm.other
-    cid, ids = await story.ids_of(0)
-    slot = await _crm_slot(story, ids[crm])
-    if slot is None:
-        await story.settle(outcome, f"{crm} holds no readable appointment for {cid}", "")
+    crm, ehr, other = story.crm.names
+    if (found := await _seeded_in_crm(story, outcome, 0)) is None:
         return
-    start, end = slot
+    cid, ids, start, end = found
     new_start, new_end = start + timedelta(hours=2), end + timedelta(hours=2)
     story.say(f"A receptionist moves appointment {cid} in {crm} (record {ids[crm]}) two hours later.")
     await _move_in_crm(story, ids[crm], new_start, new_end)
@@ -54,16 +58,13 @@ async def reschedule(story: Story, outcome: Outcome) -> None:
         return None
 
     why = await story.until(check, cid=cid)
-    await story.settle(
-        outcome,
-        why,
-        f"rescheduled in {crm} → {ehr} {ids[ehr]} and {other} {ids[other]} now start {new_start:%H:%M} UTC",
-    )
+    done = f"rescheduled in {crm} → {ehr} {ids[ehr]} and {other} {ids[other]} now start {new_start:%H:%M} UTC"
+    await story.settle(outcome, why, done)
 
 
 # -- 2. cancellation in the EHR --------------------------------------------------------------------
 async def cancellation(story: Story, outcome: Outcome) -> None:
-    crm, ehr, other = story.crm.crm, story.crm.ehr, story.crm.other
+    crm, ehr, other = story.crm.names
     cid, ids = await story.ids_of(1)
     story.say(f"The patient calls the practice: appointment {cid} is cancelled in {ehr} (record {ids[ehr]}).")
     await story.sandboxes.edit(ehr, ids[ehr], {"state": "Cancelled", "cancellation_reason_id": 2})
@@ -83,13 +84,10 @@ async def cancellation(story: Story, outcome: Outcome) -> None:
 
 # -- 3. GET/PUT race -------------------------------------------------------------------------------
 async def race(story: Story, outcome: Outcome) -> None:
-    crm, ehr, other = story.crm.crm, story.crm.ehr, story.crm.other
-    cid, ids = await story.ids_of(2)
-    slot = await _crm_slot(story, ids[crm])
-    if slot is None:
-        await story.settle(outcome, f"{crm} holds no readable appointment for {cid}", "")
+    crm, ehr, other = story.crm.names
+    if (found := await _seeded_in_crm(story, outcome, 2)) is None:
         return
-    start, end = slot
+    cid, ids, start, end = found
     story.say(
         f"Appointment {cid} is moved an hour later in {crm}; while syncd writes it to {other}, "
         f"another {other} user edits its comment (a mutate_before fault on syncd's re-read right "
@@ -129,17 +127,14 @@ async def race(story: Story, outcome: Outcome) -> None:
         if why is not None or story.feed.seen("retry", other, since):
             break
         why = f"syncd did not re-read and re-merge {other} {ids[other]} (a poll took the edit first)"
-    await story.settle(
-        outcome,
-        why,
-        f"race on {other} {ids[other]} → re-read and re-merged: the new time and the "
-        f"concurrent note both kept, in all three systems",
-    )
+    kept = "the new time and the concurrent note both kept, in all three systems"
+    done = f"race on {other} {ids[other]} → re-read and re-merged: {kept}"
+    await story.settle(outcome, why, done)
 
 
 # -- 4. patient change Dentally forbids ------------------------------------------------------------
 async def patient_change(story: Story, outcome: Outcome) -> None:
-    crm, ehr, other = story.crm.crm, story.crm.ehr, story.crm.other
+    crm, ehr, other = story.crm.names
     cid, ids = await story.ids_of(3)
     current = story.dataset.appointments[3].patient
     new_patient = next(p.key for p in story.dataset.patients if p.key not in (current, story.missing_patient))
@@ -182,12 +177,11 @@ async def patient_change(story: Story, outcome: Outcome) -> None:
 
     why = await story.until(check, cid=cid)
     new_id = replaced[-1] if replaced else "-"
-    await story.settle(
-        outcome,
-        why,
+    done = (
         f"{ehr} patient change → replaced: new {new_id}, old {old_id} cancelled "
-        f"'Booked in error', crosswalk points at {new_id}; {other} updated in place",
+        f"'Booked in error', crosswalk points at {new_id}; {other} updated in place"
     )
+    await story.settle(outcome, why, done)
 
 
 # -- 5. missing crosswalk entry --------------------------------------------------------------------
@@ -216,17 +210,14 @@ async def missing_crosswalk(story: Story, outcome: Outcome) -> None:
         return f"no dead letter naming patient {patient} and {other}"
 
     why = await story.until(check, timeout=5.0)
-    await story.settle(
-        outcome,
-        why,
-        f'dead-lettered for {other}: "{found[0] if found else ""}" '
-        f"(fix: syncd crosswalk import, then syncd deadletters retry)",
-    )
+    fix = "(fix: syncd crosswalk import, then syncd deadletters retry)"
+    done = f'dead-lettered for {other}: "{found[0] if found else ""}" {fix}'
+    await story.settle(outcome, why, done)
 
 
 # -- 6. onboarding: bookings already typed by hand are linked, not copied --------------------------
 async def onboarding(story: Story, outcome: Outcome) -> None:
-    crm, ehr, other = story.crm.crm, story.crm.ehr, story.crm.other
+    crm, ehr, other = story.crm.names
     typed = story.typed
     if typed is None:
         await story.settle(outcome, "no bookings were typed by hand before the start", "")
@@ -256,13 +247,12 @@ async def onboarding(story: Story, outcome: Outcome) -> None:
 
     why = await story.until(check)
     linked = sum(story.feed.counts[name]["linked"] for name in (crm, other))
-    await story.settle(
-        outcome,
-        why,
+    done = (
         f"{linked} records typed by hand in {crm} and {other} linked to {ehr}'s "
         f"bookings (no copies); the {crm}-only booking created in {ehr} and "
-        f"{other} once",
+        f"{other} once"
     )
+    await story.settle(outcome, why, done)
 
 
 # ----------------------------------------------------------------------------------------- SaludYa
@@ -337,8 +327,5 @@ async def saludya_booking_reaches_crm(story: Story, outcome: Outcome) -> None:
     why = await story.until(check)
     cid, crm_id = found if found else ("-", "-")
     where = f" at {default}" if default else ""
-    await story.settle(
-        outcome,
-        why,
-        f"booked in {sy} ({SALUDYA_BOOKING_ID}) → {crm} {crm_id} created for {cid} with service {service}{where}",
-    )
+    done = f"booked in {sy} ({SALUDYA_BOOKING_ID}) → {crm} {crm_id} created for {cid} with service {service}{where}"
+    await story.settle(outcome, why, done)

@@ -351,17 +351,22 @@ def patch_fields(body: Any) -> dict[str, Any]:
     for key, value in body.items():
         name = by_lower.get(key.lower())
         if name is None:
-            raise SfError(
-                400,
-                "INVALID_FIELD_FOR_INSERT_UPDATE",
-                f"Unable to create/update fields: {key}. Please check the security settings of this field "
-                "and verify that it is read/write for your profile or permission set.",
-                [key],
-            )
+            raise _not_updatable(key)
         if value is not None and not isinstance(value, str):
             raise SfError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of string from {key}")
         changes[name] = value
     return changes
+
+
+def _not_updatable(key: str) -> SfError:
+    """A PATCH naming a field the integration user cannot write (§6)."""
+    return SfError(
+        400,
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        f"Unable to create/update fields: {key}. Please check the security settings of this field "
+        "and verify that it is read/write for your profile or permission set.",
+        [key],
+    )
 
 
 def check_unmodified_since(rec: dict[str, Any], header: str | None) -> None:
