@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import io
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from syncd.engine.onboard import LINK_FIELD
 from syncd.ledger.models import metadata
 from syncd.ledger.store import Ledger
 from syncd.model import Appointment
-from tests.scenarios.convergence_support import FaultSpot, RecordView, VendorAdapter
+from tests.scenarios.convergence_support import FaultSpot, RecordView, VendorAdapter, expected_status
 from tests.scenarios.harness import World
 
 N_INITIAL, N_EXTRA = 4, 2
@@ -341,3 +341,28 @@ def check_links(
                     f"{name} {rid} carries reference {view.reference} but is linked to {linked[(name, rid)]}")
         dupes = {ref: n for ref, n in refs.items() if n > 1}
         assert not dupes, f"{name}: several live records carry one canonical reference: {dupes}"
+
+
+def checked_values(
+    world: World, lv: LedgerView, views: Mapping[str, Mapping[str, RecordView]]
+) -> Iterator[tuple[Appointment, Any, RecordView, str]]:
+    """(2) every linked record outside an open conflict or dead letter exists, is deleted only when the
+    ledger's appointment is over, and holds the ledger's status, start and notes. Yields (snapshot,
+    link, view, where) of each live one, for the property's own checks of what that member holds."""
+    for cid, links in lv.links.items():
+        snapshot = lv.snapshots[cid]
+        if cid in lv.conflicted or cid in lv.dead:
+            continue  # listed by `conflicts list` / `deadletters list`: allowed to differ
+        for lk in links:
+            view = views[lk.connector].get(lk.external_id)
+            where = f"{cid} in {lk.connector} ({lk.external_id})"
+            assert view is not None, f"{where}: no such record"
+            if view.deleted:
+                assert snapshot.status.terminal, f"{where} was deleted but the ledger holds {snapshot.status}"
+                continue
+            assert view.status == expected_status(world.types[lk.connector], snapshot.status.value), (
+                f"{where}: status {view.status}, ledger {snapshot.status.value}")
+            assert snapshot.start is not None and view.start == snapshot.start, (
+                f"{where}: start {view.start.isoformat()}, ledger {snapshot.start}")
+            assert view.notes == (snapshot.notes or None), f"{where}: notes differ from the ledger"
+            yield snapshot, lk, view, where

@@ -30,7 +30,6 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ from hypothesis import strategies as st
 
 from tests.scenarios import convergence_run as runner
 from tests.scenarios.convergence_run import LedgerView, Step, Trace
-from tests.scenarios.convergence_support import ADAPTERS, RecordView, expected_status
+from tests.scenarios.convergence_support import ADAPTERS, RecordView
 from tests.scenarios.harness import World, make_world
 
 MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}
@@ -83,28 +82,12 @@ REFERENCES = (("patient", "patient"), ("practitioner", "practitioner"), ("locati
 
 def _check_values(world: World, lv: LedgerView, views: dict[str, dict[str, RecordView]]) -> None:
     """(2) every member holds the ledger snapshot's values on the fields it can express."""
-    for cid, links in lv.links.items():
-        snapshot = lv.snapshots[cid]
-        if cid in lv.conflicted or cid in lv.dead:
-            continue  # listed by `conflicts list` / `deadletters list`: allowed to differ
-        for lk in links:
-            vendor = world.types[lk.connector]
-            view = views[lk.connector].get(lk.external_id)
-            assert view is not None, f"{cid}: {lk.connector} has no record {lk.external_id}"
-            where = f"{cid} in {lk.connector} ({lk.external_id})"
-            if view.deleted:
-                assert snapshot.status.terminal, f"{where} was deleted but the ledger holds {snapshot.status}"
-                continue
-            assert view.status == expected_status(vendor, snapshot.status.value), (
-                f"{where}: status {view.status}, ledger {snapshot.status.value}")
-            assert snapshot.start is not None and view.start == snapshot.start.astimezone(UTC), (
-                f"{where}: start {view.start.isoformat()}, ledger {snapshot.start}")
-            assert view.notes == (snapshot.notes or None), f"{where}: notes differ from the ledger"
-            for attr, kind in REFERENCES:
-                key = getattr(snapshot, attr)
-                expected = lv.crosswalk.get((kind, key, lk.connector)) if key is not None else None
-                assert getattr(view, kind) == expected, (
-                    f"{where}: {kind} {getattr(view, kind)} but the ledger's {key} maps to {expected}")
+    for snapshot, lk, view, where in runner.checked_values(world, lv, views):
+        for attr, kind in REFERENCES:
+            key = getattr(snapshot, attr)
+            expected = lv.crosswalk.get((kind, key, lk.connector)) if key is not None else None
+            assert getattr(view, kind) == expected, (
+                f"{where}: {kind} {getattr(view, kind)} but the ledger's {key} maps to {expected}")
 
 
 async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:

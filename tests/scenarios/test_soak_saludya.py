@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 from tests.scenarios import convergence_run as runner
 from tests.scenarios.convergence_run import CustomEdit, LedgerView, Step, Trace
-from tests.scenarios.convergence_support import ADAPTERS, RecordView, VendorAdapter, expected_status
+from tests.scenarios.convergence_support import ADAPTERS, RecordView, VendorAdapter
 from tests.scenarios.harness import World, make_world
 from tests.scenarios.soak_support import SaludYaAdapter, saludya_notes
 
@@ -141,33 +141,19 @@ def _check_values(world: World, lv: LedgerView, views: dict[str, dict[str, Recor
     """(2) every member holds the ledger's values on what it can hold: SaludYa stores no location, and its
     specialty is its own (read-only there: a change made elsewhere is never written to it); a Zoho
     appointment that is over keeps the service it was booked with."""
-    for cid, links in lv.links.items():
-        snapshot = lv.snapshots[cid]
-        if cid in lv.conflicted or cid in lv.dead:
-            continue  # listed by `conflicts list` / `deadletters list`: allowed to differ
-        for lk in links:
-            vendor = world.types[lk.connector]
-            view = views[lk.connector].get(lk.external_id)
-            where = f"{cid} in {lk.connector} ({lk.external_id})"
-            assert view is not None, f"{where}: no such record"
-            if view.deleted:
-                assert snapshot.status.terminal, f"{where} was deleted but the ledger holds {snapshot.status}"
-                continue
-            assert view.status == expected_status(vendor, snapshot.status.value), (
-                f"{where}: status {view.status}, ledger {snapshot.status.value}")
-            assert snapshot.start is not None and view.start == snapshot.start, f"{where}: start differs"
-            assert view.notes == (snapshot.notes or None), f"{where}: notes differ from the ledger"
-            held = [("patient", "patient"), ("practitioner", "practitioner")]
-            if vendor != "saludya":
-                held.append(("location", "location"))
-            if vendor == "salesforce_health" or (vendor == "zoho_crm" and not snapshot.status.terminal):
-                held.append(("service_type", "service"))  # Zoho changes it only by a replace, never once over
-            for attr, kind in held:
-                key = getattr(snapshot, attr)
-                expected = lv.crosswalk.get((kind, key, lk.connector)) if key is not None else None
-                assert getattr(view, kind) == expected, f"{where}: {kind} differs from the ledger's {key}"
-            if vendor == "salesforce_health":
-                assert snapshot.location == DEFAULT_LOCATION, f"{cid}: location {snapshot.location}"
+    for snapshot, lk, view, where in runner.checked_values(world, lv, views):
+        vendor = world.types[lk.connector]
+        held = [("patient", "patient"), ("practitioner", "practitioner")]
+        if vendor != "saludya":
+            held.append(("location", "location"))
+        if vendor == "salesforce_health" or (vendor == "zoho_crm" and not snapshot.status.terminal):
+            held.append(("service_type", "service"))  # Zoho changes it only by a replace, never once over
+        for attr, kind in held:
+            key = getattr(snapshot, attr)
+            expected = lv.crosswalk.get((kind, key, lk.connector)) if key is not None else None
+            assert getattr(view, kind) == expected, f"{where}: {kind} differs from the ledger's {key}"
+        if vendor == "salesforce_health":
+            assert snapshot.location == DEFAULT_LOCATION, f"{where}: location {snapshot.location}"
 
 
 async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
