@@ -14,8 +14,9 @@ from aiohttp import web
 
 import connectors.zoho_crm.sandbox.reads as reads
 import connectors.zoho_crm.sandbox.watch as watch
+from connectors.zoho_crm.sandbox.records import Appt, Token
 from connectors.zoho_crm.sandbox.rules import Plan, check_create, check_update
-from connectors.zoho_crm.sandbox.store import Appt, Token, ZohoStore
+from connectors.zoho_crm.sandbox.store import ZohoStore
 from connectors.zoho_crm.sandbox.wire import (
     API,
     API_USER,

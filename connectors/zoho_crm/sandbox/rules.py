@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.zoho_crm.sandbox.store import Appt, Refs
+from connectors.zoho_crm.sandbox.records import Appt, Refs
 from connectors.zoho_crm.sandbox.wire import (
     CANCEL_KEYS,
     CUSTOMER_MODULES,
