@@ -14,6 +14,18 @@ from connectors.zoho_crm.sandbox.wire import (
 )
 
 
+class _TimeField:
+    """A datetime field of ``Appt.data``, read as an attribute (the store keeps every ``DATETIME_FIELDS``
+    value as an aware datetime)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, rec: Appt, owner: type[Appt] | None = None) -> datetime:
+        value: datetime = rec.data[self.name]
+        return value
+
+
 @dataclass
 class Appt:
     """One ``Appointments__s`` record; ``data`` holds Zoho fields, datetimes as aware UTC values."""
@@ -25,6 +37,11 @@ class Appt:
     last_trigger: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    start = _TimeField("Appointment_Start_Time")
+    end = _TimeField("Appointment_End_Time")
+    modified = _TimeField("Modified_Time")
+    created = _TimeField("Created_Time")
+
     @property
     def id(self) -> str:
         return str(self.data["id"])
@@ -32,26 +49,6 @@ class Appt:
     @property
     def status(self) -> str:
         return str(self.data["Status"])
-
-    @property
-    def start(self) -> datetime:
-        value: datetime = self.data["Appointment_Start_Time"]
-        return value
-
-    @property
-    def end(self) -> datetime:
-        value: datetime = self.data["Appointment_End_Time"]
-        return value
-
-    @property
-    def modified(self) -> datetime:
-        value: datetime = self.data["Modified_Time"]
-        return value
-
-    @property
-    def created(self) -> datetime:
-        value: datetime = self.data["Created_Time"]
-        return value
 
     def render(self, tz: timezone, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
