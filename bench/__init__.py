@@ -230,10 +230,11 @@ def sandboxes(vendors: Sequence[str]) -> ChildProcess:
     return ChildProcess(sandbox_command(vendors), ready_marker="sandboxes running")
 
 
-async def _pg_admin(statement: str) -> None:
+async def pg_admin(statement: str, *, server: str = PG_BASE) -> None:
+    """Run one statement (``CREATE DATABASE``, ``DROP DATABASE``) on ``server``'s ``postgres`` database."""
     import asyncpg
 
-    conn = await asyncpg.connect(f"{PG_BASE}/postgres", timeout=5)
+    conn = await asyncpg.connect(f"{server}/postgres", timeout=5)
     try:
         await conn.execute(statement)
     finally:
@@ -242,7 +243,7 @@ async def _pg_admin(statement: str) -> None:
 
 async def pg_reachable() -> bool:
     try:
-        await _pg_admin("SELECT 1")
+        await pg_admin("SELECT 1")
     except (OSError, TimeoutError, ImportError):
         return False
     except Exception:  # asyncpg's own errors (authentication, ...): treat as unreachable
@@ -254,12 +255,12 @@ async def pg_reachable() -> bool:
 async def pg_database() -> AsyncIterator[str]:
     """A new, empty PostgreSQL database (SQLAlchemy asyncpg URL), dropped afterwards."""
     name = f"syncd_bench_{uuid.uuid4().hex[:12]}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
+    await pg_admin(f'CREATE DATABASE "{name}"')
     host = PG_BASE.split("://", 1)[1]
     try:
         yield f"postgresql+asyncpg://{host}/{name}"
     finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.asynccontextmanager

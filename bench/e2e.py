@@ -160,6 +160,16 @@ async def request_counts(session: aiohttp.ClientSession, url: str) -> Counter[tu
     return Counter({(r["method"], r["route"]): int(r["count"]) for r in doc["requests"]})
 
 
+async def measured_child(
+    session: aiohttp.ClientSession, urls: Mapping[str, str], args: Sequence[str], timeout: float
+) -> tuple[MeasuredRun, dict[str, Calls]]:
+    """Run ``args`` as a measured child process, and count what it cost each sandbox in ``urls``."""
+    before = {v: await request_counts(session, url) for v, url in urls.items()}
+    run = await run_measured(args, timeout=timeout)
+    after = {v: await request_counts(session, url) for v, url in urls.items()}
+    return run, {v: Calls.of(before[v], after[v]) for v in before}
+
+
 @dataclass
 class Calls:
     reads: int = 0

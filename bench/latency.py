@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -133,11 +134,22 @@ async def _zoho_count(session: aiohttp.ClientSession, url: str) -> int:
     return len((await control(session, "GET", f"{url}/_sandbox/records")).get("records") or [])
 
 
+@dataclass
+class Stream:
+    """What one webhook stream did: answers by status (0: no answer), how long sending took, how many
+    records reached the target and how long after the last delivery."""
+
+    statuses: dict[int, int]
+    sent_s: float
+    written: int
+    drain: float
+    metrics_text: str
+
+
 async def measure(rate: float, seconds: float, drain_limit: float = DRAIN_S) -> list[Figure]:
     total = int(rate * seconds)
     port = _free_port()
     daemon_url = f"http://127.0.0.1:{port}"
-    figures: list[Figure] = []
     timeout = aiohttp.ClientTimeout(total=30)
     async with sandboxes([SOURCE, TARGET]) as child, sqlite_ledger_url() as ledger_url, \
             aiohttp.ClientSession(timeout=timeout) as session:
@@ -153,59 +165,78 @@ async def measure(rate: float, seconds: float, drain_limit: float = DRAIN_S) -> 
                 )
                 try:
                     await _wait_ready(session, daemon_url, proc)
-                    statuses: dict[int, int] = {}
-
-                    async def send(record_id: str) -> None:
-                        body, headers = _delivery(record_id)
-                        try:
-                            async with session.post(f"{daemon_url}/webhooks/{SOURCE}", data=body,
-                                                    headers=headers) as resp:
-                                await resp.read()
-                                statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                        except (aiohttp.ClientError, TimeoutError):
-                            statuses[0] = statuses.get(0, 0) + 1
-
-                    tasks: list[asyncio.Task[None]] = []
-                    started = time.perf_counter()
-                    for i, record_id in enumerate(ids):
-                        delay = started + i / rate - time.perf_counter()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        tasks.append(asyncio.create_task(send(record_id)))
-                    sent_s = time.perf_counter() - started
-                    await asyncio.gather(*tasks)
-                    last_sent = time.perf_counter()
-                    written = await _zoho_count(session, child.urls[TARGET])
-                    while written < len(ids) and time.perf_counter() - last_sent < drain_limit:
-                        await asyncio.sleep(0.25)
-                        written = await _zoho_count(session, child.urls[TARGET])
-                    drain = time.perf_counter() - last_sent
-                    async with session.get(f"{daemon_url}/metrics") as resp:
-                        metrics_text = await resp.text()
+                    stream = await _stream(session, daemon_url, child.urls[TARGET], ids, rate, drain_limit)
                 except BaseException:
                     log.seek(0)
                     print(log.read().decode(errors="replace")[-3000:], file=sys.stderr)
                     raise
                 finally:
-                    if proc.returncode is None:
-                        with contextlib.suppress(ProcessLookupError):
-                            proc.send_signal(signal.SIGTERM)
-                        try:
-                            await asyncio.wait_for(proc.wait(), 5)  # a throw-away ledger: no need to wait on
-                        except TimeoutError:
-                            proc.kill()
-                            await proc.wait()
-    buckets = parse_histogram(metrics_text, METRIC, {"connector": TARGET})
+                    await _stop(proc)
+    return _figures(rate, len(ids), stream, drain_limit)
+
+
+async def _stream(
+    session: aiohttp.ClientSession, daemon_url: str, target_url: str, ids: list[str], rate: float, drain_limit: float
+) -> Stream:
+    """Deliver one webhook per record at ``rate`` a second, then wait (at most ``drain_limit``) until the
+    target holds them all; the daemon's metrics afterwards."""
+    statuses: dict[int, int] = {}
+
+    async def send(record_id: str) -> None:
+        body, headers = _delivery(record_id)
+        try:
+            async with session.post(f"{daemon_url}/webhooks/{SOURCE}", data=body, headers=headers) as resp:
+                await resp.read()
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+        except (aiohttp.ClientError, TimeoutError):
+            statuses[0] = statuses.get(0, 0) + 1
+
+    tasks: list[asyncio.Task[None]] = []
+    started = time.perf_counter()
+    for i, record_id in enumerate(ids):
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(record_id)))
+    sent_s = time.perf_counter() - started
+    await asyncio.gather(*tasks)
+    last_sent = time.perf_counter()
+    written = await _zoho_count(session, target_url)
+    while written < len(ids) and time.perf_counter() - last_sent < drain_limit:
+        await asyncio.sleep(0.25)
+        written = await _zoho_count(session, target_url)
+    drain = time.perf_counter() - last_sent
+    async with session.get(f"{daemon_url}/metrics") as resp:
+        metrics_text = await resp.text()
+    return Stream(statuses, sent_s, written, drain, metrics_text)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 5)  # a throw-away ledger: no need to wait on
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def _figures(rate: float, deliveries: int, stream: Stream, drain_limit: float) -> list[Figure]:
+    """p50 and p99 of delivery -> write (the daemon's histogram; p99 is the hard target), and the drain."""
+    figures: list[Figure] = []
+    statuses, written, drain = stream.statuses, stream.written, stream.drain
+    buckets = parse_histogram(stream.metrics_text, METRIC, {"connector": TARGET})
     observed = int(buckets[-1][1]) if buckets else 0
     accepted = statuses.get(202, 0)
-    stream = f"{len(ids):,} deliveries at {rate:.0f}/s over {sent_s:.1f} s, {accepted:,} answered 202"
-    if accepted != len(ids):
-        stream += f" (others: { {k: v for k, v in statuses.items() if k != 202} })"
-    extra: dict[str, object] = {"deliveries": len(ids), "accepted": accepted, "observations": observed,
+    summary = f"{deliveries:,} deliveries at {rate:.0f}/s over {stream.sent_s:.1f} s, {accepted:,} answered 202"
+    if accepted != deliveries:
+        summary += f" (others: { {k: v for k, v in statuses.items() if k != 202} })"
+    extra: dict[str, object] = {"deliveries": deliveries, "accepted": accepted, "observations": observed,
                                 "written": written, "drain_s": drain, "buckets": [[b, c] for b, c in buckets]}
     for q, name in ((0.5, "p50"), (0.99, "p99")):
         value = histogram_quantile(q, buckets) if observed else None
-        note = stream if q == 0.5 else f"{observed:,} latencies observed"
+        note = summary if q == 0.5 else f"{observed:,} latencies observed"
         if value is not None:
             lo, hi = bucket_of(q, buckets)
             note += f"; in bucket ({lo:g}, {hi:g}] s"
@@ -216,8 +247,8 @@ async def measure(rate: float, seconds: float, drain_limit: float = DRAIN_S) -> 
     if observed < written:
         figures[-1].note += f"; the histogram holds {observed:,} observations for {written:,} writes"
     figures.append(Figure(BENCH, f"{SOURCE}->{TARGET} written after the stream", drain, "s", note=(
-        f"{written:,} of {len(ids):,} in Zoho {drain:.1f} s after the last delivery"
-        + ("" if written >= len(ids) else f" (gave up after {drain_limit:.0f} s)"))))
+        f"{written:,} of {deliveries:,} in Zoho {drain:.1f} s after the last delivery"
+        + ("" if written >= deliveries else f" (gave up after {drain_limit:.0f} s)"))))
     return figures
 
 

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench import Figure, print_table, run_measured, sandboxes, sqlite_ledger_url, syncd_command, write_results
-from bench.e2e import AUTH, NOTES_FIELD, Calls, appointment_records, control, request_counts, setup_pair
+from bench import Figure, MeasuredRun, print_table, sandboxes, sqlite_ledger_url, syncd_command, write_results
+from bench.e2e import AUTH, NOTES_FIELD, Calls, appointment_records, control, measured_child, setup_pair
+from syncd.sandboxkit.control import edit_of
 
 __all__ = ["run"]
 
@@ -55,20 +56,13 @@ async def _edit(session: aiohttp.ClientSession, vendor: str, url: str, count: in
     records = appointment_records(vendor, await control(session, "GET", f"{url}/_sandbox/records"))
     step = max(1, len(records) // count)
     chosen = records[::step][:count]
-    key = "Id" if chosen and "Id" in chosen[0] else "id"
-    edits: list[dict[str, object]] = []
-    for i, rec in enumerate(chosen):
-        edit: dict[str, object] = {key: rec[key], NOTES_FIELD[vendor]: f"bench scale edit {i}"}
-        if "attributes" in rec:
-            edit["attributes"] = {"type": rec["attributes"]["type"]}
-        edits.append(edit)
+    edits = [edit_of(rec, {NOTES_FIELD[vendor]: f"bench scale edit {i}"}) for i, rec in enumerate(chosen)]
     await control(session, "POST", f"{url}/_sandbox/records", {"records": edits})
     return len(edits)
 
 
 async def measure_size(source: str, target: str, n: int, budget: float, memory_n: int) -> list[Figure]:
     label = f"{source}->{target} N={n:,}"
-    figures: list[Figure] = []
     timeout = aiohttp.ClientTimeout(total=300)
     async with sandboxes([source, target]) as child, sqlite_ledger_url() as ledger_url, \
             aiohttp.ClientSession(timeout=timeout) as session:
@@ -77,61 +71,79 @@ async def measure_size(source: str, target: str, n: int, budget: float, memory_n
             setup = await setup_pair(session, source, target, n, child.urls, ledger_url, Path(tmp),
                                      seed_target_appointments=True)
             setup_s = time.perf_counter() - started
-            config = str(setup.config_path)
             print(f"  {label}: full resync (set up in {setup_s:.1f} s) ...", file=sys.stderr, flush=True)
-            before = {v: await request_counts(session, child.urls[v]) for v in (source, target)}
-            full = await run_measured(syncd_command("resync", "--json", "--config", config), timeout=budget)
-            after = {v: await request_counts(session, child.urls[v]) for v in (source, target)}
-            doc = full.json()
-            seconds = float(doc.get("duration_s") or full.seconds) if not full.timed_out else full.seconds
-            calls = {v: Calls.of(before[v], after[v]) for v in before}
-            writes = sum(c.writes for c in calls.values())
-            note = (f"ledger and sandboxes set up in {setup_s:.1f} s (links bulk-inserted, no vendor creates); "
-                    f"{writes:,} writes, reads {source} {calls[source].reads:,}, {target} {calls[target].reads:,}")
-            if full.timed_out:
-                note = f"STOPPED after {full.seconds:.0f} s (budget); " + note
-            figures.append(Figure(BENCH, f"{label}: full resync", n / seconds if not full.timed_out else None,
-                                  "records/s", note=f"{seconds:.1f} s; " + note, complete=not full.timed_out,
-                                  extra={"n": n, "seconds": seconds, "timed_out": full.timed_out,
-                                         "max_rss_mb": full.max_rss_mb, "cpu_s": full.cpu_s,
-                                         "exit_code": full.returncode,
-                                         "calls": {v: c.routes for v, c in calls.items()}}))
-            if n == memory_n:
-                figures.append(Figure(BENCH, f"{label}: peak RSS of the full resync", full.max_rss_mb, "MB",
-                                      TARGET_RSS_MB, hard=True, lower_is_better=True, complete=not full.timed_out,
-                                      note=("peak until it was stopped; " if full.timed_out else "")
-                                      + "the syncd child's own ru_maxrss"))
-            else:
-                figures.append(Figure(BENCH, f"{label}: peak RSS of the full resync", full.max_rss_mb, "MB",
-                                      note="the syncd child's own ru_maxrss"))
+            urls = {v: child.urls[v] for v in (source, target)}
+            config = str(setup.config_path)
+            full, calls = await measured_child(
+                session, urls, syncd_command("resync", "--json", "--config", config), budget
+            )
+            figures = _full_resync_figures(label, n, memory_n, full, calls, setup_s)
             if full.timed_out:
                 figures.append(Figure(BENCH, f"{label}: poll with {CHANGES} changes", None, "s",
                                       note="not measured: the full resync was stopped"))
                 return figures
             since = (datetime.now(UTC) - timedelta(seconds=1)).replace(microsecond=0)
             edited = await _edit(session, source, child.urls[source], CHANGES)
-            before = {v: await request_counts(session, child.urls[v]) for v in (source, target)}
-            poll = await run_measured(syncd_command("resync", "--json", "--config", config,
-                                                    "--since", since.isoformat().replace("+00:00", "Z")),
-                                      timeout=POLL_BUDGET_S)
-            after = {v: await request_counts(session, child.urls[v]) for v in (source, target)}
-            pdoc = poll.json()
-            calls = {v: Calls.of(before[v], after[v]) for v in before}
-            pseconds = float(pdoc.get("duration_s") or poll.seconds) if not poll.timed_out else poll.seconds
-            counts = (pdoc.get("connectors") or {}).get(target) or {}
-            changed = sum(int(counts.get(k, 0)) for k in ("created", "updated", "cancelled"))
-            total_calls = sum(c.total for c in calls.values())
-            detail = (f"{edited} edits, {changed} written; {source}: {calls[source].reads} reads; "
-                      f"{target}: {calls[target].reads} reads, {calls[target].writes} writes; exit {poll.returncode}")
-            if poll.timed_out:
-                detail = f"STOPPED after {poll.seconds:.0f} s; " + detail
-            extra: dict[str, object] = {"n": n, "seconds": pseconds, "changes": changed, "edited": edited,
-                                        "calls": {v: c.routes for v, c in calls.items()}, "cpu_s": poll.cpu_s}
-            figures.append(Figure(BENCH, f"{label}: poll with {CHANGES} changes, time", pseconds, "s",
-                                  note=detail, extra=extra, complete=not poll.timed_out))
-            figures.append(Figure(BENCH, f"{label}: poll with {CHANGES} changes, vendor calls", total_calls,
-                                  "calls", note="every call either sandbox answered, token calls included"))
+            poll, calls = await measured_child(
+                session, urls,
+                syncd_command("resync", "--json", "--config", config, "--since",
+                              since.isoformat().replace("+00:00", "Z")),
+                POLL_BUDGET_S,
+            )
+            figures += _poll_figures(label, n, source, target, edited, poll, calls)
     return figures
+
+
+def _full_resync_figures(
+    label: str, n: int, memory_n: int, full: MeasuredRun, calls: dict[str, Calls], setup_s: float
+) -> list[Figure]:
+    """Throughput and peak memory of the full resync (hard RSS target at ``memory_n`` records);
+    ``calls``: the source's, then the target's."""
+    source, target = calls
+    seconds = float(full.json().get("duration_s") or full.seconds) if not full.timed_out else full.seconds
+    writes = sum(c.writes for c in calls.values())
+    note = (f"ledger and sandboxes set up in {setup_s:.1f} s (links bulk-inserted, no vendor creates); "
+            f"{writes:,} writes, reads {source} {calls[source].reads:,}, {target} {calls[target].reads:,}")
+    if full.timed_out:
+        note = f"STOPPED after {full.seconds:.0f} s (budget); " + note
+    figures = [Figure(BENCH, f"{label}: full resync", n / seconds if not full.timed_out else None,
+                      "records/s", note=f"{seconds:.1f} s; " + note, complete=not full.timed_out,
+                      extra={"n": n, "seconds": seconds, "timed_out": full.timed_out,
+                             "max_rss_mb": full.max_rss_mb, "cpu_s": full.cpu_s,
+                             "exit_code": full.returncode,
+                             "calls": {v: c.routes for v, c in calls.items()}})]
+    if n == memory_n:
+        figures.append(Figure(BENCH, f"{label}: peak RSS of the full resync", full.max_rss_mb, "MB",
+                              TARGET_RSS_MB, hard=True, lower_is_better=True, complete=not full.timed_out,
+                              note=("peak until it was stopped; " if full.timed_out else "")
+                              + "the syncd child's own ru_maxrss"))
+    else:
+        figures.append(Figure(BENCH, f"{label}: peak RSS of the full resync", full.max_rss_mb, "MB",
+                              note="the syncd child's own ru_maxrss"))
+    return figures
+
+
+def _poll_figures(
+    label: str, n: int, source: str, target: str, edited: int, poll: MeasuredRun, calls: dict[str, Calls]
+) -> list[Figure]:
+    """Time and vendor calls of the incremental pass after ``edited`` edits."""
+    pdoc = poll.json()
+    pseconds = float(pdoc.get("duration_s") or poll.seconds) if not poll.timed_out else poll.seconds
+    counts = (pdoc.get("connectors") or {}).get(target) or {}
+    changed = sum(int(counts.get(k, 0)) for k in ("created", "updated", "cancelled"))
+    total_calls = sum(c.total for c in calls.values())
+    detail = (f"{edited} edits, {changed} written; {source}: {calls[source].reads} reads; "
+              f"{target}: {calls[target].reads} reads, {calls[target].writes} writes; exit {poll.returncode}")
+    if poll.timed_out:
+        detail = f"STOPPED after {poll.seconds:.0f} s; " + detail
+    extra: dict[str, object] = {"n": n, "seconds": pseconds, "changes": changed, "edited": edited,
+                                "calls": {v: c.routes for v, c in calls.items()}, "cpu_s": poll.cpu_s}
+    return [
+        Figure(BENCH, f"{label}: poll with {CHANGES} changes, time", pseconds, "s",
+               note=detail, extra=extra, complete=not poll.timed_out),
+        Figure(BENCH, f"{label}: poll with {CHANGES} changes, vendor calls", total_calls,
+               "calls", note="every call either sandbox answered, token calls included"),
+    ]
 
 
 async def run(*, quick: bool = False, sizes: Sequence[int] | None = None,

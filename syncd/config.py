@@ -30,7 +30,7 @@ from syncd import registry
 from syncd.errors import ConfigError
 from syncd.model import SYNC_FIELDS
 from syncd.secret import Secret, UnresolvedSecret
-from syncd.vendor import OptionValue, VendorPackage
+from syncd.vendor import OptionValue, TypeDefaults, VendorPackage
 
 __all__ = [
     "CONNECTOR_KEYS",
@@ -711,67 +711,29 @@ class _Parser:
         table = self.table(key, value)
         if isinstance(table, _Missing):
             return None
-        vendor_types = registry.types()
-        if "type" not in table:
-            self.fail(f"{key}.type", f"required key is missing (one of {', '.join(vendor_types)})")
+        package = self.vendor_package(key, table)
+        if package is None:
             return None
-        ctype = self.choice(f"{key}.type", table["type"], vendor_types)
-        if isinstance(ctype, _Missing):
-            return None
-        package = registry.get(ctype)
-        self.unknown_keys(key, table, CONNECTOR_KEYS + package.key_names, elsewhere=_auth_keys_elsewhere(ctype))
-        defaults = package.defaults
         before = len(self.problems)
-
         base_url: str | _Missing = _MISSING
         if "base_url" not in table:
             self.fail(f"{key}.base_url", "required key is missing")
         else:
             base_url = self.http_url(f"{key}.base_url", table["base_url"])
-
-        poll = self.number(f"{key}.poll_interval", table.get("poll_interval", defaults.poll_interval))
-        if isinstance(poll, float) and poll < 0:
-            self.fail(f"{key}.poll_interval", "must be >= 0 (0 = never poll)")
-        rps = self.number(
-            f"{key}.max_requests_per_second",
-            table.get("max_requests_per_second", defaults.max_requests_per_second),
-        )
-        if isinstance(rps, float) and rps <= 0:
-            self.fail(f"{key}.max_requests_per_second", "must be a positive number")
-
-        timezone: str | _Missing = _MISSING
-        if "timezone" in table:
-            timezone = self.timezone(f"{key}.timezone", table["timezone"])
-        elif defaults.timezone is None:
-            self.fail(f"{key}.timezone", f"required for type {ctype} (the clinic's IANA zone)")
-        else:
-            timezone = defaults.timezone
-
-        webhook_secret: Secret | None = None
-        if "webhook_secret" in table:
-            secret = self.secret(f"{key}.webhook_secret", table["webhook_secret"],
-                                 empty="must not be empty (leave the key out to disable webhooks)")
-            webhook_secret = secret if isinstance(secret, Secret) else None
-
-        default_location: str | _Missing | None = None
-        if "default_location" in table:
-            default_location = self.string(f"{key}.default_location", table["default_location"])
-            if isinstance(default_location, str) and not CANONICAL_KEY_RE.fullmatch(default_location):
-                self.fail(f"{key}.default_location", "must be a crosswalk key (kind location) matching "
-                          "[A-Za-z0-9_-]{1,64}, e.g. \"LOC-1\"")
-
+        poll, rps = self.pacing(key, table, package.defaults)
+        timezone = self.connector_timezone(key, table, package)
+        webhook_secret = self.webhook_secret(key, table)
+        default_location = self.default_location(key, table)
         past = self.integer(f"{key}.window_past_days", table.get("window_past_days", 7), minimum=0)
         future = self.integer(f"{key}.window_future_days", table.get("window_future_days", 90), minimum=0)
-
         auth, vendor_options = self.vendor_keys(key, table, package)
-
         if len(self.problems) != before:
             return None
         assert isinstance(base_url, str) and isinstance(poll, float) and isinstance(rps, float)
         assert isinstance(timezone, str) and isinstance(past, int) and isinstance(future, int)
         return ConnectorConfig(
             name=name,
-            type=ctype,
+            type=package.type,
             base_url=base_url,
             poll_interval=poll,
             timezone=timezone,
@@ -783,6 +745,61 @@ class _Parser:
             default_location=default_location if isinstance(default_location, str) else None,
             options=MappingProxyType(vendor_options),
         )
+
+    def vendor_package(self, key: str, table: Mapping[str, Any]) -> VendorPackage | None:
+        """The connector's ``type`` from the registry, and no key that type does not take."""
+        vendor_types = registry.types()
+        if "type" not in table:
+            self.fail(f"{key}.type", f"required key is missing (one of {', '.join(vendor_types)})")
+            return None
+        ctype = self.choice(f"{key}.type", table["type"], vendor_types)
+        if isinstance(ctype, _Missing):
+            return None
+        package = registry.get(ctype)
+        self.unknown_keys(key, table, CONNECTOR_KEYS + package.key_names, elsewhere=_auth_keys_elsewhere(ctype))
+        return package
+
+    def pacing(
+        self, key: str, table: Mapping[str, Any], defaults: TypeDefaults
+    ) -> tuple[float | _Missing, float | _Missing]:
+        """``poll_interval`` (>= 0) and ``max_requests_per_second`` (> 0), the vendor's defaults if absent."""
+        poll = self.number(f"{key}.poll_interval", table.get("poll_interval", defaults.poll_interval))
+        if isinstance(poll, float) and poll < 0:
+            self.fail(f"{key}.poll_interval", "must be >= 0 (0 = never poll)")
+        rps = self.number(
+            f"{key}.max_requests_per_second",
+            table.get("max_requests_per_second", defaults.max_requests_per_second),
+        )
+        if isinstance(rps, float) and rps <= 0:
+            self.fail(f"{key}.max_requests_per_second", "must be a positive number")
+        return poll, rps
+
+    def connector_timezone(self, key: str, table: Mapping[str, Any], package: VendorPackage) -> str | _Missing:
+        """``timezone``: required where the vendor has no default (its clinic's IANA zone)."""
+        if "timezone" in table:
+            return self.timezone(f"{key}.timezone", table["timezone"])
+        if package.defaults.timezone is None:
+            self.fail(f"{key}.timezone", f"required for type {package.type} (the clinic's IANA zone)")
+            return _MISSING
+        return package.defaults.timezone
+
+    def webhook_secret(self, key: str, table: Mapping[str, Any]) -> Secret | None:
+        """``webhook_secret``; absent: the connector takes no webhooks."""
+        if "webhook_secret" not in table:
+            return None
+        secret = self.secret(f"{key}.webhook_secret", table["webhook_secret"],
+                             empty="must not be empty (leave the key out to disable webhooks)")
+        return secret if isinstance(secret, Secret) else None
+
+    def default_location(self, key: str, table: Mapping[str, Any]) -> str | _Missing | None:
+        """``default_location``: a crosswalk key of kind location, or None."""
+        if "default_location" not in table:
+            return None
+        default_location = self.string(f"{key}.default_location", table["default_location"])
+        if isinstance(default_location, str) and not CANONICAL_KEY_RE.fullmatch(default_location):
+            self.fail(f"{key}.default_location", "must be a crosswalk key (kind location) matching "
+                      "[A-Za-z0-9_-]{1,64}, e.g. \"LOC-1\"")
+        return default_location
 
     def vendor_keys(
         self, key: str, table: Mapping[str, Any], package: VendorPackage

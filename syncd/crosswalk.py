@@ -240,61 +240,84 @@ async def _import_references(
     report.added += len(new) - replaced
 
 
+@dataclass
+class _LinksInForce:
+    """The ledger's links of the imported appointments and external ids, kept up to date as rows are
+    accepted."""
+
+    key_to_ext: dict[tuple[str, str], str]
+    """(canonical id, connector) -> external id"""
+    ext_to_key: dict[tuple[str, str], tuple[str, bool]]
+    """(connector, external id) -> (canonical id, retired)"""
+    groups: dict[str, str]
+    """canonical id -> its sync group"""
+
+    @classmethod
+    async def load(cls, tx: Tx, rows: Sequence[CrosswalkRow], config: Config) -> _LinksInForce:
+        existing_by_key = await tx.links_of(list(dict.fromkeys(r.key for r in rows)))
+        key_to_ext = {
+            (cid, link.connector): link.external_id for cid, links in existing_by_key.items() for link in links
+        }
+        ext_to_key: dict[tuple[str, str], tuple[str, bool]] = {}
+        by_connector: dict[str, list[str]] = {}
+        for row in rows:
+            by_connector.setdefault(row.connector, []).append(row.external_id)
+        for connector, ext_ids in by_connector.items():
+            for ext, link in (await tx.links_for(connector, ext_ids)).items():
+                ext_to_key[(connector, ext)] = (link.canonical_id, link.retired)
+        groups: dict[str, str] = {}
+        for cid, links in existing_by_key.items():
+            for link in links:
+                group = config.group_of(link.connector)
+                if group is not None:
+                    groups.setdefault(cid, group.name)
+        return cls(key_to_ext, ext_to_key, groups)
+
+    def unchanged(self, row: CrosswalkRow) -> bool:
+        current = self.ext_to_key.get((row.connector, row.external_id))
+        in_force = current is not None and current[0] == row.key and not current[1]
+        return in_force and self.key_to_ext.get((row.key, row.connector)) == row.external_id
+
+    def refusal(self, row: CrosswalkRow, group_name: str) -> str | None:
+        """Why ``row`` cannot be applied (None: it can)."""
+        current = self.ext_to_key.get((row.connector, row.external_id))
+        if current is not None and current[1]:
+            return "external id was retired by a replace flow"
+        if self.key_to_ext.get((row.key, row.connector)) is not None:
+            return "appointment already linked to another external id"
+        if current is not None:
+            return f"external id already linked to appointment {current[0]}"
+        known_group = self.groups.get(row.key)
+        if known_group is not None and known_group != group_name:
+            return f"connector is not in sync group {known_group} of this appointment"
+        return None
+
+    def accept(self, row: CrosswalkRow, group_name: str) -> None:
+        self.groups[row.key] = group_name
+        self.key_to_ext[(row.key, row.connector)] = row.external_id
+        self.ext_to_key[(row.connector, row.external_id)] = (row.key, False)
+
+
 async def _import_appointments(
     tx: Tx, rows: Sequence[CrosswalkRow], report: ImportReport, config: Config
 ) -> None:
     if not rows:
         return
-    keys = list(dict.fromkeys(r.key for r in rows))
-    existing_by_key = await tx.links_of(keys)
-    key_to_ext: dict[tuple[str, str], str] = {
-        (cid, link.connector): link.external_id for cid, links in existing_by_key.items() for link in links
-    }
-    ext_to_key: dict[tuple[str, str], tuple[str, bool]] = {}
-    by_connector: dict[str, list[str]] = {}
-    for row in rows:
-        by_connector.setdefault(row.connector, []).append(row.external_id)
-    for connector, ext_ids in by_connector.items():
-        for ext, link in (await tx.links_for(connector, ext_ids)).items():
-            ext_to_key[(connector, ext)] = (link.canonical_id, link.retired)
-    groups: dict[str, str] = {}
-    for cid, links in existing_by_key.items():
-        for link in links:
-            group = config.group_of(link.connector)
-            if group is not None:
-                groups.setdefault(cid, group.name)
-
+    links = await _LinksInForce.load(tx, rows, config)
     new: list[Link] = []
     group_of_new: dict[str, str] = {}
     for row in rows:
-        current_ext = key_to_ext.get((row.key, row.connector))
-        current = ext_to_key.get((row.connector, row.external_id))
-        if current is not None and current[0] == row.key and not current[1] and current_ext == row.external_id:
+        if links.unchanged(row):
             report.unchanged += 1
-            continue
-        if current is not None and current[1]:
-            report.problems.append(f"{row.where()}: external id was retired by a replace flow (not applied)")
-            continue
-        if current_ext is not None:
-            report.problems.append(f"{row.where()}: appointment already linked to another external id (not applied)")
-            continue
-        if current is not None:
-            report.problems.append(
-                f"{row.where()}: external id already linked to appointment {current[0]} (not applied)"
-            )
             continue
         group = config.group_of(row.connector)
         group_name = group.name if group is not None else ""
-        known_group = groups.get(row.key)
-        if known_group is not None and known_group != group_name:
-            report.problems.append(
-                f"{row.where()}: connector is not in sync group {known_group} of this appointment (not applied)"
-            )
+        problem = links.refusal(row, group_name)
+        if problem is not None:
+            report.problems.append(f"{row.where()}: {problem} (not applied)")
             continue
-        groups[row.key] = group_name
+        links.accept(row, group_name)
         group_of_new.setdefault(row.key, group_name)
-        key_to_ext[(row.key, row.connector)] = row.external_id
-        ext_to_key[(row.connector, row.external_id)] = (row.key, False)
         new.append(Link(canonical_id=row.key, connector=row.connector, external_id=row.external_id))
     by_group: dict[str, list[str]] = {}
     for cid, group_name in group_of_new.items():

@@ -509,18 +509,7 @@ class HttpClient:
         url = self.url(path_or_url)
         if params:
             url = url.update_query(params)
-        body: bytes
-        content_type: str | None = None
-        if json is not None:
-            body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
-            content_type = "application/json"
-        elif isinstance(data, Mapping):
-            body = yarl.URL.build(query=dict(data)).raw_query_string.encode()
-            content_type = "application/x-www-form-urlencoded"
-        elif isinstance(data, str):
-            body = data.encode()
-        else:
-            body = data or b""
+        body, content_type = _encode_body(json, data)
         classifier = classify or self.classify
 
         async def attempt() -> Response:
@@ -543,15 +532,18 @@ class HttpClient:
                         raise
                     self.retried += 1
 
-        retrying = AsyncRetrying(
+        result: Response = await self._retrying()(attempt)
+        return result
+
+    def _retrying(self) -> AsyncRetrying:
+        """Retries of one logical request: retriable errors only, backing off (Retry-After honoured)."""
+        return AsyncRetrying(
             retry=retry_if_exception(_is_retriable),
             stop=self._stop,
             wait=self._wait_for,
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        result: Response = await retrying(attempt)
-        return result
 
     async def _send(
         self,
@@ -566,18 +558,7 @@ class HttpClient:
         use_auth: bool,
         priority: Priority = Priority.READ,
     ) -> Response:
-        await self._wait_gate()
-        await self._hold_back(op, priority)
-        await self.limiter.acquire(priority)
-        await self._wait_gate()
-        if use_auth and self.auth is not None:
-            await self.auth.apply(method, url, headers, body)
-        if self.write_gate is not None and method not in ("GET", "HEAD", "OPTIONS"):
-            halted = self.write_gate()
-            if halted is not None:  # the last moment before the request leaves: nothing was sent
-                raise WritesHalted(halted, connector=self.connector, operation=op, method=method, url=safe_url(url))
-        self.calls[op] += 1
-        self._count(op)
+        await self._clear_to_send(op, method, url, body, headers, use_auth, priority)
         started = time.perf_counter()
         try:
             async with self.session.request(
@@ -606,6 +587,32 @@ class HttpClient:
         metrics.observe_request(self.connector, op, started, error)
         if error is None:
             return response
+        raise self._failure(error, response, op, method, url, idempotent)
+
+    async def _clear_to_send(
+        self, op: str, method: str, url: yarl.URL, body: bytes, headers: dict[str, str], use_auth: bool,
+        priority: Priority,
+    ) -> None:
+        """Wait for the gate, the budget and the rate limiter; sign the request; refuse a write while
+        writes are halted; count the call."""
+        await self._wait_gate()
+        await self._hold_back(op, priority)
+        await self.limiter.acquire(priority)
+        await self._wait_gate()
+        if use_auth and self.auth is not None:
+            await self.auth.apply(method, url, headers, body)
+        if self.write_gate is not None and method not in ("GET", "HEAD", "OPTIONS"):
+            halted = self.write_gate()
+            if halted is not None:  # the last moment before the request leaves: nothing was sent
+                raise WritesHalted(halted, connector=self.connector, operation=op, method=method, url=safe_url(url))
+        self.calls[op] += 1
+        self._count(op)
+
+    def _failure(
+        self, error: VendorError, response: Response, op: str, method: str, url: yarl.URL, idempotent: bool
+    ) -> VendorError:
+        """``error`` (the classified answer) with where it happened, after blocking for its wait; an
+        unknown outcome instead for a non-idempotent request answered 5xx."""
         error.connector = error.connector or self.connector
         error.operation = error.operation or op
         error.method = error.method or method
@@ -622,10 +629,11 @@ class HttpClient:
                 error.retry_after = retry_after  # type: ignore[attr-defined]
                 self.block_for(retry_after)
             if not idempotent and response.status >= 500:
-                raise UnknownOutcome(error.message, code=error.code, status=error.status,
-                                     connector=self.connector, operation=op, method=method,
-                                     url=error.url) from error
-        raise error
+                outcome = UnknownOutcome(error.message, code=error.code, status=error.status,
+                                         connector=self.connector, operation=op, method=method, url=error.url)
+                outcome.__cause__ = error
+                return outcome
+        return error
 
     async def create_idempotently(
         self,
@@ -658,3 +666,14 @@ class HttpClient:
             if left is not None:
                 out[f"{op}_budget_left"] = left[0]
         return out
+
+
+def _encode_body(json: Any, data: bytes | str | Mapping[str, str] | None) -> tuple[bytes, str | None]:
+    """The request body and its content type: ``json`` as compact UTF-8 JSON, a mapping as a form."""
+    if json is not None:
+        return jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode(), "application/json"
+    if isinstance(data, Mapping):
+        return yarl.URL.build(query=dict(data)).raw_query_string.encode(), "application/x-www-form-urlencoded"
+    if isinstance(data, str):
+        return data.encode(), None
+    return data or b"", None

@@ -97,7 +97,18 @@ def _console_get(summary: str, *, parameters: list[dict[str, Any]] | None = None
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict each call)."""
-    webhook = {
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "syncd", "version": _version(),
+                 "description": "The HTTP routes of `syncd run` (docs/reference.md §5)."},
+        "paths": {"/webhooks/{connector}": {"post": _webhook_operation()}, **_health_paths(), **_console_paths()},
+        "components": _components(),
+    }
+
+
+def _webhook_operation() -> dict[str, Any]:
+    """``POST /webhooks/{connector}`` (docs/reference.md §7)."""
+    return {
         "summary": "Receive a vendor's webhook delivery",
         "description": (
             "Checks in this order, the first failure answering: unknown connector or webhooks disabled "
@@ -124,8 +135,11 @@ def openapi_document() -> dict[str, Any]:
             "503": _error("The ledger is unavailable or intake is at its bound; retry later.", retry_after=True),
         },
     }
-    paths: dict[str, Any] = {
-        "/webhooks/{connector}": {"post": webhook},
+
+
+def _health_paths() -> dict[str, Any]:
+    """Liveness, readiness, metrics and this document."""
+    return {
         "/healthz": {"get": {"summary": "Liveness", "tags": ["health"], "responses": {"200": {
             "description": "The process is alive.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
@@ -139,6 +153,12 @@ def openapi_document() -> dict[str, Any]:
                            "external id.", "content": TEXT}}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["meta"], "responses": {"200": {
             "description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    """The operator console's pages and forms."""
+    return {
         "/console": {"get": {"summary": "The console without its trailing slash", "tags": ["console"],
                              "responses": {"308": _redirect("To `/console/`."), "404": OFF}}},
         "/console/": {"get": _console_get("Overview: connectors, sync groups, the last 24 hours")},
@@ -194,25 +214,23 @@ def openapi_document() -> dict[str, Any]:
                 "text/css": {"schema": {"type": "string"}}, "text/javascript": {"schema": {"type": "string"}}}},
                 "404": OFF}}},
     }
+
+
+def _components() -> dict[str, Any]:
+    """The console session scheme and the JSON bodies the routes answer."""
     return {
-        "openapi": "3.1.0",
-        "info": {"title": "syncd", "version": _version(),
-                 "description": "The HTTP routes of `syncd run` (docs/reference.md §5)."},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"consoleSession": {
-                "type": "apiKey", "in": "cookie", "name": "syncd_console",
-                "description": "The session cookie `POST /console/login` sets (HttpOnly, SameSite=Strict)."}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error", "detail"], "additionalProperties": False,
-                          "properties": {"error": {"type": "string", "description": "A short code."},
-                                         "detail": {"type": "string"}}},
-                "Accepted": {"type": "object", "required": ["accepted"], "additionalProperties": False,
-                             "properties": {"accepted": {"type": "integer", "minimum": 0}}},
-                "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
-                "Ready": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ready"}}},
-                "Unready": {"type": "object", "required": ["status", "failed"], "properties": {
-                    "status": {"const": "unready"}, "failed": {"type": "array", "items": {"type": "string"}}}},
-            },
+        "securitySchemes": {"consoleSession": {
+            "type": "apiKey", "in": "cookie", "name": "syncd_console",
+            "description": "The session cookie `POST /console/login` sets (HttpOnly, SameSite=Strict)."}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "detail"], "additionalProperties": False,
+                      "properties": {"error": {"type": "string", "description": "A short code."},
+                                     "detail": {"type": "string"}}},
+            "Accepted": {"type": "object", "required": ["accepted"], "additionalProperties": False,
+                         "properties": {"accepted": {"type": "integer", "minimum": 0}}},
+            "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+            "Ready": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ready"}}},
+            "Unready": {"type": "object", "required": ["status", "failed"], "properties": {
+                "status": {"const": "unready"}, "failed": {"type": "array", "items": {"type": "string"}}}},
         },
     }

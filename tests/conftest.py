@@ -23,20 +23,10 @@ from typing import Any
 import pytest
 
 from syncd.ledger.store import Ledger
+from tests.pg_support import PG_BASE, pg_admin
 
-PG_BASE = os.environ.get("SYNCD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REQUIRE_POSTGRES = os.environ.get("SYNCD_REQUIRE_POSTGRES") == "1"
 _postgres_passed: list[str] = []
-
-
-async def _pg_admin(statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{PG_BASE}/postgres", timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def _run(coro: Any) -> Any:
@@ -53,7 +43,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     name = f"syncd_test_{uuid.uuid4().hex[:12]}"
     try:
-        _run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        _run(pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, TimeoutError) as exc:
         message = f"PostgreSQL not reachable at {PG_BASE} ({type(exc).__name__}); start it to run this test"
         if REQUIRE_POSTGRES:
@@ -63,7 +53,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         yield f"postgresql+asyncpg://{host}/{name}"
     finally:
-        _run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

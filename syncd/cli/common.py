@@ -85,6 +85,23 @@ STANDARD_EXIT_CODES: Mapping[int, str] = {
     EXIT_UNAVAILABLE: "could not run (ledger unreachable, a vendor refused authentication or stayed "
     "unreachable), nothing lost",
 }
+LEDGER_UNAVAILABLE = "could not run: the ledger is unreachable or not initialised"
+LIST_EXIT_CODES: Mapping[int, str] = {
+    EXIT_OK: "the list could be read (whatever it holds)",
+    EXIT_CONFIG: "usage or configuration error",
+    EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE,
+}
+"""A ``list`` command's: it fails only when it cannot read the ledger."""
+
+
+def show_exit_codes(thing: str) -> dict[int, str]:
+    """The exit codes of a ``show ID`` command for one ``thing`` (a conflict, a dead letter)."""
+    return {
+        EXIT_OK: f"the {thing} was found and shown",
+        EXIT_PARTIAL: f"no {thing} with that id",
+        EXIT_CONFIG: "usage or configuration error",
+        EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE,
+    }
 
 
 # -- options --------------------------------------------------------------------------------------------
@@ -148,36 +165,28 @@ def common_options(func: F) -> F:
 
 
 # -- exit codes in every --help -------------------------------------------------------------------------
-class SyncdCommand(click.Command):
-    """A command whose ``--help`` ends with its exit codes."""
+class _ExitCodesInHelp:
+    """Ends a command's or a group's ``--help`` with its exit codes (``exit_codes=``, else the standard ones)."""
 
     def __init__(self, *args: Any, exit_codes: Mapping[int, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.exit_codes = dict(STANDARD_EXIT_CODES if exit_codes is None else exit_codes)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        super().format_epilog(ctx, formatter)
-        _format_exit_codes(self.exit_codes, formatter)
+        super().format_epilog(ctx, formatter)  # type: ignore[misc]  # click.Command's, after this mixin
+        with formatter.section("Exit codes"):
+            formatter.write_dl([(str(code), text) for code, text in sorted(self.exit_codes.items())])
 
 
-def _format_exit_codes(codes: Mapping[int, str], formatter: click.HelpFormatter) -> None:
-    with formatter.section("Exit codes"):
-        formatter.write_dl([(str(code), text) for code, text in sorted(codes.items())])
+class SyncdCommand(_ExitCodesInHelp, click.Command):
+    """A command whose ``--help`` ends with its exit codes."""
 
 
-class SyncdGroup(click.Group):
+class SyncdGroup(_ExitCodesInHelp, click.Group):
     """A group whose ``--help`` ends with the exit codes, whose subcommands are :class:`SyncdCommand`,
     and which turns syncd's errors into exit codes and error documents, for every (sub)command."""
 
     command_class = SyncdCommand
-
-    def __init__(self, *args: Any, exit_codes: Mapping[int, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.exit_codes = dict(STANDARD_EXIT_CODES if exit_codes is None else exit_codes)
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        super().format_epilog(ctx, formatter)
-        _format_exit_codes(self.exit_codes, formatter)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -355,3 +364,9 @@ class Progress:
 def progress(ctx: click.Context, title: str) -> Iterator[Progress]:
     with Progress(ctx, title) as handle:
         yield handle
+
+
+def echo_next_step(ctx: click.Context, rows: Sequence[object], command: str) -> None:
+    """After a non-empty list (unless ``--quiet``): the command that shows one row's details, on stderr."""
+    if rows and not options(ctx).quiet:
+        click.echo(f"details and the next step: {command}", err=True)

@@ -13,15 +13,18 @@ from syncd.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
+    LIST_EXIT_CODES,
     SyncdGroup,
     common_options,
     echo_json,
+    echo_next_step,
     fail,
     iso,
     load,
     open_ledger,
     options,
     run,
+    show_exit_codes,
 )
 from syncd.cli.views import format_value, format_values, systems_view
 from syncd.repairs import resolve_conflict
@@ -35,11 +38,7 @@ def conflicts() -> None:
     """Inspect conflicts the merge could not settle by policy, and settle them."""
 
 
-@conflicts.command("list", exit_codes={
-    EXIT_OK: "the list could be read (whatever it holds)",
-    EXIT_CONFIG: "usage or configuration error",
-    EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
-})
+@conflicts.command("list", exit_codes=LIST_EXIT_CODES)
 @common_options
 @click.pass_context
 def conflicts_list(ctx: click.Context) -> None:
@@ -62,16 +61,10 @@ def conflicts_list(ctx: click.Context) -> None:
         values = "; ".join(f"{name}: {format_value(v)}" for name, v in r["values"].items())
         click.echo(f"#{r['id']} appointment {r['canonical_id']}, field {r['field']}: {r['reason']}"
                    + (f" ({values})" if values else ""))
-    if rows and not options(ctx).quiet:
-        click.echo("details and the next step: syncd conflicts show ID", err=True)
+    echo_next_step(ctx, rows, "syncd conflicts show ID")
 
 
-@conflicts.command("show", exit_codes={
-    EXIT_OK: "the conflict was found and shown",
-    EXIT_PARTIAL: "no conflict with that id",
-    EXIT_CONFIG: "usage or configuration error",
-    EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
-})
+@conflicts.command("show", exit_codes=show_exit_codes("conflict"))
 @common_options
 @click.argument("conflict_id", metavar="ID", type=int)
 @click.pass_context

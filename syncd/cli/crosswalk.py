@@ -17,6 +17,7 @@ from syncd.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
+    LEDGER_UNAVAILABLE,
     SyncdGroup,
     common_options,
     echo_json,
@@ -40,7 +41,7 @@ from syncd.logging import get_logger
 
 __all__ = ["crosswalk", "read_csv_text"]
 
-_LEDGER_CODES = {EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised"}
+_LEDGER_CODES = {EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE}
 
 
 def read_csv_text(file: str) -> str:

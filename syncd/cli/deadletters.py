@@ -13,10 +13,13 @@ from syncd.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
+    LEDGER_UNAVAILABLE,
+    LIST_EXIT_CODES,
     SyncdCommand,
     SyncdGroup,
     common_options,
     echo_json,
+    echo_next_step,
     fail,
     iso,
     load,
@@ -24,19 +27,13 @@ from syncd.cli.common import (
     options,
     progress,
     run,
+    show_exit_codes,
 )
 from syncd.cli.views import format_values, systems_view
 from syncd.ledger.models import DeadLetter
 from syncd.repairs import discard_dead_letters, retry_dead_letters
 
 __all__ = ["deadletters"]
-
-_LIST_CODES = {
-    EXIT_OK: "the list could be read (whatever it holds)",
-    EXIT_CONFIG: "usage or configuration error",
-    EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
-}
-
 
 def _row(r: DeadLetter) -> dict[str, Any]:
     return {"id": r.id, "connector": r.connector, "canonical_id": r.canonical_id, "external_id": r.external_id,
@@ -82,7 +79,7 @@ def deadletters() -> None:
     """Inspect, replay or drop records that could not be synced."""
 
 
-@deadletters.command("list", exit_codes=_LIST_CODES)
+@deadletters.command("list", exit_codes=LIST_EXIT_CODES)
 @common_options
 @click.pass_context
 def deadletters_list(ctx: click.Context) -> None:
@@ -104,16 +101,10 @@ def deadletters_list(ctx: click.Context) -> None:
         canonical = r["canonical_id"] or "-"
         click.echo(f"#{r['id']} {r['kind']} on {record}, appointment {canonical}, {r['attempts']} attempts: "
                    f"{r['reason']}")
-    if rows and not options(ctx).quiet:
-        click.echo("details and the next step: syncd deadletters show ID", err=True)
+    echo_next_step(ctx, rows, "syncd deadletters show ID")
 
 
-@deadletters.command("show", exit_codes={
-    EXIT_OK: "the dead letter was found and shown",
-    EXIT_PARTIAL: "no dead letter with that id",
-    EXIT_CONFIG: "usage or configuration error",
-    EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
-})
+@deadletters.command("show", exit_codes=show_exit_codes("dead letter"))
 @common_options
 @click.argument("letter_id", metavar="ID", type=int)
 @click.pass_context
@@ -218,7 +209,7 @@ def deadletters_retry(ctx: click.Context, ids: tuple[int, ...], all_: bool, dry_
     EXIT_OK: "every dead letter asked for was discarded",
     EXIT_PARTIAL: "some ids were unknown or already resolved",
     EXIT_CONFIG: "usage or configuration error",
-    EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
+    EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE,
 })
 @common_options
 @click.argument("ids", nargs=-1, type=int, required=True, metavar="ID...")

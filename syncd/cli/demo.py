@@ -1,4 +1,4 @@
-"""``syncd demo``: sandboxes, daemon and a scripted story in one process (see :mod:`syncd.demo`)."""
+"""``syncd demo``: sandboxes, daemon and a scripted story in one process (the package :mod:`syncd.demo`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from syncd.cli.common import (
     options,
     run,
 )
-from syncd.demo import DemoError, console_for, run_demo, workspace
 
 __all__ = ["demo_command"]
 
@@ -43,6 +42,9 @@ def demo_command(ctx: click.Context, keep: bool) -> None:
     the sandboxes' own credentials, a 1-second poll interval and a fresh SQLite ledger in a temporary
     directory (removed afterwards unless --keep); the daemon's JSON log goes to a file there. Under
     --json the live view goes to stderr and stdout gets one document with the outcome."""
+    # imported here: the demo package (sandboxes, story) stays out of every other command's start-up
+    from syncd.demo import DemoError, console_for, run_demo, workspace
+
     config = load(ctx, configure_logs=False)
     as_json = options(ctx).json
     console = console_for(sys.stderr if as_json else None)

@@ -13,6 +13,7 @@ from syncd.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
+    LEDGER_UNAVAILABLE,
     SyncdCommand,
     common_options,
     echo_json,
@@ -67,7 +68,7 @@ def timeline(document: dict[str, Any]) -> list[str]:
     EXIT_PARTIAL: "the ledger holds no such appointment",
     EXIT_CONFIG: "REF is malformed (neither a canonical id nor NAME:EXTERNAL_ID of a configured connector), or "
                  "a configuration error",
-    EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
+    EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE,
 })
 @click.argument("ref", metavar="REF")
 @common_options

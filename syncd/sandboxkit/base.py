@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import copy
-import fnmatch
 import json
-import os
 import random
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import aiohttp
 from aiohttp import web
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from syncd.sandboxkit.faults import Fault, FaultHooks, Handler
+from syncd.sandboxkit.responses import json_response
+
+__all__ = [
+    "Clock",
+    "Fault",
+    "Handler",
+    "SandboxBase",
+    "WindowCounter",
+    "json_response",
+    "seed_list",
+]
+
 
 COMMON_OPTIONS: dict[str, Any] = {
     "webhook_url": None,
@@ -91,43 +99,10 @@ class WindowCounter:
         self._hits.clear()
 
 
-@dataclass
-class Fault:
-    method: str
-    path: str
-    times: int
-    action: dict[str, Any]
-    rate: float | None = None
-    """Probabilistic fault: each matching request is hit with this probability (``times`` then caps
-    the hits; ``None``: every matching request until ``times`` is used up)."""
-
-    def matches(self, request: web.Request) -> bool:
-        method_ok = self.method in ("*", request.method.upper())
-        return method_ok and fnmatch.fnmatchcase(request.path, self.path)
-
-
-GENERIC_FAULTS = frozenset({"status", "delay", "drop_after_apply", "hang", "rate_limit", "mutate_before",
-                            "signal_after_apply", "signal_before_apply"})
-"""Fault types every sandbox knows (docs/vendors/README.md "Sandbox control API")."""
-
-
-def send_signal(action: Mapping[str, Any]) -> None:
-    """Signal the process a ``signal_*`` fault names (``pid``; ``signal``, default SIGKILL); a pid
-    that is gone is ignored (the process died already)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(int(action["pid"]), int(action.get("signal", signal.SIGKILL)))
-
-
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=json.dumps(body).encode(), status=status, headers=headers, content_type="application/json"
-    )
-
-
 SANDBOX_KEY: web.AppKey[SandboxBase] = web.AppKey("sandbox")
 
 
-class SandboxBase(abc.ABC):
+class SandboxBase(FaultHooks):
     """Base of every vendor sandbox. Subclasses set ``vendor``, ``DEFAULT_OPTIONS`` and implement
     ``add_routes``, ``dump``, ``seed``, ``reset_state``, ``mutate`` and ``rate_limit_response``."""
 
@@ -169,29 +144,6 @@ class SandboxBase(abc.ABC):
     def reset_state(self) -> None:
         """Empty every vendor record, token, counter and rate-limit window."""
 
-    @abc.abstractmethod
-    async def mutate(self, record_id: str, changes: dict[str, Any]) -> None:
-        """Apply ``changes`` (vendor field names) as another user, bumping version/modified time."""
-
-    @abc.abstractmethod
-    def rate_limit_response(self, retry_after: float) -> web.StreamResponse:
-        """The vendor's own rate-limit signal (the ``rate_limit`` fault)."""
-
-    async def mutate_targets(self, request: web.Request) -> list[str]:
-        """Record ids a ``mutate_before`` fault without ``"id"`` changes: the path's ``{id}`` by
-        default. Batch-writing vendors override this to return every record id in the body."""
-        rid = request.match_info.get("id")
-        return [rid] if rid else []
-
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        """Vendor-specific fault actions; return None for an unknown type (answered 400 on creation)."""
-        return None
-
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset()
-
     # -- helpers ---------------------------------------------------------------------------
     def now(self) -> datetime:
         return self.clock.now()
@@ -209,27 +161,39 @@ class SandboxBase(abc.ABC):
         target = url or self.options.get("webhook_url")
         if not target:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._deliver(str(target), body, dict(headers), retry_delays)
-        )
+        self.in_background(self._deliver(str(target), body, dict(headers), retry_delays))
+
+    def in_background(self, delivery: Coroutine[Any, Any, None]) -> None:
+        """Run a webhook ``delivery`` as a task :meth:`wait_webhooks` waits for (nothing outside a loop)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            delivery.close()
+            return
+        task = loop.create_task(delivery)
         self._webhook_tasks.add(task)
         task.add_done_callback(self._webhook_tasks.discard)
 
-    async def _deliver(self, url: str, body: bytes, headers: dict[str, str], delays: tuple[float, ...]) -> None:
+    async def post_webhook(self, url: str, body: bytes, headers: Mapping[str, str], **note: str) -> int | None:
+        """One delivery attempt, noted in ``webhooks_sent`` (with ``note``): the receiver's status, or
+        None when it is unreachable."""
         if self._client is None or self._client.closed:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, connect=3))
-        attempts = (0.0, *delays)
-        for delay in attempts:
+        status: int | None = None
+        try:
+            async with self._client.post(url, data=body, headers=dict(headers)) as resp:
+                status = resp.status
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            status = None
+        self.webhooks_sent.append({"url": url, **note, "status": status, "at": self.now().isoformat()})
+        return status
+
+    async def _deliver(self, url: str, body: bytes, headers: dict[str, str], delays: tuple[float, ...]) -> None:
+        for delay in (0.0, *delays):
             if delay:
                 await asyncio.sleep(delay)
-            status: int | None = None
-            try:
-                async with self._client.post(url, data=body, headers=headers) as resp:
-                    status = resp.status
-                    await resp.read()
-            except (aiohttp.ClientError, TimeoutError):
-                status = None
-            self.webhooks_sent.append({"url": url, "status": status, "at": self.now().isoformat()})
+            status = await self.post_webhook(url, body, headers)
             if status is not None and 200 <= status < 300:
                 return
 
@@ -276,13 +240,14 @@ class SandboxBase(abc.ABC):
         self, match: Mapping[str, Any], action: Mapping[str, Any], times: int = 1, rate: float | None = None
     ) -> None:
         ftype = action.get("type")
-        known = set(GENERIC_FAULTS) | self.custom_fault_types()
+        known = self.known_fault_types()
         if ftype not in known:
             raise ValueError(f"action.type: unknown fault type {ftype!r}; one of {', '.join(sorted(known))}")
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise ValueError("times: a positive integer is required")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
-                                 or not 0 < float(rate) <= 1):
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < float(rate) <= 1
+        ):
             raise ValueError("rate: a probability above 0 and at most 1 is required (e.g. 0.2)")
         if ftype in ("signal_after_apply", "signal_before_apply"):
             pid = action.get("pid")
@@ -314,9 +279,19 @@ class SandboxBase(abc.ABC):
 
     def _take_fault(self, request: web.Request) -> Fault | None:
         for fault in self.faults:
+            if fault.action.get("type") in self.FAULTS_ELSEWHERE:
+                continue  # they count something else than requests (e.g. webhook deliveries)
             if fault.matches(request) and self.fault_fires(fault):
                 return self.consume_fault(fault)
         return None
+
+    def take_fault_elsewhere(self, fault_type: str) -> bool:
+        """Consume one pending fault of ``fault_type`` (one of ``FAULTS_ELSEWHERE``); whether there was one."""
+        for fault in self.faults:
+            if fault.action.get("type") == fault_type:
+                self.consume_fault(fault)
+                return True
+        return False
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -328,59 +303,7 @@ class SandboxBase(abc.ABC):
         fault = self._take_fault(request)
         if fault is None:
             return await handler(request)
-        action = fault.action
-        ftype = action["type"]
-        if ftype == "status":
-            body = action.get("body")
-            status = int(action.get("status", 500))
-            headers = action.get("headers") or {}
-            if body is None:
-                return web.Response(status=status, headers=headers)
-            if isinstance(body, str):
-                return web.Response(status=status, text=body, headers=headers)
-            return json_response(body, status=status, headers=headers)
-        if ftype == "delay":
-            await asyncio.sleep(float(action.get("seconds", 1)))
-            return await handler(request)
-        if ftype == "rate_limit":
-            return self.rate_limit_response(float(action.get("retry_after", 1)))
-        if ftype == "mutate_before":
-            ids = [str(action["id"])] if action.get("id") else await self.mutate_targets(request)
-            for rid in ids:
-                with contextlib.suppress(KeyError, ValueError):
-                    await self.mutate(rid, dict(action.get("changes") or {}))
-            return await handler(request)
-        if ftype == "hang":
-            # hold the request unanswered and never apply it: the caller is stuck mid-call (a test kills
-            # it there); it ends when the caller goes away, or after ``seconds`` with a dropped connection
-            deadline = time.monotonic() + float(action.get("seconds", 600))
-            while time.monotonic() < deadline and request.transport is not None \
-                    and not request.transport.is_closing():
-                await asyncio.sleep(0.05)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=599)
-        if ftype == "drop_after_apply":
-            await handler(request)
-            if request.transport is not None:
-                request.transport.abort()
-            # the connection is gone: aiohttp cannot write this answer, the client sees a disconnect
-            return web.Response(status=599)
-        if ftype in ("signal_after_apply", "signal_before_apply"):
-            # the caller's hardest moment: the vendor applied its write (or got the request) and the
-            # caller is signalled (SIGKILL by default) before it hears the answer; the connection is
-            # dropped either way, so the answer is never read
-            if ftype == "signal_after_apply":
-                with contextlib.suppress(Exception):
-                    await handler(request)
-            send_signal(action)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=599)
-        custom = await self.custom_fault(action, request, handler)
-        if custom is None:
-            return json_response({"error": f"unhandled fault type {ftype}"}, status=500)
-        return custom
+        return await self.apply_fault(fault.action, request, handler)
 
     # -- control handlers ---------------------------------------------------------------------
     async def _json_body(self, request: web.Request) -> Any:
@@ -409,9 +332,7 @@ class SandboxBase(abc.ABC):
         return json_response({"ok": True})
 
     async def _h_requests(self, request: web.Request) -> web.Response:
-        rows = [
-            {"method": m, "route": route, "count": n} for (m, route), n in sorted(self.request_counts.items())
-        ]
+        rows = [{"method": m, "route": route, "count": n} for (m, route), n in sorted(self.request_counts.items())]
         return json_response({"requests": rows})
 
     async def _h_clock(self, request: web.Request) -> web.Response:
@@ -434,8 +355,7 @@ class SandboxBase(abc.ABC):
         try:
             if "seed" in body:
                 self.fault_rng.seed(body["seed"])
-            self.add_fault(body.get("match") or {}, body.get("action") or {}, body.get("times", 1),
-                           body.get("rate"))
+            self.add_fault(body.get("match") or {}, body.get("action") or {}, body.get("times", 1), body.get("rate"))
         except (ValueError, TypeError) as exc:
             return json_response({"error": "bad_request", "detail": str(exc)}, 400)
         return json_response({"ok": True, "faults": len(self.faults)})
@@ -448,8 +368,12 @@ class SandboxBase(abc.ABC):
         return json_response(
             {
                 "faults": [
-                    {"match": {"method": f.method, "path": f.path}, "times": f.times, "action": f.action,
-                     **({"rate": f.rate} if f.rate is not None else {})}
+                    {
+                        "match": {"method": f.method, "path": f.path},
+                        "times": f.times,
+                        "action": f.action,
+                        **({"rate": f.rate} if f.rate is not None else {}),
+                    }
                     for f in self.faults
                 ],
                 "fired": dict(self.fault_hits),
@@ -473,6 +397,14 @@ class SandboxBase(abc.ABC):
     def on_options_changed(self, names: set[str]) -> None:
         """Hook: options changed at run time (e.g. rebuild rate-limit counters). Default: nothing."""
         return None
+
+
+def seed_list(body: Mapping[str, Any], key: str) -> list[Any]:
+    """``body[key]`` of a ``POST /_sandbox/records`` body: a list, empty when absent (``ValueError`` otherwise)."""
+    items = body.get(key) or []
+    if not isinstance(items, list):
+        raise ValueError(f"{key}: a list is required")
+    return items
 
 
 def utc_seconds(dt: datetime) -> datetime:

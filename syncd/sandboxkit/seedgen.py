@@ -9,6 +9,7 @@ the ``+34 600 0xx xxx`` fictional range. The same dataset seeds every vendor con
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -121,46 +122,15 @@ def generate(
     base += timedelta(days=1)
     n_patients = max(3, min(n_appointments, 20_000) // 2 + 1)
     n_practitioners = max(2, n_appointments // 400 + 2)
-    patients = []
-    for i in range(1, n_patients + 1):
-        given, family = rng.choice(GIVEN), rng.choice(FAMILY)
-        patients.append(
-            SeedPatient(
-                key=f"P-{i:05d}",
-                given=given,
-                family=family,
-                email=f"{_ascii(given)}.{_ascii(family)}.{i}@example.org",
-                phone=f"+34 600 {i // 1000 % 1000:03d} {i % 1000:03d}",
-                birth_date=date(1940 + rng.randrange(70), rng.randrange(1, 13), rng.randrange(1, 29)),
-            )
-        )
-    practitioners = []
-    for i in range(1, n_practitioners + 1):
-        given, family = rng.choice(GIVEN), rng.choice(FAMILY)
-        practitioners.append(
-            SeedPractitioner(
-                key=f"DR-{i:03d}", given=given, family=family, email=f"dr.{_ascii(family)}.{i}@clinic.example.org"
-            )
-        )
+    patients = _patients(rng, n_patients)
+    practitioners = _practitioners(rng, n_practitioners)
     places = LOCATIONS[: locations or len(LOCATIONS)]
     locations_ = tuple(SeedLocation(key=f"LOC-{i + 1}", name=n, address=a) for i, (n, a) in enumerate(places))
     services = tuple(SeedService(key=f"SVC-{i + 1}", name=n, minutes=m) for i, (n, m) in enumerate(SERVICES))
     appointments = []
-    # slot grid: per practitioner, consecutive 60-minute slots on weekdays 08:00-18:00 UTC
-    slots_per_day = 10
     for i in range(n_appointments):
         practitioner = practitioners[i % n_practitioners]
-        slot = i // n_practitioners
-        day, hour = divmod(slot, slots_per_day)
-        weekdays = 0  # find the day-th weekday from base
-        probe = base
-        while True:
-            if probe.weekday() < 5:
-                if weekdays == day:
-                    break
-                weekdays += 1
-            probe += timedelta(days=1)
-        start = probe + timedelta(hours=8 + hour)
+        start = _slot_start(base, i // n_practitioners)
         service = rng.choice(services)
         appointments.append(
             SeedAppointment(
@@ -176,6 +146,53 @@ def generate(
             )
         )
     return SeedDataset(tuple(patients), tuple(practitioners), locations_, services, tuple(appointments))
+
+
+def _named(rng: random.Random, count: int) -> Iterator[tuple[int, str, str]]:
+    """1 to ``count``, each with a given and a family name drawn from ``rng`` as it is taken."""
+    for i in range(1, count + 1):
+        yield i, rng.choice(GIVEN), rng.choice(FAMILY)
+
+
+def _patients(rng: random.Random, count: int) -> list[SeedPatient]:
+    return [
+        SeedPatient(
+            key=f"P-{i:05d}",
+            given=given,
+            family=family,
+            email=f"{_ascii(given)}.{_ascii(family)}.{i}@example.org",
+            phone=f"+34 600 {i // 1000 % 1000:03d} {i % 1000:03d}",
+            birth_date=date(1940 + rng.randrange(70), rng.randrange(1, 13), rng.randrange(1, 29)),
+        )
+        for i, given, family in _named(rng, count)
+    ]
+
+
+def _practitioners(rng: random.Random, count: int) -> list[SeedPractitioner]:
+    return [
+        SeedPractitioner(
+            key=f"DR-{i:03d}", given=given, family=family, email=f"dr.{_ascii(family)}.{i}@clinic.example.org"
+        )
+        for i, given, family in _named(rng, count)
+    ]
+
+
+SLOTS_PER_DAY = 10
+"""The slot grid: per practitioner, consecutive 60-minute slots on weekdays 08:00-18:00 UTC."""
+
+
+def _slot_start(base: datetime, slot: int) -> datetime:
+    """The start of a practitioner's ``slot``-th slot from ``base`` (weekdays only)."""
+    day, hour = divmod(slot, SLOTS_PER_DAY)
+    weekdays = 0  # find the day-th weekday from base
+    probe = base
+    while True:
+        if probe.weekday() < 5:
+            if weekdays == day:
+                break
+            weekdays += 1
+        probe += timedelta(days=1)
+    return probe + timedelta(hours=8 + hour)
 
 
 def crosswalk_csv(rows_by_connector: dict[str, list[tuple[str, str, str]]]) -> str:

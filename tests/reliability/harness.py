@@ -29,6 +29,8 @@ import aiohttp
 
 from syncd.ledger.models import Link
 from syncd.ledger.store import Ledger
+from tests.pg_support import PG_BASE, pg_admin
+from tests.scenarios.convergence_run import seed_member
 from tests.scenarios.convergence_support import ADAPTERS, FaultSpot, RecordView
 from tests.scenarios.harness import World, make_world
 
@@ -41,7 +43,6 @@ MUTATE_NOTE = "Edited during sync"
 TOKEN_SPOTS = {"zoho_crm": FaultSpot("POST", "/oauth/v2/token"),
                "salesforce_health": FaultSpot("POST", "/services/oauth2/token")}
 EXPIRED_TOKEN = {"zoho_crm": "invalid_token", "salesforce_health": "session_expired"}
-PG_BASE = os.environ.get("SYNCD_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
 @dataclass(frozen=True)
@@ -64,23 +65,31 @@ class Scenario:
 
 
 @dataclass
-class Result:
-    scenario: Scenario
-    kills: int = 0
-    hard_kills: int = 0
-    faults: int = 0
-    changes: int = 0
+class Verdict:
+    """What the judge found: changes lost or duplicated, conflicts left, how far the members converged."""
+
     lost: int = 0
     duplicated: int = 0
     conflicts: int = 0
     converged: float = 0.0
     appointments: int = 0
     problems: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and self.converged >= 100.0
+
+
+@dataclass
+class Result(Verdict):
+    """One scenario's run: the judge's last verdict, and what the run did to get there."""
+
+    scenario: Scenario = field(kw_only=True)
+    kills: int = 0
+    hard_kills: int = 0
+    faults: int = 0
+    changes: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -162,29 +171,6 @@ class Replica:
 
 # -- set-up ------------------------------------------------------------------------------------------
 
-async def _pg_admin(statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{PG_BASE}/postgres", timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def _seed(world: World, name: str, n_appointments: int) -> None:
-    import importlib
-
-    vendor = world.types[name]
-    adapter = ADAPTERS[vendor]
-    module = importlib.import_module(f"connectors.{vendor}.sandbox")
-    body, rows = module.seed_body(world.dataset)
-    kept = [r for r in body.get("records", []) if adapter.is_appointment(r)][:n_appointments]
-    body = {**body, "records": [r for r in body.get("records", []) if not adapter.is_appointment(r)] + kept}
-    await world.control(name, "POST", "/_sandbox/records", body)
-    world.crosswalk[name] = [r for r in rows if r[0] != "appointment"]
-
-
 def _replica_config(base: str, port: int, public_port: int) -> str:
     return base + (f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n'
                    f'public_url = "http://127.0.0.1:{public_port}"\n')
@@ -197,7 +183,7 @@ class Run:
         self.sc = scenario
         self.dir = workdir
         self.rng = random.Random(scenario.seed)
-        self.result = Result(scenario)
+        self.result = Result(scenario=scenario)
         self.expected: dict[tuple[str, str], Expected] = {}
         self.unused_keys: list[str] = []
         self.replicas: list[Replica] = []
@@ -217,7 +203,7 @@ class Run:
             self.ledger_url = f"sqlite+aiosqlite:///{self.dir / 'ledger.db'}"
         else:
             self.pg_database = f"syncd_reliab_{uuid.uuid4().hex[:10]}"
-            await _pg_admin(f'CREATE DATABASE "{self.pg_database}"')
+            await pg_admin(f'CREATE DATABASE "{self.pg_database}"')
             self.ledger_url = f"postgresql+asyncpg://{PG_BASE.split('://', 1)[1]}/{self.pg_database}"
         ports = [_free_port() for _ in range(sc.replicas)]
         hook = ports[-1]
@@ -228,9 +214,9 @@ class Run:
         self.world = await make_world(self.dir, self.ledger_url, MEMBERS, n_appointments=sc.initial + n_new,
                                       sandbox_options=options, connector_extra=extra)
         world = self.world
-        await _seed(world, "zoho", sc.initial)
-        await _seed(world, "dentally", 0)
-        await _seed(world, "sf", 0)
+        await seed_member(world, ADAPTERS, "zoho", sc.initial)
+        await seed_member(world, ADAPTERS, "dentally", 0)
+        await seed_member(world, ADAPTERS, "sf", 0)
         await world.import_crosswalk()
         base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
         logs = self.dir / "logs"
@@ -257,7 +243,7 @@ class Run:
         if self.world is not None:
             await self.world.stop()
         if self.pg_database:
-            await _pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+            await pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
 
     # faults ----------------------------------------------------------------------------------------
     async def arm_faults(self, *, hard: bool) -> None:
@@ -497,20 +483,6 @@ class Run:
         finally:
             await ledger.close()
         return judge(views, links, self.expected, conflicted)
-
-
-@dataclass
-class Verdict:
-    lost: int = 0
-    duplicated: int = 0
-    conflicts: int = 0
-    converged: float = 0.0
-    appointments: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.converged >= 100.0
 
 
 def _shape(view: RecordView) -> tuple[str, str, str | None]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_support import DaemonProcess, eventually, free_port, request_counts
-from tests.reliability.harness import _seed
+from tests.scenarios.convergence_run import seed_member
 from tests.scenarios.convergence_support import ADAPTERS
 from tests.scenarios.harness import make_world
 from tests.test_server import SF_ID, Env, env, sf_body, signed  # noqa: F401 (env: the server fixture)
@@ -37,8 +37,8 @@ async def test_paused_daemon_that_lost_its_lease_writes_nothing(tmp_path: Path, 
     world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=2, connector_extra=extra)
     daemons: list[DaemonProcess] = []
     try:
-        await _seed(world, "zoho", 1)
-        await _seed(world, "dentally", 0)
+        await seed_member(world, ADAPTERS, "zoho", 1)
+        await seed_member(world, ADAPTERS, "dentally", 0)
         await world.import_crosswalk()
         base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
         env = {"SYNCD_LEASE_SECONDS": str(LEASE)}

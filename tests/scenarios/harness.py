@@ -21,9 +21,10 @@ import aiohttp
 from syncd.config import Config, load_config
 from syncd.crosswalk import import_rows, parse_csv
 from syncd.ledger.models import AuditEntry, ConflictRow, DeadLetter, Link
-from syncd.ledger.store import Ledger
+from syncd.ledger.store import Ledger, Tx
 from syncd.passes import PassResult, resync
 from syncd.sandboxkit import RunningSandbox, start_sandbox
+from syncd.sandboxkit.control import edit_of, fault_of
 from syncd.sandboxkit.seedgen import SeedDataset, crosswalk_csv, generate
 
 AUTH: dict[str, dict[str, str]] = {
@@ -99,66 +100,53 @@ class World:
     async def edit(self, name: str, external_id: str, changes: Mapping[str, Any]) -> None:
         """Another user edits the record in the vendor (bumps its version and modified time)."""
         full = await self.record(name, external_id)
-        key = "Id" if "Id" in full else "id"
-        rec: dict[str, Any] = {key: full[key]}
-        if "attributes" in full:
-            rec["attributes"] = {"type": full["attributes"]["type"]}
-        rec.update(changes)
-        await self.control(name, "POST", "/_sandbox/records", {"records": [rec]})
+        await self.control(name, "POST", "/_sandbox/records", {"records": [edit_of(full, changes)]})
 
     async def fault(self, name: str, method: str, path: str, action: Mapping[str, Any], times: int = 1) -> None:
-        await self.control(name, "POST", "/_sandbox/faults",
-                           {"match": {"method": method, "path": path}, "times": times, "action": dict(action)})
+        await self.control(name, "POST", "/_sandbox/faults", fault_of(method, path, action, times))
 
     async def write_requests(self, name: str) -> int:
         rows = (await self.control(name, "GET", "/_sandbox/requests"))["requests"]
         return sum(r["count"] for r in rows if r["method"] in ("POST", "PUT", "PATCH", "DELETE")
                    and "oauth" not in r["route"])
 
-    async def link(self, canonical_id: str, connector: str) -> str:
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Tx]:
+        """A read-only transaction on the world's ledger (opened for it, closed afterwards)."""
         ledger = await self.ledger()
         try:
             async with ledger.transaction(readonly=True) as tx:
-                links = (await tx.links_of([canonical_id])).get(canonical_id, [])
+                yield tx
         finally:
             await ledger.close()
-        return next(lk.external_id for lk in links if lk.connector == connector)
+
+    async def link(self, canonical_id: str, connector: str) -> str:
+        return next(lk.external_id for lk in await self.links(canonical_id) if lk.connector == connector)
+
+    async def canonical_of(self, connector: str, external_id: str) -> str:
+        """The canonical id ``connector``'s record ``external_id`` is linked to."""
+        async with self.reading() as tx:
+            return (await tx.links_for(connector, [external_id]))[external_id].canonical_id
 
     async def links(self, canonical_id: str, *, include_retired: bool = False) -> list[Link]:
         """Every ledger link of ``canonical_id`` (retired ones too when asked)."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return list((await tx.links_of([canonical_id], include_retired=include_retired)).get(canonical_id, []))
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return list((await tx.links_of([canonical_id], include_retired=include_retired)).get(canonical_id, []))
 
     async def dead_letters(self, connector: str | None = None) -> list[DeadLetter]:
         """Open dead letters, oldest first (of one connector when given)."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return await tx.dead_letters(connector=connector)
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return await tx.dead_letters(connector=connector)
 
     async def conflicts(self) -> list[ConflictRow]:
         """Open conflicts."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return await tx.conflicts()
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return await tx.conflicts()
 
     async def audit(self, canonical_id: str) -> list[AuditEntry]:
         """The audit trail of ``canonical_id``."""
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                return list((await tx.audit_for([canonical_id])).get(canonical_id, []))
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            return list((await tx.audit_for([canonical_id])).get(canonical_id, []))
 
     def external(self, name: str, kind: str, key: str) -> str:
         """The seeded external id of crosswalk ``kind``/``key`` in connector ``name``."""
@@ -180,16 +168,12 @@ class World:
 
         from syncd.ledger.models import metadata
 
-        ledger = await self.ledger()
-        try:
-            async with ledger.transaction(readonly=True) as tx:
-                out = {}
-                for table in metadata.sorted_tables:
-                    out[table.name] = int((await tx.conn.execute(sa.select(sa.func.count()).select_from(table)))
-                                          .scalar_one())
-                return out
-        finally:
-            await ledger.close()
+        async with self.reading() as tx:
+            out = {}
+            for table in metadata.sorted_tables:
+                out[table.name] = int((await tx.conn.execute(sa.select(sa.func.count()).select_from(table)))
+                                      .scalar_one())
+            return out
 
     async def seed(self, name: str, appointments: bool = True) -> None:
         module = importlib.import_module(f"connectors.{self.types[name]}.sandbox")
@@ -201,6 +185,15 @@ class World:
             rows = [r for r in rows if r[0] != "appointment"]
         await self.control(name, "POST", "/_sandbox/records", body)
         self.crosswalk[name] = rows
+
+    async def seed_holding(self, holder: str) -> None:
+        """Seed ``holder`` with the data set's appointments and every other member with its reference
+        data only, then import the crosswalk (reference rows)."""
+        await self.seed(holder)
+        for name in self.types:
+            if name != holder:
+                await self.seed(name, appointments=False)
+        await self.import_crosswalk()
 
     async def import_crosswalk(self, *, appointments_for: Sequence[str] = (), skip: Sequence[tuple[str, str, str]] = ()
                                ) -> None:

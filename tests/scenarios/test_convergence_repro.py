@@ -7,6 +7,8 @@ ones stay as regression tests, with the original diagnosis kept as a comment.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.scenarios.harness import World, make_world
@@ -14,13 +16,20 @@ from tests.scenarios.harness import World, make_world
 DESK_NOTE = "Changed at the desk"
 
 
-async def _canonical_of(world: World, connector: str, external_id: str) -> str:
-    ledger = await world.ledger()
+@asynccontextmanager
+async def _one_sf_appointment_in_dentally(tmp_path: Path, ledger_url: str) -> AsyncIterator[tuple[World, str]]:
+    """Salesforce holding one appointment and Dentally its reference data; the first resync has created
+    the appointment in Dentally. Yields the world and the Salesforce record's id."""
+    world = await make_world(tmp_path, ledger_url, {"sf": "salesforce_health", "dentally": "dentally"},
+                             n_appointments=1)
     try:
-        async with ledger.transaction(readonly=True) as tx:
-            return (await tx.links_for(connector, [external_id]))[external_id].canonical_id
+        await world.seed_holding("sf")
+        assert (await world.resync()).document["connectors"]["dentally"]["created"] == 1
+        sf_rec = next(r for r in await world.records("sf")
+                      if (r.get("attributes") or {}).get("type") == "ServiceAppointment")
+        yield world, sf_rec["Id"]
     finally:
-        await ledger.close()
+        await world.stop()
 
 
 # Found by the property test (fixed since): Salesforce connector + engine: a cancellation made in Salesforce, with a
@@ -34,17 +43,8 @@ async def _canonical_of(world: World, connector: str, external_id: str) -> str:
 # AssignedResource query when
 # participants matter, and a re-read must never read a missing practitioner as a change.
 async def test_cancel_with_concurrent_notes_edit_converges_without_conflict(tmp_path: Path, ledger_url: str) -> None:
-    world = await make_world(tmp_path, ledger_url, {"sf": "salesforce_health", "dentally": "dentally"},
-                             n_appointments=1)
-    try:
-        await world.seed("sf")
-        await world.seed("dentally", appointments=False)
-        await world.import_crosswalk()
-        assert (await world.resync()).document["connectors"]["dentally"]["created"] == 1
-        sf_rec = next(r for r in await world.records("sf")
-                      if (r.get("attributes") or {}).get("type") == "ServiceAppointment")
-        sf_id = sf_rec["Id"]
-        cid = await _canonical_of(world, "sf", sf_id)
+    async with _one_sf_appointment_in_dentally(tmp_path, ledger_url) as (world, sf_id):
+        cid = await world.canonical_of("sf", sf_id)
         dentally_id = await world.link(cid, "dentally")
         # a receptionist edits the notes in Dentally just before syncd's cancel lands there
         await world.fault("dentally", "PUT", "/v1/appointments/*",
@@ -59,8 +59,6 @@ async def test_cancel_with_concurrent_notes_edit_converges_without_conflict(tmp_
         assert dentally["notes"] == DESK_NOTE and sf["Comments"] == DESK_NOTE  # the desk's edit is kept everywhere
         assert last["open_conflicts"] == 0 and last["dead_letters"] == 0, last
         assert results[-1].exit_code == 0
-    finally:
-        await world.stop()
 
 
 # fixed: @pytest.mark.xfail(strict=True, reason=(
@@ -72,23 +70,13 @@ async def test_cancel_with_concurrent_notes_edit_converges_without_conflict(tmp_
 # fixed: "rule 15: syncd writes nothing for a field it cannot express. resync --json reports a write that never "
 # fixed: "reached the vendor (seen in the property test as 'updated' > PUT requests)."))
 async def test_a_change_the_target_cannot_express_is_not_counted_as_a_write(tmp_path: Path, ledger_url: str) -> None:
-    world = await make_world(tmp_path, ledger_url, {"sf": "salesforce_health", "dentally": "dentally"},
-                             n_appointments=1)
-    try:
-        await world.seed("sf")
-        await world.seed("dentally", appointments=False)
-        await world.import_crosswalk()
-        assert (await world.resync()).document["connectors"]["dentally"]["created"] == 1
-        sf_rec = next(r for r in await world.records("sf")
-                      if (r.get("attributes") or {}).get("type") == "ServiceAppointment")
+    async with _one_sf_appointment_in_dentally(tmp_path, ledger_url) as (world, sf_id):
         before = await world.write_requests("dentally")
-        await world.edit("sf", sf_rec["Id"], {"Description": "Second opinion"})
+        await world.edit("sf", sf_id, {"Description": "Second opinion"})
         result = await world.resync()
         assert result.exit_code == 0, result.document
         assert await world.write_requests("dentally") == before  # nothing Dentally can hold changed
         assert result.document["connectors"]["dentally"]["updated"] == 0, result.document
-    finally:
-        await world.stop()
 
 
 # Found by the property test (fixed since): Salesforce connector + engine: ONE later reschedule made in Zoho (08:00 ->
@@ -109,10 +97,7 @@ async def test_later_reschedule_in_crm_reaches_salesforce_and_stays(tmp_path: Pa
     world = await make_world(tmp_path, ledger_url,
                              {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}, n_appointments=1)
     try:
-        await world.seed("zoho")
-        await world.seed("dentally", appointments=False)
-        await world.seed("sf", appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("zoho")
         assert (await world.resync()).exit_code == 0
         zoho = (await world.records("zoho"))[0]
         start = datetime.fromisoformat(zoho["Appointment_Start_Time"]).astimezone(UTC) + timedelta(hours=2)
@@ -147,9 +132,7 @@ async def test_later_reschedule_in_crm_reaches_salesforce_and_stays(tmp_path: Pa
 async def test_notes_typed_during_a_cancel_write_are_kept(tmp_path: Path, ledger_url: str) -> None:
     world = await make_world(tmp_path, ledger_url, {"zoho": "zoho_crm", "dentally": "dentally"}, n_appointments=3)
     try:
-        await world.seed("zoho")
-        await world.seed("dentally", appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("zoho")
         assert (await world.resync()).exit_code == 0
         zoho = next(r for r in await world.records("zoho") if not r.get("Additional_Information"))
         cid = zoho["Syncd_Id"]
@@ -214,7 +197,7 @@ async def test_a_booking_typed_onto_an_appointments_slot_is_an_open_conflict_not
             assert result.exit_code == 1, result.document
             assert all(c["created"] == 0 for c in result.document["connectors"].values()), result.document
         [conflict] = [c for c in await world.conflicts() if c.field == "link"]
-        cid = await _canonical_of(world, "zoho", moved_zoho)
+        cid = await world.canonical_of("zoho", moved_zoho)
         assert conflict.canonical_id == cid and conflict.values["connector"] == "sf"
         assert len(conflict.values["records"]) == 1 and conflict.values["linked"] == [await world.link(cid, "sf")]
         assert sum((await slots(world, "zoho")).values()) == 4 and sum((await slots(world, "sf")).values()) == 5

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,30 +106,27 @@ async def _each_booking_once_everywhere(world: World, total: int) -> None:
     assert await _unstamped(world) == []
 
 
-@pytest.fixture
-async def clinic(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=BOOKINGS)
+@asynccontextmanager
+async def _clinic(tmp_path: Path, ledger_url: str, bookings: int) -> AsyncIterator[World]:
+    """Dentally holding ``bookings`` appointments, Zoho and Salesforce its reference data (not synced yet)."""
+    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=bookings)
     try:
-        await world.seed("dentally")
-        for name in ("zoho", "sf"):
-            await world.seed(name, appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("dentally")
         yield world
     finally:
         await world.stop()
+
+
+@pytest.fixture
+async def clinic(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
+    async with _clinic(tmp_path, ledger_url, BOOKINGS) as world:
+        yield world
 
 
 @pytest.fixture
 async def small_clinic(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=6)
-    try:
-        await world.seed("dentally")
-        for name in ("zoho", "sf"):
-            await world.seed(name, appointments=False)
-        await world.import_crosswalk()
+    async with _clinic(tmp_path, ledger_url, 6) as world:
         yield world
-    finally:
-        await world.stop()
 
 
 async def test_sigkill_between_create_and_stamp_then_rerun_books_each_once(small_clinic: World):

@@ -29,9 +29,7 @@ async def test_a_read_between_the_two_calls_of_our_update_does_not_revert_it(tmp
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     world = await make_world(tmp_path, url, {"zoho": "zoho_crm", "sf": "salesforce_health"}, n_appointments=1)
     try:
-        await world.seed("zoho")
-        await world.seed("sf", appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("zoho")
         assert (await world.resync()).exit_code == 0
         rec = (await world.records("zoho"))[0]
         zid, cid = rec["id"], rec["Syncd_Id"]

@@ -22,9 +22,7 @@ async def test_patient_change_in_crm_is_a_replace_in_dentally(tmp_path: Path) ->
     url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
     world = await make_world(tmp_path, url, {"zoho": "zoho_crm", "dentally": "dentally"}, n_appointments=2)
     try:
-        await world.seed("dentally")
-        await world.seed("zoho", appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("dentally")
         first = await world.resync()
         assert first.exit_code == 0, first.document
         old_id = next(r for r in world.crosswalk["dentally"] if r[0] == "appointment")[2]

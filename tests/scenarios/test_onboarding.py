@@ -138,10 +138,7 @@ async def synced(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     members = {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}
     world = await make_world(tmp_path, ledger_url, members, n_appointments=8)
     try:
-        await world.seed("dentally")
-        for name in ("zoho", "sf"):
-            await world.seed(name, appointments=False)
-        await world.import_crosswalk()
+        await world.seed_holding("dentally")
         first = await world.resync()
         assert first.exit_code == 0, first.document
         assert first.document["connectors"]["zoho"]["created"] == 8
@@ -278,7 +275,7 @@ async def test_a_rebuilt_ledger_takes_a_replace_flows_old_record_for_no_appointm
     earlier = next(i for i, a in enumerate(world.dataset.appointments) if a.status == "pending")  # editable
     appointment = world.dataset.appointments[earlier]
     dentally_id = world.external("dentally", "appointment", appointment.key)
-    cid = await _canonical_of(world, "dentally", dentally_id)
+    cid = await world.canonical_of("dentally", dentally_id)
     old_zoho = await world.link(cid, "zoho")
     record = await world.record("dentally", dentally_id)
     start, finish = (datetime.fromisoformat(record[k].replace("Z", "+00:00")) for k in ("start_time", "finish_time"))
@@ -308,10 +305,3 @@ async def test_a_rebuilt_ledger_takes_a_replace_flows_old_record_for_no_appointm
     assert await world.link(cid, "zoho") == new_zoho and await world.link(cid, "dentally") == dentally_id
 
 
-async def _canonical_of(world: World, connector: str, external_id: str) -> str:
-    ledger = await world.ledger()
-    try:
-        async with ledger.transaction(readonly=True) as tx:
-            return (await tx.links_for(connector, [external_id]))[external_id].canonical_id
-    finally:
-        await ledger.close()

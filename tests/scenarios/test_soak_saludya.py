@@ -32,8 +32,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +40,19 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
-from tests.scenarios.convergence_support import ADAPTERS, FaultSpot, RecordView, VendorAdapter, expected_status
+from tests.scenarios import convergence_run as runner
+from tests.scenarios.convergence_run import CustomEdit, LedgerView, Step, Trace
+from tests.scenarios.convergence_support import ADAPTERS, RecordView, VendorAdapter
 from tests.scenarios.harness import World, make_world
 from tests.scenarios.soak_support import SaludYaAdapter, saludya_notes
-from tests.scenarios.test_convergence import LedgerView, _fresh_ledger_url, _guarded, _ledger_view
 
 MEMBERS = {"zoho": "zoho_crm", "saludya": "saludya", "sf": "salesforce_health"}
 VENDOR_ADAPTERS: dict[str, VendorAdapter] = {**ADAPTERS, "saludya": SaludYaAdapter()}
-N_INITIAL, N_EXTRA = 4, 2
-MAX_QUIET_PASSES = 6
 EXAMPLES = int(os.environ.get("SYNCD_SOAK_EXAMPLES", "8"))
 FIXED_SEED = os.environ.get("SYNCD_SOAK_SEED")
 DERANDOMIZE = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_LOCATION = "LOC-1"
-NOTES = ("Call before visit", "Wheelchair access", "Reminder sent", "Bring referral letter")
 EDITS = ("reschedule", "notes", "cancel", "new", "delete", "service")
-FAULTS = ("status_write", "status_read", "rate_limit_write", "rate_limit_read", "drop_create", "mutate_update")
-WRITE_KINDS = ("created", "updated", "cancelled")
 
 #: what a clinic must decide, by the words of the ledger's reason (conflicts and dead letters alike):
 #: SaludYa's double-booking check (a moved or new booking on a busy doctor), a change made in one system
@@ -74,17 +69,6 @@ CLINIC_DECISIONS = (
 )
 
 
-@dataclass(frozen=True)
-class Step:
-    op: str
-    member: str = ""
-    slot: int = 0
-    arg: int = 0
-
-    def __repr__(self) -> str:
-        return "resync" if self.op == "resync" else f"{self.op}({self.member}, slot={self.slot}, arg={self.arg})"
-
-
 def steps_for(seed: int) -> list[Step]:
     """The step list of one example, drawn from ``seed`` alone."""
     rng = random.Random(seed)
@@ -95,7 +79,7 @@ def steps_for(seed: int) -> list[Step]:
         if kind == "resync":
             steps.append(Step("resync"))
         elif kind == "fault":
-            steps.append(Step("fault", rng.choice(members), rng.randrange(len(FAULTS))))
+            steps.append(Step("fault", rng.choice(members), rng.randrange(len(runner.FAULTS))))
         else:
             member = rng.choice(members)
             op = rng.choice(EDITS)
@@ -105,37 +89,7 @@ def steps_for(seed: int) -> list[Step]:
     return steps
 
 
-@dataclass
-class Trace:
-    passes: list[dict[str, Any]] = field(default_factory=list)
-    replaced: Counter[str] = field(default_factory=Counter)
-    faults_added: dict[str, Counter[tuple[str, str, str]]] = field(default_factory=lambda: defaultdict(Counter))
-    new_used: set[str] = field(default_factory=set)
-    lines: list[str] = field(default_factory=list)
-
-    def log(self, text: str) -> None:
-        self.lines.append(text)
-        note(text)
-
-
-# -- set-up and steps ------------------------------------------------------------------------------
-
-async def _seed(world: World, name: str, n_appointments: int) -> None:
-    import importlib
-
-    adapter = VENDOR_ADAPTERS[world.types[name]]
-    body, rows = importlib.import_module(f"connectors.{world.types[name]}.sandbox").seed_body(world.dataset)
-    kept = [r for r in body.get("records", []) if adapter.is_appointment(r)][:n_appointments]
-    body = {**body, "records": [r for r in body.get("records", []) if not adapter.is_appointment(r)] + kept}
-    await world.control(name, "POST", "/_sandbox/records", body)
-    world.crosswalk[name] = [r for r in rows if r[0] != "appointment"]
-
-
-async def _live(world: World, name: str) -> list[dict[str, Any]]:
-    adapter = VENDOR_ADAPTERS[world.types[name]]
-    return sorted((r for r in await world.records(name) if adapter.is_appointment(r) and not r.get("_deleted_at")),
-                  key=adapter.external_id)
-
+# -- the edits only this property makes -------------------------------------------------------------
 
 def _new_service(world: World, name: str, current: str | None, arg: int) -> Any:
     """Another seeded service, in ``name``'s own ids (SaludYa: the specialty text)."""
@@ -143,93 +97,27 @@ def _new_service(world: World, name: str, current: str | None, arg: int) -> Any:
     return others[arg % len(others)]
 
 
-async def _apply_edit(world: World, step: Step, trace: Trace) -> None:
-    name = step.member
-    adapter = VENDOR_ADAPTERS[world.types[name]]
-    if step.op == "new":
-        extras = [a.key for a in world.dataset.appointments[N_INITIAL:] if a.key not in trace.new_used]
-        if not extras:
-            trace.log(f"{step!r}: skipped (no unused seed appointment left)")
-            return
-        key = extras[step.arg % len(extras)]
-        trace.new_used.add(key)
-        await world.control(name, "POST", "/_sandbox/records", {"records": [adapter.new_record(world.dataset, key)]})
-        trace.log(f"{step!r}: new booking for seed {key}")
-        return
-    live = [r for r in await _live(world, name) if not adapter.is_terminal(r)]
-    if not live:
-        trace.log(f"{step!r}: skipped (no open record)")
-        return
-    rec = live[step.slot % len(live)]
-    rid = adapter.external_id(rec)
-    if step.op == "delete":
-        await world.control(name, "POST", "/_sandbox/records", {"delete": [rec.get("id", rec.get("Id"))]})
-    elif step.op == "cancel":
-        await world.edit(name, rid, adapter.cancel())
-    elif step.op == "notes":
-        text = NOTES[step.arg % len(NOTES)]
-        await world.edit(name, rid, {"notes": saludya_notes(rec, text)} if name == "saludya" else adapter.notes(text))
-    elif step.op == "service":
-        if name == "saludya":
-            await world.edit(name, rid, {"specialty": _new_service(world, name, rec.get("specialty"), step.arg)})
-        elif adapter.can_reschedule(rec):  # Salesforce: a new work type, while the record takes a PUT
-            await world.edit(name, rid, {"WorkTypeId": _new_service(world, name, rec.get("WorkTypeId"), step.arg)})
-        else:
-            trace.log(f"{step!r}: skipped ({rid} is locked in its state)")
-            return
-    elif step.op == "reschedule":
-        if not adapter.can_reschedule(rec):
-            trace.log(f"{step!r}: skipped ({rid} cannot be rescheduled in its state)")
-            return
-        await world.edit(name, rid, adapter.reschedule(rec, 1 + step.arg % 3))
-    trace.log(f"{step!r}: {step.op} {rid}")
+def _soak_edits(world: World) -> CustomEdit:
+    """``notes`` (SaludYa keeps syncd's reference in its notes) and ``service`` (SaludYa: the specialty;
+    Salesforce: the work type, while the record takes a PUT)."""
 
+    async def edit(step: Step, rec: dict[str, Any], rid: str) -> str | None:
+        name = step.member
+        adapter = VENDOR_ADAPTERS[world.types[name]]
+        if step.op == "notes":
+            text = runner.NOTES[step.arg % len(runner.NOTES)]
+            changes = {"notes": saludya_notes(rec, text)} if name == "saludya" else adapter.notes(text)
+            await world.edit(name, rid, changes)
+        elif step.op == "service":
+            if name == "saludya":
+                await world.edit(name, rid, {"specialty": _new_service(world, name, rec.get("specialty"), step.arg)})
+            elif adapter.can_reschedule(rec):
+                await world.edit(name, rid, {"WorkTypeId": _new_service(world, name, rec.get("WorkTypeId"), step.arg)})
+            else:
+                return f"{rid} is locked in its state"
+        return None
 
-async def _apply_fault(world: World, step: Step, trace: Trace) -> None:
-    name = step.member
-    adapter = VENDOR_ADAPTERS[world.types[name]]
-    kind = FAULTS[step.slot % len(FAULTS)]
-    if kind.startswith("rate_limit") and not adapter.rate_limit_ok:
-        kind = kind.replace("rate_limit", "status")
-    spot: FaultSpot
-    action: dict[str, Any]
-    if kind == "status_write":
-        spot, action = adapter.any_write[step.slot % len(adapter.any_write)], {"type": "status", "status": 503}
-    elif kind == "status_read":
-        spot, action = adapter.read, {"type": "status", "status": 503}
-    elif kind == "rate_limit_write":
-        spot, action = adapter.update, {"type": "rate_limit", "retry_after": 1}
-    elif kind == "rate_limit_read":
-        spot, action = adapter.read, {"type": "rate_limit", "retry_after": 1}
-    elif kind == "drop_create":
-        spot, action = adapter.create, {"type": "drop_after_apply"}
-    else:
-        changes = adapter.notes(f"Edited during sync {step.slot}")
-        spot, action = adapter.update, {"type": "mutate_before", "changes": changes}
-    await world.fault(name, spot.method, spot.path, action)
-    trace.faults_added[name][(spot.method, spot.path, str(action["type"]))] += 1
-    trace.log(f"{step!r}: fault {action['type']} on {spot.method} {spot.path}")
-
-
-async def _resync(world: World, trace: Trace) -> dict[str, Any]:
-    result = await world.resync()
-    doc = result.document
-    trace.passes.append(doc)
-    trace.replaced.update(d.connector for d in result.decisions if d.action == "replaced")
-    writes = {n: {k: c[k] for k in WRITE_KINDS if c[k]} for n, c in doc["connectors"].items()}
-    trace.log(f"resync -> exit {result.exit_code}, writes {writes}, dead letters {doc['dead_letters']}, "
-              f"conflicts {doc['open_conflicts']}, stopped {doc.get('stopped')}")
-    return doc
-
-
-def _quiet(doc: dict[str, Any]) -> bool:
-    return all(c[k] == 0 for c in doc["connectors"].values() for k in WRITE_KINDS) and not doc.get("stopped")
-
-
-async def _fired_faults(world: World, name: str, trace: Trace) -> Counter[tuple[str, str, str]]:
-    left = (await world.control(name, "GET", "/_sandbox/faults"))["faults"]
-    remaining = Counter((f["match"]["method"], f["match"]["path"], str(f["action"]["type"])) for f in left)
-    return trace.faults_added[name] - remaining
+    return edit
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -249,61 +137,23 @@ async def _clinic_decisions_only(world: World, lv: LedgerView) -> None:
     assert not wrong, f"left open, but not for a clinic to decide: {wrong}"
 
 
-def _check_links(lv: LedgerView, views: dict[str, dict[str, RecordView]]) -> None:
-    """(1) one live link per member, every vendor record linked, no canonical reference twice."""
-    linked: dict[tuple[str, str], str] = {}
-    for cid, links in lv.links.items():
-        per_member = Counter(lk.connector for lk in links)
-        assert all(n == 1 for n in per_member.values()), f"{cid}: several live links {per_member}"
-        linked.update({(lk.connector, lk.external_id): cid for lk in links})
-        snapshot = lv.snapshots.get(cid)
-        assert snapshot is not None, f"{cid}: linked but no ledger snapshot"
-        missing = set(MEMBERS) - set(per_member)
-        if snapshot.status.creatable and cid not in lv.conflicted | lv.dead:
-            assert not missing, f"{cid} ({snapshot.status}) has no record in {sorted(missing)}"
-    for name, by_id in views.items():
-        refs: Counter[str] = Counter()
-        for rid, view in by_id.items():
-            if (name, rid) in lv.retired or (view.deleted and (name, rid) not in linked):
-                continue
-            assert (name, rid) in linked, f"{name} record {rid} is linked to no canonical appointment"
-            if view.reference is not None and not view.deleted:
-                refs[view.reference] += 1
-                assert view.reference == linked[(name, rid)], f"{name} {rid} carries another reference"
-        assert not {r: n for r, n in refs.items() if n > 1}, f"{name}: one canonical reference on several records"
-
-
 def _check_values(world: World, lv: LedgerView, views: dict[str, dict[str, RecordView]]) -> None:
     """(2) every member holds the ledger's values on what it can hold: SaludYa stores no location, and its
     specialty is its own (read-only there: a change made elsewhere is never written to it); a Zoho
     appointment that is over keeps the service it was booked with."""
-    for cid, links in lv.links.items():
-        snapshot = lv.snapshots[cid]
-        if cid in lv.conflicted or cid in lv.dead:
-            continue  # listed by `conflicts list` / `deadletters list`: allowed to differ
-        for lk in links:
-            vendor = world.types[lk.connector]
-            view = views[lk.connector].get(lk.external_id)
-            where = f"{cid} in {lk.connector} ({lk.external_id})"
-            assert view is not None, f"{where}: no such record"
-            if view.deleted:
-                assert snapshot.status.terminal, f"{where} was deleted but the ledger holds {snapshot.status}"
-                continue
-            assert view.status == expected_status(vendor, snapshot.status.value), (
-                f"{where}: status {view.status}, ledger {snapshot.status.value}")
-            assert snapshot.start is not None and view.start == snapshot.start, f"{where}: start differs"
-            assert view.notes == (snapshot.notes or None), f"{where}: notes differ from the ledger"
-            held = [("patient", "patient"), ("practitioner", "practitioner")]
-            if vendor != "saludya":
-                held.append(("location", "location"))
-            if vendor == "salesforce_health" or (vendor == "zoho_crm" and not snapshot.status.terminal):
-                held.append(("service_type", "service"))  # Zoho changes it only by a replace, never once over
-            for attr, kind in held:
-                key = getattr(snapshot, attr)
-                expected = lv.crosswalk.get((kind, key, lk.connector)) if key is not None else None
-                assert getattr(view, kind) == expected, f"{where}: {kind} differs from the ledger's {key}"
-            if vendor == "salesforce_health":
-                assert snapshot.location == DEFAULT_LOCATION, f"{cid}: location {snapshot.location}"
+    for snapshot, lk, view, where in runner.checked_values(world, lv, views):
+        vendor = world.types[lk.connector]
+        held = [("patient", "patient"), ("practitioner", "practitioner")]
+        if vendor != "saludya":
+            held.append(("location", "location"))
+        if vendor == "salesforce_health" or (vendor == "zoho_crm" and not snapshot.status.terminal):
+            held.append(("service_type", "service"))  # Zoho changes it only by a replace, never once over
+        for attr, kind in held:
+            key = getattr(snapshot, attr)
+            expected = lv.crosswalk.get((kind, key, lk.connector)) if key is not None else None
+            assert getattr(view, kind) == expected, f"{where}: {kind} differs from the ledger's {key}"
+        if vendor == "salesforce_health":
+            assert snapshot.location == DEFAULT_LOCATION, f"{where}: location {snapshot.location}"
 
 
 async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
@@ -311,7 +161,7 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
     counted: dict[str, Counter[str]] = {name: Counter() for name in MEMBERS}
     for doc in trace.passes:
         for name, c in doc["connectors"].items():
-            counted[name].update({k: c[k] for k in WRITE_KINDS})
+            counted[name].update({k: c[k] for k in runner.WRITE_KINDS})
     done = Counter(o.connector for o in lv.outbox if o.state == "done" and not o.last_error)
     open_rows = [(o.connector, o.op) for o in lv.outbox if o.state in ("pending", "sending")]
     ledger = await world.ledger()
@@ -328,12 +178,12 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
         rows = (await world.control(name, "GET", "/_sandbox/requests"))["requests"]
         posts = sum(r["count"] for r in rows if r["method"] == "POST" and "oauth" not in r["route"]
                     and not r["route"].endswith("/cancel"))
-        fired = await _fired_faults(world, name, trace)
+        fired = await runner.fired_faults(world, name, trace)
         faulted = sum(n for (method, _p, kind), n in fired.items()
                       if method == "POST" and kind in ("status", "rate_limit"))
         # one the vendor refused (a dead letter) was posted once and never again; a create whose answer was
         # lost is searched for by its reference and posted again only when the vendor had not applied it
-        # (a dropped connection on a refused POST), never duplicated (``_check_links``)
+        # (a dropped connection on a refused POST), never duplicated (``convergence_run.check_links``)
         refused = sum(1 for d in letters if d.connector == name and d.kind == "rejected"
                       and (d.payload or {}).get("op") == "create")
         dropped = sum(n for (method, _p, kind), n in fired.items() if method == "POST" and kind == "drop_after_apply")
@@ -348,45 +198,21 @@ async def _check_accounting(world: World, lv: LedgerView, trace: Trace) -> None:
 async def _run_example(base_url: str, tmp: Path, seed: int) -> None:
     steps = steps_for(seed)
     note(f"seed {seed}: {steps}")
-    url = await _fresh_ledger_url(base_url, tmp)
-    world = await make_world(tmp, url, MEMBERS, n_appointments=N_INITIAL + N_EXTRA,
+    url = await runner.fresh_ledger_url(base_url, tmp)
+    world = await make_world(tmp, url, MEMBERS, n_appointments=runner.N_INITIAL + runner.N_EXTRA,
                              connector_extra={"saludya": {"default_location": DEFAULT_LOCATION}})
     trace = Trace()
     try:
-        await _seed(world, "saludya", N_INITIAL)
-        await _seed(world, "zoho", 0)
-        await _seed(world, "sf", 0)
-        await world.import_crosswalk()
-        first = await _resync(world, trace)
-        assert first["connectors"]["zoho"]["created"] == N_INITIAL, first
-        assert first["connectors"]["sf"]["created"] == N_INITIAL, first
-        for step in steps:
-            if step.op == "resync":
-                await _resync(world, trace)
-            elif step.op == "fault":
-                await _apply_fault(world, step, trace)
-            else:
-                await _apply_edit(world, step, trace)
-        for n in range(1, MAX_QUIET_PASSES + 1):
-            if _quiet(await _resync(world, trace)):
-                event(f"quiet after {n} pass(es)")
-                break
-        else:
-            raise AssertionError(f"no quiet pass after {MAX_QUIET_PASSES} resyncs: {trace.passes[-1]}")
+        await runner.first_sync(world, VENDOR_ADAPTERS, "saludya", trace)
+        await runner.play(world, VENDOR_ADAPTERS, steps, trace, _soak_edits(world))
         before = {name: await world.write_counts(name) for name in MEMBERS}
-        again = await _resync(world, trace)
-        assert _quiet(again), f"the second resync after the quiet one wrote: {again}"
+        again = await runner.resync(world, trace)
+        assert runner.quiet(again), f"the second resync after the quiet one wrote: {again}"
         assert {name: await world.write_counts(name) for name in MEMBERS} == before, "write requests were sent"
-        for name in MEMBERS:
-            trace.faults_added[name] = await _fired_faults(world, name, trace)
-            await world.control(name, "DELETE", "/_sandbox/faults")
-        lv = await _ledger_view(world)
-        views: dict[str, dict[str, RecordView]] = {}
-        for name, vendor in world.types.items():
-            adapter = VENDOR_ADAPTERS[vendor]
-            views[name] = {adapter.external_id(r): adapter.view(r)
-                           for r in await world.records(name) if adapter.is_appointment(r)}
-        _check_links(lv, views)
+        await runner.disarm_faults(world, trace)
+        lv = await runner.ledger_view(world)
+        views = await runner.record_views(world, VENDOR_ADAPTERS)
+        runner.check_links(lv, views, list(MEMBERS), allow_undecided=False)
         _check_values(world, lv, views)
         await _clinic_decisions_only(world, lv)
         await _check_accounting(world, lv, trace)
@@ -399,7 +225,7 @@ async def _run_example(base_url: str, tmp: Path, seed: int) -> None:
 
 async def _example(base_url: str, tmp: Path, seed: int) -> None:
     try:
-        await _guarded(_run_example(base_url, tmp, seed))
+        await runner.guarded(_run_example(base_url, tmp, seed))
     except AssertionError as exc:
         raise AssertionError(f"soak seed {seed} (replay: SYNCD_SOAK_SEED={seed}): {exc}") from exc
 

@@ -17,7 +17,6 @@ import json
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +32,7 @@ from connectors.dentally.sandbox.rules import (
 )
 from connectors.dentally.sandbox.store import FIELD_ORDER, STATES, UUID_NS, to_ms
 from syncd.sandboxkit.base import Handler, WindowCounter, json_response
+from syncd.sandboxkit.faults import FaultAction, fault_hook, marked
 
 __all__ = ["DentallySandbox", "create_sandbox"]
 
@@ -51,30 +51,21 @@ class DentallySandbox(DentallyRules):
             self.burst = WindowCounter(self.clock, int(self.options["per_second"]), 1.0)
 
     # -- faults -------------------------------------------------------------------------------------
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {"auto_confirm", "rate_limit_hourly", "webhook_drop", "omit_total_pages", "ignore_before",
-             "reject_updated_after"}
-        )  # fmt: skip
+    REQUEST_MARKS = frozenset({"omit_total_pages", "ignore_before", "reject_updated_after"})
+    FAULTS_ELSEWHERE = frozenset({"webhook_drop"})  # counted by the webhook sender (store.py)
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        if ftype == "auto_confirm":
-            ids = [str(action["id"])] if action.get("id") else await self.mutate_targets(request)
-            for rid in ids:
-                with contextlib.suppress(KeyError):
-                    await self.mutate(rid, {"state": "Confirmed"}, trigger="sms_confirm")
-            return await handler(request)
-        if ftype == "rate_limit_hourly":
-            headers = self.rate_headers()
-            headers["X-RateLimit-Remaining"] = "0"
-            return error_response(403, "invalid_access_error", "Rate limit exceeded", headers=headers)
-        if ftype in ("omit_total_pages", "ignore_before", "reject_updated_after"):
-            request[f"dentally_{ftype}"] = True
-            return await handler(request)
-        return None
+    @fault_hook("auto_confirm")
+    async def _auto_confirm(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        for rid in await self.fault_targets(action, request):
+            with contextlib.suppress(KeyError):
+                await self.mutate(rid, {"state": "Confirmed"}, trigger="sms_confirm")
+        return await handler(request)
+
+    @fault_hook("rate_limit_hourly")
+    async def _hourly_quota(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        headers = self.rate_headers()
+        headers["X-RateLimit-Remaining"] = "0"
+        return error_response(403, "invalid_access_error", "Rate limit exceeded", headers=headers)
 
     def guarded(
         self, inner: Callable[[web.Request], Awaitable[web.StreamResponse]], scope: str | None = "appointment"
@@ -143,87 +134,41 @@ class DentallySandbox(DentallyRules):
         self.delete(rec, trigger="api")
         return web.Response(status=204)
 
-
     async def h_list(self, request: web.Request) -> web.Response:
-        q = request.query
-        if "updated_since" in q:
-            return invalid_param("updated_since", "is not a permitted parameter")
-        if "updated_after" in q and request.get("dentally_reject_updated_after"):
-            return invalid_param("updated_after", "is not a permitted parameter")
-        if not any(name in q for name in ("updated_after", "after", "before", "on")):
-            params = {"date_filter": ["is required"]}
-            return error_response(400, "invalid_request_error", "A date filter is required", params)
-        bounds: dict[str, datetime] = {}
-        for name in ("updated_after", "after", "before"):
-            if name in q:
-                try:
-                    bounds[name] = self._parse_filter_time(q[name])
-                except ValueError:
-                    return invalid_param(name)
-        on_day: date | None = None
-        if "on" in q:
-            try:
-                on_day = date.fromisoformat(q["on"])
-            except ValueError:
-                return invalid_param("on")
-        ints: dict[str, int] = {}
-        for name in ("page", "per_page", "practitioner_id", "patient_id"):
-            if name in q:
-                try:
-                    ints[name] = int(q[name])
-                except ValueError:
-                    return invalid_param(name)
-        page = ints.get("page", 1)
-        per_page = min(ints.get("per_page", 25), 100)
-        if page < 1:
-            return invalid_param("page", "must be greater than 0")
-        if per_page < 1:
-            return invalid_param("per_page", "must be greater than 0")
-        sort_by = q.get("sort_by", "start_time")
-        if sort_by not in ("updated_at", "start_time", "id"):
-            return invalid_param("sort_by", "is not included in the list")
-        direction = q.get("sort_direction", "asc")
-        if direction not in ("asc", "desc"):
-            return invalid_param("sort_direction", "is not included in the list")
-        state = q.get("state")
-        if state is not None and state not in STATES:
-            return invalid_param("state", "is not included in the list")
-        ignore_before = bool(request.get("dentally_ignore_before"))
+        query = self.list_query(
+            request.query,
+            reject_updated_after=marked(request, "reject_updated_after"),
+            ignore_before=marked(request, "ignore_before"),
+        )
+        if isinstance(query, web.Response):
+            return query
         tz = self.tz()
-
-        def keep(rec: dict[str, Any]) -> bool:
-            if rec["id"] in self.deleted_at:
-                return False
-            if "updated_after" in bounds and not rec["updated_at"] > bounds["updated_after"]:
-                return False
-            if "after" in bounds and rec["start_time"] < bounds["after"]:
-                return False
-            if "before" in bounds and not ignore_before and rec["start_time"] >= bounds["before"]:
-                return False
-            if on_day is not None and rec["start_time"].astimezone(tz).date() != on_day:
-                return False
-            for name in ("practitioner_id", "patient_id"):
-                if name in ints and rec[name] != ints[name]:
-                    return False
-            if "site_id" in q and rec["site_id"] != q["site_id"]:
-                return False
-            return state is None or rec["state"] == state
-
         # paging through an unchanged result set sorts once (benchmarks page through 100,000 records)
-        cache_key = (tuple(sorted((k, v) for k, v in q.items() if k != "page")), ignore_before, self.generation, tz.key)
+        q = request.query
+        cache_key = (
+            tuple(sorted((k, v) for k, v in q.items() if k != "page")),
+            query.ignore_before,
+            self.generation,
+            tz.key,
+        )
         if self.list_cache is not None and self.list_cache[0] == cache_key:
             matched = self.list_cache[1]
         else:
             matched = sorted(
-                (rec for rec in self.appointments.values() if keep(rec)),
-                key=lambda rec: (rec[sort_by], rec["id"]),
-                reverse=direction == "desc",
+                (
+                    rec
+                    for rec in self.appointments.values()
+                    if rec["id"] not in self.deleted_at and query.keeps(rec, tz)
+                ),
+                key=lambda rec: (rec[query.sort_by], rec["id"]),
+                reverse=query.descending,
             )
             self.list_cache = (cache_key, matched)
+        page, per_page = query.page, query.per_page
         total = len(matched)
         chunk = matched[(page - 1) * per_page : page * per_page]
         meta: dict[str, Any] = {"page": page, "per_page": per_page, "total": total}
-        if not request.get("dentally_omit_total_pages"):
+        if not marked(request, "omit_total_pages"):
             meta["total_pages"] = math.ceil(total / per_page)
         return json_response({"appointments": [self.render(rec) for rec in chunk], "meta": meta})
 

@@ -4,13 +4,16 @@ machine, field checks and the vendor's error bodies."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from aiohttp import web
 
 from connectors.dentally.sandbox.store import (
     INVALID,
+    STATES,
     BadValue,
     DentallyStore,
     is_int,
@@ -82,6 +85,62 @@ def validate_metadata(value: Any) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+@dataclass
+class ListQuery:
+    """An appointment list request, read (§2 (b), (c)): the start and ``updated_after`` bounds, the day,
+    the id and state filters, the page and the sort."""
+
+    site_id: str | None
+    state: str | None
+    ignore_before: bool
+    """the ``ignore_before`` fault: ``before`` is accepted and not applied"""
+    bounds: dict[str, datetime] = field(default_factory=dict)
+    on_day: date | None = None
+    ints: dict[str, int] = field(default_factory=dict)
+    """``page``, ``per_page``, ``practitioner_id``, ``patient_id`` as given"""
+    page: int = 1
+    per_page: int = 25
+    sort_by: str = "start_time"
+    descending: bool = False
+
+    def keeps(self, rec: dict[str, Any], tz: tzinfo) -> bool:
+        bounds = self.bounds
+        if "updated_after" in bounds and not rec["updated_at"] > bounds["updated_after"]:
+            return False  # strictly after (§2 (b))
+        if "after" in bounds and rec["start_time"] < bounds["after"]:
+            return False
+        if "before" in bounds and not self.ignore_before and rec["start_time"] >= bounds["before"]:
+            return False
+        if self.on_day is not None and rec["start_time"].astimezone(tz).date() != self.on_day:
+            return False
+        for name in ("practitioner_id", "patient_id"):
+            if name in self.ints and rec[name] != self.ints[name]:
+                return False
+        if self.site_id is not None and rec["site_id"] != self.site_id:
+            return False
+        return self.state is None or rec["state"] == self.state
+
+
+def _check_paging(query: ListQuery, q: Mapping[str, str]) -> ListQuery | web.Response:
+    """Page (from 1), page size (at most 100), sort key and direction, state (§2 (b))."""
+    query.page = query.ints.get("page", 1)
+    query.per_page = min(query.ints.get("per_page", 25), 100)
+    if query.page < 1:
+        return invalid_param("page", "must be greater than 0")
+    if query.per_page < 1:
+        return invalid_param("per_page", "must be greater than 0")
+    query.sort_by = q.get("sort_by", "start_time")
+    if query.sort_by not in ("updated_at", "start_time", "id"):
+        return invalid_param("sort_by", "is not included in the list")
+    direction = q.get("sort_direction", "asc")
+    if direction not in ("asc", "desc"):
+        return invalid_param("sort_direction", "is not included in the list")
+    query.descending = direction == "desc"
+    if query.state is not None and query.state not in STATES:
+        return invalid_param("state", "is not included in the list")
+    return query
+
+
 class DentallyRules(DentallyStore):
     """The checks the vendor applies to a request, on top of the store."""
 
@@ -140,6 +199,37 @@ class DentallyRules(DentallyStore):
         return None
 
     # -- list -----------------------------------------------------------------------------------------------
+    def list_query(
+        self, q: Mapping[str, str], *, reject_updated_after: bool, ignore_before: bool
+    ) -> ListQuery | web.Response:
+        """The list's filters, paging and sort (§2 (b), (c)), or the 400 that refuses them."""
+        if "updated_since" in q:
+            return invalid_param("updated_since", "is not a permitted parameter")
+        if "updated_after" in q and reject_updated_after:
+            return invalid_param("updated_after", "is not a permitted parameter")
+        if not any(name in q for name in ("updated_after", "after", "before", "on")):
+            params = {"date_filter": ["is required"]}
+            return error_response(400, "invalid_request_error", "A date filter is required", params)
+        query = ListQuery(site_id=q.get("site_id"), state=q.get("state"), ignore_before=ignore_before)
+        for name in ("updated_after", "after", "before"):
+            if name in q:
+                try:
+                    query.bounds[name] = self._parse_filter_time(q[name])
+                except ValueError:
+                    return invalid_param(name)
+        if "on" in q:
+            try:
+                query.on_day = date.fromisoformat(q["on"])
+            except ValueError:
+                return invalid_param("on")
+        for name in ("page", "per_page", "practitioner_id", "patient_id"):
+            if name in q:
+                try:
+                    query.ints[name] = int(q[name])
+                except ValueError:
+                    return invalid_param(name)
+        return _check_paging(query, q)
+
     def _parse_filter_time(self, value: str) -> datetime:
         if len(value) == 10:
             day = date.fromisoformat(value)
@@ -240,4 +330,3 @@ class DentallyRules(DentallyStore):
         self.bump(rec)
         self.last_trigger[rec["id"]] = "api"
         self.emit("appointment.updated", rec)
-

@@ -19,10 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-import aiohttp
-from aiohttp import web
-
-from syncd.sandboxkit.base import Fault, SandboxBase, WindowCounter
+from syncd.sandboxkit.base import SandboxBase, WindowCounter, seed_list
 
 __all__ = ["DentallyStore"]
 
@@ -90,7 +87,6 @@ def is_int(value: Any) -> bool:
 
 class DentallyStore(SandboxBase):
     """Dentally's records and the sandbox's own state (docs/vendors/dentally.md)."""
-
 
     vendor: ClassVar[str] = "dentally"
     DEFAULT_OPTIONS: ClassVar[dict[str, Any]] = {
@@ -205,16 +201,10 @@ class DentallyStore(SandboxBase):
         url = self.options.get("webhook_url")
         if not url or not self.webhook_active:
             return
-        if self._take_webhook_drop():
+        if self.take_fault_elsewhere("webhook_drop"):
             return
         body = json.dumps(payload, separators=(",", ":")).encode()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self._deliver_event(str(url), body, payload["id"]))
-        self._webhook_tasks.add(task)
-        task.add_done_callback(self._webhook_tasks.discard)
+        self.in_background(self._deliver_event(str(url), body, payload["id"]))
 
     def sign(self, timestamp: int, body: bytes) -> str:
         secret = str(self.options["webhook_secret"]).encode()
@@ -222,8 +212,6 @@ class DentallyStore(SandboxBase):
         return f"v1={digest}"
 
     async def _deliver_event(self, url: str, body: bytes, event_id: str) -> None:
-        if self._client is None or self._client.closed:
-            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, connect=3))
         delay = float(self.options["webhook_retry_base_seconds"])
         while self.webhook_active:
             stamp = int(self.clock.timestamp())
@@ -233,16 +221,7 @@ class DentallyStore(SandboxBase):
                 "X-Syncd-Timestamp": str(stamp),
                 "X-Syncd-Signature": self.sign(stamp, body),
             }
-            status: int | None = None
-            try:
-                async with self._client.post(url, data=body, headers=headers) as resp:
-                    status = resp.status
-                    await resp.read()
-            except (aiohttp.ClientError, TimeoutError):
-                status = None
-            self.webhooks_sent.append(
-                {"url": url, "event_id": event_id, "status": status, "at": self.now().isoformat()}
-            )
+            status = await self.post_webhook(url, body, headers, event_id=event_id)
             if status is not None and 200 <= status < 300:
                 self.webhook_failures = 0
                 return
@@ -252,23 +231,6 @@ class DentallyStore(SandboxBase):
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, float(self.options["webhook_retry_cap_seconds"]))
-
-    def _take_webhook_drop(self) -> bool:
-        for fault in self.faults:
-            if fault.action.get("type") == "webhook_drop":
-                self.consume_fault(fault)
-                return True
-        return False
-
-    def _take_fault(self, request: web.Request) -> Fault | None:
-        # webhook_drop faults count webhook deliveries, not requests: never consume them here
-        for fault in self.faults:
-            if fault.action.get("type") == "webhook_drop":
-                continue
-            if fault.matches(request) and self.fault_fires(fault):
-                return self.consume_fault(fault)
-        return None
-
 
     async def mutate(self, record_id: str, changes: dict[str, Any], trigger: str = "mutate") -> None:
         """Apply ``changes`` as another Dentally user (no API rules), bumping ``updated_at``."""
@@ -347,12 +309,9 @@ class DentallyStore(SandboxBase):
             self.webhook_active = bool(body["webhook_active"])
             if self.webhook_active:
                 self.webhook_failures = 0
-        records = body.get("records") or []
-        if not isinstance(records, list):
-            raise ValueError("records: a list is required")
-        for raw in records:
+        for raw in seed_list(body, "records"):
             self._seed_record(raw)
-        for raw_id in body.get("delete") or []:
+        for raw_id in seed_list(body, "delete"):
             rec = self.live(raw_id)
             if rec is None:
                 raise KeyError(f"delete: no appointment {raw_id}")
@@ -421,4 +380,3 @@ class DentallyStore(SandboxBase):
         self.deleted_at[rec["id"]] = to_ms(self.now())
         self.last_trigger[rec["id"]] = trigger
         self.emit("appointment.deleted", rec)
-

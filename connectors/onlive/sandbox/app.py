@@ -14,7 +14,6 @@ import copy
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -24,7 +23,6 @@ from connectors.onlive.sandbox.rules import (
     API,
     CANCEL_FIELDS,
     CREATE_FIELDS,
-    LIST_PARAMS,
     SUBSTATUS_RE,
     UPDATABLE,
     OnliveRules,
@@ -32,8 +30,9 @@ from connectors.onlive.sandbox.rules import (
     fe,
     validation,
 )
-from connectors.onlive.sandbox.store import CLOSED, blank_record, fmt, ms, parse_time, ts
+from connectors.onlive.sandbox.store import CLOSED, blank_record, fmt, ms, ts
 from syncd.sandboxkit.base import Handler, json_response
+from syncd.sandboxkit.faults import FaultAction, fault_hook, marked
 
 __all__ = ["OnliveSandbox", "create_sandbox"]
 
@@ -42,11 +41,7 @@ class OnliveSandbox(OnliveRules):
     """Fake Onlive Open API v2 (appointments): the routes (``add_routes``) over the rules and the store."""
 
     # -- faults ----------------------------------------------------------------------------------
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {"request_expired", "ignore_updated_since", "reject_updated_since", "ignore_external_id",
-             "guest_added", "session_end"}
-        )
+    REQUEST_MARKS = frozenset({"ignore_updated_since", "reject_updated_since", "ignore_external_id"})
 
     def add_fault(self, match: Any, action: Any, times: int = 1, rate: float | None = None) -> None:
         if isinstance(action, dict) and action.get("type") == "session_end":
@@ -54,28 +49,23 @@ class OnliveSandbox(OnliveRules):
                 raise ValueError("action.status: session_end takes 'completed' or 'no-show'")
         super().add_fault(match, action, times, rate)
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        if ftype == "request_expired":
-            return self._expired()
-        if ftype in ("ignore_updated_since", "reject_updated_since", "ignore_external_id"):
-            request[f"onlive_{ftype}"] = True
-            return await handler(request)
-        if ftype in ("guest_added", "session_end"):
-            ids = [str(action["id"])] if action.get("id") else await self.mutate_targets(request)
-            for rid in ids:
-                record = self.records.get(rid.lower())
-                if record is None:
-                    continue
-                if ftype == "guest_added":
-                    record["guests"] = [*(record.get("guests") or []), {"email": "other@example.com"}]
-                else:
-                    record["status"] = str(action.get("status", "completed"))
-                self._bump(record)
-            return await handler(request)
-        return None
+    @fault_hook("request_expired")
+    async def _request_expired(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return self._expired()
+
+    @fault_hook("guest_added", "session_end")
+    async def _staff_change(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Onlive's own users act on the record: a guest joins, or the session ends (status)."""
+        for rid in await self.fault_targets(action, request):
+            record = self.records.get(rid.lower())
+            if record is None:
+                continue
+            if action["type"] == "guest_added":
+                record["guests"] = [*(record.get("guests") or []), {"email": "other@example.com"}]
+            else:
+                record["status"] = str(action.get("status", "completed"))
+            self._bump(record)
+        return await handler(request)
 
     # -- routes ----------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
@@ -90,7 +80,6 @@ class OnliveSandbox(OnliveRules):
 
     async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Date"] = format_datetime(self.now().replace(microsecond=0), usegmt=True)
-
 
     def _signed(
         self, inner: Callable[[web.Request, bytes, str], Awaitable[web.Response]]
@@ -120,46 +109,17 @@ class OnliveSandbox(OnliveRules):
         return json_response(copy.deepcopy(record))
 
     async def _h_list(self, request: web.Request, body: bytes, key_id: str) -> web.Response:
-        errors: list[dict[str, str]] = []
-        params: dict[str, str] = {}
-        for name in request.query:
-            values = request.query.getall(name)
-            if name not in LIST_PARAMS:
-                errors.append(fe(name, f"property {name} should not exist"))
-            elif len(values) > 1:
-                errors.append(fe(name, f"{name} must not be repeated"))
-            else:
-                params[name] = values[0]
-        if request.get("onlive_reject_updated_since") and "updatedSince" in params:
-            errors.insert(0, fe("updatedSince", "property updatedSince should not exist"))
-        times: dict[str, datetime] = {}
-        for name in ("from", "to", "updatedSince"):
-            if name in params:
-                parsed = parse_time(params[name])
-                if parsed is None:
-                    errors.append(fe(name, "must be a valid ISO 8601 date-time with offset"))
-                else:
-                    times[name] = parsed
-        include_deleted = params.get("includeDeleted", "false")
-        if include_deleted not in ("true", "false"):
-            errors.append(fe("includeDeleted", "includeDeleted must be a boolean value"))
-        sort = params.get("sort", "startAt")
-        if sort not in ("startAt", "createdAt", "updatedAt"):
-            errors.append(fe("sort", "sort must be one of the following values: startAt, createdAt, updatedAt"))
-        order = params.get("order", "asc")
-        if order not in ("asc", "desc"):
-            errors.append(fe("order", "order must be one of the following values: asc, desc"))
-        page = self._int_param(params, "page", 1, None, errors)
-        limit = self._int_param(params, "limit", 20, 100, errors)
-        if errors:
-            return validation(errors)
-        if request.get("onlive_ignore_updated_since"):
+        query = self.list_query(request.query, reject_updated_since=marked(request, "reject_updated_since"))
+        if isinstance(query, list):
+            return validation(query)
+        times = query.times
+        if marked(request, "ignore_updated_since"):
             times.pop("updatedSince", None)
-        external_id = None if request.get("onlive_ignore_external_id") else params.get("externalId")
-        search = params.get("search", "").lower()
+        external_id = None if marked(request, "ignore_external_id") else query.params.get("externalId")
+        search = query.params.get("search", "").lower()
         rows = []
         for record in self.records.values():
-            if record["deletedAt"] is not None and include_deleted != "true":
+            if record["deletedAt"] is not None and not query.include_deleted:
                 continue
             if not self._can_see(key_id, record):
                 continue
@@ -175,12 +135,12 @@ class OnliveSandbox(OnliveRules):
             if search and not self._matches(record, search):
                 continue
             rows.append(record)
-        rows.sort(key=lambda r: (ts(r[sort]), r["id"]), reverse=(order == "desc"))
+        rows.sort(key=lambda r: (ts(r[query.sort]), r["id"]), reverse=query.descending)
+        page, limit = query.page, query.limit
         total = len(rows)
-        chunk = rows[(page - 1) * limit: page * limit]
+        chunk = rows[(page - 1) * limit : page * limit]
         meta = {"page": page, "limit": limit, "total": total, "totalPages": math.ceil(total / limit)}
         return json_response({"data": [copy.deepcopy(r) for r in chunk], "meta": meta})
-
 
     # -- handlers: writes ------------------------------------------------------------------------
     async def _h_create(self, request: web.Request, body: bytes, key_id: str) -> web.Response:
@@ -244,8 +204,9 @@ class OnliveSandbox(OnliveRules):
         new_status = clean.get("status", status)
         if new_status != status:
             if new_status == "cancelled":
-                return error(422, "USE_CANCEL_ENDPOINT",
-                             f"Use POST {API}/{record['id']}/cancel to cancel an appointment")
+                return error(
+                    422, "USE_CANCEL_ENDPOINT", f"Use POST {API}/{record['id']}/cancel to cancel an appointment"
+                )
             if new_status not in ("pending", "confirmed"):
                 return error(422, "INVALID_STATUS_TRANSITION", f"Cannot change status from {status} to {new_status}")
         times_changed = merged["startAt"] != record["startAt"] or merged["endAt"] != record["endAt"]

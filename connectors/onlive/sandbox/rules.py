@@ -9,11 +9,13 @@ import hmac
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from connectors.onlive.sandbox.store import (
     STATUSES,
@@ -76,6 +78,24 @@ def expected_signature(secret: str, method: str, path: str, query: str, date: st
     )
     return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
 
+
+
+_NOT_KEPT = object()
+"""A sent field that is not kept: it failed its check (its error recorded), or no check takes it."""
+
+
+@dataclass
+class ListQuery:
+    """A list request, read (§2 table): its parameters, time bounds, sort and page."""
+
+    params: dict[str, str]
+    times: dict[str, datetime]
+    """``from``, ``to``, ``updatedSince`` as given"""
+    include_deleted: bool
+    sort: str
+    descending: bool
+    page: int
+    limit: int
 
 
 class OnliveRules(OnliveStore):
@@ -187,6 +207,43 @@ class OnliveRules(OnliveStore):
         texts += [str(g.get("email", "")) for g in record.get("guests") or [] if isinstance(g, dict)]
         return any(search in t.lower() for t in texts)
 
+    def list_query(self, query: MultiMapping[str], *, reject_updated_since: bool) -> ListQuery | list[dict[str, str]]:
+        """The list's parameters (§2 table), or every field error they hold (one 400)."""
+        errors: list[dict[str, str]] = []
+        params: dict[str, str] = {}
+        for name in query:
+            values = query.getall(name)
+            if name not in LIST_PARAMS:
+                errors.append(fe(name, f"property {name} should not exist"))
+            elif len(values) > 1:
+                errors.append(fe(name, f"{name} must not be repeated"))
+            else:
+                params[name] = values[0]
+        if reject_updated_since and "updatedSince" in params:
+            errors.insert(0, fe("updatedSince", "property updatedSince should not exist"))
+        times: dict[str, datetime] = {}
+        for name in ("from", "to", "updatedSince"):
+            if name in params:
+                parsed = parse_time(params[name])
+                if parsed is None:
+                    errors.append(fe(name, "must be a valid ISO 8601 date-time with offset"))
+                else:
+                    times[name] = parsed
+        include_deleted = params.get("includeDeleted", "false")
+        if include_deleted not in ("true", "false"):
+            errors.append(fe("includeDeleted", "includeDeleted must be a boolean value"))
+        sort = params.get("sort", "startAt")
+        if sort not in ("startAt", "createdAt", "updatedAt"):
+            errors.append(fe("sort", "sort must be one of the following values: startAt, createdAt, updatedAt"))
+        order = params.get("order", "asc")
+        if order not in ("asc", "desc"):
+            errors.append(fe("order", "order must be one of the following values: asc, desc"))
+        page = self._int_param(params, "page", 1, None, errors)
+        limit = self._int_param(params, "limit", 20, 100, errors)
+        if errors:
+            return errors
+        return ListQuery(params, times, include_deleted == "true", sort, order == "desc", page, limit)
+
     @staticmethod
     def _int_param(
         params: dict[str, str], name: str, default: int, maximum: int | None, errors: list[dict[str, str]]
@@ -215,60 +272,64 @@ class OnliveRules(OnliveStore):
         for name, value in data.items():
             if name not in allowed:
                 errors.append(fe(name, f"property {name} should not exist"))
-                continue
-            if value is None:
+            elif value is None:
                 if name in NOT_NULL:
                     errors.append(fe(name, f"{name} cannot be null"))
                 else:
                     clean[name] = None
-                continue
-            if name in ("startAt", "endAt"):
-                parsed = parse_time(value)
-                if parsed is None:
-                    errors.append(fe(name, "must be a valid ISO 8601 date-time with offset"))
-                else:
-                    clean[name] = fmt(parsed)
-            elif name in STRING_FIELDS:
-                if not isinstance(value, str):
-                    errors.append(fe(name, f"{name} must be a string"))
-                elif name == "title" and not value.strip():
-                    errors.append(fe(name, "title should not be empty"))
-                else:
-                    clean[name] = value
-            elif name == "status":
-                if value not in STATUSES:
-                    errors.append(fe(name, f"status must be one of the following values: {', '.join(STATUSES)}"))
-                else:
-                    clean[name] = value
-            elif name == "guests":
-                guests = self._check_guests(value, errors)
-                if guests is not None:
-                    clean[name] = guests
-            elif name == "reminders":
-                if not isinstance(value, list) or not all(self._reminder_ok(r) for r in value):
-                    errors.append(fe(name, "reminders must be an array of {time, unit, direction}"))
-                else:
-                    clean[name] = copy.deepcopy(value)
-            elif name in ("extraFields", "event"):
-                if not isinstance(value, dict):
-                    errors.append(fe(name, f"{name} must be an object"))
-                else:
-                    clean[name] = copy.deepcopy(value)
-            elif name == "calendarIds":
-                if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
-                    errors.append(fe(name, "calendarIds must contain at least 1 elements"))
-                else:
-                    unknown = [c for c in value if c.lower() not in self.calendars]
-                    if unknown:
-                        errors.append(fe(name, f"unknown calendar: {unknown[0]}"))
-                    else:
-                        clean[name] = [c.lower() for c in value]
-            elif name == "serviceId":
-                if not isinstance(value, str) or value.lower() not in self.services:
-                    errors.append(fe(name, "unknown service"))
-                else:
-                    clean[name] = value.lower()
+            else:
+                checked = self._check_value(name, value, errors)
+                if checked is not _NOT_KEPT:
+                    clean[name] = checked
         return clean
+
+    def _check_value(self, name: str, value: Any, errors: list[dict[str, str]]) -> Any:
+        """One sent, non-null field (§4 check 1): its normalised value, or ``_NOT_KEPT`` (its error, if
+        any, in ``errors``)."""
+        problem: str | None = None
+        if name in ("startAt", "endAt"):
+            parsed = parse_time(value)
+            if parsed is None:
+                problem = "must be a valid ISO 8601 date-time with offset"
+            else:
+                value = fmt(parsed)
+        elif name in STRING_FIELDS:
+            if not isinstance(value, str):
+                problem = f"{name} must be a string"
+            elif name == "title" and not value.strip():
+                problem = "title should not be empty"
+        elif name == "status":
+            if value not in STATUSES:
+                problem = f"status must be one of the following values: {', '.join(STATUSES)}"
+        elif name == "guests":
+            guests = self._check_guests(value, errors)
+            return _NOT_KEPT if guests is None else guests
+        elif name == "reminders":
+            if not isinstance(value, list) or not all(self._reminder_ok(r) for r in value):
+                problem = "reminders must be an array of {time, unit, direction}"
+            value = copy.deepcopy(value)
+        elif name in ("extraFields", "event"):
+            if not isinstance(value, dict):
+                problem = f"{name} must be an object"
+            value = copy.deepcopy(value)
+        elif name == "calendarIds":
+            if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+                problem = "calendarIds must contain at least 1 elements"
+            else:
+                unknown = [c for c in value if c.lower() not in self.calendars]
+                problem = f"unknown calendar: {unknown[0]}" if unknown else None
+                value = [c.lower() for c in value]
+        elif name == "serviceId":
+            if not isinstance(value, str) or value.lower() not in self.services:
+                problem = "unknown service"
+            else:
+                value = value.lower()
+        else:
+            return _NOT_KEPT
+        if problem is not None:
+            errors.append(fe(name, problem))
+            return _NOT_KEPT
+        return value
 
     @staticmethod
     def _reminder_ok(item: Any) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.onlive.sandbox.store import SEED_NAMESPACE, fmt
 
 if TYPE_CHECKING:
-    from syncd.sandboxkit.seedgen import SeedDataset
+    from syncd.sandboxkit.seedgen import SeedAppointment, SeedDataset, SeedPatient
 
 __all__ = ["seed_body"]
 
@@ -61,34 +61,40 @@ def seed_body(dataset: SeedDataset) -> tuple[dict[str, Any], list[tuple[str, str
     records = []
     for apt in dataset.appointments:
         aid = _seed_id("appointment", apt.key)
-        status, sub = CANONICAL_TO_NATIVE.get(apt.status, ("pending", None))
-        patient = patients[apt.patient]
-        guest: dict[str, Any] = {
-            "email": patient.email.lower(),
-            "extraFields": {"firstName": patient.given, "lastName": patient.family, "phone": patient.phone},
-        }
-        if status == "cancelled":
-            guest["status"] = "cancelled"
-        sid, sname = svc[apt.service]
-        records.append({
-            "id": aid,
-            "title": sname,
-            "description": None,
-            "lang": "es-ES",
-            "startAt": fmt(apt.start),
-            "endAt": fmt(apt.end),
-            "event": None,
-            "reminders": [],
-            "extraFields": {"location": locations[apt.location]},
-            "guests": [guest],
-            "calendarIds": [cal_ids[apt.practitioner]],
-            "serviceId": sid,
-            "status": status,
-            "subStatus": sub,
-            "origin": "onlive_public",
-            "comment": apt.notes,
-            "externalId": apt.key,
-        })
+        records.append(_appointment(aid, apt, patients[apt.patient], svc[apt.service], cal_ids[apt.practitioner],
+                                    locations[apt.location]))
         rows.append(("appointment", apt.key, aid))
     return {"calendars": calendars, "services": services, "records": records}, rows
 
+
+def _appointment(
+    aid: str, apt: SeedAppointment, patient: SeedPatient, service: tuple[str, str], calendar: str, location: str
+) -> dict[str, Any]:
+    """Appointment ``aid`` for ``apt``: its patient as the guest, on the practitioner's calendar."""
+    status, sub = CANONICAL_TO_NATIVE.get(apt.status, ("pending", None))
+    guest: dict[str, Any] = {
+        "email": patient.email.lower(),
+        "extraFields": {"firstName": patient.given, "lastName": patient.family, "phone": patient.phone},
+    }
+    if status == "cancelled":
+        guest["status"] = "cancelled"
+    sid, sname = service
+    return {
+        "id": aid,
+        "title": sname,
+        "description": None,
+        "lang": "es-ES",
+        "startAt": fmt(apt.start),
+        "endAt": fmt(apt.end),
+        "event": None,
+        "reminders": [],
+        "extraFields": {"location": location},
+        "guests": [guest],
+        "calendarIds": [calendar],
+        "serviceId": sid,
+        "status": status,
+        "subStatus": sub,
+        "origin": "onlive_public",
+        "comment": apt.notes,
+        "externalId": apt.key,
+    }

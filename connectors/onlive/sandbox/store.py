@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any, ClassVar
 
-from syncd.sandboxkit.base import SandboxBase
+from syncd.sandboxkit.base import SandboxBase, seed_list
 
 __all__ = ["OnliveStore"]
 
@@ -178,12 +178,9 @@ class OnliveStore(SandboxBase):
             self._put_calendar(cal)
         for svc in body.get("services") or []:
             self._put_service(svc)
-        records = body.get("records") or []
-        if not isinstance(records, list):
-            raise ValueError("records: a list is required")
-        for raw in records:
+        for raw in seed_list(body, "records"):
             self._seed_record(raw)
-        for rid in body.get("delete") or []:
+        for rid in seed_list(body, "delete"):
             key = str(rid).lower()
             if key not in self.records:
                 raise ValueError(f"delete: unknown appointment {rid}")

@@ -24,10 +24,10 @@ from connectors.salesforce_health.sandbox.rules import (
     CANCEL_KEYS,
     CONNECT_KEYS,
     MAX_COMPOSITE_IDS,
-    PATCHABLE,
     PUT_ALLOWED,
-    TRANSITIONS,
     SalesforceRules,
+    check_unmodified_since,
+    patch_fields,
 )
 from connectors.salesforce_health.sandbox.store import (
     API_VERSIONS,
@@ -46,7 +46,6 @@ from connectors.salesforce_health.sandbox.wire import (
     minute,
     not_found,
     oauth_error,
-    parse_http_date,
     parse_iso,
     sf_datetime,
     sf_json,
@@ -298,84 +297,9 @@ class SalesforceHealthSandbox(SalesforceRules):
     # -- sObject PATCH / DELETE (§4, §5, §7) --------------------------------------------------
     async def _h_patch(self, request: web.Request) -> web.StreamResponse:
         rec = self._existing(request.match_info["id"])
-        body = await self._json(request)
-        if not isinstance(body, dict):
-            raise SfError(400, "JSON_PARSER_ERROR", "Can not deserialize SObject out of a non-object token")
-        by_lower = {name.lower(): name for name in PATCHABLE}
-        changes: dict[str, Any] = {}
-        for key, value in body.items():
-            name = by_lower.get(key.lower())
-            if name is None:
-                raise SfError(
-                    400,
-                    "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    f"Unable to create/update fields: {key}. Please check the security settings of this field "
-                    "and verify that it is read/write for your profile or permission set.",
-                    [key],
-                )
-            if value is not None and not isinstance(value, str):
-                raise SfError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of string from {key}")
-            changes[name] = value
-        header = request.headers.get("If-Unmodified-Since")
-        if header is not None:
-            since = parse_http_date(header)
-            if since is not None and rec["LastModifiedDate"] > since:
-                raise SfError(
-                    412,
-                    "PRECONDITION_FAILED",
-                    "The requested resource has been modified since the date in the If-Unmodified-Since header",
-                )
-        work = copy.deepcopy(rec)
-        if "Status" in changes:
-            target = changes["Status"]
-            if target not in STATUS_CATEGORY:
-                raise SfError(
-                    400,
-                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                    f"Status: bad value for restricted picklist field: {target}",
-                    ["Status"],
-                )
-            if target != rec["Status"]:
-                if target not in TRANSITIONS[rec["Status"]]:
-                    raise SfError(
-                        400,
-                        "FIELD_CUSTOM_VALIDATION_EXCEPTION",
-                        f"You can't change the status from {rec['Status']} to {target}.",
-                        ["Status"],
-                    )
-                work["Status"] = target
-                work["StatusCategory"] = STATUS_CATEGORY[target]
-        for name in ("Comments", "Description"):
-            if name in changes:
-                work[name] = changes[name]
-        if "CancellationReason" in changes:
-            reason = changes["CancellationReason"]
-            if reason is not None and len(reason) > 255:
-                raise SfError(
-                    400, "STRING_TOO_LONG", "Cancellation Reason: data value too large", ["CancellationReason"]
-                )
-            work["CancellationReason"] = reason
-        if "Syncd_Id__c" in changes:
-            value = changes["Syncd_Id__c"]
-            if value != rec["Syncd_Id__c"]:
-                if rec["Syncd_Id__c"] is not None:
-                    raise SfError(
-                        400,
-                        "FIELD_INTEGRITY_EXCEPTION",
-                        "Syncd_Id__c can be set only once",
-                        ["Syncd_Id__c"],
-                    )
-                if value is not None and len(value) > 64:
-                    raise SfError(400, "STRING_TOO_LONG", "Syncd Id: data value too large", ["Syncd_Id__c"])
-                holder = self._holder(value) if value is not None else None
-                if holder is not None:
-                    raise SfError(
-                        400,
-                        "DUPLICATE_VALUE",
-                        f"duplicate value found: Syncd_Id__c duplicates value on record with id: {holder}",
-                        ["Syncd_Id__c"],
-                    )
-                work["Syncd_Id__c"] = value
+        changes = patch_fields(await self._json(request))
+        check_unmodified_since(rec, request.headers.get("If-Unmodified-Since"))
+        work = self._patched(rec, changes)
         if work != rec:
             self._touch(work)
             self._commit(work)
@@ -499,4 +423,3 @@ class SalesforceHealthSandbox(SalesforceRules):
 
 def create_sandbox(**options: Any) -> SalesforceHealthSandbox:
     return SalesforceHealthSandbox(**options)
-

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.salesforce_health.sandbox.soql import SA_FIELDS
-from connectors.salesforce_health.sandbox.store import SalesforceStore
+from connectors.salesforce_health.sandbox.store import STATUS_CATEGORY, SalesforceStore
 from connectors.salesforce_health.sandbox.wire import (
     ConnectFailure,
     SfError,
@@ -20,6 +20,7 @@ from connectors.salesforce_health.sandbox.wire import (
     days,
     minute,
     not_found,
+    parse_http_date,
     parse_iso,
     seconds,
     session_invalid,
@@ -142,72 +143,11 @@ class SalesforceRules(SalesforceStore):
 
     def _schedule(self, body: dict[str, Any], rid: str | None) -> dict[str, Any]:
         """Validate a create/update body (seed rules, §10 items 4-5); the values to store."""
-        for key in CONNECT_STR:
-            if body.get(key) is not None and not isinstance(body[key], str):
-                raise SfError(400, "JSON_PARSER_ERROR", f"{key}: a string is expected")
-        for key in CONNECT_STR_LISTS:
-            value = body.get(key)
-            if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
-                raise SfError(400, "JSON_PARSER_ERROR", f"{key}: an array of strings is expected")
-        participants = body.get("participants")
-        if participants is not None and (
-            not isinstance(participants, list)
-            or not all(
-                isinstance(p, dict)
-                and isinstance(p.get("reference"), str)
-                and set(p) <= {"reference", "isReferenceRequired"}
-                and isinstance(p.get("isReferenceRequired", False), bool)
-                for p in participants
-            )
-        ):
-            raise SfError(400, "JSON_PARSER_ERROR", "participants: objects with a string 'reference' expected")
-        slots = body.get("slots")
-        if slots is not None and (
-            not isinstance(slots, list)
-            or not all(
-                isinstance(s, dict) and set(s) <= {"id", "reference"} and all(isinstance(v, str) for v in s.values())
-                for s in slots
-            )
-        ):
-            raise SfError(400, "JSON_PARSER_ERROR", "slots: objects with string 'id' and 'reference' expected")
-        zone = body.get("timeZone")
-        if zone is not None and not valid_zone(zone):
-            raise SfError(400, "INVALID_INPUT", f"timeZone: {zone} is not a valid IANA time zone")
-        for key in ("startDate", "endDate"):
-            if not body.get(key):
-                raise ConnectFailure("MISSING_REQUIRED_FIELD", f"{key} is required")
-        times: dict[str, datetime] = {}
-        for key in ("startDate", "endDate"):
-            try:
-                times[key] = seconds(parse_iso(body[key], zone))
-            except ValueError as exc:
-                raise SfError(400, "INVALID_INPUT", f"{key}: invalid date/time {body[key]!r}") from exc
-        if not participants:
-            raise ConnectFailure("MISSING_REQUIRED_FIELD", "participants is required")
-        by_type: dict[str, list[str]] = {name: [] for name in PARTICIPANT_TYPES}
-        for p in participants:
-            kind, _, raw_ref = p["reference"].partition("/")
-            ref_id = to_id18(raw_ref)
-            if kind not in PARTICIPANT_TYPES or ref_id is None:
-                raise ConnectFailure("INVALID_REFERENCE", f"Invalid participant reference: {p['reference']}")
-            if ref_id not in by_type[kind]:
-                by_type[kind].append(ref_id)
-        for kind in ("Patient", "Facility"):
-            if not by_type[kind]:
-                raise ConnectFailure("MISSING_REQUIRED_FIELD", f"A {kind} participant is required")
-            if len(by_type[kind]) > 1:
-                raise ConnectFailure("INVALID_REFERENCE", f"Only one {kind} participant is allowed")
-        if not by_type["Practitioner"] and not by_type["Device"]:
-            raise ConnectFailure("MISSING_REQUIRED_FIELD", "A Practitioner or Device participant is required")
+        _check_body_types(body)
+        times = _schedule_times(body)
+        by_type = _participants_by_type(body.get("participants"))
         work_type = body.get("workTypeId")
-        others = [key for key in ("appointmentTypes", "serviceTypes", "serviceCategories") if body.get(key)]
-        if not work_type and not others:
-            raise ConnectFailure(
-                "MISSING_REQUIRED_FIELD",
-                "One of workTypeId, appointmentTypes, serviceTypes or serviceCategories is required",
-            )
-        if not work_type and others and not body.get("sourceSystem"):
-            raise ConnectFailure("MISSING_REQUIRED_FIELD", "sourceSystem is required when workTypeId is not provided")
+        _check_visit_type(body, work_type)
         for kind, ids in by_type.items():
             for ref_id in ids:
                 self._resolve(ref_id, PARTICIPANT_TYPES[kind], kind)
@@ -216,31 +156,9 @@ class SalesforceRules(SalesforceStore):
         channel_id = self._resolve(channel, "EngagementChannelType", "channelId") if channel else None
         if work_type_id and self.refs[work_type_id].get("channel_required") and not channel_id:
             raise ConnectFailure("MISSING_REQUIRED_FIELD", "channelId is required for this visit type")
-        external = [pid for pid in by_type["Practitioner"] if self.refs[pid].get("external")]
-        if external and not slots:
-            raise ConnectFailure("MISSING_REQUIRED_FIELD", "slots is required for an external resource")
-        for slot in slots or []:
-            if to_id18(slot.get("reference", "")) not in by_type["Practitioner"]:
-                raise ConnectFailure(
-                    "INVALID_REFERENCE",
-                    f"slots reference {slot.get('reference')!r} must match a Practitioner participant",
-                )
+        self._check_slots(body.get("slots"), by_type["Practitioner"])
         if times["endDate"] <= times["startDate"]:
             raise ConnectFailure("INVALID_TIME_RANGE", "endDate must be after startDate")
-        ehr = {
-            key: copy.deepcopy(body[key])
-            for key in (
-                "sourceSystem",
-                "appointmentTypes",
-                "serviceTypes",
-                "serviceCategories",
-                "specialties",
-                "slots",
-            )
-            if body.get(key) is not None
-        }
-        if by_type["Device"]:
-            ehr["devices"] = by_type["Device"]
         return {
             "SchedStartTime": times["startDate"],
             "SchedEndTime": times["endDate"],
@@ -250,8 +168,60 @@ class SalesforceRules(SalesforceStore):
             "EngagementChannelTypeId": channel_id,
             "Comments": body.get("comment"),
             "_assigned": by_type["Practitioner"],
-            "_ehr": ehr,
+            "_ehr": _ehr_fields(body, by_type["Device"]),
         }
+
+    def _check_slots(self, slots: list[dict[str, str]] | None, practitioners: list[str]) -> None:
+        """An external resource is booked through its slots, each naming a Practitioner participant (§10
+        items 4-5)."""
+        external = [pid for pid in practitioners if self.refs[pid].get("external")]
+        if external and not slots:
+            raise ConnectFailure("MISSING_REQUIRED_FIELD", "slots is required for an external resource")
+        for slot in slots or []:
+            if to_id18(slot.get("reference", "")) not in practitioners:
+                raise ConnectFailure(
+                    "INVALID_REFERENCE",
+                    f"slots reference {slot.get('reference')!r} must match a Practitioner participant",
+                )
+
+    # -- sObject PATCH (§4, §5) -------------------------------------------------------------------
+    def _patched(self, rec: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """``rec`` with a PATCH's ``changes`` applied: the §5 state table, the field limits, a
+        ``Syncd_Id__c`` set once and unique."""
+        work = copy.deepcopy(rec)
+        if "Status" in changes:
+            _check_status_change(rec["Status"], changes["Status"])
+            if changes["Status"] != rec["Status"]:
+                work["Status"] = changes["Status"]
+                work["StatusCategory"] = STATUS_CATEGORY[changes["Status"]]
+        for name in ("Comments", "Description"):
+            if name in changes:
+                work[name] = changes[name]
+        if "CancellationReason" in changes:
+            reason = changes["CancellationReason"]
+            if reason is not None and len(reason) > 255:
+                raise SfError(
+                    400, "STRING_TOO_LONG", "Cancellation Reason: data value too large", ["CancellationReason"]
+                )
+            work["CancellationReason"] = reason
+        if "Syncd_Id__c" in changes and changes["Syncd_Id__c"] != rec["Syncd_Id__c"]:
+            work["Syncd_Id__c"] = self._checked_syncd_id(rec, changes["Syncd_Id__c"])
+        return work
+
+    def _checked_syncd_id(self, rec: dict[str, Any], value: str | None) -> str | None:
+        if rec["Syncd_Id__c"] is not None:
+            raise SfError(400, "FIELD_INTEGRITY_EXCEPTION", "Syncd_Id__c can be set only once", ["Syncd_Id__c"])
+        if value is not None and len(value) > 64:
+            raise SfError(400, "STRING_TOO_LONG", "Syncd Id: data value too large", ["Syncd_Id__c"])
+        holder = self._holder(value) if value is not None else None
+        if holder is not None:
+            raise SfError(
+                400,
+                "DUPLICATE_VALUE",
+                f"duplicate value found: Syncd_Id__c duplicates value on record with id: {holder}",
+                ["Syncd_Id__c"],
+            )
+        return value
 
     def _resolve(self, raw: str, sobject: str, what: str) -> str:
         ref_id = to_id18(raw)
@@ -272,3 +242,159 @@ class SalesforceRules(SalesforceStore):
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SfError(400, "JSON_PARSER_ERROR", f"Unexpected character in the request body: {exc}") from exc
+
+
+def _check_body_types(body: dict[str, Any]) -> None:
+    """The JSON types of a Connect body (§4 field table): strings, string arrays, participants, slots; an
+    IANA ``timeZone`` (§10 item 5)."""
+    for key in CONNECT_STR:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise SfError(400, "JSON_PARSER_ERROR", f"{key}: a string is expected")
+    for key in CONNECT_STR_LISTS:
+        value = body.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise SfError(400, "JSON_PARSER_ERROR", f"{key}: an array of strings is expected")
+    participants = body.get("participants")
+    if participants is not None and (
+        not isinstance(participants, list)
+        or not all(
+            isinstance(p, dict)
+            and isinstance(p.get("reference"), str)
+            and set(p) <= {"reference", "isReferenceRequired"}
+            and isinstance(p.get("isReferenceRequired", False), bool)
+            for p in participants
+        )
+    ):
+        raise SfError(400, "JSON_PARSER_ERROR", "participants: objects with a string 'reference' expected")
+    slots = body.get("slots")
+    if slots is not None and (
+        not isinstance(slots, list)
+        or not all(
+            isinstance(s, dict) and set(s) <= {"id", "reference"} and all(isinstance(v, str) for v in s.values())
+            for s in slots
+        )
+    ):
+        raise SfError(400, "JSON_PARSER_ERROR", "slots: objects with string 'id' and 'reference' expected")
+    zone = body.get("timeZone")
+    if zone is not None and not valid_zone(zone):
+        raise SfError(400, "INVALID_INPUT", f"timeZone: {zone} is not a valid IANA time zone")
+
+
+def _schedule_times(body: dict[str, Any]) -> dict[str, datetime]:
+    """``startDate`` and ``endDate``, both required, read in the body's ``timeZone`` (§4 field table, §10
+    item 4)."""
+    for key in ("startDate", "endDate"):
+        if not body.get(key):
+            raise ConnectFailure("MISSING_REQUIRED_FIELD", f"{key} is required")
+    times: dict[str, datetime] = {}
+    for key in ("startDate", "endDate"):
+        try:
+            times[key] = seconds(parse_iso(body[key], body.get("timeZone")))
+        except ValueError as exc:
+            raise SfError(400, "INVALID_INPUT", f"{key}: invalid date/time {body[key]!r}") from exc
+    return times
+
+
+def _participants_by_type(participants: list[dict[str, Any]] | None) -> dict[str, list[str]]:
+    """Participant type -> their record ids: one Patient, one Facility, a Practitioner or a Device or
+    both (§10 item 4)."""
+    if not participants:
+        raise ConnectFailure("MISSING_REQUIRED_FIELD", "participants is required")
+    by_type: dict[str, list[str]] = {name: [] for name in PARTICIPANT_TYPES}
+    for p in participants:
+        kind, _, raw_ref = p["reference"].partition("/")
+        ref_id = to_id18(raw_ref)
+        if kind not in PARTICIPANT_TYPES or ref_id is None:
+            raise ConnectFailure("INVALID_REFERENCE", f"Invalid participant reference: {p['reference']}")
+        if ref_id not in by_type[kind]:
+            by_type[kind].append(ref_id)
+    for kind in ("Patient", "Facility"):
+        if not by_type[kind]:
+            raise ConnectFailure("MISSING_REQUIRED_FIELD", f"A {kind} participant is required")
+        if len(by_type[kind]) > 1:
+            raise ConnectFailure("INVALID_REFERENCE", f"Only one {kind} participant is allowed")
+    if not by_type["Practitioner"] and not by_type["Device"]:
+        raise ConnectFailure("MISSING_REQUIRED_FIELD", "A Practitioner or Device participant is required")
+    return by_type
+
+
+def _check_visit_type(body: dict[str, Any], work_type: str | None) -> None:
+    """A visit type is required: ``workTypeId``, or EHR types with their ``sourceSystem`` (§10 item 4)."""
+    others = [key for key in ("appointmentTypes", "serviceTypes", "serviceCategories") if body.get(key)]
+    if not work_type and not others:
+        raise ConnectFailure(
+            "MISSING_REQUIRED_FIELD",
+            "One of workTypeId, appointmentTypes, serviceTypes or serviceCategories is required",
+        )
+    if not work_type and others and not body.get("sourceSystem"):
+        raise ConnectFailure("MISSING_REQUIRED_FIELD", "sourceSystem is required when workTypeId is not provided")
+
+
+def _ehr_fields(body: dict[str, Any], devices: list[str]) -> dict[str, Any]:
+    """What the EHR side keeps of a schedule body (read back by the Connect GET)."""
+    ehr = {
+        key: copy.deepcopy(body[key])
+        for key in ("sourceSystem", "appointmentTypes", "serviceTypes", "serviceCategories", "specialties", "slots")
+        if body.get(key) is not None
+    }
+    if devices:
+        ehr["devices"] = devices
+    return ehr
+
+
+def patch_fields(body: Any) -> dict[str, Any]:
+    """A PATCH body's fields by their API names (case-insensitive; only ``PATCHABLE``, strings or null)."""
+    if not isinstance(body, dict):
+        raise SfError(400, "JSON_PARSER_ERROR", "Can not deserialize SObject out of a non-object token")
+    by_lower = {name.lower(): name for name in PATCHABLE}
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        name = by_lower.get(key.lower())
+        if name is None:
+            raise _not_updatable(key)
+        if value is not None and not isinstance(value, str):
+            raise SfError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of string from {key}")
+        changes[name] = value
+    return changes
+
+
+def _not_updatable(key: str) -> SfError:
+    """A PATCH naming a field the integration user cannot write (§6)."""
+    return SfError(
+        400,
+        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        f"Unable to create/update fields: {key}. Please check the security settings of this field "
+        "and verify that it is read/write for your profile or permission set.",
+        [key],
+    )
+
+
+def check_unmodified_since(rec: dict[str, Any], header: str | None) -> None:
+    """``If-Unmodified-Since``: 412 when the record changed after it (§8)."""
+    if header is None:
+        return
+    since = parse_http_date(header)
+    if since is not None and rec["LastModifiedDate"] > since:
+        raise SfError(
+            412,
+            "PRECONDITION_FAILED",
+            "The requested resource has been modified since the date in the If-Unmodified-Since header",
+        )
+
+
+def _check_status_change(current: str, target: Any) -> None:
+    """A restricted picklist value, and a move the §5 state table allows."""
+    if target not in STATUS_CATEGORY:
+        raise SfError(
+            400,
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            f"Status: bad value for restricted picklist field: {target}",
+            ["Status"],
+        )
+    if target != current and target not in TRANSITIONS[current]:
+        raise SfError(
+            400,
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            f"You can't change the status from {current} to {target}.",
+            ["Status"],
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.salesforce_health.sandbox.wire import PREFIX, hashed_id, sf_datetime
-from syncd.sandboxkit.seedgen import SeedDataset
+from syncd.sandboxkit.seedgen import SeedAppointment, SeedDataset
 
 #: canonical FHIR status -> (Status, CancellationReason); the sandbox's own mapping (docs/vendors/salesforce_health.md
 #: §9)
@@ -30,8 +30,20 @@ def _id(sobject: str, key: str) -> str:
 
 def seed_body(dataset: SeedDataset) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """The ``POST /_sandbox/records`` body for ``dataset`` and its crosswalk rows (deterministic ids)."""
-    records: list[dict[str, Any]] = []
     rows: list[tuple[str, str, str]] = []
+    records = _reference_records(dataset, rows)
+    channel = _id("EngagementChannelType", CHANNEL_KEY)
+    records.append({"attributes": {"type": "EngagementChannelType"}, "Id": channel, "Name": "In Person"})
+    for n, a in enumerate(dataset.appointments, start=1):
+        rows.append(("appointment", a.key, _id("ServiceAppointment", a.key)))
+        records.append(_appointment(n, a, channel))
+    return {"records": records}, rows
+
+
+def _reference_records(dataset: SeedDataset, rows: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Patients (person accounts), practitioners (resources), locations (territories) and services (work
+    types), with their crosswalk rows added to ``rows``."""
+    records: list[dict[str, Any]] = []
     for p in dataset.patients:
         pid = _id("Account", p.key)
         rows.append(("patient", p.key, pid))
@@ -85,29 +97,26 @@ def seed_body(dataset: SeedDataset) -> tuple[dict[str, Any], list[tuple[str, str
                 "channel_required": False,
             }
         )
-    channel = _id("EngagementChannelType", CHANNEL_KEY)
-    records.append({"attributes": {"type": "EngagementChannelType"}, "Id": channel, "Name": "In Person"})
-    for n, a in enumerate(dataset.appointments, start=1):
-        aid = _id("ServiceAppointment", a.key)
-        rows.append(("appointment", a.key, aid))
-        status, reason = NATIVE_STATUS[a.status]
-        records.append(
-            {
-                "attributes": {"type": "ServiceAppointment"},
-                "Id": aid,
-                "AppointmentNumber": f"SA-{n:06d}",
-                "Status": status,
-                "SchedStartTime": sf_datetime(a.start),
-                "SchedEndTime": sf_datetime(a.end),
-                "ParentRecordId": _id("Account", a.patient),
-                "WorkTypeId": _id("WorkType", a.service),
-                "ServiceTerritoryId": _id("ServiceTerritory", a.location),
-                "EngagementChannelTypeId": channel,
-                "Description": None,
-                "Comments": a.notes,
-                "CancellationReason": reason,
-                "Syncd_Id__c": None,
-                "_assigned_resources": [_id("ServiceResource", a.practitioner)],
-            }
-        )
-    return {"records": records}, rows
+    return records
+
+
+def _appointment(n: int, a: SeedAppointment, channel: str) -> dict[str, Any]:
+    """Service appointment number ``n`` for ``a``, its references by their seeded ids."""
+    status, reason = NATIVE_STATUS[a.status]
+    return {
+        "attributes": {"type": "ServiceAppointment"},
+        "Id": _id("ServiceAppointment", a.key),
+        "AppointmentNumber": f"SA-{n:06d}",
+        "Status": status,
+        "SchedStartTime": sf_datetime(a.start),
+        "SchedEndTime": sf_datetime(a.end),
+        "ParentRecordId": _id("Account", a.patient),
+        "WorkTypeId": _id("WorkType", a.service),
+        "ServiceTerritoryId": _id("ServiceTerritory", a.location),
+        "EngagementChannelTypeId": channel,
+        "Description": None,
+        "Comments": a.notes,
+        "CancellationReason": reason,
+        "Syncd_Id__c": None,
+        "_assigned_resources": [_id("ServiceResource", a.practitioner)],
+    }

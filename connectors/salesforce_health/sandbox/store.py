@@ -31,6 +31,7 @@ from connectors.salesforce_health.sandbox.wire import (
 )
 from syncd.sandboxkit import SandboxBase, WindowCounter
 from syncd.sandboxkit.base import Handler
+from syncd.sandboxkit.faults import FaultAction, fault_hook
 
 __all__ = ["SalesforceStore"]
 
@@ -56,7 +57,6 @@ REF_TYPES = ("Account", "ServiceTerritory", "ServiceResource", "WorkType", "Enga
 
 def lower_status(status: str | None) -> str | None:
     return status.lower() if status is not None else None
-
 
 
 class SalesforceStore(SandboxBase):
@@ -383,49 +383,43 @@ class SalesforceStore(SandboxBase):
             }
             self.send_webhook(body, headers)
 
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {
-                "session_expired",
-                "refresh_invalid_grant",
-                "not_success",
-                "ehr_reject",
-                "concurrent_limit",
-                "coverage_lag",
-            }
-        )
+    @fault_hook("session_expired")
+    async def _session_expired(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self._bearer(request)
+        if token:
+            self.revoked.add(token)
+        return session_invalid()
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        if ftype == "session_expired":
-            token = self._bearer(request)
-            if token:
-                self.revoked.add(token)
-            return session_invalid()
-        if ftype == "refresh_invalid_grant":
-            return oauth_error("invalid_grant", "expired access/refresh token")
-        if ftype == "concurrent_limit":
-            return concurrent_exceeded()
-        if ftype == "coverage_lag":
-            request["sf_coverage_lag"] = float(action.get("minutes", 1))
-            return await handler(request)
-        if ftype == "not_success":
-            errors = action.get("errors") or [
-                {"errorCode": "UNABLE_TO_LOCK_ROW", "message": "unable to obtain exclusive access to this record"}
-            ]
-            if CONNECT_PATH not in request.path:
-                # a standard REST write refuses the same way with its usual error array
-                items = [{"message": e.get("message", ""), "errorCode": e.get("errorCode", "")} for e in errors]
-                return sf_json(items, status=400)
-            request["sf_connect_fault"] = (None, list(errors))
-            return await handler(request)
-        if ftype == "ehr_reject":
-            errors = [{"errorCode": "SLOT_UNAVAILABLE", "message": "The slot is no longer available"}]
-            request["sf_connect_fault"] = ("rejected", errors)
-            return await handler(request)
-        return None
+    @fault_hook("refresh_invalid_grant")
+    async def _refresh_refused(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return oauth_error("invalid_grant", "expired access/refresh token")
+
+    @fault_hook("concurrent_limit")
+    async def _too_concurrent(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return concurrent_exceeded()
+
+    @fault_hook("coverage_lag")
+    async def _coverage_lag(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request["sf_coverage_lag"] = float(action.get("minutes", 1))
+        return await handler(request)
+
+    @fault_hook("not_success")
+    async def _not_success(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        errors = action.get("errors") or [
+            {"errorCode": "UNABLE_TO_LOCK_ROW", "message": "unable to obtain exclusive access to this record"}
+        ]
+        if CONNECT_PATH not in request.path:
+            # a standard REST write refuses the same way with its usual error array
+            items = [{"message": e.get("message", ""), "errorCode": e.get("errorCode", "")} for e in errors]
+            return sf_json(items, status=400)
+        request["sf_connect_fault"] = (None, list(errors))
+        return await handler(request)
+
+    @fault_hook("ehr_reject")
+    async def _ehr_reject(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        errors = [{"errorCode": "SLOT_UNAVAILABLE", "message": "The slot is no longer available"}]
+        request["sf_connect_fault"] = ("rejected", errors)
+        return await handler(request)
 
     def _render_query(self, rec: dict[str, Any], version: str, fields: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"attributes": self._sa_attributes(rec["Id"], version)}

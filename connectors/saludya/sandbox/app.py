@@ -20,19 +20,13 @@ from aiohttp import web
 from connectors.saludya.sandbox.rules import (
     CLINICAL,
     CREATE_FIELDS,
-    IMMUTABLE,
-    IN_PROGRESS_LOCKED,
     MSG_BUSY,
     MSG_FORBIDDEN_GET,
     MSG_FORBIDDEN_POST,
     MSG_FORBIDDEN_PUT,
-    MSG_IN_PROGRESS_LOCK,
-    MSG_NO_DIAGNOSIS,
     MSG_UNAUTHORIZED,
     READ_ONLY,
     SCHEDULE_FIELDS,
-    TRANSITIONS,
-    UPDATE_FIELDS,
     WINDOWS,
     ApiError,
     ApiHandler,
@@ -45,13 +39,13 @@ from connectors.saludya.sandbox.store import (
     LIST_FIELDS,
     RECORD_FIELDS,
     STATUSES,
-    TERMINAL,
     iso_z,
     log,
     new_id,
     valid_date,
 )
 from syncd.sandboxkit.base import Handler, json_response
+from syncd.sandboxkit.faults import FaultAction, fault_hook
 
 __all__ = ["SaludYaSandbox", "create_sandbox"]
 
@@ -60,44 +54,43 @@ class SaludYaSandbox(SaludYaRules):
     """The routes (``add_routes``) over the rules and the store."""
 
     # -- faults --------------------------------------------------------------------------------
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {"delete_record", "mutate_record", "mutate_keep_version", "rate_limit_window", "doctor_busy",
-             "list_missing_fields"}
-        )  # fmt: skip
+    @fault_hook("delete_record")
+    async def _staff_delete(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        target = _fault_target(action, request)
+        if target in self.records:
+            self.deleted_at.setdefault(target, self.now().replace(microsecond=0))
+        return await handler(request)
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        target = str(action.get("id") or request.match_info.get("id") or "")
-        if ftype == "delete_record":
-            if target in self.records:
-                self.deleted_at.setdefault(target, self.now().replace(microsecond=0))
-            return await handler(request)
-        if ftype in ("mutate_record", "mutate_keep_version"):
-            if target and self._live(target) is not None:
-                self._apply_as_staff(target, dict(action.get("changes") or {}), bump=ftype == "mutate_record")
-            return await handler(request)
-        if ftype == "list_missing_fields":
-            request["saludya_list_fields"] = LIST_FIELDS
-            return await handler(request)
-        if ftype == "doctor_busy":
-            details = {
-                "conflicting_appointment_id": new_id("apt_"),
-                "suggested_times": list(action.get("suggested_times") or []),
-            }
-            return error_response(409, "APPOINTMENT_CONFLICT", MSG_BUSY, details)
-        if ftype == "rate_limit_window":
-            window = int(action.get("window", 900))
-            names = {seconds: name for name, seconds in WINDOWS}
-            if window not in names:
-                return json_response({"error": f"rate_limit_window: window must be one of {sorted(names)}"}, 500)
-            now = self.clock.timestamp()
-            reset = (int(now) // window + 1) * window
-            limit = self.options.get(names[window]) or 0
-            return self._too_many(int(limit), window, reset, max(1, math.ceil(reset - now)))
-        return None
+    @fault_hook("mutate_record", "mutate_keep_version")
+    async def _staff_edit(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        target = _fault_target(action, request)
+        if target and self._live(target) is not None:
+            self._apply_as_staff(target, dict(action.get("changes") or {}), bump=action["type"] == "mutate_record")
+        return await handler(request)
+
+    @fault_hook("list_missing_fields")
+    async def _list_fields(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request["saludya_list_fields"] = LIST_FIELDS
+        return await handler(request)
+
+    @fault_hook("doctor_busy")
+    async def _doctor_busy(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        details = {
+            "conflicting_appointment_id": new_id("apt_"),
+            "suggested_times": list(action.get("suggested_times") or []),
+        }
+        return error_response(409, "APPOINTMENT_CONFLICT", MSG_BUSY, details)
+
+    @fault_hook("rate_limit_window")
+    async def _window_spent(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        window = int(action.get("window", 900))
+        names = {seconds: name for name, seconds in WINDOWS}
+        if window not in names:
+            return json_response({"error": f"rate_limit_window: window must be one of {sorted(names)}"}, 500)
+        now = self.clock.timestamp()
+        reset = (int(now) // window + 1) * window
+        limit = self.options.get(names[window]) or 0
+        return self._too_many(int(limit), window, reset, max(1, math.ceil(reset - now)))
 
     def _api(self, inner: ApiHandler) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -243,55 +236,10 @@ class SaludYaSandbox(SaludYaRules):
         if not self._may_see(key, rec["doctor_id"]):
             raise ApiError(403, "FORBIDDEN", MSG_FORBIDDEN_PUT)
         body = await self._body(request)
-        # stage 1: 400 for unknown, read-only, immutable fields and the seed's types
-        errors: dict[str, str] = {}
-        for name in body:
-            if name in IMMUTABLE:
-                errors[name] = f"{name} cannot be changed"
-            elif name in READ_ONLY:
-                errors[name] = f"{name} is read-only"
-            elif name not in UPDATE_FIELDS:
-                errors[name] = f"Unknown field: {name}"
-        self._check_formats({k: v for k, v in body.items() if k in UPDATE_FIELDS}, errors, create=False)
-        if errors:
-            raise validation_error(errors)
-        # stage 2: 422 for the terminal lock, the in-progress edit lock and the transition table
         current = rec["status"]
-        if current in TERMINAL:
-            raise ApiError(
-                422,
-                "INVALID_STATE_TRANSITION",
-                f"Cannot update a {current} appointment. Contact support if you need to make changes.",
-            )
-        if current == "in_progress" and any(name in body for name in IN_PROGRESS_LOCKED):
-            raise ApiError(422, "INVALID_STATE_TRANSITION", MSG_IN_PROGRESS_LOCK)
-        target = body.get("status", current)
-        if target != current and target not in TRANSITIONS[current]:
-            raise ApiError(
-                422,
-                "INVALID_STATE_TRANSITION",
-                f"Cannot change status from '{current}' to '{target}'",
-                {"from": current, "to": target, "allowed": list(TRANSITIONS[current])},
-            )
-        # stage 3: 400 for what the target status requires or forbids
+        target = self.check_update(body, current)
         completing = target == "completed" and current != "completed"
         cancelling = target == "cancelled" and current != "cancelled"
-        if completing and not (isinstance(body.get("diagnosis"), str) and body["diagnosis"].strip()):
-            errors["status"] = MSG_NO_DIAGNOSIS
-        if cancelling and not (
-            isinstance(body.get("cancellation_reason"), str) and body["cancellation_reason"].strip()
-        ):
-            errors["cancellation_reason"] = "cancellation_reason is required when status is set to cancelled"
-        if not completing:
-            for name in CLINICAL:
-                if name in body:
-                    errors[name] = f"{name} can only be set when status changes to completed"
-        elif "follow_up_date" in body and body.get("follow_up_required") is not True:
-            errors["follow_up_date"] = "follow_up_date requires follow_up_required to be true"
-        if "cancellation_reason" in body and not cancelling:
-            errors["cancellation_reason"] = "cancellation_reason can only be set when status changes to cancelled"
-        if errors:
-            raise validation_error(errors)
         changes = {
             name: value
             for name, value in body.items()
@@ -316,6 +264,11 @@ class SaludYaSandbox(SaludYaRules):
         if body.get("send_notification", True):
             self.notifications[rid] += 1
         return json_response(self.render(rec))
+
+
+def _fault_target(action: FaultAction, request: web.Request) -> str:
+    """The record a staff fault acts on: its ``id``, else the path's."""
+    return str(action.get("id") or request.match_info.get("id") or "")
 
 
 def create_sandbox(**options: Any) -> SaludYaSandbox:

@@ -13,7 +13,15 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.saludya.sandbox.store import STATUSES, SaludYaStore, is_int, local_start, valid_date, valid_time
+from connectors.saludya.sandbox.store import (
+    STATUSES,
+    TERMINAL,
+    SaludYaStore,
+    is_int,
+    local_start,
+    valid_date,
+    valid_time,
+)
 from syncd.sandboxkit.base import json_response
 
 __all__ = ["SaludYaRules"]
@@ -95,7 +103,6 @@ def not_found(appointment_id: str) -> ApiError:
     return ApiError(404, "RESOURCE_NOT_FOUND", f"Appointment with ID '{appointment_id}' not found")
 
 
-
 class SaludYaRules(SaludYaStore):
     """The checks the vendor applies to a request, on top of the store."""
 
@@ -172,7 +179,6 @@ class SaludYaRules(SaludYaStore):
         }
         return None, headers
 
-
     @staticmethod
     def _int_param(q: Mapping[str, str], name: str, default: int, errors: dict[str, str]) -> int:
         if name not in q:
@@ -227,6 +233,26 @@ class SaludYaRules(SaludYaStore):
             elif name in ("patient_id", "doctor_id") and not isinstance(value, str):
                 errors[name] = f"{name} must be a string"
 
+    # -- updates (§4, §5) ------------------------------------------------------------------------
+    def check_update(self, body: Mapping[str, Any], current: str) -> str:
+        """An update's checks, stage by stage (400 fields, 422 state rules, 400 what the target status
+        needs); the status it moves to."""
+        # stage 1: 400 for unknown, read-only, immutable fields and the seed's types
+        errors: dict[str, str] = {}
+        for name in body:
+            if name in IMMUTABLE:
+                errors[name] = f"{name} cannot be changed"
+            elif name in READ_ONLY:
+                errors[name] = f"{name} is read-only"
+            elif name not in UPDATE_FIELDS:
+                errors[name] = f"Unknown field: {name}"
+        self._check_formats({k: v for k, v in body.items() if k in UPDATE_FIELDS}, errors, create=False)
+        if errors:
+            raise validation_error(errors)
+        target = _check_transition(body, current)
+        _check_target_fields(body, current, target)
+        return target
+
     def _check_availability(self, doctor_id: str, day: str, hhmm: str, duration: int, exclude: str | None) -> None:
         start = datetime.fromisoformat(f"{day}T{hhmm}")
         busy = []
@@ -259,3 +285,47 @@ class SaludYaRules(SaludYaStore):
             MSG_BUSY,
             {"conflicting_appointment_id": first[2], "suggested_times": suggested},
         )
+
+
+def _check_transition(body: Mapping[str, Any], current: str) -> str:
+    """Stage 2: 422 for the terminal lock, the in-progress edit lock and the §5 transition table; the
+    target status."""
+    if current in TERMINAL:
+        raise ApiError(
+            422,
+            "INVALID_STATE_TRANSITION",
+            f"Cannot update a {current} appointment. Contact support if you need to make changes.",
+        )
+    if current == "in_progress" and any(name in body for name in IN_PROGRESS_LOCKED):
+        raise ApiError(422, "INVALID_STATE_TRANSITION", MSG_IN_PROGRESS_LOCK)
+    target: str = body.get("status", current)
+    if target != current and target not in TRANSITIONS[current]:
+        raise ApiError(
+            422,
+            "INVALID_STATE_TRANSITION",
+            f"Cannot change status from '{current}' to '{target}'",
+            {"from": current, "to": target, "allowed": list(TRANSITIONS[current])},
+        )
+    return target
+
+
+def _check_target_fields(body: Mapping[str, Any], current: str, target: str) -> None:
+    """Stage 3: 400 for what the target status requires (a diagnosis, a cancellation reason) or forbids
+    (clinical fields, a reason outside a cancellation) (§5)."""
+    errors: dict[str, str] = {}
+    completing = target == "completed" and current != "completed"
+    cancelling = target == "cancelled" and current != "cancelled"
+    if completing and not (isinstance(body.get("diagnosis"), str) and body["diagnosis"].strip()):
+        errors["status"] = MSG_NO_DIAGNOSIS
+    if cancelling and not (isinstance(body.get("cancellation_reason"), str) and body["cancellation_reason"].strip()):
+        errors["cancellation_reason"] = "cancellation_reason is required when status is set to cancelled"
+    if not completing:
+        for name in CLINICAL:
+            if name in body:
+                errors[name] = f"{name} can only be set when status changes to completed"
+    elif "follow_up_date" in body and body.get("follow_up_required") is not True:
+        errors["follow_up_date"] = "follow_up_date requires follow_up_required to be true"
+    if "cancellation_reason" in body and not cancelling:
+        errors["cancellation_reason"] = "cancellation_reason can only be set when status changes to cancelled"
+    if errors:
+        raise validation_error(errors)

@@ -14,8 +14,9 @@ from aiohttp import web
 
 import connectors.zoho_crm.sandbox.reads as reads
 import connectors.zoho_crm.sandbox.watch as watch
+from connectors.zoho_crm.sandbox.records import Appt, Token
 from connectors.zoho_crm.sandbox.rules import Plan, check_create, check_update
-from connectors.zoho_crm.sandbox.store import Appt, Token, ZohoStore
+from connectors.zoho_crm.sandbox.store import ZohoStore
 from connectors.zoho_crm.sandbox.wire import (
     API,
     API_USER,
@@ -36,6 +37,7 @@ from connectors.zoho_crm.sandbox.wire import (
     zid,
 )
 from syncd.sandboxkit.base import Handler, json_response
+from syncd.sandboxkit.faults import FaultAction, fault_hook
 
 __all__ = ["ZohoCrmSandbox", "create_sandbox"]
 
@@ -84,49 +86,45 @@ class ZohoCrmSandbox(ZohoStore):
                 return [str(r["id"]) for r in body["data"] if isinstance(r, dict) and r.get("id")]
         return []
 
-    def custom_fault_types(self) -> frozenset[str]:
-        return frozenset(
-            {
-                "invalid_token",
-                "refresh_invalid_code",
-                "credits_exhausted",
-                "concurrency_limit",
-                "partial_batch",
-                "channel_expired",
-                "notify_drop",
-                "search_lag",
-            }
-        )
+    @fault_hook("invalid_token")
+    async def _invalid_token(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return top_error(401, *INVALID_TOKEN)
 
-    async def custom_fault(
-        self, action: dict[str, Any], request: web.Request, handler: Handler
-    ) -> web.StreamResponse | None:
-        ftype = action.get("type")
-        if ftype == "invalid_token":
-            return top_error(401, *INVALID_TOKEN)
-        if ftype == "refresh_invalid_code":
-            return json_response({"error": "invalid_code"})
-        if ftype == "credits_exhausted":
-            return too_many("API credits exhausted", float(action.get("retry_after", 60)))
-        if ftype == "concurrency_limit":
-            return too_many("concurrency limit exceeded", float(action.get("retry_after", 1)))
-        if ftype == "partial_batch":
-            ids = {str(i) for i in action.get("ids") or []}
-            request["zoho_partial"] = (ids, str(action.get("code", "INVALID_DATA")))
-            return await handler(request)
-        if ftype == "channel_expired":
-            now = self.now()
-            for channel in self.channels.values():
-                channel.expiry = now
-                channel.expiry_text = render_time(now, self.tz) or ""
-            return await handler(request)
-        if ftype == "notify_drop":
-            self.notify_drop_pending += 1
-            return await handler(request)
-        if ftype == "search_lag":
-            request["zoho_search_lag"] = float(action.get("seconds", 10))
-            return await handler(request)
-        return None
+    @fault_hook("refresh_invalid_code")
+    async def _refresh_refused(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return json_response({"error": "invalid_code"})
+
+    @fault_hook("credits_exhausted")
+    async def _no_credits(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return too_many("API credits exhausted", float(action.get("retry_after", 60)))
+
+    @fault_hook("concurrency_limit")
+    async def _too_concurrent(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return too_many("concurrency limit exceeded", float(action.get("retry_after", 1)))
+
+    @fault_hook("partial_batch")
+    async def _partial_batch(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        ids = {str(i) for i in action.get("ids") or []}
+        request["zoho_partial"] = (ids, str(action.get("code", "INVALID_DATA")))
+        return await handler(request)
+
+    @fault_hook("channel_expired")
+    async def _channel_expired(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        now = self.now()
+        for channel in self.channels.values():
+            channel.expiry = now
+            channel.expiry_text = render_time(now, self.tz) or ""
+        return await handler(request)
+
+    @fault_hook("notify_drop")
+    async def _notify_drop(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.notify_drop_pending += 1
+        return await handler(request)
+
+    @fault_hook("search_lag")
+    async def _search_lag(self, action: FaultAction, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request["zoho_search_lag"] = float(action.get("seconds", 10))
+        return await handler(request)
 
     # -- app -------------------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.zoho_crm.sandbox.store import Appt, Refs
+from connectors.zoho_crm.sandbox.records import Appt, Refs
 from connectors.zoho_crm.sandbox.wire import (
     CANCEL_KEYS,
     CUSTOMER_MODULES,
@@ -147,6 +147,19 @@ def check_create(refs: Refs, raw: dict[str, Any], index: int) -> Result:
     return Plan(changes)
 
 
+@dataclass
+class _Update:
+    """One update request, read: what it edits and the values it moves the record to."""
+
+    edits: dict[str, Any]
+    status: str | None = None
+    new_start: datetime | None = None
+    resched_from: datetime | None = None
+    plain: dict[str, Any] = field(default_factory=dict)
+    """the checked plain fields (``PLAIN_EDIT_KEYS``)"""
+    end: datetime | None = None
+
+
 def check_update(
     refs: Refs,
     rec: Appt,
@@ -165,45 +178,60 @@ def check_update(
     if rec.status in TERMINAL and edits:
         name = next((k for k in ("Status", "Appointment_Start_Time") if k in edits), next(iter(edits)))
         return record_error("NOT_ALLOWED", name, index)
-    # value validity
+    update = _Update(edits, status=edits.get("Status"))
+    error = (
+        _read_values(refs, rec, update, index)
+        or _check_dependent_fields(rec, update, index, job_sheet_mandatory=job_sheet_mandatory)
+        or _check_timing(rec, update, index, now=now, mark_as_complete=mark_as_complete)
+    )
+    return error if error is not None else _plan_update(rec, update, now)
+
+
+def _read_values(refs: Refs, rec: Appt, update: _Update, index: int) -> dict[str, Any] | None:
+    """Value validity of every edited field (docs/vendors/zoho_crm.md §5); fills ``update``."""
+    edits = update.edits
     if "Service_Name" in edits:
         return record_error("INVALID_DATA", "Service_Name", index)
-    status = edits.get("Status")
-    if "Status" in edits and status not in STATUSES:
+    if "Status" in edits and update.status not in STATUSES:
         return record_error("INVALID_DATA", "Status", index)
-    new_start: datetime | None = None
     if "Appointment_Start_Time" in edits:
         parsed = parse_zoho_time(edits["Appointment_Start_Time"])
         if parsed is None:
             return record_error("INVALID_DATA", "Appointment_Start_Time", index)
-        new_start = second(parsed)
-    resched_from: datetime | None = None
+        update.new_start = second(parsed)
     if edits.get("Rescheduled_From") is not None:
         parsed = parse_zoho_time(edits["Rescheduled_From"])
         if parsed is None:
             return record_error("INVALID_DATA", "Rescheduled_From", index)
-        resched_from = second(parsed)
+        update.resched_from = second(parsed)
     for key in ("Reschedule_Reason", "Cancellation_Reason"):
         if edits.get(key) is not None and edits[key] not in REASONS:
             return record_error("INVALID_DATA", key, index)
     for key in ("Reschedule_Note", "Cancellation_Note", *JOB_SHEET_KEYS):
         if edits.get(key) is not None and not isinstance(edits[key], str):
             return record_error("INVALID_DATA", key, index)
-    plain: dict[str, Any] = {}
     for key in PLAIN_EDIT_KEYS:
         if key in edits:
             err, value = check_value(refs, key, edits[key], index)
             if err is not None:
                 return err
-            plain[key] = value
-    location = plain.get("Location", rec.data.get("Location"))
-    address = plain.get("Address", rec.data.get("Address"))
-    if "Location" in plain and not _service_allows(refs, str(rec.data["Service_Name"]["id"]), str(location)):
+            update.plain[key] = value
+    location = update.plain.get("Location", rec.data.get("Location"))
+    address = update.plain.get("Address", rec.data.get("Address"))
+    if "Location" in update.plain and not _service_allows(refs, str(rec.data["Service_Name"]["id"]), str(location)):
         return record_error("INVALID_DATA", "Location", index)
     if location == "Client Address" and _empty(address):
         return record_error("MANDATORY_NOT_FOUND", "Address", index)
+    return None
+
+
+def _check_dependent_fields(
+    rec: Appt, update: _Update, index: int, *, job_sheet_mandatory: bool
+) -> dict[str, Any] | None:
+    """The seed's E2, E3 and E6: fields that need another field (docs/vendors/zoho_crm.md §5)."""
+    edits, status = update.edits, update.status
     # E2: reschedule keys need a new start, except reason/note editing an earlier reschedule
-    if any(k in edits for k in RESCHEDULE_KEYS) and new_start is None:
+    if any(k in edits for k in RESCHEDULE_KEYS) and update.new_start is None:
         count = int(rec.data.get("Reschedule_Count") or 0)
         if "Rescheduled_From" in edits or count < 1:
             return record_error("DEPENDENT_FIELD_MISSING", "Appointment_Start_Time", index)
@@ -220,15 +248,24 @@ def check_update(
         for key in JOB_SHEET_KEYS:
             if _empty(edits.get(key)):
                 return record_error("MANDATORY_NOT_FOUND", key, index)
+    return None
+
+
+def _check_timing(
+    rec: Appt, update: _Update, index: int, *, now: datetime, mark_as_complete: str
+) -> dict[str, Any] | None:
+    """The seed's E1, E5 and E4: what the start and the clock allow (docs/vendors/zoho_crm.md §5); sets
+    ``update.end``."""
+    status, new_start = update.status, update.new_start
     # E1: a reschedule must move the start strictly later
     duration = timedelta(minutes=int(rec.data.get("Duration") or 0))
-    end = rec.end
+    update.end = rec.end
     if new_start is not None:
         if new_start <= rec.start:
             return record_error("DEPENDENT_FIELD_UNCHANGED", "Appointment_Start_Time", index)
-        if resched_from is not None and resched_from >= new_start:
+        if update.resched_from is not None and update.resched_from >= new_start:
             return record_error("INVALID_DATA", "Rescheduled_From", index)
-        end = new_start + duration
+        update.end = new_start + duration
     # E5 (checked before E4, a deliberate change to the assumed order of docs/vendors/zoho_crm.md §5): completion is
     # Zoho's own
     # when mark_as_complete = auto. Under ``auto`` the clock completes every record at its end, so a
@@ -237,18 +274,24 @@ def check_update(
         return record_error("NOT_ALLOWED", "Status", index)
     # E4: Completed / Overdue only once the appointment has ended; Overdue -> Scheduled only by a
     # reschedule to a future start
-    if status in ("Completed", "Overdue") and now < end:
+    if status in ("Completed", "Overdue") and now < update.end:
         return record_error("DEPENDENT_MISMATCH", "Status", index)
     if status == "Scheduled" and rec.status == "Overdue" and (new_start is None or new_start <= now):
         return record_error("DEPENDENT_MISMATCH", "Status", index)
+    return None
 
-    changes = dict(plain)
+
+def _plan_update(rec: Appt, update: _Update, now: datetime) -> Plan:
+    """The changes a valid update makes (docs/vendors/zoho_crm.md §5: a reschedule's history, the
+    cancellation and completion fields)."""
+    edits, status, new_start = update.edits, update.status, update.new_start
+    changes = dict(update.plain)
     plan = Plan(changes)
     if new_start is not None:
         plan.reschedule = True
         changes["Appointment_Start_Time"] = new_start
-        changes["Appointment_End_Time"] = end
-        changes["Rescheduled_From"] = resched_from or rec.start
+        changes["Appointment_End_Time"] = update.end
+        changes["Rescheduled_From"] = update.resched_from or rec.start
         changes["Reschedule_Count"] = int(rec.data.get("Reschedule_Count") or 0) + 1
         changes["Reschedule_Reason"] = edits.get("Reschedule_Reason") or "By Customer"
         changes["Reschedule_Note"] = edits.get("Reschedule_Note")

@@ -42,7 +42,6 @@ def seed_body(dataset: SeedDataset) -> tuple[dict[str, Any], list[CrosswalkRow]]
     Every dataset location maps to the literal ``Business Address`` (Zoho has no location records;
     syncd creates only with it, docs/vendors/zoho_crm.md §9), so all location rows share that external id.
     """
-    tz = parse_offset(SEED_OFFSET)
     rows: list[CrosswalkRow] = []
     users: dict[str, dict[str, Any]] = {}
     for i, doc in enumerate(dataset.practitioners):
@@ -72,27 +71,8 @@ def seed_body(dataset: SeedDataset) -> tuple[dict[str, Any], list[CrosswalkRow]]
     records: list[dict[str, Any]] = []
     for i, appt in enumerate(dataset.appointments):
         rid = zid(APPOINTMENT_BASE + i)
-        contact = contacts[appt.patient]
-        user = users[appt.practitioner]
-        service = services[appt.service]
-        minutes = max(1, int((appt.end - appt.start) / timedelta(minutes=1)))
-        record: dict[str, Any] = {
-            "id": rid,
-            "Appointment_Name": service["name"],
-            "Appointment_For": {"module": "Contacts", "name": contact["Full_Name"], "id": contact["id"]},
-            "Service_Name": {"name": service["name"], "id": service["id"]},
-            "Owner": {"name": user["full_name"], "id": user["id"], "email": user["email"]},
-            "Appointment_Start_Time": appt.start.astimezone(tz).isoformat(),
-            "Appointment_End_Time": appt.end.astimezone(tz).isoformat(),
-            "Duration": minutes,
-            "Location": "Business Address",
-            "Address": None,
-            "Reschedule_Count": 0,
-            "Additional_Information": appt.notes,
-            "Syncd_Id": appt.key,
-        }
-        record.update(_native_status(appt))
-        records.append(record)
+        records.append(_appointment(rid, appt, contacts[appt.patient], users[appt.practitioner],
+                                    services[appt.service]))
         rows.append(("appointment", appt.key, rid))
     body = {
         "users": list(users.values()),
@@ -101,3 +81,28 @@ def seed_body(dataset: SeedDataset) -> tuple[dict[str, Any], list[CrosswalkRow]]
         "records": records,
     }
     return body, rows
+
+
+def _appointment(
+    rid: str, appt: SeedAppointment, contact: dict[str, Any], user: dict[str, Any], service: dict[str, Any]
+) -> dict[str, Any]:
+    """Appointment record ``rid`` for ``appt``, naming its contact, owner and service as Zoho lookups do."""
+    tz = parse_offset(SEED_OFFSET)
+    minutes = max(1, int((appt.end - appt.start) / timedelta(minutes=1)))
+    record: dict[str, Any] = {
+        "id": rid,
+        "Appointment_Name": service["name"],
+        "Appointment_For": {"module": "Contacts", "name": contact["Full_Name"], "id": contact["id"]},
+        "Service_Name": {"name": service["name"], "id": service["id"]},
+        "Owner": {"name": user["full_name"], "id": user["id"], "email": user["email"]},
+        "Appointment_Start_Time": appt.start.astimezone(tz).isoformat(),
+        "Appointment_End_Time": appt.end.astimezone(tz).isoformat(),
+        "Duration": minutes,
+        "Location": "Business Address",
+        "Address": None,
+        "Reschedule_Count": 0,
+        "Additional_Information": appt.notes,
+        "Syncd_Id": appt.key,
+    }
+    record.update(_native_status(appt))
+    return record

@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.zoho_crm.sandbox.store import Channel, ZohoStore
+from connectors.zoho_crm.sandbox.records import Channel
+from connectors.zoho_crm.sandbox.store import ZohoStore
 from connectors.zoho_crm.sandbox.wire import (
     API,
     MODULE,
