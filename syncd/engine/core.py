@@ -266,6 +266,7 @@ class Engine:
                 by_id[rec.external_id] = rec
             try:
                 async with self.ledger.transaction() as tx:
+                    await tx.lock_appointments([r.syncd_id for r in by_id.values() if r.syncd_id], source, by_id)
                     if source in self.group_of:
                         await self._reconcile_page(tx, source, list(by_id.values()), work)
                         await self._store(tx, work)
