@@ -22,7 +22,7 @@ from syncd.engine.holders import holder_name
 from syncd.engine.onboard import LINK_FIELD
 from syncd.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, ConfigError, RateLimited, VendorError
 from syncd.inbox import decode_delivery
-from syncd.ledger.models import OutboxItem
+from syncd.ledger.models import InboxItem, OutboxItem
 from syncd.ledger.store import Ledger, ledger_location
 from syncd.logging import get_logger
 from syncd.model import Status
@@ -128,7 +128,7 @@ class PassResult:
     decisions: list[Decision] = field(default_factory=list)
 
 
-async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
+async def drain_inbox(engine: Engine, *, limit: int = 500, items: Sequence[InboxItem] | None = None) -> int:
     """Process stored webhook deliveries: every id is re-read (batched), deletions included.
 
     A delivery never decides content, nor a deletion: a deletion event is confirmed by the vendor's own
@@ -136,10 +136,11 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
     read answers "deleted" only the way its vendor confirms one (a GET 404, a batch read that no longer
     returns the id, a batch null confirmed by a GET 404); a
     record that is still readable is handled as an update, so a forged, stale or misdirected deletion
-    cancels nothing."""
+    cancels nothing. ``items``: these deliveries (claimed by the caller) instead of the oldest pending ones."""
     processed = 0
-    async with engine.ledger.transaction(readonly=True) as tx:
-        items = await tx.inbox_pending(limit=limit)
+    if items is None:
+        async with engine.ledger.transaction(readonly=True) as tx:
+            items = await tx.inbox_pending(limit=limit)
     by_connector: dict[str, list[Any]] = defaultdict(list)
     for item in items:
         if item.connector in engine.connectors:

@@ -3,7 +3,7 @@ and the judgement of the vendors' final state (see the package docstring).
 
 The sandboxes serve from the harness's own process (they are the vendors: they outlive every kill);
 each daemon replica is a ``python -m syncd run`` subprocess with its own port and the same config
-otherwise. The replica that reads the vendors (the intake lease holder) is the one killed at random moments,
+otherwise. The replica that polls the most vendors (poll leases) is the one killed at random moments,
 replica 0 the one the sandboxes kill at the hard moments; webhooks go to the last replica.
 """
 
@@ -377,17 +377,19 @@ class Run:
             self.restarting.discard(replica.index)
 
     async def intake_holder(self) -> Replica:
-        """The replica that reads the vendors now (PostgreSQL: the ``syncd-intake`` lease holder)."""
+        """The replica that reads the most vendors now (PostgreSQL: the most ``poll:<connector>`` leases)."""
         if len(self.replicas) == 1:
             return self.replicas[0]
         ledger = await Ledger.open(self.ledger_url, create=False)
         try:
             async with ledger.transaction(readonly=True) as tx:
-                lease = await tx.lease_holder("syncd-intake")
+                leases = await tx.leases()
         finally:
             await ledger.close()
-        pid = lease.holder.rsplit(":", 1)[-1] if lease is not None else ""
-        return next((r for r in self.replicas if str(r.pid) == pid), self.replicas[0])
+        now = datetime.now(UTC)
+        polls = Counter(row.holder.rsplit(":", 1)[-1] for row in leases
+                        if row.name.startswith("poll:") and row.expires_at >= now)
+        return max(self.replicas, key=lambda r: (polls.get(str(r.pid), 0), -r.index))
 
     async def random_kill(self) -> None:
         victim = await self.intake_holder()

@@ -1,0 +1,146 @@
+"""Two ``syncd run`` replicas on one PostgreSQL ledger split the connectors' poll leases; one killed with
+SIGKILL hands its leases over and the survivor finishes the work, exactly once in every vendor; a
+replica that joins later gets its share; a clean stop gives every lease back (docs/operations.md
+"Replicas", README "Replicas")."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_support import DaemonProcess, cli, eventually, free_port
+from tests.reliability.harness import _seed
+from tests.scenarios.convergence_support import ADAPTERS
+from tests.scenarios.harness import World, make_world
+
+pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)]
+
+LEASE = 4.0
+MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}
+INITIAL = 2
+
+
+async def _status(world: World) -> dict[str, Any]:
+    code, out, err = await cli(world.config_path, "status", "--json")
+    assert code in (0, 1), err
+    document: dict[str, Any] = json.loads(out)
+    return document
+
+
+async def _pollers(world: World) -> dict[str, str]:
+    """connector -> the holder of its poll lease, as ``syncd status --json`` shows it."""
+    leases = (await _status(world))["daemon"]["leases"]
+    return {row["name"].removeprefix("poll:"): row["holder"] for row in leases if row["name"].startswith("poll:")}
+
+
+def _pid_of(holder: str) -> int:
+    return int(holder.rsplit(":", 1)[-1])
+
+
+async def _copies(world: World) -> dict[str, list[str]]:
+    """Per vendor, the notes of every appointment it holds (one entry per record)."""
+    out: dict[str, list[str]] = {}
+    for name, vendor in MEMBERS.items():
+        adapter = ADAPTERS[vendor]
+        out[name] = sorted(str(adapter.view(r).notes) for r in await world.records(name) if adapter.is_appointment(r))
+    return out
+
+
+@pytest.mark.timeout(240)
+async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_ones_work(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    extra = {name: {"poll_interval": 1} for name in MEMBERS}
+    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=INITIAL + 6, connector_extra=extra)
+    daemons: list[DaemonProcess] = []
+    try:
+        await _seed(world, "zoho", INITIAL)
+        await _seed(world, "dentally", 0)
+        await _seed(world, "sf", 0)
+        await world.import_crosswalk()
+        base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
+
+        def replica(name: str) -> DaemonProcess:
+            port = free_port()
+            path = tmp_path / f"{name}.toml"
+            path.write_text(base + f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n', encoding="utf-8")
+            logs = tmp_path / name
+            logs.mkdir()
+            daemon = DaemonProcess(path, port, logs, env={"SYNCD_LEASE_SECONDS": str(LEASE)})
+            daemons.append(daemon)
+            return daemon
+
+        a, b = replica("a"), replica("b")
+        a.start()
+        b.start()
+        await a.ready(timeout=30)
+        await b.ready(timeout=30)
+        assert a.proc is not None and b.proc is not None
+        pids = {a.proc.pid, b.proc.pid}
+
+        def split(pollers: dict[str, str]) -> bool:
+            return set(pollers) == set(MEMBERS) and {_pid_of(h) for h in pollers.values()} == pids
+
+        pollers = await eventually(lambda: _pollers(world), split, timeout=30, what="the poll leases split", interval=1)
+        _code, text, _ = await cli(world.config_path, "status")
+        for name, holder in pollers.items():
+            assert f"lease: poll:{name} held by {holder} until " in text, text
+
+        def initial_done(copies: dict[str, list[str]]) -> bool:
+            return all(len(notes) == INITIAL for notes in copies.values())
+
+        await eventually(
+            lambda: _copies(world), initial_done, timeout=60, what="the first sync everywhere", interval=0.5
+        )
+        # A dies with SIGKILL; then a new appointment in every vendor, A's included
+        a_polled = sorted(n for n, h in pollers.items() if _pid_of(h) == a.proc.pid)
+        await a.kill9()
+        for n, (name, vendor) in enumerate(MEMBERS.items()):
+            adapter = ADAPTERS[vendor]
+            record = adapter.new_record(world.dataset, world.dataset.appointments[INITIAL + n].key)
+            record.update(adapter.notes(f"Replica test {n}"))
+            await world.control(name, "POST", "/_sandbox/records", {"records": [record]})
+
+        def only_b(pollers: dict[str, str]) -> bool:
+            return set(pollers) == set(MEMBERS) and {_pid_of(h) for h in pollers.values()} == {b.proc.pid}
+
+        await eventually(
+            lambda: _pollers(world), only_b, timeout=30, what=f"B taking over A's leases {a_polled}", interval=1
+        )
+        total = INITIAL + len(MEMBERS)
+
+        def all_done(copies: dict[str, list[str]]) -> bool:
+            return all(len(notes) >= total for notes in copies.values())
+
+        await eventually(
+            lambda: _copies(world), all_done, timeout=60, what="the survivor syncing every change", interval=0.5
+        )
+        copies = await _copies(world)
+        for name, notes in copies.items():  # exactly once in every vendor
+            assert len(notes) == total, (name, notes)
+            for n in range(len(MEMBERS)):
+                assert notes.count(f"Replica test {n}") == 1, (name, notes)
+        # a replica that joins gets its share: B gives back what is over it
+        c = replica("c")
+        c.start()
+        await c.ready(timeout=30)
+        assert c.proc is not None
+        pids = {b.proc.pid, c.proc.pid}
+        await eventually(
+            lambda: _pollers(world), split, timeout=30, what="B sharing the poll leases with C", interval=1
+        )
+        # a clean stop gives the leases back at once
+        await c.stop()
+        leases = (await _status(world))["daemon"]["leases"]
+        assert not [row for row in leases if _pid_of(row["holder"]) == c.proc.pid], leases
+        assert await _copies(world) == copies
+    finally:
+        for daemon in daemons:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.signal(signal.SIGCONT)
+            await daemon.stop()
+        await world.stop()
