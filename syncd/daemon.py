@@ -10,6 +10,11 @@ what APScheduler's warnings (a run skipped because the previous one still runs) 
 ``job_failed`` lines show. SIGTERM or SIGINT stops intake (``/readyz``
 turns 503), lets in-flight work finish for up to 30 s -- anything unfinished stays queued in the
 ledger -- closes every session and exits 0. Under systemd it sends READY=1, WATCHDOG=1 and STOPPING=1.
+
+On SQLite one daemon holds the ledger (the ``syncd-run`` lease). On PostgreSQL several replicas share
+it (docs/operations.md "Replicas"): each connector is polled by the holder of its ``poll:<connector>``
+lease, the replicas splitting the connectors between them; every replica receives webhooks and drains
+the inbox and the outbox, each delivery and each queued write claimed by one replica.
 """
 
 from __future__ import annotations

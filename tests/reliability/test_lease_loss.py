@@ -4,7 +4,7 @@ Daemon A is frozen (SIGSTOP, sent by the Dentally sandbox the moment A's create 
 left unapplied) for longer than the lease's lifetime; daemon B starts to take the lease over; A is
 then resumed (SIGCONT) and must send no vendor write: its create is refused unsent, it says
 ``lease_lost`` and exits 3. B (once A is gone) creates the appointment: exactly one copy in Dentally.
-Runs on SQLite (the ``syncd-run`` lease) and on PostgreSQL (the replicas' intake lease).
+Runs on SQLite (the ``syncd-run`` lease) and on PostgreSQL (the replicas' poll leases).
 """
 
 from __future__ import annotations
