@@ -80,7 +80,8 @@ async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_o
         await a.ready(timeout=30)
         await b.ready(timeout=30)
         assert a.proc is not None and b.proc is not None
-        pids = {a.proc.pid, b.proc.pid}
+        b_pid = b.proc.pid
+        pids = {a.proc.pid, b_pid}
 
         def split(pollers: dict[str, str]) -> bool:
             return set(pollers) == set(MEMBERS) and {_pid_of(h) for h in pollers.values()} == pids
@@ -106,7 +107,7 @@ async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_o
             await world.control(name, "POST", "/_sandbox/records", {"records": [record]})
 
         def only_b(pollers: dict[str, str]) -> bool:
-            return set(pollers) == set(MEMBERS) and {_pid_of(h) for h in pollers.values()} == {b.proc.pid}
+            return set(pollers) == set(MEMBERS) and {_pid_of(h) for h in pollers.values()} == {b_pid}
 
         await eventually(
             lambda: _pollers(world), only_b, timeout=30, what=f"B taking over A's leases {a_polled}", interval=1
@@ -129,7 +130,7 @@ async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_o
         c.start()
         await c.ready(timeout=30)
         assert c.proc is not None
-        pids = {b.proc.pid, c.proc.pid}
+        pids = {b_pid, c.proc.pid}
         await eventually(
             lambda: _pollers(world), split, timeout=30, what="B sharing the poll leases with C", interval=1
         )
