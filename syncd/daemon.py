@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -139,8 +140,8 @@ class Daemon:
         self.replicated = runtime.ledger.dialect != "sqlite"
         self.held: set[str] = set()
         """PostgreSQL: the leases this replica holds (``poll:<connector>``, ``syncd-maintain``)."""
-        self.polling: set[str] = set()
-        """Connectors being read by this process right now (their lease is not given away meanwhile)."""
+        self.polling: Counter[str] = Counter()
+        """Connector -> its reads by this process running now (its lease is not given away meanwhile)."""
         self.presence = REPLICA_LEASE + hashlib.sha256(self.holder.encode()).hexdigest()[:16]
         for connector in runtime.connectors.values():
             connector.http.write_gate = self.guard.check
@@ -195,13 +196,13 @@ class Daemon:
 
     async def poll(self, name: str, *, full: bool = False) -> None:
         """One incremental poll of ``name`` (or its window reconciliation when ``full``)."""
-        if not self.reads(name) or name in self.polling:
+        if not self.reads(name):
             return  # another replica holds the connector's poll lease
-        self.polling.add(name)
+        self.polling[name] += 1
         try:
             await self._poll(name, full=full)
         finally:
-            self.polling.discard(name)
+            self.polling[name] -= 1
 
     async def _poll(self, name: str, *, full: bool) -> None:
         connector = self.rt.connectors[name]
@@ -391,7 +392,7 @@ class Daemon:
             for name in list(reversed(mine)):
                 if len(mine) <= share:
                     break
-                if name.removeprefix(POLL_LEASE) not in self.polling:
+                if not self.polling[name.removeprefix(POLL_LEASE)]:
                     await tx.lease_release(name, self.holder)
                     self.held.discard(name)
                     mine.remove(name)

@@ -29,10 +29,11 @@ import aiohttp
 
 from syncd.ledger.models import Link
 from syncd.ledger.store import Ledger
+from tests.daemon_support import DaemonProcess
 from tests.scenarios.convergence_support import ADAPTERS, FaultSpot, RecordView
 from tests.scenarios.harness import World, make_world
 
-__all__ = ["Result", "Scenario", "run_scenario"]
+__all__ = ["Result", "Scenario", "daemon_replica", "run_scenario", "stop_daemons"]
 
 MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}
 OPEN = frozenset({"proposed", "pending", "booked", "arrived", "checked-in"})
@@ -183,6 +184,26 @@ async def _seed(world: World, name: str, n_appointments: int) -> None:
     body = {**body, "records": [r for r in body.get("records", []) if not adapter.is_appointment(r)] + kept}
     await world.control(name, "POST", "/_sandbox/records", body)
     world.crosswalk[name] = [r for r in rows if r[0] != "appointment"]
+
+
+def daemon_replica(workdir: Path, base: str, name: str, env: Mapping[str, str]) -> DaemonProcess:
+    """A ``syncd run`` (not started) on config ``base`` with its own port, config file and log folder
+    ``name`` under ``workdir``: one replica of the daemon-level tests."""
+    port = _free_port()
+    path = workdir / f"{name}.toml"
+    path.write_text(base + f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n', encoding="utf-8")
+    logs = workdir / name
+    logs.mkdir()
+    return DaemonProcess(path, port, logs, env=env)
+
+
+async def stop_daemons(daemons: list[DaemonProcess], world: World) -> None:
+    """Stop every daemon (a frozen one is resumed first), then the sandboxes."""
+    for daemon in daemons:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.signal(signal.SIGCONT)
+        await daemon.stop()
+    await world.stop()
 
 
 def _replica_config(base: str, port: int, public_port: int) -> str:

@@ -6,14 +6,13 @@ replica that joins later gets its share; a clean stop gives every lease back (do
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemon_support import DaemonProcess, cli, eventually, free_port
-from tests.reliability.harness import _seed
+from tests.daemon_support import DaemonProcess, cli, eventually
+from tests.reliability.harness import _seed, daemon_replica, stop_daemons
 from tests.scenarios.convergence_support import ADAPTERS
 from tests.scenarios.harness import World, make_world
 
@@ -65,14 +64,8 @@ async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_o
         base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
 
         def replica(name: str) -> DaemonProcess:
-            port = free_port()
-            path = tmp_path / f"{name}.toml"
-            path.write_text(base + f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n', encoding="utf-8")
-            logs = tmp_path / name
-            logs.mkdir()
-            daemon = DaemonProcess(path, port, logs, env={"SYNCD_LEASE_SECONDS": str(LEASE)})
-            daemons.append(daemon)
-            return daemon
+            daemons.append(daemon_replica(tmp_path, base, name, {"SYNCD_LEASE_SECONDS": str(LEASE)}))
+            return daemons[-1]
 
         a, b = replica("a"), replica("b")
         a.start()
@@ -140,8 +133,4 @@ async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_o
         assert not [row for row in leases if _pid_of(row["holder"]) == c.proc.pid], leases
         assert await _copies(world) == copies
     finally:
-        for daemon in daemons:
-            if daemon.proc is not None and daemon.proc.poll() is None:
-                daemon.signal(signal.SIGCONT)
-            await daemon.stop()
-        await world.stop()
+        await stop_daemons(daemons, world)
