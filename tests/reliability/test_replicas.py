@@ -6,11 +6,13 @@ replica that joins later gets its share; a clean stop gives every lease back (do
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from syncd.ledger.store import Ledger
 from tests.daemon_support import DaemonProcess, cli, eventually
 from tests.reliability.harness import _seed, daemon_replica, stop_daemons
 from tests.scenarios.convergence_support import ADAPTERS
@@ -132,5 +134,52 @@ async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_o
         leases = (await _status(world))["daemon"]["leases"]
         assert not [row for row in leases if _pid_of(row["holder"]) == c.proc.pid], leases
         assert await _copies(world) == copies
+    finally:
+        await stop_daemons(daemons, world)
+
+
+@pytest.mark.timeout(120)
+async def test_a_lease_held_by_a_replica_on_another_host_is_taken_only_once_it_expires(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    """A replica of another host that stopped renewing (its process cannot be checked from here) keeps
+    its poll lease until the lease expires; then this host's replica takes it and polls that connector."""
+    members = {"zoho": "zoho_crm", "dentally": "dentally"}
+    extra = {name: {"poll_interval": 1} for name in members}
+    world = await make_world(tmp_path, ledger_url, members, n_appointments=2, connector_extra=extra)
+    daemons: list[DaemonProcess] = []
+    try:
+        await _seed(world, "zoho", 1)
+        await _seed(world, "dentally", 0)
+        await world.import_crosswalk()
+        ledger = await Ledger.open(world.config.ledger.url)
+        try:
+            await ledger.upgrade()
+            async with ledger.transaction() as tx:  # the other host's replica, gone quiet just now
+                for name in ("poll:zoho", "replica:elsewhere"):
+                    assert await tx.lease_acquire(name, "run:elsewhere.example:1", 3 * LEASE)
+            expires = time.monotonic() + 3 * LEASE
+        finally:
+            await ledger.close()
+        base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
+        here = daemon_replica(tmp_path, base, "here", {"SYNCD_LEASE_SECONDS": str(LEASE)})
+        daemons.append(here)
+        here.start()
+        await here.ready(timeout=30)
+        pollers = await _pollers(world)
+        assert pollers["zoho"] == "run:elsewhere.example:1", pollers
+        # nothing of zoho's reaches Dentally meanwhile
+        assert not [r for r in await world.records("dentally") if ADAPTERS["dentally"].is_appointment(r)]
+
+        def taken(pollers: dict[str, str]) -> bool:
+            return pollers.get("zoho", "").startswith("run:") and "elsewhere" not in pollers["zoho"]
+
+        await eventually(lambda: _pollers(world), taken, timeout=40, what="the expired lease taken", interval=1)
+        assert time.monotonic() >= expires, "taken before the other host's lease expired"
+
+        async def copies() -> int:
+            return sum(1 for r in await world.records("dentally") if ADAPTERS["dentally"].is_appointment(r))
+
+        await eventually(copies, lambda n: n == 1, timeout=30, what="zoho polled by this host's replica")
     finally:
         await stop_daemons(daemons, world)
