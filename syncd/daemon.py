@@ -366,7 +366,8 @@ class Daemon:
             self.guard.lose(f"another holder ({other.holder if other else 'unknown'}) took the lease")
 
     async def _renew_replica(self, started: float) -> None:
-        """PostgreSQL, one transaction: renew this replica's presence and every lease it holds; give back
+        """PostgreSQL, one transaction: renew this replica's presence and every lease it holds (leases and
+        inbox/outbox row claims of a process of this host that is gone are dropped first); give back
         poll leases beyond its share (the polled connectors divided by the live replicas, rounded up),
         except one being read now; take free ones (never held, released, expired, or left by a process
         of this host that is gone) up to its share, and the maintenance lease when free. A held lease
@@ -383,6 +384,9 @@ class Daemon:
                     await tx.lease_release(row.name, row.holder)
                     del rows[row.name]
                     log.warning("stale_lease_taken_over", op="run", lease=row.name, holder=row.holder)
+            for gone in sorted(h for h in await tx.row_claimants() if h != self.holder and _holder_is_dead(h)):
+                await tx.drop_row_claims(gone)  # its queued writes and deliveries: free for the next drain
+                log.warning("stale_claims_taken_over", op="run", holder=gone)
             replicas = sum(1 for row in rows.values() if row.name.startswith(REPLICA_LEASE) and row.expires_at >= now)
             share = -(-len(polled) // max(1, replicas))
             for name in sorted(self.held):

@@ -247,3 +247,22 @@ async def test_without_the_lock_the_race_misses_the_member(
     planned, followups, merged_at_once = await _race(two)
     assert merged_at_once
     assert S3 not in planned and S3 not in followups, (planned, followups)
+
+
+async def test_a_dead_holders_row_claims_can_be_dropped_at_once(two: tuple[Ledger, Ledger]) -> None:
+    """What the daemon does for a process of its host that is gone (kill -9, then a restart)."""
+    a, b = two
+    await _queue(a, [_item(1, "G-1")])
+    async with a.transaction() as tx:
+        await tx.inbox_put_many([("sf", "g1", b"{}")])
+    async with a.transaction() as tx:
+        assert len(await tx.outbox_claim("run:gone:1", TTL, connectors=["sf"])) == 1
+        assert len(await tx.inbox_claim("run:gone:1", TTL)) == 1
+    async with b.transaction() as tx:
+        assert await tx.row_claimants() == {"run:gone:1"}
+        assert await tx.inbox_claim("run:b:2", TTL) == []
+        await tx.drop_row_claims("run:gone:1")
+    async with b.transaction() as tx:
+        assert await tx.row_claimants() == set()
+        assert len(await tx.inbox_claim("run:b:2", TTL)) == 1
+        assert len(await tx.outbox_claim("run:b:2", TTL, connectors=["sf"])) == 1

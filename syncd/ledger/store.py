@@ -856,6 +856,23 @@ class Tx:
         """Give back ``holder``'s claims on these deliveries (processing failed: another may try)."""
         await self._release_rows(INBOX, ids, holder)
 
+    async def row_claimants(self) -> set[str]:
+        """Who holds an unexpired claim on an open inbox or outbox row (PostgreSQL replicas)."""
+        now = self.clock()
+        found: set[str] = set()
+        for table, still_open in ((INBOX, INBOX.c.processed_at.is_(None)),
+                                  (OUTBOX, OUTBOX.c.state.in_(["pending", "sending"]))):
+            stmt = sa.select(table.c.claimed_by).distinct().where(still_open, table.c.claimed_by.is_not(None),
+                                                                  table.c.claimed_until >= now)
+            found.update((await self.conn.execute(stmt)).scalars().all())
+        return found
+
+    async def drop_row_claims(self, holder: str) -> None:
+        """Drop every inbox and outbox claim of ``holder`` (a process known to be dead)."""
+        for table in (INBOX, OUTBOX):
+            await self.conn.execute(sa.update(table).where(table.c.claimed_by == holder)
+                                    .values(claimed_by=None, claimed_until=None))
+
     async def _claim_rows(self, table: sa.Table, where: Sequence[sa.ColumnElement[bool]], holder: str, ttl: float,
                           limit: int) -> list[sa.Row[Any]]:
         """Claim the oldest ``limit`` rows of ``table`` matching ``where`` that nobody else holds: one
