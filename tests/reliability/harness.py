@@ -33,7 +33,7 @@ from tests.daemon_support import DaemonProcess
 from tests.scenarios.convergence_support import ADAPTERS, FaultSpot, RecordView
 from tests.scenarios.harness import World, make_world
 
-__all__ = ["Result", "Scenario", "daemon_replica", "run_scenario", "stop_daemons"]
+__all__ = ["Result", "Scenario", "daemon_replica", "polled_world", "run_scenario", "stop_daemons"]
 
 MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}
 OPEN = frozenset({"proposed", "pending", "booked", "arrived", "checked-in"})
@@ -184,6 +184,23 @@ async def _seed(world: World, name: str, n_appointments: int) -> None:
     body = {**body, "records": [r for r in body.get("records", []) if not adapter.is_appointment(r)] + kept}
     await world.control(name, "POST", "/_sandbox/records", body)
     world.crosswalk[name] = [r for r in rows if r[0] != "appointment"]
+
+
+async def polled_world(workdir: Path, ledger_url: str, members: Mapping[str, str], seeds: Mapping[str, int],
+                       *, n_appointments: int) -> tuple[World, str]:
+    """The sandboxes of ``members`` polled every second, each seeded with ``seeds[name]`` appointments,
+    the crosswalk imported; with the config text the daemon-level tests' replicas start from (logs at
+    info level)."""
+    extra = {name: {"poll_interval": 1} for name in members}
+    world = await make_world(workdir, ledger_url, members, n_appointments=n_appointments, connector_extra=extra)
+    try:
+        for name in members:
+            await _seed(world, name, seeds.get(name, 0))
+        await world.import_crosswalk()
+    except BaseException:
+        await world.stop()
+        raise
+    return world, world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
 
 
 def daemon_replica(workdir: Path, base: str, name: str, env: Mapping[str, str]) -> DaemonProcess:

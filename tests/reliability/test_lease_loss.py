@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_support import DaemonProcess, eventually, request_counts
-from tests.reliability.harness import _seed, daemon_replica, stop_daemons
+from tests.reliability.harness import daemon_replica, polled_world, stop_daemons
 from tests.scenarios.convergence_support import ADAPTERS
-from tests.scenarios.harness import make_world
 from tests.test_server import SF_ID, Env, env, sf_body, signed  # noqa: F401 (env: the server fixture)
 
 LEASE = 6.0
@@ -29,14 +28,9 @@ CREATE = ("POST", "/v1/appointments")
 
 @pytest.mark.timeout(150)
 async def test_paused_daemon_that_lost_its_lease_writes_nothing(tmp_path: Path, ledger_url: str) -> None:
-    extra = {name: {"poll_interval": 1} for name in MEMBERS}
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=2, connector_extra=extra)
+    world, base = await polled_world(tmp_path, ledger_url, MEMBERS, {"zoho": 1}, n_appointments=2)
     daemons: list[DaemonProcess] = []
     try:
-        await _seed(world, "zoho", 1)
-        await _seed(world, "dentally", 0)
-        await world.import_crosswalk()
-        base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
         env = {"SYNCD_LEASE_SECONDS": str(LEASE)}
         daemons.extend(daemon_replica(tmp_path, base, name, env) for name in ("a", "b"))
         a, b = daemons

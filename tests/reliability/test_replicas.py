@@ -14,9 +14,9 @@ import pytest
 
 from syncd.ledger.store import Ledger
 from tests.daemon_support import DaemonProcess, cli, eventually
-from tests.reliability.harness import _seed, daemon_replica, stop_daemons
+from tests.reliability.harness import daemon_replica, polled_world, stop_daemons
 from tests.scenarios.convergence_support import ADAPTERS
-from tests.scenarios.harness import World, make_world
+from tests.scenarios.harness import World
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("ledger_url", ["postgres"], indirect=True)]
 
@@ -55,15 +55,9 @@ async def _copies(world: World) -> dict[str, list[str]]:
 async def test_replicas_split_the_poll_leases_and_a_survivor_finishes_a_killed_ones_work(
     tmp_path: Path, ledger_url: str
 ) -> None:
-    extra = {name: {"poll_interval": 1} for name in MEMBERS}
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=INITIAL + 6, connector_extra=extra)
+    world, base = await polled_world(tmp_path, ledger_url, MEMBERS, {"zoho": INITIAL}, n_appointments=INITIAL + 6)
     daemons: list[DaemonProcess] = []
     try:
-        await _seed(world, "zoho", INITIAL)
-        await _seed(world, "dentally", 0)
-        await _seed(world, "sf", 0)
-        await world.import_crosswalk()
-        base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
 
         def replica(name: str) -> DaemonProcess:
             daemons.append(daemon_replica(tmp_path, base, name, {"SYNCD_LEASE_SECONDS": str(LEASE)}))
@@ -145,13 +139,9 @@ async def test_a_lease_held_by_a_replica_on_another_host_is_taken_only_once_it_e
     """A replica of another host that stopped renewing (its process cannot be checked from here) keeps
     its poll lease until the lease expires; then this host's replica takes it and polls that connector."""
     members = {"zoho": "zoho_crm", "dentally": "dentally"}
-    extra = {name: {"poll_interval": 1} for name in members}
-    world = await make_world(tmp_path, ledger_url, members, n_appointments=2, connector_extra=extra)
+    world, base = await polled_world(tmp_path, ledger_url, members, {"zoho": 1}, n_appointments=2)
     daemons: list[DaemonProcess] = []
     try:
-        await _seed(world, "zoho", 1)
-        await _seed(world, "dentally", 0)
-        await world.import_crosswalk()
         ledger = await Ledger.open(world.config.ledger.url)
         try:
             await ledger.upgrade()
@@ -161,7 +151,6 @@ async def test_a_lease_held_by_a_replica_on_another_host_is_taken_only_once_it_e
             expires = time.monotonic() + 3 * LEASE
         finally:
             await ledger.close()
-        base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
         here = daemon_replica(tmp_path, base, "here", {"SYNCD_LEASE_SECONDS": str(LEASE)})
         daemons.append(here)
         here.start()
