@@ -10,16 +10,23 @@ what APScheduler's warnings (a run skipped because the previous one still runs) 
 ``job_failed`` lines show. SIGTERM or SIGINT stops intake (``/readyz``
 turns 503), lets in-flight work finish for up to 30 s -- anything unfinished stays queued in the
 ledger -- closes every session and exits 0. Under systemd it sends READY=1, WATCHDOG=1 and STOPPING=1.
+
+On SQLite one daemon holds the ledger (the ``syncd-run`` lease). On PostgreSQL several replicas share
+it (docs/operations.md "Replicas"): each connector is polled by the holder of its ``poll:<connector>``
+lease, the replicas splitting the connectors between them; every replica receives webhooks and drains
+the inbox and the outbox, each delivery and each queued write claimed by one replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,9 +54,17 @@ OUTBOX_RETRY_SECONDS = 30.0
 MAINTAIN_SECONDS = 300.0
 RECONCILE_SECONDS = 24 * 3600.0
 LEASE_NAME = "syncd-run"
-INTAKE_LEASE = "syncd-intake"
-"""PostgreSQL: the replica holding it reads the vendors (polls, window reconciliation, the webhook
-inbox, vendor subscriptions); every replica writes (each appointment claimed) and receives webhooks."""
+POLL_LEASE = "poll:"
+"""PostgreSQL: ``poll:<connector>``, held by the one replica that polls that connector (its polls and
+its window reconciliation); the replicas split the connectors between them (docs/operations.md)."""
+MAINTAIN_LEASE = "syncd-maintain"
+"""PostgreSQL: the replica holding it keeps the vendor subscriptions alive and prunes the lineage."""
+REPLICA_LEASE = "replica:"
+"""PostgreSQL: ``replica:<digest of the holder>``, each live replica's presence (its holder in the row):
+how many replicas share the connectors."""
+ROW_CLAIM_SETTLED = 5.0
+"""PostgreSQL: a queued write changed less than this many seconds ago is left to the replica that
+queued it (it sends it right away); older ones go to whichever replica claims them first."""
 HEARTBEAT_SECONDS = 5.0
 LEASE_MARGIN = 0.2
 """Writes stop once this share of the lease's lifetime has passed without a renewal: before anybody
@@ -124,9 +139,11 @@ class Daemon:
         self.exit_code = 0
         self.guard = LeaseGuard(LEASE_TTL, self._lease_lost)
         self.replicated = runtime.ledger.dialect != "sqlite"
-        self.intake = not self.replicated
-        """Whether this process reads the vendors: always on SQLite; on PostgreSQL while it holds
-        :data:`INTAKE_LEASE`."""
+        self.held: set[str] = set()
+        """PostgreSQL: the leases this replica holds (``poll:<connector>``, ``syncd-maintain``)."""
+        self.polling: Counter[str] = Counter()
+        """Connector -> its reads by this process running now (its lease is not given away meanwhile)."""
+        self.presence = REPLICA_LEASE + hashlib.sha256(self.holder.encode()).hexdigest()[:16]
         for connector in runtime.connectors.values():
             connector.http.write_gate = self.guard.check
 
@@ -135,7 +152,7 @@ class Daemon:
         and it comes back as a replica that waits for the lease (PostgreSQL) or is refused (SQLite)."""
         log.error("lease_lost", op="run", holder=self.holder, reason=reason)
         self.state.lease_lost = reason
-        self.intake = False
+        self.held.clear()
         self.exit_code = 3
         if self.stop_event is not None:
             self.stop_event.set()
@@ -173,10 +190,22 @@ class Daemon:
         wrapped.__name__ = wrapped.__qualname__ = job_name
         return wrapped
 
+    def reads(self, name: str) -> bool:
+        """Whether this process polls connector ``name`` now: always on SQLite; on PostgreSQL while it
+        holds the connector's poll lease."""
+        return self.guard.check() is None and (not self.replicated or POLL_LEASE + name in self.held)
+
     async def poll(self, name: str, *, full: bool = False) -> None:
         """One incremental poll of ``name`` (or its window reconciliation when ``full``)."""
-        if not self.intake or self.guard.check() is not None:
-            return  # another replica holds the intake lease
+        if not self.reads(name):
+            return  # another replica holds the connector's poll lease
+        self.polling[name] += 1
+        try:
+            await self._poll(name, full=full)
+        finally:
+            self.polling[name] -= 1
+
+    async def _poll(self, name: str, *, full: bool) -> None:
         connector = self.rt.connectors[name]
         ledger = self.rt.ledger
         async with ledger.transaction(readonly=True) as tx:
@@ -244,17 +273,49 @@ class Daemon:
         await self.poll(name, full=True)
 
     async def inbox(self) -> None:
-        while not self.state.draining and self.intake and self.guard.check() is None:
-            processed = await drain_inbox(self.engine)
-            if processed == 0:
+        """Process the stored webhook deliveries. On PostgreSQL every replica does, each delivery
+        claimed by one (:meth:`syncd.ledger.store.Tx.inbox_claim`): any replica may receive a webhook."""
+        after = 0
+        while not self.state.draining and self.guard.check() is None:
+            if not self.replicated:
+                if await drain_inbox(self.engine) == 0:
+                    return
+                continue
+            async with self.rt.ledger.transaction() as tx:
+                items = await tx.inbox_claim(self.holder, LEASE_TTL, after=after)
+            if not items:
                 return
+            after = max(int(i.id or 0) for i in items)  # a delivery that failed waits for the next drain
+            try:
+                await drain_inbox(self.engine, items=items)
+            finally:
+                async with self.rt.ledger.transaction() as tx:
+                    await tx.inbox_release([i.id for i in items if i.id is not None], self.holder)
 
     async def outbox(self) -> None:
+        """Retry the queued writes. On PostgreSQL every replica does, each row claimed by one
+        (:meth:`syncd.ledger.store.Tx.outbox_claim`, in order per appointment and target)."""
         self.engine.stats.stopped.clear()
-        await self.engine.drain_outbox()
+        if not self.replicated:
+            await self.engine.drain_outbox()
+            return
+        after = 0
+        while not self.state.draining and self.guard.check() is None:
+            names = [n for n in self.rt.connectors if n not in self.engine.stats.stopped]
+            async with self.rt.ledger.transaction() as tx:
+                items = await tx.outbox_claim(self.holder, LEASE_TTL, connectors=names, after=after,
+                                              settled_for=ROW_CLAIM_SETTLED)
+            if not items:
+                return
+            after = max(int(i.id or 0) for i in items)  # a write left queued waits for the next drain
+            try:
+                await self.engine.execute(items)
+            finally:
+                async with self.rt.ledger.transaction() as tx:
+                    await tx.outbox_release([i.id for i in items if i.id is not None], self.holder)
 
     async def maintain(self) -> None:
-        if not self.intake:
+        if self.replicated and MAINTAIN_LEASE not in self.held:
             return
         # lineage older than [ledger] history_days: one bounded DELETE per run (the next run goes on)
         pruned = await lineage.prune(self.rt.ledger, self.config.ledger.history_days)
@@ -273,34 +334,82 @@ class Daemon:
                 await tx.state_set(name, {"status.subscription": _json(self.subscriptions[name])})
 
     async def renew_lease(self) -> None:
-        """Renew this process's lease (SQLite: ``syncd-run``; PostgreSQL: the intake lease while held,
-        else try to take it: a holder of this host whose process is gone is taken over at once)."""
+        """Renew this process's leases (SQLite: ``syncd-run``; PostgreSQL: see :meth:`_renew_replica`)."""
         started = time.monotonic()
         if self.guard.check() is not None:
             return
-        name = INTAKE_LEASE if self.replicated else LEASE_NAME
+        if self.replicated:
+            await self._renew_replica(started)
+            return
         async with self.rt.ledger.transaction() as tx:
-            held = await tx.lease_acquire(name, self.holder, LEASE_TTL)
-            other = None if held else await tx.lease_holder(name)
-            if not held and other is not None and self.replicated and not self.intake \
-                    and _holder_is_dead(other.holder):
-                await tx.lease_release(name, other.holder)
-                held = await tx.lease_acquire(name, self.holder, LEASE_TTL)
-                if held:
-                    log.warning("stale_lease_taken_over", op="run", holder=other.holder)
+            held = await tx.lease_acquire(LEASE_NAME, self.holder, LEASE_TTL)
+            other = None if held else await tx.lease_holder(LEASE_NAME)
         if self.guard.check() is not None:
             return  # paused inside the renewal past the lease's lifetime: lost, whatever it answered
-        if held or (self.replicated and not self.intake):
-            self.guard.renewed(started)  # a standby replica holds no lease, but its claims are still its own
-        if held and not self.intake:
-            self.intake = True
-            log.info("intake_lease_taken", op="run", holder=self.holder)
-            self.state.events_stored.set()  # deliveries waiting in the inbox: drain them now
-            for job in self.scheduler.get_jobs():
-                if job.id.startswith("poll:") or job.id == "maintain":
-                    job.modify(next_run_time=datetime.now(UTC))
-        elif not held and (self.intake or not self.replicated):
+        if held:
+            self.guard.renewed(started)
+        else:
             self.guard.lose(f"another holder ({other.holder if other else 'unknown'}) took the lease")
+
+    async def _renew_replica(self, started: float) -> None:
+        """PostgreSQL, one transaction: renew this replica's presence and every lease it holds (leases and
+        inbox/outbox row claims of a process of this host that is gone are dropped first); give back
+        poll leases beyond its share (the polled connectors divided by the live replicas, rounded up),
+        except one being read now; take free ones (never held, released, expired, or left by a process
+        of this host that is gone) up to its share, and the maintenance lease when free. A held lease
+        that another holder took means this replica lost it: it stops (exit 3)."""
+        polled = [POLL_LEASE + name for name, cfg in self.config.connectors.items() if cfg.poll_interval > 0]
+        taken: list[str] = []
+        lost: list[str] = []
+        async with self.rt.ledger.transaction() as tx:
+            await tx.lease_acquire(self.presence, self.holder, LEASE_TTL)
+            now = tx.clock()
+            rows = {row.name: row for row in await tx.leases()}
+            for row in list(rows.values()):
+                if row.holder != self.holder and _holder_is_dead(row.holder):
+                    await tx.lease_release(row.name, row.holder)
+                    del rows[row.name]
+                    log.warning("stale_lease_taken_over", op="run", lease=row.name, holder=row.holder)
+            for gone in sorted(h for h in await tx.row_claimants() if h != self.holder and _holder_is_dead(h)):
+                await tx.drop_row_claims(gone)  # its queued writes and deliveries: free for the next drain
+                log.warning("stale_claims_taken_over", op="run", holder=gone)
+            replicas = sum(1 for row in rows.values() if row.name.startswith(REPLICA_LEASE) and row.expires_at >= now)
+            share = -(-len(polled) // max(1, replicas))
+            for name in sorted(self.held):
+                if not await tx.lease_acquire(name, self.holder, LEASE_TTL):
+                    lost.append(name)
+            mine = sorted(n for n in self.held if n.startswith(POLL_LEASE) and n not in lost)
+            for name in list(reversed(mine)):
+                if len(mine) <= share:
+                    break
+                if not self.polling[name.removeprefix(POLL_LEASE)]:
+                    await tx.lease_release(name, self.holder)
+                    self.held.discard(name)
+                    mine.remove(name)
+                    log.info("poll_lease_released", op="run", lease=name, count=share)
+            free = [n for n in [*polled, MAINTAIN_LEASE]
+                    if n not in self.held and (n not in rows or rows[n].expires_at < now)]
+            for name in free:
+                if name.startswith(POLL_LEASE) and len(mine) >= share:
+                    continue
+                if await tx.lease_acquire(name, self.holder, LEASE_TTL):
+                    taken.append(name)
+                    if name.startswith(POLL_LEASE):
+                        mine.append(name)
+        if self.guard.check() is not None:
+            return  # paused inside the renewal past the lease's lifetime: lost, whatever it answered
+        if lost:
+            self.guard.lose(f"another holder took the lease {', '.join(lost)}")
+            return
+        self.guard.renewed(started)
+        self.held.update(taken)
+        for name in taken:
+            log.info("lease_taken", op="run", lease=name, holder=self.holder)
+        if not self.scheduler.running:
+            return
+        for job in self.scheduler.get_jobs():  # a poll lease taken: poll that connector now
+            if job.id in taken or (job.id == "maintain" and MAINTAIN_LEASE in taken):
+                job.modify(next_run_time=datetime.now(UTC))
 
     async def refresh_status(self) -> None:
         """Every few seconds: the heartbeat that tells ``syncd status`` a daemon holds the ledger, the
@@ -432,7 +541,7 @@ async def run_daemon(
         daemon.engine.holder = holder
         daemon.stop_event = stop
         if daemon.replicated:
-            await daemon.renew_lease()  # the intake lease, when no other replica holds it
+            await daemon.renew_lease()  # its presence, and its share of the free leases
         await daemon.warn_unread()
         server = await start_server(config, rt.ledger, rt.connectors, state, port=port)
         log.info("serving", op="run", url=f"{server.url}")
@@ -457,6 +566,8 @@ async def run_daemon(
             with contextlib.suppress(Exception):  # the ledger may be gone: the heartbeat then just ages
                 async with rt.ledger.transaction() as tx:
                     await tx.heartbeat_clear(holder)
-                    await tx.lease_release(LEASE_NAME if rt.ledger.dialect == "sqlite" else INTAKE_LEASE, holder)
+                    for name in ([LEASE_NAME] if rt.ledger.dialect == "sqlite"
+                                 else sorted({*daemon.held, daemon.presence})):
+                        await tx.lease_release(name, holder)
         log.info("stopped", op="run", code=daemon.exit_code)
     return daemon.exit_code

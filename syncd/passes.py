@@ -20,6 +20,7 @@ from syncd.engine.core import Decision, Engine
 from syncd.engine.holders import holder_name
 from syncd.errors import EXIT_OK, EXIT_PARTIAL, EXIT_UNAVAILABLE, RateLimited, VendorError
 from syncd.inbox import decode_delivery
+from syncd.ledger.models import InboxItem
 from syncd.ledger.store import Ledger
 from syncd.logging import get_logger
 from syncd.runtime import open_runtime
@@ -40,7 +41,7 @@ class PassResult:
     decisions: list[Decision] = field(default_factory=list)
 
 
-async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
+async def drain_inbox(engine: Engine, *, limit: int = 500, items: Sequence[InboxItem] | None = None) -> int:
     """Process stored webhook deliveries: every id is re-read (batched), deletions included.
 
     A delivery never decides content, nor a deletion: a deletion event is confirmed by the vendor's own
@@ -48,10 +49,11 @@ async def drain_inbox(engine: Engine, *, limit: int = 500) -> int:
     read answers "deleted" only the way its vendor confirms one (a GET 404, a batch read that no longer
     returns the id, a batch null confirmed by a GET 404); a
     record that is still readable is handled as an update, so a forged, stale or misdirected deletion
-    cancels nothing."""
+    cancels nothing. ``items``: these deliveries (claimed by the caller) instead of the oldest pending ones."""
     processed = 0
-    async with engine.ledger.transaction(readonly=True) as tx:
-        items = await tx.inbox_pending(limit=limit)
+    if items is None:
+        async with engine.ledger.transaction(readonly=True) as tx:
+            items = await tx.inbox_pending(limit=limit)
     by_connector: dict[str, list[Any]] = defaultdict(list)
     for item in items:
         if item.connector in engine.connectors:

@@ -73,6 +73,8 @@ async def collect(config: Config, *, now: datetime | None = None) -> dict[str, A
         owner = conflict.connector or (conflict.values.get("target") if isinstance(conflict.values, dict) else None)
         if isinstance(owner, str):
             oldest_conflict.setdefault(owner, conflict.opened)
+    held = {row.name: {"holder": row.holder, "expires_at": iso(row.expires_at)} for row in leases
+            if row.expires_at >= now}
     connectors: dict[str, Any] = {}
     for name, conn in config.connectors.items():
         summary: ConnectorSummary = summaries[name]
@@ -113,6 +115,8 @@ async def collect(config: Config, *, now: datetime | None = None) -> dict[str, A
             "rate_limit": _loads(runtime_state[name].get("status.rate_limit")),
             "subscription": _loads(runtime_state[name].get("status.subscription")),
             "last_resync": _loads(runtime_state[name].get(RESYNC_KEY)),
+            # PostgreSQL: the replica that polls it now (its poll:<name> lease), None when none does
+            "poller": held.get(f"poll:{name}"),
         }
     ok = all(c["state"] == "ok" for c in connectors.values())
     return {
@@ -125,9 +129,10 @@ async def collect(config: Config, *, now: datetime | None = None) -> dict[str, A
                            "heartbeat_at": d.get("heartbeat_at")} for d in alive],
             "sqlite_lease": None if lease is None or lease.expires_at < now else
             {"holder": lease.holder, "expires_at": iso(lease.expires_at)},
-            # which replica holds which lease (PostgreSQL: syncd-intake, the one that reads the vendors)
-            "leases": [{"name": row.name, "holder": row.holder, "expires_at": iso(row.expires_at)}
-                       for row in leases if row.expires_at >= now],
+            # which replica holds which lease, and until when (PostgreSQL: poll:<connector> for the
+            # replica polling it, syncd-maintain for the one renewing subscriptions, replica:<digest>
+            # for each live replica; SQLite: syncd-run)
+            "leases": [{"name": name, **lease} for name, lease in held.items()],
         },
         "connectors": connectors,
         "dead_letters": totals["dead_letters"],

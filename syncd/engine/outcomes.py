@@ -111,6 +111,9 @@ class GroupCommit:
 
     async def _write(self, group: list[OutcomeRows]) -> None:
         async with self.ledger.transaction() as tx:
+            # before anything is read: a merge of these appointments on another replica waits for this
+            # commit, or this one for the merge's, so neither misses the other (Tx.lock_appointments)
+            await tx.lock_appointments(rows.canonical_id for rows in group)
             wanted = [rows.canonical_id for rows in group if rows.wants_latest]
             if wanted:
                 latest = await tx.appointments(wanted)

@@ -66,6 +66,9 @@ class Reconciler:
                 by_id[ext] = VendorRecord(external_id=ext, version=None, appointment=None, deleted=True)
             try:
                 async with ctx.ledger.transaction() as tx:
+                    # replicas: the page's records and appointments are locked before anything is read, so
+                    # that two replicas never merge one appointment at once (Tx.lock_appointments)
+                    await tx.lock_appointments([r.syncd_id for r in by_id.values() if r.syncd_id], source, by_id)
                     if source in ctx.group_of:
                         await self.reconcile_page(tx, source, list(by_id.values()), work)
                         await store_work(ctx, tx, work)

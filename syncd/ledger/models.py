@@ -191,6 +191,9 @@ class InboxItem(_Row, table=True):
     processed_at: datetime | None = _dt(nullable=True, default=None)
     attempts: int = Field(default=0)
     error: str | None = Field(default=None, max_length=500)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    """PostgreSQL replicas: the one processing this delivery (:meth:`syncd.ledger.store.Tx.inbox_claim`)."""
+    claimed_until: datetime | None = _dt(nullable=True, default=None)
 
 
 class OutboxItem(_Row, table=True):
@@ -215,6 +218,9 @@ class OutboxItem(_Row, table=True):
     created_at: datetime = _dt(default_factory=utcnow)
     updated_at: datetime = _dt(default_factory=utcnow)
     last_error: str | None = Field(default=None, max_length=500)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    """PostgreSQL replicas: the one sending this write (:meth:`syncd.ledger.store.Tx.outbox_claim`)."""
+    claimed_until: datetime | None = _dt(nullable=True, default=None)
 
 
 class DeadLetter(_Row, table=True):

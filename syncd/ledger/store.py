@@ -234,6 +234,11 @@ def _row_to(model: type[M], row: sa.Row[Any]) -> M:
 
 
 _managers: dict[type[Any], Any] = {}
+_RECORD_LOCKS = sa.text(
+    "SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT hashtextextended(k, 7262019) AS h "
+    "FROM unnest(:keys) AS k ORDER BY h) AS s"
+).bindparams(sa.bindparam("keys", type_=postgresql.ARRAY(sa.Text)))
+"""(connector, external id) keys -> transaction-level advisory locks (:meth:`Tx.lock_appointments`)."""
 _LINK_UPSERTS: dict[str, Any] = {}
 _INBOX_PUTS: dict[str, Any] = {}
 """dialect -> the links upsert statement (:meth:`Tx.upsert_links`)."""
@@ -680,6 +685,34 @@ class Tx:
             stmt = self._insert(APPOINTMENTS).on_conflict_do_nothing(index_elements=["canonical_id"])
             await self.conn.execute(stmt, values)
 
+    async def lock_appointments(self, canonical_ids: Iterable[str] = (), source: str | None = None,
+                                external_ids: Iterable[str] = ()) -> None:
+        """PostgreSQL: lock these appointments' rows until this transaction ends (``SELECT ... FOR
+        UPDATE``, ids sorted so that two transactions never wait for each other in a circle); a no-op
+        on SQLite, whose one writer at a time serialises these transactions already.
+
+        ``source`` and ``external_ids``: records of one connector about to be reconciled. Each is first
+        locked by its (connector, external id), with a transaction-level advisory lock (two replicas
+        reading one new record never both create an appointment for it), then the appointments their
+        links name are locked with the ones given. Taken at the start of a page's reconcile transaction
+        and of each write-outcome transaction: a merge and a write outcome of one appointment never
+        interleave (the merge sees the member the write just linked, or the outcome sees the merge)."""
+        if self.dialect != "postgresql":
+            return
+        ids = set(canonical_ids)
+        ext = sorted(set(external_ids))
+        if source is not None and ext:
+            # one statement, every key at once, in the order of their lock numbers
+            await self.conn.execute(_RECORD_LOCKS, {"keys": [f"{source}\x1f{e}" for e in ext]})
+            for chunk in _chunks(ext):
+                rows = await self.conn.execute(sa.select(LINKS.c.canonical_id).where(
+                    LINKS.c.connector == source, LINKS.c.external_id.in_(chunk)))
+                ids.update(rows.scalars().all())
+        for chunk in _chunks(sorted(ids)):
+            await self.conn.execute(
+                sa.select(APPOINTMENTS.c.canonical_id).where(APPOINTMENTS.c.canonical_id.in_(chunk))
+                .order_by(APPOINTMENTS.c.canonical_id).with_for_update())
+
     async def claim(self, canonical_ids: Iterable[str], holder: str, ttl: float) -> set[str]:
         """Claim records for ``ttl`` seconds; returns the ids now held by ``holder``.
 
@@ -691,6 +724,7 @@ class Tx:
         if not ids:
             return set()
         await self.ensure_appointments(ids)
+        await self.lock_appointments(ids)  # in id order: never a circle with a reconcile's locks
         now = self.clock()
         until = now + timedelta(seconds=ttl)
         granted: set[str] = set()
@@ -721,6 +755,7 @@ class Tx:
     async def release(self, canonical_ids: Iterable[str], holder: str) -> None:
         """Drop ``holder``'s claims on these ids (others' claims are untouched)."""
         ids = list(dict.fromkeys(canonical_ids))
+        await self.lock_appointments(ids)
         for chunk in _chunks(ids):
             await self.conn.execute(
                 sa.update(APPOINTMENTS)
@@ -818,6 +853,63 @@ class Tx:
             stmt = stmt.where(INBOX.c.connector == connector)
         return [_row_to(InboxItem, row) for row in (await self.conn.execute(stmt)).all()]
 
+    async def inbox_claim(self, holder: str, ttl: float, *, limit: int = 500, after: int = 0) -> list[InboxItem]:
+        """PostgreSQL replicas: claim up to ``limit`` unprocessed deliveries for ``ttl`` seconds, oldest
+        first, and return them: rows another replica holds unexpired are skipped (``FOR UPDATE SKIP
+        LOCKED``: a row being claimed right now as well), so two replicas never take one delivery; a
+        dead replica's rows are claimed again once their claim expired. The holder marks them done
+        (:meth:`inbox_mark_done`) or gives them back (:meth:`inbox_release`). ``after``: only rows with
+        a greater id (a drain goes on past the rows it has tried)."""
+        free = (INBOX.c.processed_at.is_(None), INBOX.c.id > after)
+        return [_row_to(InboxItem, row) for row in await self._claim_rows(INBOX, free, holder, ttl, limit)]
+
+    async def inbox_release(self, ids: Iterable[int], holder: str) -> None:
+        """Give back ``holder``'s claims on these deliveries (processing failed: another may try)."""
+        await self._release_rows(INBOX, ids, holder)
+
+    async def row_claimants(self) -> set[str]:
+        """Who holds an unexpired claim on an open inbox or outbox row (PostgreSQL replicas)."""
+        now = self.clock()
+        found: set[str] = set()
+        for table, still_open in ((INBOX, INBOX.c.processed_at.is_(None)),
+                                  (OUTBOX, OUTBOX.c.state.in_(["pending", "sending"]))):
+            stmt = sa.select(table.c.claimed_by).distinct().where(still_open, table.c.claimed_by.is_not(None),
+                                                                  table.c.claimed_until >= now)
+            found.update((await self.conn.execute(stmt)).scalars().all())
+        return found
+
+    async def drop_row_claims(self, holder: str) -> None:
+        """Drop every inbox and outbox claim of ``holder`` (a process known to be dead)."""
+        for table in (INBOX, OUTBOX):
+            await self.conn.execute(sa.update(table).where(table.c.claimed_by == holder)
+                                    .values(claimed_by=None, claimed_until=None))
+
+    async def _claim_rows(self, table: sa.Table, where: Sequence[sa.ColumnElement[bool]], holder: str, ttl: float,
+                          limit: int) -> list[sa.Row[Any]]:
+        """Claim the oldest ``limit`` rows of ``table`` matching ``where`` that nobody else holds: one
+        ``SELECT ... FOR UPDATE SKIP LOCKED``, then one UPDATE of the rows it locked (their claim
+        outlives this transaction by ``ttl`` seconds). Returns the claimed rows, oldest first."""
+        now = self.clock()
+        free = sa.or_(table.c.claimed_by.is_(None), table.c.claimed_by == holder, table.c.claimed_until < now)
+        pick = sa.select(table.c.id).where(*where, free).order_by(table.c.id).limit(limit)
+        if self.dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        ids = list((await self.conn.execute(pick)).scalars().all())
+        if not ids:
+            return []
+        until = now + timedelta(seconds=ttl)
+        rows: list[sa.Row[Any]] = []
+        for chunk in _chunks(ids):
+            stmt = (sa.update(table).where(table.c.id.in_(chunk)).values(claimed_by=holder, claimed_until=until)
+                    .returning(*table.c))
+            rows.extend((await self.conn.execute(stmt)).all())
+        return sorted(rows, key=lambda r: r.id)
+
+    async def _release_rows(self, table: sa.Table, ids: Iterable[int], holder: str) -> None:
+        for chunk in _chunks(list(ids)):
+            await self.conn.execute(sa.update(table).where(table.c.id.in_(chunk), table.c.claimed_by == holder)
+                                    .values(claimed_by=None, claimed_until=None))
+
     async def inbox_backlog(self) -> int:
         """How many deliveries are unprocessed (the server's intake bound, ``[server] max_inbox_backlog``)."""
         stmt = sa.select(sa.func.count()).select_from(INBOX).where(INBOX.c.processed_at.is_(None))
@@ -892,6 +984,32 @@ class Tx:
         stmt = sa.select(OUTBOX.c.id).where(OUTBOX.c.connector == connector, OUTBOX.c.state == "done",
                                             OUTBOX.c.last_error.is_(None), OUTBOX.c.updated_at >= since).limit(1)
         return (await self.conn.execute(stmt)).first() is not None
+
+    async def outbox_claim(self, holder: str, ttl: float, *, connectors: Sequence[str], limit: int = 500,
+                           after: int = 0, settled_for: float = 0.0) -> list[OutboxItem]:
+        """PostgreSQL replicas: claim up to ``limit`` queued writes (``pending`` or ``sending``) into
+        ``connectors`` for ``ttl`` seconds, oldest first (``FOR UPDATE SKIP LOCKED``, see
+        :meth:`inbox_claim`). Order per appointment and target is kept across replicas: a row is only
+        claimed when no earlier open row of its appointment and target is left (whoever holds that
+        one), so a later write is never sent while an earlier one waits or is sent elsewhere; an
+        appointment whose write claim (:meth:`claim`) another process holds is skipped as well.
+        ``settled_for``: rows changed less than that many seconds ago are left to the process that
+        queued them (it sends them right away); ``after``: as for :meth:`inbox_claim`. The holder gives
+        unfinished rows back with :meth:`outbox_release` (a finished row is no longer open: its claim no
+        longer matters)."""
+        now = self.clock()
+        open_states = ("pending", "sending")
+        earlier = OUTBOX.alias("earlier")
+        first_open = ~sa.exists().where(earlier.c.canonical_id == OUTBOX.c.canonical_id,
+                                        earlier.c.connector == OUTBOX.c.connector, earlier.c.id < OUTBOX.c.id,
+                                        earlier.c.state.in_(open_states))
+        where = [OUTBOX.c.state.in_(open_states), OUTBOX.c.connector.in_(list(connectors)), OUTBOX.c.id > after,
+                 first_open, OUTBOX.c.updated_at <= now - timedelta(seconds=settled_for)]
+        return [_row_to(OutboxItem, row) for row in await self._claim_rows(OUTBOX, where, holder, ttl, limit)]
+
+    async def outbox_release(self, ids: Iterable[int], holder: str) -> None:
+        """Give back ``holder``'s claims on these queued writes."""
+        await self._release_rows(OUTBOX, ids, holder)
 
     async def outbox_open_creates(self, canonical_ids: Iterable[str]) -> list[OutboxItem]:
         """Queued creates (``pending`` or ``sending``) of these appointments, oldest first: a create

@@ -3,7 +3,7 @@ and the judgement of the vendors' final state (see the package docstring).
 
 The sandboxes serve from the harness's own process (they are the vendors: they outlive every kill);
 each daemon replica is a ``python -m syncd run`` subprocess with its own port and the same config
-otherwise. The replica that reads the vendors (the intake lease holder) is the one killed at random moments,
+otherwise. The replica that polls the most vendors (poll leases) is the one killed at random moments,
 replica 0 the one the sandboxes kill at the hard moments; webhooks go to the last replica.
 """
 
@@ -29,12 +29,13 @@ import aiohttp
 
 from syncd.ledger.models import Link
 from syncd.ledger.store import Ledger
+from tests.daemon_support import DaemonProcess
 from tests.pg_support import PG_BASE, pg_admin
 from tests.scenarios.convergence_run import seed_member
 from tests.scenarios.convergence_support import ADAPTERS, FaultSpot, RecordView
 from tests.scenarios.harness import World, make_world
 
-__all__ = ["Result", "Scenario", "run_scenario"]
+__all__ = ["Result", "Scenario", "daemon_replica", "polled_world", "run_scenario", "stop_daemons"]
 
 MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally", "sf": "salesforce_health"}
 OPEN = frozenset({"proposed", "pending", "booked", "arrived", "checked-in"})
@@ -170,6 +171,44 @@ class Replica:
 
 
 # -- set-up ------------------------------------------------------------------------------------------
+
+
+async def polled_world(workdir: Path, ledger_url: str, members: Mapping[str, str], seeds: Mapping[str, int],
+                       *, n_appointments: int) -> tuple[World, str]:
+    """The sandboxes of ``members`` polled every second, each seeded with ``seeds[name]`` appointments,
+    the crosswalk imported; with the config text the daemon-level tests' replicas start from (logs at
+    info level)."""
+    extra = {name: {"poll_interval": 1} for name in members}
+    world = await make_world(workdir, ledger_url, members, n_appointments=n_appointments, connector_extra=extra)
+    try:
+        for name in members:
+            await seed_member(world, ADAPTERS, name, seeds.get(name, 0))
+        await world.import_crosswalk()
+    except BaseException:
+        await world.stop()
+        raise
+    return world, world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
+
+
+def daemon_replica(workdir: Path, base: str, name: str, env: Mapping[str, str]) -> DaemonProcess:
+    """A ``syncd run`` (not started) on config ``base`` with its own port, config file and log folder
+    ``name`` under ``workdir``: one replica of the daemon-level tests."""
+    port = _free_port()
+    path = workdir / f"{name}.toml"
+    path.write_text(base + f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n', encoding="utf-8")
+    logs = workdir / name
+    logs.mkdir()
+    return DaemonProcess(path, port, logs, env=env)
+
+
+async def stop_daemons(daemons: list[DaemonProcess], world: World) -> None:
+    """Stop every daemon (a frozen one is resumed first), then the sandboxes."""
+    for daemon in daemons:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.signal(signal.SIGCONT)
+        await daemon.stop()
+    await world.stop()
+
 
 def _replica_config(base: str, port: int, public_port: int) -> str:
     return base + (f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n'
@@ -363,17 +402,19 @@ class Run:
             self.restarting.discard(replica.index)
 
     async def intake_holder(self) -> Replica:
-        """The replica that reads the vendors now (PostgreSQL: the ``syncd-intake`` lease holder)."""
+        """The replica that reads the most vendors now (PostgreSQL: the most ``poll:<connector>`` leases)."""
         if len(self.replicas) == 1:
             return self.replicas[0]
         ledger = await Ledger.open(self.ledger_url, create=False)
         try:
             async with ledger.transaction(readonly=True) as tx:
-                lease = await tx.lease_holder("syncd-intake")
+                leases = await tx.leases()
         finally:
             await ledger.close()
-        pid = lease.holder.rsplit(":", 1)[-1] if lease is not None else ""
-        return next((r for r in self.replicas if str(r.pid) == pid), self.replicas[0])
+        now = datetime.now(UTC)
+        polls = Counter(row.holder.rsplit(":", 1)[-1] for row in leases
+                        if row.name.startswith("poll:") and row.expires_at >= now)
+        return max(self.replicas, key=lambda r: (polls.get(str(r.pid), 0), -r.index))
 
     async def random_kill(self) -> None:
         victim = await self.intake_holder()

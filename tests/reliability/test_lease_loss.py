@@ -4,7 +4,7 @@ Daemon A is frozen (SIGSTOP, sent by the Dentally sandbox the moment A's create 
 left unapplied) for longer than the lease's lifetime; daemon B starts to take the lease over; A is
 then resumed (SIGCONT) and must send no vendor write: its create is refused unsent, it says
 ``lease_lost`` and exits 3. B (once A is gone) creates the appointment: exactly one copy in Dentally.
-Runs on SQLite (the ``syncd-run`` lease) and on PostgreSQL (the replicas' intake lease).
+Runs on SQLite (the ``syncd-run`` lease) and on PostgreSQL (the replicas' poll leases).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_support import DaemonProcess, eventually, free_port, request_counts
-from tests.scenarios.convergence_run import seed_member
+from tests.daemon_support import DaemonProcess, eventually, request_counts
+from tests.reliability.harness import daemon_replica, polled_world, stop_daemons
 from tests.scenarios.convergence_support import ADAPTERS
-from tests.scenarios.harness import make_world
 from tests.test_server import SF_ID, Env, env, sf_body, signed  # noqa: F401 (env: the server fixture)
 
 LEASE = 6.0
@@ -27,28 +26,13 @@ MEMBERS = {"zoho": "zoho_crm", "dentally": "dentally"}
 CREATE = ("POST", "/v1/appointments")
 
 
-def _config_for(base: str, port: int) -> str:
-    return base + f'\n[server]\nhost = "127.0.0.1"\nport = {port}\n'
-
-
 @pytest.mark.timeout(150)
 async def test_paused_daemon_that_lost_its_lease_writes_nothing(tmp_path: Path, ledger_url: str) -> None:
-    extra = {name: {"poll_interval": 1} for name in MEMBERS}
-    world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=2, connector_extra=extra)
+    world, base = await polled_world(tmp_path, ledger_url, MEMBERS, {"zoho": 1}, n_appointments=2)
     daemons: list[DaemonProcess] = []
     try:
-        await seed_member(world, ADAPTERS, "zoho", 1)
-        await seed_member(world, ADAPTERS, "dentally", 0)
-        await world.import_crosswalk()
-        base = world.config_path.read_text(encoding="utf-8").replace('level = "warning"', 'level = "info"')
         env = {"SYNCD_LEASE_SECONDS": str(LEASE)}
-        for name in ("a", "b"):
-            port = free_port()
-            path = tmp_path / f"{name}.toml"
-            path.write_text(_config_for(base, port), encoding="utf-8")
-            logs = tmp_path / name
-            logs.mkdir()
-            daemons.append(DaemonProcess(path, port, logs, env=env))
+        daemons.extend(daemon_replica(tmp_path, base, name, env) for name in ("a", "b"))
         a, b = daemons
         a.start()
         await a.ready(timeout=30)
@@ -90,11 +74,7 @@ async def test_paused_daemon_that_lost_its_lease_writes_nothing(tmp_path: Path, 
         await asyncio.sleep(3)
         assert await copies() == 2
     finally:
-        for daemon in daemons:
-            if daemon.proc is not None and daemon.proc.poll() is None:
-                daemon.signal(signal.SIGCONT)
-            await daemon.stop()
-        await world.stop()
+        await stop_daemons(daemons, world)
 
 
 async def test_webhooks_and_readyz_answer_503_once_the_lease_is_lost(env: Env) -> None:  # noqa: F811
