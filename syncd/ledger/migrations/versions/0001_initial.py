@@ -19,6 +19,14 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
+    _sync_state()
+    _queues()
+    _problems()
+    _records()
+
+
+def _sync_state() -> None:
+    """The merged appointments, each member's links and each connector's cursor."""
     op.create_table(
         "appointments",
         sa.Column("canonical_id", sa.String(64), primary_key=True),
@@ -58,6 +66,9 @@ def upgrade() -> None:
         sa.Column("last_error", sa.String(500), nullable=True),
     )
 
+
+def _queues() -> None:
+    """Webhook deliveries waiting to be drained, and planned writes."""
     op.create_table(
         "inbox",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -90,6 +101,9 @@ def upgrade() -> None:
     op.create_index("ix_outbox_state", "outbox", ["state", "connector", "id"])
     op.create_index("ix_outbox_canonical_id", "outbox", ["canonical_id"])
 
+
+def _problems() -> None:
+    """What could not be synced: dead letters and open conflicts."""
     op.create_table(
         "dead_letters",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -120,6 +134,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_conflicts_open", "conflicts", ["resolved_at", "canonical_id"])
 
+
+def _records() -> None:
+    """The crosswalk, the audit trail, connector state and leases."""
     op.create_table(
         "crosswalk",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
