@@ -260,15 +260,19 @@ class Writer:
         superseded = [i for i in items if not bring_up_to_date(
             i, latest.get(i.canonical_id), links.get(i.canonical_id, []), target, limits)]
         if superseded:
-            if ids_of(superseded):
-                await tx.outbox_update(ids_of(superseded), state="done",
-                                       error="superseded by a later merge: nothing to write")
-            await tx.release([i.canonical_id for i in superseded], ctx.holder)
-            for i in superseded:
-                ctx.stats.of(target).unchanged += 1
-                ctx.decide(Decision("unchanged", target, i.canonical_id, None, detail="superseded"))
+            await self._nothing_to_write(tx, target, superseded, "superseded by a later merge: nothing to write",
+                                         "superseded")
             items = [i for i in items if i not in superseded]
         return items
+
+    async def _nothing_to_write(self, tx: Tx, target: str, items: list[OutboxItem], error: str, detail: str) -> None:
+        """``items`` are done without a write (``error`` says why); their claims go, each is unchanged."""
+        if ids_of(items):
+            await tx.outbox_update(ids_of(items), state="done", error=error)
+        await tx.release([i.canonical_id for i in items], self.ctx.holder)
+        for i in items:
+            self.ctx.stats.of(target).unchanged += 1
+            self.ctx.decide(Decision("unchanged", target, i.canonical_id, None, detail=detail))
 
     async def _lookup(self, tx: Tx, target: str, items: list[OutboxItem]) -> dict[str, dict[str, str]]:
         """The target's ids for every reference the items carry: the merged record's, and the base's (the
@@ -293,12 +297,9 @@ class Writer:
             await tx.release([i.canonical_id for i in failed], ctx.holder)
         linked = [i for i in items if i.state == "linked"]
         if linked:
-            await tx.outbox_update(ids_of(linked), state="done",
-                                   error="nothing to create: a record there is linked to this appointment")
-            await tx.release([i.canonical_id for i in linked], ctx.holder)
-            for i in linked:
-                ctx.stats.of(target).unchanged += 1
-                ctx.decide(Decision("unchanged", target, i.canonical_id, None, detail="already linked"))
+            await self._nothing_to_write(tx, target, linked,
+                                         "nothing to create: a record there is linked to this appointment",
+                                         "already linked")
 
     def _build_request(self, connector: Connector, item: OutboxItem, links: list[Link],
                        lookup: Mapping[str, Mapping[str, str]],
