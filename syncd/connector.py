@@ -43,15 +43,15 @@ class Capabilities:
 
     webhooks: bool
     """The vendor pushes change notifications to ``/webhooks/<name>``."""
-    batch_read_size: int
+    batch_read_size: int = 1
     """Most ids one read call takes (1 = single reads only)."""
-    batch_write_size: int
+    batch_write_size: int = 1
     """Most records one write call takes (1 = one by one)."""
-    optimistic_concurrency: bool
+    optimistic_concurrency: bool = False
     """True when the vendor itself refuses a stale write; False: the engine re-reads before writing."""
-    patient_change: bool
+    patient_change: bool = True
     """The patient of an existing appointment can be changed in place."""
-    notification_switch: bool
+    notification_switch: bool = False
     """The vendor has a per-request patient-notification switch (the connector always turns it off)."""
     subscription: bool = False
     """The vendor needs a subscription for webhooks (created and renewed by :meth:`Connector.maintain`)."""

@@ -163,19 +163,37 @@ class _Client(Protocol):
 class ConnectorBase:
     """What every connector holds: its name, config, mapping and state store, and its client.
 
-    A vendor's ``__init__`` calls ``super().__init__(config, mapping, state=state)``, then builds
-    ``self.client`` (its :class:`VendorClient`), its mapper and its :class:`syncd.connector.Capabilities`.
+    Built as :meth:`syncd.vendor.VendorPackage.create_connector` calls it; the vendor's class sets its
+    own attributes (mapper, options, :class:`syncd.connector.Capabilities`) in :meth:`setup` and says
+    how to reach its API in :meth:`connect` (its :class:`VendorClient`).
     """
 
     client: _Client
 
-    def __init__(self, config: ConnectorConfig, mapping: VendorMapping, *, state: StateStore | None) -> None:
+    def __init__(
+        self,
+        config: ConnectorConfig,
+        mapping: VendorMapping,
+        *,
+        state: StateStore | None = None,
+        max_rate_limit_wait: float | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
         self.name = config.name
         self.config = config
         self.mapping = mapping
         self.state: StateStore = state if state is not None else MemoryStateStore()
         self._replaced_by: dict[str, str] = {}
         """old external id -> the new one, for the replace flows of this process"""
+        self.setup()
+        self.client = self.connect(max_rate_limit_wait=max_rate_limit_wait, session=session)
+
+    def setup(self) -> None:
+        """The vendor's own attributes, from ``self.config`` and ``self.mapping`` (before :meth:`connect`)."""
+
+    def connect(self, *, max_rate_limit_wait: float | None, session: aiohttp.ClientSession | None) -> _Client:
+        """The vendor's client (its :class:`HttpClient` from :func:`vendor_http`)."""
+        raise NotImplementedError
 
     @property
     def http(self) -> HttpClient:
