@@ -178,11 +178,14 @@ class ConnectorBase:
         state: StateStore | None = None,
         max_rate_limit_wait: float | None = None,
         session: aiohttp.ClientSession | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self.name = config.name
         self.config = config
         self.mapping = mapping
         self.state: StateStore = state if state is not None else MemoryStateStore()
+        self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
+        """the connector's clock (a test may pass its own)"""
         self._replaced_by: dict[str, str] = {}
         """old external id -> the new one, for the replace flows of this process"""
         self.setup()
