@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from syncd.config import ConnectorConfig
-from syncd.connector import MemoryStateStore, StateStore, VendorRecord
+from syncd.connector import Capabilities, MemoryStateStore, StateStore, VendorRecord
 from syncd.errors import ConfigError, MappingError
 from syncd.http import Auth, Classifier, HttpClient, Response
 from syncd.mapping import VendorMapping
@@ -169,6 +169,8 @@ class ConnectorBase:
     """
 
     client: _Client
+    capabilities: Capabilities
+    """set by the vendor's :meth:`setup`"""
 
     def __init__(
         self,
