@@ -6,7 +6,6 @@ gate). This module knows Dentally's wire shapes; it does no canonical mapping.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Mapping
@@ -17,8 +16,9 @@ import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
+from syncd.connectorkit import VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, VendorError
-from syncd.http import HttpClient, Response
+from syncd.http import Response
 
 __all__ = [
     "PATIENT_LOCKED",
@@ -146,7 +146,7 @@ class DentallyAuth:
         return False  # a static token (part 1): an auth failure stops the connector
 
 
-class DentallyClient:
+class DentallyClient(VendorClient):
     """The Dentally calls syncd makes, as thin wrappers over :class:`HttpClient`."""
 
     def __init__(
@@ -162,28 +162,20 @@ class DentallyClient:
         self.page_size = int(options["page_size"])
         hourly_default = float(options["hourly_wait_default_s"])
         self.auth = DentallyAuth(config)
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=lambda r: classify(r, hourly_default=hourly_default),
-            max_requests_per_second=config.max_requests_per_second,
-            auth=self.auth,
-            max_rate_limit_wait=max_rate_limit_wait,
-            default_headers={"Accept": "application/json"},
-            session=session,
+        super().__init__(
+            vendor_http(
+                config,
+                classify=lambda r: classify(r, hourly_default=hourly_default),
+                auth=self.auth,
+                max_rate_limit_wait=max_rate_limit_wait,
+                session=session,
+            ),
+            max_in_flight=int(options["max_in_flight"]),
         )
-        self.in_flight = asyncio.Semaphore(int(options["max_in_flight"]))
 
     @property
     def appointments_path(self) -> str:
         return f"{self.prefix}/appointments"
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def _call(self, op: str, method: str, path: str, **kw: Any) -> Response:
-        async with self.in_flight:
-            return await self.http.request(op, method, path, **kw)
 
     @staticmethod
     def appointment_of(response: Response) -> dict[str, Any]:

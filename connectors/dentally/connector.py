@@ -15,17 +15,9 @@ from connectors.dentally.mapfuncs import DentallyMapper
 from connectors.dentally.reads import _NOT_STORED
 from connectors.dentally.rules import write_refusal
 from connectors.dentally.webhook import parse_delivery
-from syncd.connector import (
-    Capabilities,
-    Check,
-    Remedy,
-    WebhookDelivery,
-)
+from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
 from syncd.doctor import Diagnosis
-from syncd.errors import (
-    AuthFailure,
-    VendorError,
-)
+from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
 __all__ = ["DentallyConnector"]

@@ -13,15 +13,9 @@ import structlog
 
 from connectors.dentally.client import UPDATED_AFTER_REFUSED, DentallyClient
 from connectors.dentally.mapfuncs import DentallyMapper, dentally_time_to_utc, utc_to_dentally_time
-from syncd.connector import (
-    ChangePage,
-    VendorRecord,
-)
+from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, window_bounds
-from syncd.errors import (
-    MappingError,
-    Rejected,
-)
+from syncd.errors import MappingError, Rejected
 from syncd.model import Appointment
 
 log = structlog.get_logger(__name__)

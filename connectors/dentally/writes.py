@@ -10,19 +10,8 @@ import structlog
 
 from connectors.dentally.client import STATE_LOCK_PREFIX
 from connectors.dentally.reads import DentallyReads
-from syncd.connector import (
-    VendorRecord,
-    WriteKind,
-    WriteOutcome,
-    WriteRequest,
-)
-from syncd.errors import (
-    AmbiguousReference,
-    Conflict,
-    MappingError,
-    NotWritable,
-    Rejected,
-)
+from syncd.connector import VendorRecord, WriteKind, WriteOutcome, WriteRequest
+from syncd.errors import AmbiguousReference, Conflict, MappingError, NotWritable, Rejected
 from syncd.model import SYNC_FIELDS, Status
 
 log = structlog.get_logger(__name__)

@@ -22,8 +22,9 @@ import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
+from syncd.connectorkit import VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
-from syncd.http import HttpClient, Response, SharedRefresh
+from syncd.http import Response, SharedRefresh
 
 __all__ = [
     "OnliveAuth",
@@ -215,7 +216,7 @@ def classify(response: Response, *, default_wait: float = 60.0) -> VendorError |
 
 
 # -- calls -------------------------------------------------------------------------------------------------
-class OnliveClient:
+class OnliveClient(VendorClient):
     """The Onlive calls syncd makes; answers are Onlive's raw JSON (dicts)."""
 
     def __init__(
@@ -230,19 +231,15 @@ class OnliveClient:
         self.prefix = str(options.get("api_prefix", "/api/v2/appointments")).rstrip("/")
         self.default_wait = float(options.get("rate_limit_default_wait_s", 60))
         self.auth = OnliveAuth(config.auth_value("access_key_id"), config.auth_value("secret_access_key"))
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=self.classify,
-            max_requests_per_second=config.max_requests_per_second,
-            auth=self.auth,
-            max_rate_limit_wait=max_rate_limit_wait,
-            default_headers={"Accept": "application/json"},
-            session=session,
+        super().__init__(
+            vendor_http(
+                config,
+                classify=self.classify,
+                auth=self.auth,
+                max_rate_limit_wait=max_rate_limit_wait,
+                session=session,
+            ),
         )
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def classify(self, response: Response) -> VendorError | None:
         error = classify(response, default_wait=self.default_wait)

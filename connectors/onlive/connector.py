@@ -21,17 +21,9 @@ from connectors.onlive.mapfuncs import OnliveMapper
 from connectors.onlive.rules import write_refusal
 from connectors.onlive.webhook import parse_webhook
 from connectors.onlive.writes import OnliveWrites
-from syncd.connector import (
-    Capabilities,
-    Check,
-    Remedy,
-    WebhookDelivery,
-)
+from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
 from syncd.doctor import Diagnosis
-from syncd.errors import (
-    AuthFailure,
-    VendorError,
-)
+from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
 __all__ = ["OnliveConnector"]

@@ -13,15 +13,9 @@ import structlog
 
 from connectors.onlive.client import OnliveClient, UpdatedSinceRefused, _server_date
 from connectors.onlive.mapfuncs import OnliveMapper, onlive_time_to_utc, utc_to_onlive_time
-from syncd.connector import (
-    ChangePage,
-    VendorRecord,
-)
+from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, window_bounds
-from syncd.errors import (
-    MappingError,
-    Rejected,
-)
+from syncd.errors import MappingError, Rejected
 from syncd.http import Response
 from syncd.model import Appointment
 

@@ -13,21 +13,8 @@ import structlog
 
 from connectors.onlive.mapfuncs import onlive_time_to_utc
 from connectors.onlive.reads import OnliveReads
-from syncd.connector import (
-    VendorRecord,
-    WriteKind,
-    WriteOutcome,
-    WriteRequest,
-)
-from syncd.errors import (
-    AmbiguousReference,
-    AuthFailure,
-    Conflict,
-    MappingError,
-    RateLimited,
-    Rejected,
-    VendorError,
-)
+from syncd.connector import VendorRecord, WriteKind, WriteOutcome, WriteRequest
+from syncd.errors import AmbiguousReference, AuthFailure, Conflict, MappingError, RateLimited, Rejected, VendorError
 from syncd.model import SYNC_FIELDS, Appointment, Status
 
 log = structlog.get_logger(__name__)

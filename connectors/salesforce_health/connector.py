@@ -21,17 +21,9 @@ from connectors.salesforce_health.client import SalesforceClient
 from connectors.salesforce_health.doctor import SalesforceDoctor
 from connectors.salesforce_health.rules import write_refusal
 from connectors.salesforce_health.webhook import parse as parse_delivery
-from syncd.connector import (
-    Capabilities,
-    Check,
-    Remedy,
-    WebhookDelivery,
-)
+from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
 from syncd.doctor import Diagnosis
-from syncd.errors import (
-    AuthFailure,
-    VendorError,
-)
+from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
 __all__ = ["SalesforceHealthConnector"]

@@ -13,20 +13,10 @@ from typing import Any
 import structlog
 
 from connectors.salesforce_health.client import ReplicationDateError, SalesforceClient
-from connectors.salesforce_health.mapfuncs import (
-    record_to_appointment,
-    sf_datetime_in,
-    utc_z_out,
-)
-from syncd.connector import (
-    ChangePage,
-    VendorRecord,
-)
+from connectors.salesforce_health.mapfuncs import record_to_appointment, sf_datetime_in, utc_z_out
+from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, chunks, window_bounds
-from syncd.errors import (
-    AmbiguousReference,
-    MappingError,
-)
+from syncd.errors import AmbiguousReference, MappingError
 from syncd.model import Appointment
 
 log = structlog.get_logger(__name__)

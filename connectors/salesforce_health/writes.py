@@ -9,24 +9,10 @@ from typing import Any
 import structlog
 
 from connectors.salesforce_health.client import NotFound
-from connectors.salesforce_health.mapfuncs import (
-    SCHEDULING_FIELDS,
-    connect_body,
-    http_date,
-    native_status_for,
-)
+from connectors.salesforce_health.mapfuncs import SCHEDULING_FIELDS, connect_body, http_date, native_status_for
 from connectors.salesforce_health.reads import SalesforceReads, _parse_iso
-from syncd.connector import (
-    VendorRecord,
-    WriteKind,
-    WriteOutcome,
-    WriteRequest,
-)
-from syncd.errors import (
-    Conflict,
-    MappingError,
-    Rejected,
-)
+from syncd.connector import VendorRecord, WriteKind, WriteOutcome, WriteRequest
+from syncd.errors import Conflict, MappingError, Rejected
 from syncd.model import SYNC_FIELDS, Appointment, InvalidAppointment, Status
 
 log = structlog.get_logger(__name__)

@@ -22,8 +22,9 @@ import aiohttp
 import yarl
 
 from syncd.config import ConnectorConfig
+from syncd.connectorkit import VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
-from syncd.http import Budget, HttpClient, Priority, Quota, Response
+from syncd.http import Budget, Priority, Quota, Response
 
 __all__ = ["ApiKeyAuth", "SaludYaClient", "classify", "error_text", "mask", "quota_of"]
 
@@ -124,7 +125,7 @@ class ApiKeyAuth:
         return False  # a static API key: an auth failure stops the connector
 
 
-class SaludYaClient:
+class SaludYaClient(VendorClient):
     """The SaludYa routes syncd uses: list, GET one, POST, PUT."""
 
     def __init__(
@@ -138,23 +139,20 @@ class SaludYaClient:
         self.prefix = str(options["api_prefix"]).strip("/")
         self.page_size = int(options["page_size"])
         self.fallback_wait = float(options["rate_limit_fallback_s"])
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=self._classify,
-            max_requests_per_second=config.max_requests_per_second,
-            auth=ApiKeyAuth(config.auth_value("api_key")),
-            max_rate_limit_wait=max_rate_limit_wait,
-            default_headers={"Accept": "application/json", "Accept-Language": "en"},
-            session=session,
-            # docs/vendors/saludya.md §2 "Guard" and "Budget"
-            quota_of=quota_of,
-            reserve=int(options["guard_remaining"]),
-            budgets={"scan": Budget(calls=int(options["daily_call_budget"]), window=DAY)},
+        super().__init__(
+            vendor_http(
+                config,
+                classify=self._classify,
+                auth=ApiKeyAuth(config.auth_value("api_key")),
+                max_rate_limit_wait=max_rate_limit_wait,
+                headers={"Accept": "application/json", "Accept-Language": "en"},
+                session=session,
+                # docs/vendors/saludya.md §2 "Guard" and "Budget"
+                quota_of=quota_of,
+                reserve=int(options["guard_remaining"]),
+                budgets={"scan": Budget(calls=int(options["daily_call_budget"]), window=DAY)},
+            ),
         )
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def _classify(self, response: Response) -> VendorError | None:
         return classify(response, rate_limit_fallback=self.fallback_wait)

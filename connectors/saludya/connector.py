@@ -24,17 +24,9 @@ from connectors.saludya.reads import NOT_STORED, READ_ONLY, ScanState
 from connectors.saludya.rules import write_refusal
 from connectors.saludya.webhook import parse_webhook as _parse_webhook
 from connectors.saludya.writes import SaludYaWrites
-from syncd.connector import (
-    Capabilities,
-    Check,
-    Remedy,
-    WebhookDelivery,
-)
+from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
 from syncd.doctor import Diagnosis
-from syncd.errors import (
-    AuthFailure,
-    VendorError,
-)
+from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
 __all__ = ["SaludYaConnector", "ScanState"]

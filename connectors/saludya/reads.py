@@ -14,15 +14,9 @@ import structlog
 
 from connectors.saludya.client import SaludYaClient
 from connectors.saludya.mapfuncs import SaludYaMapper, parse_utc
-from syncd.connector import (
-    ChangePage,
-    VendorRecord,
-)
+from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase
-from syncd.errors import (
-    MappingError,
-    Rejected,
-)
+from syncd.errors import MappingError, Rejected
 from syncd.http import Priority
 from syncd.ledger.errortext import reduce_vendor_message
 from syncd.model import Appointment

@@ -9,12 +9,7 @@ from typing import Any
 import structlog
 
 from connectors.saludya.reads import SaludYaReads
-from syncd.connector import (
-    VendorRecord,
-    WriteKind,
-    WriteOutcome,
-    WriteRequest,
-)
+from syncd.connector import VendorRecord, WriteKind, WriteOutcome, WriteRequest
 from syncd.errors import (
     AmbiguousReference,
     AuthFailure,

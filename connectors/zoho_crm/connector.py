@@ -19,19 +19,9 @@ from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time
 from connectors.zoho_crm.reads import _READ_ONLY
 from connectors.zoho_crm.rules import write_refusal
 from connectors.zoho_crm.webhook import parse_callback
-from syncd.connector import (
-    Capabilities,
-    Check,
-    Remedy,
-    WebhookDelivery,
-)
+from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
 from syncd.doctor import Diagnosis
-from syncd.errors import (
-    AuthFailure,
-    MappingError,
-    Rejected,
-    VendorError,
-)
+from syncd.errors import AuthFailure, MappingError, Rejected, VendorError
 from syncd.model import Appointment
 
 __all__ = ["STATE_CHANNEL", "STATE_EXPIRY", "ZohoCrmConnector"]

@@ -13,14 +13,9 @@ import structlog
 
 from connectors.zoho_crm.client import ZohoClient
 from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time_to_utc
-from syncd.connector import (
-    ChangePage,
-    VendorRecord,
-)
+from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, chunks, window_bounds
-from syncd.errors import (
-    MappingError,
-)
+from syncd.errors import MappingError
 from syncd.http import Response
 from syncd.model import Appointment
 

@@ -15,12 +15,7 @@ import structlog
 from connectors.zoho_crm.client import mask
 from connectors.zoho_crm.mapfuncs import utc_to_zoho_time, zoho_time_to_utc
 from connectors.zoho_crm.reads import ZohoReads
-from syncd.connector import (
-    VendorRecord,
-    WriteKind,
-    WriteOutcome,
-    WriteRequest,
-)
+from syncd.connector import VendorRecord, WriteKind, WriteOutcome, WriteRequest
 from syncd.connectorkit import chunks
 from syncd.errors import (
     AmbiguousReference,

@@ -96,6 +96,9 @@ def load_options(cls: type[OptionsT], options: Mapping[str, Any], *, vendor: str
     return cls(**values)
 
 
+_ACCEPT_JSON = {"Accept": "application/json"}
+
+
 # -- the HTTP client -----------------------------------------------------------------------------
 def vendor_http(
     config: ConnectorConfig,
@@ -104,11 +107,12 @@ def vendor_http(
     auth: Auth | None,
     max_rate_limit_wait: float | None,
     session: aiohttp.ClientSession | None,
-    accept_json: bool = True,
+    headers: Mapping[str, str] | None = _ACCEPT_JSON,
     **extra: Any,
 ) -> HttpClient:
     """The connector's one :class:`HttpClient` from its config (base URL, rate), its vendor's
-    ``classify`` and ``auth``; ``extra`` goes to :class:`HttpClient` as is (quota, budgets)."""
+    ``classify``, ``auth`` and default ``headers``; ``extra`` goes to :class:`HttpClient` as is (quota,
+    budgets)."""
     return HttpClient(
         config.name,
         base_url=config.base_url,
@@ -116,7 +120,7 @@ def vendor_http(
         max_requests_per_second=config.max_requests_per_second,
         auth=auth,
         max_rate_limit_wait=max_rate_limit_wait,
-        default_headers={"Accept": "application/json"} if accept_json else None,
+        default_headers=headers,
         session=session,
         **extra,
     )
