@@ -5,6 +5,7 @@ holds only its vendor's wire and rules (docs/architecture.md "Adding a vendor").
   :class:`VendorClient`), typed options (:func:`load_options`), the sync window and paging helpers.
 - :mod:`syncd.connectorkit.webhooks`: the one HMAC/timestamp webhook verification
   (:class:`HmacScheme`, parametrised by header names and signing string) and JSON body parsing.
+- :mod:`syncd.connectorkit.mapper`: what every mapper holds (:class:`MapperBase`).
 - :mod:`syncd.connectorkit.errors`: error classification helpers (HTTP status -> error kind).
 
 Nothing here knows a vendor: every figure, header name and code comes from the connector that uses it.
@@ -22,12 +23,14 @@ from syncd.connectorkit.base import (
     window_bounds,
 )
 from syncd.connectorkit.errors import StatusRules, error_for, non_json_text, reset_wait
+from syncd.connectorkit.mapper import MapperBase
 from syncd.connectorkit.webhooks import GENERIC, HmacScheme, header, json_object, require_secret
 
 __all__ = [
     "GENERIC",
     "ConnectorBase",
     "HmacScheme",
+    "MapperBase",
     "StatusRules",
     "VendorClient",
     "chunks",
