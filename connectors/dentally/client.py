@@ -11,12 +11,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
-from syncd.connectorkit import VendorClient, vendor_http
+from syncd.connectorkit import HttpSetup, VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, VendorError
 from syncd.http import Response
 
@@ -153,9 +152,7 @@ class DentallyClient(VendorClient):
         self,
         config: ConnectorConfig,
         options: Mapping[str, Any],
-        *,
-        max_rate_limit_wait: float | None,
-        session: aiohttp.ClientSession | None,
+        setup: HttpSetup,
     ) -> None:
         self.config = config
         self.prefix = str(options["api_prefix"]).rstrip("/")
@@ -165,10 +162,9 @@ class DentallyClient(VendorClient):
         super().__init__(
             vendor_http(
                 config,
+                setup,
                 classify=lambda r: classify(r, hourly_default=hourly_default),
                 auth=self.auth,
-                max_rate_limit_wait=max_rate_limit_wait,
-                session=session,
             ),
             max_in_flight=int(options["max_in_flight"]),
         )

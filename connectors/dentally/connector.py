@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import structlog
 
 from connectors.dentally.client import DentallyClient
@@ -15,8 +14,8 @@ from connectors.dentally.mapfuncs import DentallyMapper
 from connectors.dentally.reads import _NOT_STORED
 from connectors.dentally.rules import write_refusal
 from connectors.dentally.webhook import parse_delivery
-from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
-from syncd.doctor import Diagnosis
+from syncd.connector import Capabilities, Remedy, WebhookDelivery
+from syncd.connectorkit import HttpSetup
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
@@ -51,13 +50,8 @@ class DentallyConnector(DentallyDoctor):
         self._known_saved = None
         self._count_checked_at = None
 
-    def connect(self, *, max_rate_limit_wait: float | None, session: aiohttp.ClientSession | None) -> DentallyClient:
-        return DentallyClient(self.config, self.options, max_rate_limit_wait=max_rate_limit_wait, session=session)
-
-    async def diagnose(self, public_url: str | None) -> list[Check]:
-        diagnosis = Diagnosis(self)
-        await self.checks(diagnosis, public_url)
-        return diagnosis.checks
+    def connect(self, http: HttpSetup) -> DentallyClient:
+        return DentallyClient(self.config, self.options, http)
 
     # -- replace flow (part 4, seed) -------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

@@ -17,12 +17,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
-import aiohttp
 import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
-from syncd.connectorkit import VendorClient, vendor_http
+from syncd.connectorkit import HttpSetup, VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
 from syncd.http import Response, SharedRefresh
 
@@ -223,9 +222,7 @@ class OnliveClient(VendorClient):
         self,
         config: ConnectorConfig,
         options: Mapping[str, Any],
-        *,
-        max_rate_limit_wait: float | None = None,
-        session: aiohttp.ClientSession | None = None,
+        setup: HttpSetup,
     ) -> None:
         self.name = config.name
         self.prefix = str(options.get("api_prefix", "/api/v2/appointments")).rstrip("/")
@@ -234,10 +231,9 @@ class OnliveClient(VendorClient):
         super().__init__(
             vendor_http(
                 config,
+                setup,
                 classify=self.classify,
                 auth=self.auth,
-                max_rate_limit_wait=max_rate_limit_wait,
-                session=session,
             ),
         )
 

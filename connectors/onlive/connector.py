@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import structlog
 
 from connectors.onlive.client import OnliveClient
@@ -21,7 +20,8 @@ from connectors.onlive.mapfuncs import OnliveMapper
 from connectors.onlive.rules import write_refusal
 from connectors.onlive.webhook import parse_webhook
 from connectors.onlive.writes import OnliveWrites
-from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
+from syncd.connector import Capabilities, Remedy, WebhookDelivery
+from syncd.connectorkit import HttpSetup
 from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
@@ -54,8 +54,8 @@ class OnliveConnector(OnliveWrites):
         if self.config.webhook_secret is not None:
             log.warning("webhook_secret_ignored", connector=self.name, op="start")
 
-    def connect(self, *, max_rate_limit_wait: float | None, session: aiohttp.ClientSession | None) -> OnliveClient:
-        return OnliveClient(self.config, self.options, max_rate_limit_wait=max_rate_limit_wait, session=session)
+    def connect(self, http: HttpSetup) -> OnliveClient:
+        return OnliveClient(self.config, self.options, http)
 
     # -- replace flow (part 4) -------------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:
@@ -101,11 +101,10 @@ class OnliveConnector(OnliveWrites):
             return Remedy(f"{key}.access_key_id", "the key pair lacks access to these appointments in Onlive")
         return Remedy(f"{key}.access_key_id", "Onlive refused the signed request")
 
-    async def diagnose(self, public_url: str | None) -> list[Check]:
+    async def checks(self, d: Diagnosis, public_url: str | None) -> None:
         """The access key pair and signature with one list request, this host's clock against Onlive's
         (requests more than 15 minutes off are refused), the rate-limit window, and the lack of
         webhooks. No write."""
-        d = Diagnosis(self)
         answer = await d.attempt(
             "authenticate",
             self.client.http.request("doctor", "GET", self.client._path("", {"limit": "1", "page": "1"})),
@@ -141,4 +140,3 @@ class OnliveConnector(OnliveWrites):
             else:
                 d.ok("rate limit", f"{remaining} of {limit} requests left in the current minute")
         d.skip("webhooks", f"Onlive sends no webhooks: syncd polls every {self.config.poll_interval:g}s")
-        return d.checks

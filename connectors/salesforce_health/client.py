@@ -19,7 +19,7 @@ import yarl
 
 from syncd.config import ConnectorConfig
 from syncd.connector import StateStore
-from syncd.connectorkit import VendorClient, refresh_token_form, vendor_http
+from syncd.connectorkit import HttpSetup, VendorClient, refresh_token_form, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
 from syncd.http import HttpClient, Response, SharedRefresh
 
@@ -173,10 +173,9 @@ class SalesforceClient(VendorClient):
     def __init__(
         self,
         config: ConnectorConfig,
+        setup: HttpSetup,
         *,
         state: StateStore | None,
-        max_rate_limit_wait: float | None,
-        session: Any = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
@@ -186,10 +185,9 @@ class SalesforceClient(VendorClient):
         super().__init__(
             vendor_http(
                 config,
+                setup,
                 classify=self.classify,
                 auth=self.auth,
-                max_rate_limit_wait=max_rate_limit_wait,
-                session=session,
                 headers=None,
             ),
         )

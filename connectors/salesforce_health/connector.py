@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import structlog
 
 from connectors.salesforce_health.client import SalesforceClient
 from connectors.salesforce_health.doctor import SalesforceDoctor
 from connectors.salesforce_health.rules import write_refusal
 from connectors.salesforce_health.webhook import parse as parse_delivery
-from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
-from syncd.doctor import Diagnosis
+from syncd.connector import Capabilities, Remedy, WebhookDelivery
+from syncd.connectorkit import HttpSetup
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
@@ -52,19 +51,8 @@ class SalesforceHealthConnector(SalesforceDoctor):
             required_on_create=_REQUIRED_ON_CREATE,
         )
 
-    def connect(self, *, max_rate_limit_wait: float | None, session: aiohttp.ClientSession | None) -> SalesforceClient:
-        return SalesforceClient(
-            self.config,
-            state=self.state,
-            max_rate_limit_wait=max_rate_limit_wait,
-            session=session,
-            options=self.options,
-        )
-
-    async def diagnose(self, public_url: str | None) -> list[Check]:
-        diagnosis = Diagnosis(self)
-        await self.checks(diagnosis, public_url)
-        return diagnosis.checks
+    def connect(self, http: HttpSetup) -> SalesforceClient:
+        return SalesforceClient(self.config, http, state=self.state, options=self.options)
 
     # -- the rest --------------------------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

@@ -18,11 +18,10 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import yarl
 
 from syncd.config import ConnectorConfig
-from syncd.connectorkit import VendorClient, vendor_http
+from syncd.connectorkit import HttpSetup, VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
 from syncd.http import Budget, Priority, Quota, Response
 
@@ -132,9 +131,7 @@ class SaludYaClient(VendorClient):
         self,
         config: ConnectorConfig,
         options: Mapping[str, Any],
-        *,
-        max_rate_limit_wait: float | None = None,
-        session: aiohttp.ClientSession | None = None,
+        setup: HttpSetup,
     ) -> None:
         self.prefix = str(options["api_prefix"]).strip("/")
         self.page_size = int(options["page_size"])
@@ -142,11 +139,10 @@ class SaludYaClient(VendorClient):
         super().__init__(
             vendor_http(
                 config,
+                setup,
                 classify=self._classify,
                 auth=ApiKeyAuth(config.auth_value("api_key")),
-                max_rate_limit_wait=max_rate_limit_wait,
                 headers={"Accept": "application/json", "Accept-Language": "en"},
-                session=session,
                 # docs/vendors/saludya.md §2 "Guard" and "Budget"
                 quota_of=quota_of,
                 reserve=int(options["guard_remaining"]),

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import structlog
 
 from connectors.saludya.client import SaludYaClient
@@ -24,7 +23,8 @@ from connectors.saludya.reads import NOT_STORED, READ_ONLY, ScanState
 from connectors.saludya.rules import write_refusal
 from connectors.saludya.webhook import parse_webhook as _parse_webhook
 from connectors.saludya.writes import SaludYaWrites
-from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
+from syncd.connector import Capabilities, Remedy, WebhookDelivery
+from syncd.connectorkit import HttpSetup
 from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
@@ -66,8 +66,8 @@ class SaludYaConnector(SaludYaWrites):
         self.list_required = tuple(str(n) for n in self.options["list_required"])
         self._hints = {}
 
-    def connect(self, *, max_rate_limit_wait: float | None, session: aiohttp.ClientSession | None) -> SaludYaClient:
-        return SaludYaClient(self.config, self.options, max_rate_limit_wait=max_rate_limit_wait, session=session)
+    def connect(self, http: HttpSetup) -> SaludYaClient:
+        return SaludYaClient(self.config, self.options, http)
 
     # -- replace flows (part 4) -----------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:
@@ -103,10 +103,9 @@ class SaludYaConnector(SaludYaWrites):
             )
         return None
 
-    async def diagnose(self, public_url: str | None) -> list[Check]:
+    async def checks(self, d: Diagnosis, public_url: str | None) -> None:
         """The API key and the request quotas (``X-RateLimit-*``) with one list request, the client-side
         pace against the quota, and the lack of webhooks. SaludYa's quota is small: one request."""
-        d = Diagnosis(self)
         today = self._today().isoformat()
         answer = await d.attempt(
             "authenticate",
@@ -149,4 +148,3 @@ class SaludYaConnector(SaludYaWrites):
         else:
             d.ok("pace", f"max_requests_per_second = {pace:g} stays within SaludYa's quotas")
         d.skip("webhooks", f"SaludYa has no webhooks: syncd scans date windows every {self.config.poll_interval:g}s")
-        return d.checks

@@ -12,13 +12,12 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-import aiohttp
 import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
 from syncd.connector import StateStore
-from syncd.connectorkit import VendorClient, refresh_token_form, vendor_http
+from syncd.connectorkit import HttpSetup, VendorClient, refresh_token_form, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, VendorError
 from syncd.http import HttpClient, Response, SharedRefresh
 
@@ -186,10 +185,9 @@ class ZohoClient(VendorClient):
         self,
         config: ConnectorConfig,
         options: Mapping[str, Any],
+        setup: HttpSetup,
         *,
         state: StateStore | None,
-        max_rate_limit_wait: float | None,
-        session: aiohttp.ClientSession | None,
     ) -> None:
         self.config = config
         self.module = str(options["module"])
@@ -201,10 +199,9 @@ class ZohoClient(VendorClient):
         super().__init__(
             vendor_http(
                 config,
+                setup,
                 classify=lambda r: classify(r, self.policy),
                 auth=self.auth,
-                max_rate_limit_wait=max_rate_limit_wait,
-                session=session,
             ),
             max_in_flight=int(options["max_in_flight"]),
         )

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import structlog
 
 from connectors.zoho_crm.client import ZohoClient
@@ -19,8 +18,8 @@ from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time
 from connectors.zoho_crm.reads import _READ_ONLY
 from connectors.zoho_crm.rules import write_refusal
 from connectors.zoho_crm.webhook import parse_callback
-from syncd.connector import Capabilities, Check, Remedy, WebhookDelivery
-from syncd.doctor import Diagnosis
+from syncd.connector import Capabilities, Remedy, WebhookDelivery
+from syncd.connectorkit import HttpSetup
 from syncd.errors import AuthFailure, MappingError, Rejected, VendorError
 from syncd.model import Appointment
 
@@ -62,15 +61,8 @@ class ZohoCrmConnector(ZohoDoctor):
         self._prefs_at = 0.0
         self._subscribed = False
 
-    def connect(self, *, max_rate_limit_wait: float | None, session: aiohttp.ClientSession | None) -> ZohoClient:
-        return ZohoClient(
-            self.config, self.options, state=self.state, max_rate_limit_wait=max_rate_limit_wait, session=session
-        )
-
-    async def diagnose(self, public_url: str | None) -> list[Check]:
-        diagnosis = Diagnosis(self)
-        await self.checks(diagnosis, public_url)
-        return diagnosis.checks
+    def connect(self, http: HttpSetup) -> ZohoClient:
+        return ZohoClient(self.config, self.options, http, state=self.state)
 
     # -- replace flow (part 4) -------------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

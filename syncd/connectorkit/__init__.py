@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from syncd.connectorkit.base import (
     ConnectorBase,
+    HttpSetup,
     VendorClient,
     chunks,
     load_options,
@@ -30,6 +31,7 @@ __all__ = [
     "GENERIC",
     "ConnectorBase",
     "HmacScheme",
+    "HttpSetup",
     "MapperBase",
     "StatusRules",
     "VendorClient",

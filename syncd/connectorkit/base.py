@@ -14,15 +14,17 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import structlog
 
 from syncd.config import ConnectorConfig
-from syncd.connector import Capabilities, MemoryStateStore, StateStore, VendorRecord
+from syncd.connector import Capabilities, Check, Connector, MemoryStateStore, StateStore, VendorRecord
+from syncd.doctor import Diagnosis
 from syncd.errors import ConfigError, MappingError
 from syncd.http import Auth, Classifier, HttpClient, Response
 from syncd.mapping import VendorMapping
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConnectorBase",
+    "HttpSetup",
     "VendorClient",
     "chunks",
     "load_options",
@@ -100,13 +103,22 @@ _ACCEPT_JSON = {"Accept": "application/json"}
 
 
 # -- the HTTP client -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HttpSetup:
+    """What the caller decides about a connector's HTTP client (``VendorPackage.create_connector``)."""
+
+    max_rate_limit_wait: float | None = None
+    """the longest vendor-asked wait to sit out, in seconds (None: as long as the vendor asks)"""
+    session: aiohttp.ClientSession | None = None
+    """an aiohttp session the caller owns (None: the client opens and closes its own)"""
+
+
 def vendor_http(
     config: ConnectorConfig,
+    setup: HttpSetup,
     *,
     classify: Classifier,
     auth: Auth | None,
-    max_rate_limit_wait: float | None,
-    session: aiohttp.ClientSession | None,
     headers: Mapping[str, str] | None = _ACCEPT_JSON,
     **extra: Any,
 ) -> HttpClient:
@@ -119,9 +131,9 @@ def vendor_http(
         classify=classify,
         max_requests_per_second=config.max_requests_per_second,
         auth=auth,
-        max_rate_limit_wait=max_rate_limit_wait,
+        max_rate_limit_wait=setup.max_rate_limit_wait,
         default_headers=headers,
-        session=session,
+        session=setup.session,
         **extra,
     )
 
@@ -195,14 +207,24 @@ class ConnectorBase:
         self._replaced_by: dict[str, str] = {}
         """old external id -> the new one, for the replace flows of this process"""
         self.setup()
-        self.client = self.connect(max_rate_limit_wait=max_rate_limit_wait, session=session)
+        self.client = self.connect(HttpSetup(max_rate_limit_wait, session))
 
     def setup(self) -> None:
         """The vendor's own attributes, from ``self.config`` and ``self.mapping`` (before :meth:`connect`)."""
 
-    def connect(self, *, max_rate_limit_wait: float | None, session: aiohttp.ClientSession | None) -> _Client:
+    def connect(self, http: HttpSetup) -> _Client:
         """The vendor's client (its :class:`HttpClient` from :func:`vendor_http`)."""
         raise NotImplementedError
+
+    async def checks(self, diagnosis: Diagnosis, public_url: str | None) -> None:
+        """The vendor's checks of ``syncd doctor``, added to ``diagnosis`` (docs/vendors/<type>.md)."""
+        raise NotImplementedError
+
+    async def diagnose(self, public_url: str | None) -> list[Check]:
+        """``syncd doctor`` (:meth:`syncd.connector.Connector.diagnose`): the vendor's :meth:`checks`."""
+        diagnosis = Diagnosis(cast("Connector", self))  # the vendor's class completes the protocol
+        await self.checks(diagnosis, public_url)
+        return diagnosis.checks
 
     @property
     def http(self) -> HttpClient:
