@@ -148,24 +148,14 @@ class DentallyAuth:
 class DentallyClient(VendorClient):
     """The Dentally calls syncd makes, as thin wrappers over :class:`HttpClient`."""
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        options: Mapping[str, Any],
-        setup: HttpSetup,
-    ) -> None:
+    def __init__(self, config: ConnectorConfig, options: Mapping[str, Any], setup: HttpSetup) -> None:
         self.config = config
         self.prefix = str(options["api_prefix"]).rstrip("/")
         self.page_size = int(options["page_size"])
         hourly_default = float(options["hourly_wait_default_s"])
         self.auth = DentallyAuth(config)
         super().__init__(
-            vendor_http(
-                config,
-                setup,
-                classify=lambda r: classify(r, hourly_default=hourly_default),
-                auth=self.auth,
-            ),
+            vendor_http(config, setup, classify=lambda r: classify(r, hourly_default=hourly_default), auth=self.auth),
             max_in_flight=int(options["max_in_flight"]),
         )
 

@@ -15,7 +15,6 @@ from connectors.dentally.reads import _NOT_STORED
 from connectors.dentally.rules import write_refusal
 from connectors.dentally.webhook import parse_delivery
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import HttpSetup
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
@@ -32,9 +31,10 @@ _REQUIRED_ON_CREATE = frozenset({"start", "end", "practitioner"})
 class DentallyConnector(DentallyDoctor):
     """One Dentally practice's appointments, as the core sees them."""
 
+    client_type = DentallyClient
+
     def setup(self) -> None:
         self.mapper = DentallyMapper(self.mapping)
-        self.options = self.mapping.options
         self.page_size = int(self.options["page_size"])
         self.capabilities = Capabilities(
             webhooks=True,
@@ -49,9 +49,6 @@ class DentallyConnector(DentallyDoctor):
         self._known = None
         self._known_saved = None
         self._count_checked_at = None
-
-    def connect(self, http: HttpSetup) -> DentallyClient:
-        return DentallyClient(self.config, self.options, http)
 
     # -- replace flow (part 4, seed) -------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

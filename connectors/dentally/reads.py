@@ -51,7 +51,6 @@ class DentallyReads(ConnectorBase):
 
     client: DentallyClient
     mapper: DentallyMapper
-    options: Mapping[str, Any]
     page_size: int
     _attempts: dict[str, datetime]
     """canonical id -> when its last create started"""

@@ -218,24 +218,12 @@ def classify(response: Response, *, default_wait: float = 60.0) -> VendorError |
 class OnliveClient(VendorClient):
     """The Onlive calls syncd makes; answers are Onlive's raw JSON (dicts)."""
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        options: Mapping[str, Any],
-        setup: HttpSetup,
-    ) -> None:
+    def __init__(self, config: ConnectorConfig, options: Mapping[str, Any], setup: HttpSetup) -> None:
         self.name = config.name
         self.prefix = str(options.get("api_prefix", "/api/v2/appointments")).rstrip("/")
         self.default_wait = float(options.get("rate_limit_default_wait_s", 60))
         self.auth = OnliveAuth(config.auth_value("access_key_id"), config.auth_value("secret_access_key"))
-        super().__init__(
-            vendor_http(
-                config,
-                setup,
-                classify=self.classify,
-                auth=self.auth,
-            ),
-        )
+        super().__init__(vendor_http(config, setup, classify=self.classify, auth=self.auth))
 
     def classify(self, response: Response) -> VendorError | None:
         error = classify(response, default_wait=self.default_wait)

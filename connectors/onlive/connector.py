@@ -21,7 +21,6 @@ from connectors.onlive.rules import write_refusal
 from connectors.onlive.webhook import parse_webhook
 from connectors.onlive.writes import OnliveWrites
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import HttpSetup
 from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
@@ -39,9 +38,10 @@ _REQUIRED_ON_CREATE = frozenset({"start", "end", "patient", "practitioner"})
 class OnliveConnector(OnliveWrites):
     """One Onlive organisation's appointments, as the core sees them."""
 
+    client_type = OnliveClient
+
     def setup(self) -> None:
         self.mapper = OnliveMapper(self.mapping)
-        self.options = self.mapping.options
         self.defaults = self.mapping.defaults
         self.page_size = int(self.options["page_size"])
         self.capabilities = Capabilities(
@@ -53,9 +53,6 @@ class OnliveConnector(OnliveWrites):
         )
         if self.config.webhook_secret is not None:
             log.warning("webhook_secret_ignored", connector=self.name, op="start")
-
-    def connect(self, http: HttpSetup) -> OnliveClient:
-        return OnliveClient(self.config, self.options, http)
 
     # -- replace flow (part 4) -------------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

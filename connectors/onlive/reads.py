@@ -27,7 +27,6 @@ class OnliveReads(ConnectorBase):
 
     client: OnliveClient
     mapper: OnliveMapper
-    options: Mapping[str, Any]
     defaults: Mapping[str, Any]
     page_size: int
 

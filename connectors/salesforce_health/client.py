@@ -182,15 +182,7 @@ class SalesforceClient(VendorClient):
         self.options = dict(options or {})
         self.api_version = config.auth_value("api_version").strip().lstrip("v")
         self.auth = SalesforceAuth(config, state)
-        super().__init__(
-            vendor_http(
-                config,
-                setup,
-                classify=self.classify,
-                auth=self.auth,
-                headers=None,
-            ),
-        )
+        super().__init__(vendor_http(config, setup, classify=self.classify, auth=self.auth, headers=None))
         self.auth.http = self.http
         self.api_usage: tuple[int, int] | None = None
 

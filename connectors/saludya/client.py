@@ -127,12 +127,7 @@ class ApiKeyAuth:
 class SaludYaClient(VendorClient):
     """The SaludYa routes syncd uses: list, GET one, POST, PUT."""
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        options: Mapping[str, Any],
-        setup: HttpSetup,
-    ) -> None:
+    def __init__(self, config: ConnectorConfig, options: Mapping[str, Any], setup: HttpSetup) -> None:
         self.prefix = str(options["api_prefix"]).strip("/")
         self.page_size = int(options["page_size"])
         self.fallback_wait = float(options["rate_limit_fallback_s"])

@@ -24,7 +24,6 @@ from connectors.saludya.rules import write_refusal
 from connectors.saludya.webhook import parse_webhook as _parse_webhook
 from connectors.saludya.writes import SaludYaWrites
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import HttpSetup
 from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
@@ -46,8 +45,9 @@ _QUOTA_PACE = 300 / 3600
 class SaludYaConnector(SaludYaWrites):
     """One SaludYa organisation's appointments, as the core sees them."""
 
+    client_type = SaludYaClient
+
     def setup(self) -> None:
-        self.options = self.mapping.options
         self.zone = ZoneInfo(self.config.timezone)
         self.mapper = SaludYaMapper(self.mapping, self.config.timezone)
         self.replace_reason = str(self.mapping.defaults["replace_reason"])
@@ -65,9 +65,6 @@ class SaludYaConnector(SaludYaWrites):
         self.poll_interval = float(self.config.poll_interval) if self.config.poll_interval > 0 else 300.0
         self.list_required = tuple(str(n) for n in self.options["list_required"])
         self._hints = {}
-
-    def connect(self, http: HttpSetup) -> SaludYaClient:
-        return SaludYaClient(self.config, self.options, http)
 
     # -- replace flows (part 4) -----------------------------------------------------------------
     def needs_replace(self, current: Appointment, desired: Appointment) -> str | None:

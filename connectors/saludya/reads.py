@@ -101,7 +101,6 @@ class SaludYaReads(ConnectorBase):
 
     client: SaludYaClient
     mapper: SaludYaMapper
-    options: Mapping[str, Any]
     zone: ZoneInfo
     poll_interval: float
     list_required: tuple[str, ...]

@@ -197,12 +197,7 @@ class ZohoClient(VendorClient):
         self.policy = RateLimitPolicy(float(options["rate_limit_wait_s"]), float(options["rate_limit_wait_max_s"]))
         self.auth = ZohoAuth(config, state, margin_s=float(options["token_refresh_margin_s"]))
         super().__init__(
-            vendor_http(
-                config,
-                setup,
-                classify=lambda r: classify(r, self.policy),
-                auth=self.auth,
-            ),
+            vendor_http(config, setup, classify=lambda r: classify(r, self.policy), auth=self.auth),
             max_in_flight=int(options["max_in_flight"]),
         )
         self.auth.http = self.http

@@ -43,7 +43,6 @@ class ZohoCrmConnector(ZohoDoctor):
 
     def setup(self) -> None:
         self.mapper = ZohoMapper(self.mapping)
-        self.options = self.mapping.options
         self.read_batch = int(self.options["batch_read_size"])
         self.write_batch = int(self.options["batch_write_size"])
         self.page_size = int(self.options["page_size"])

@@ -31,7 +31,6 @@ class ZohoReads(ConnectorBase):
 
     client: ZohoClient
     mapper: ZohoMapper
-    options: Mapping[str, Any]
     read_batch: int
     write_batch: int
     page_size: int

@@ -185,6 +185,9 @@ class ConnectorBase:
     """
 
     client: _Client
+    client_type: Callable[[ConnectorConfig, Mapping[str, Any], HttpSetup], _Client] | None = None
+    """the vendor's client class, built as ``client_type(config, options, http)`` by :meth:`connect`
+    (a vendor whose client needs more overrides :meth:`connect`)"""
     capabilities: Capabilities
     """set by the vendor's :meth:`setup`"""
 
@@ -201,6 +204,8 @@ class ConnectorBase:
         self.name = config.name
         self.config = config
         self.mapping = mapping
+        self.options: Mapping[str, Any] = mapping.options
+        """the ``[options]`` table of the vendor's mapping file"""
         self.state: StateStore = state if state is not None else MemoryStateStore()
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         """the connector's clock (a test may pass its own)"""
@@ -214,7 +219,9 @@ class ConnectorBase:
 
     def connect(self, http: HttpSetup) -> _Client:
         """The vendor's client (its :class:`HttpClient` from :func:`vendor_http`)."""
-        raise NotImplementedError
+        if self.client_type is None:
+            raise NotImplementedError(f"{type(self).__name__} names no client_type and builds no client")
+        return self.client_type(self.config, self.options, http)
 
     async def checks(self, diagnosis: Diagnosis, public_url: str | None) -> None:
         """The vendor's checks of ``syncd doctor``, added to ``diagnosis`` (docs/vendors/<type>.md)."""
