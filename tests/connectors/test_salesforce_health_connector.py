@@ -15,7 +15,7 @@ from aioresponses import CallbackResult, aioresponses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.salesforce_health import create_connector, load_vendor_mapping
+from connectors.salesforce_health import PACKAGE as SALESFORCE_HEALTH_PACKAGE
 from connectors.salesforce_health.connector import SalesforceHealthConnector
 from connectors.salesforce_health.mapfuncs import appointment_to_row, record_to_appointment
 from syncd.config import ConnectorConfig
@@ -33,6 +33,9 @@ from tests.connectors.kits.salesforce_health import (
     WORK_TYPE,
     control,
 )
+
+create_connector = SALESFORCE_HEALTH_PACKAGE.create_connector
+load_vendor_mapping = SALESFORCE_HEALTH_PACKAGE.load_mapping
 
 BASE = "https://clinic.my.salesforce.com"
 API = f"{BASE}/services/data/v65.0"

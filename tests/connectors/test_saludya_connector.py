@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import create_connector
-from connectors.saludya import load_vendor_mapping
+from connectors.saludya import PACKAGE as SALUDYA_PACKAGE
 from connectors.saludya.client import classify, mask
 from connectors.saludya.connector import SaludYaConnector, ScanState
 from connectors.saludya.mapfuncs import (
@@ -44,6 +44,8 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
 from tests.connectors.kits.saludya import DOCTOR, KIT, TIMEZONE, control
+
+load_vendor_mapping = SALUDYA_PACKAGE.load_mapping
 
 BASE = "http://saludya.test"
 LIST_RE = re.compile(r"^http://saludya\.test/api/appointments(\?.*)?$")
