@@ -19,14 +19,7 @@ from syncd.connectorkit import HttpSetup, VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, VendorError
 from syncd.http import Response
 
-__all__ = [
-    "PATIENT_LOCKED",
-    "STATE_LOCK_PREFIX",
-    "DentallyAuth",
-    "DentallyClient",
-    "classify",
-    "mask",
-]
+__all__ = ["PATIENT_LOCKED", "STATE_LOCK_PREFIX", "DentallyAuth", "DentallyClient", "classify", "mask"]
 
 log = structlog.get_logger(__name__)
 

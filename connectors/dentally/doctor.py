@@ -90,11 +90,9 @@ class DentallyDoctor(DentallyWrites):
             if remaining is None or limit is None or not (remaining.isdigit() and limit.isdigit()):
                 d.skip("rate limit", "no X-RateLimit headers in the answer")
             elif int(remaining) < int(limit) // 10:
-                d.warn(
-                    "rate limit",
-                    f"{remaining} of {limit} requests left this hour (shared with the practice's other integrations)",
-                    "syncd slows down by itself; check what else uses this token's quota",
-                )
+                d.warn("rate limit", f"{remaining} of {limit} requests left this hour (shared with the "
+                       "practice's other integrations)",
+                       "syncd slows down by itself; check what else uses this token's quota")
             else:
                 d.ok("rate limit", f"{remaining} of {limit} requests left this hour")
 

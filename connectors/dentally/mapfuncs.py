@@ -170,8 +170,7 @@ class DentallyMapper(MapperBase):
     def to_appointment(self, raw: Mapping[str, Any]) -> Appointment:
         """One Dentally record -> canonical appointment (vendor-id references); MappingError if it cannot be."""
         status = self.canonical_status(raw)
-        start = self.time_in(raw, "start")
-        end = self.time_in(raw, "end")
+        start, end = self.time_in(raw, "start"), self.time_in(raw, "end")
         site = raw.get(self.fields["location"])
         reason = raw.get(self.fields["service_type"])
         cancellation = self.text_in(raw, "cancellation_reason") if status.terminal else None

@@ -30,8 +30,8 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 _ALWAYS_EDITABLE = frozenset({"status", "cancellation_reason", "notes"})
 
 
-def write_refusal(mapper: DentallyMapper, current: Appointment, desired: Appointment,
-                  replace: str | None) -> str | None:
+def write_refusal(mapper: DentallyMapper, current: Appointment, desired: Appointment, replace: str | None,
+                  ) -> str | None:
     """The §5 state table and edit lock applied to ``desired`` over ``current`` (the record as read; a
     change of the state asks for the state it maps to, unless Dentally is further along than Arrived),
     and the cancel a patient change (``replace``, the connector's ``needs_replace`` answer) needs."""

@@ -158,9 +158,7 @@ class DentallyWrites(DentallyReads):
         # part 8: Dentally has no concurrency token, so GET right before every PUT
         raw = await self.client.get_one(rid, op="reread")
         if raw is None:
-            return WriteOutcome(
-                request, error=Conflict("the record was deleted in Dentally", code="deleted"), record=self._deleted(rid)
-            )
+            return self._gone(request, rid, "the record was deleted in Dentally", code="deleted")
         fresh = self._record(raw)
         if fresh.error is not None:
             return WriteOutcome(request, error=fresh.error)

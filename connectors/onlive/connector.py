@@ -35,6 +35,12 @@ log = structlog.get_logger(__name__)
 _REQUIRED_ON_CREATE = frozenset({"start", "end", "patient", "practitioner"})
 
 
+def _total(body: Any) -> Any:
+    """The ``meta.total`` of a list answer, or "?"."""
+    meta = body.get("meta") if isinstance(body, dict) else None
+    return meta.get("total", "?") if isinstance(meta, dict) else "?"
+
+
 class OnliveConnector(OnliveWrites):
     """One Onlive organisation's appointments, as the core sees them."""
 
@@ -110,10 +116,7 @@ class OnliveConnector(OnliveWrites):
             d.skip_blocked("read", "clock", "rate limit")
         else:
             d.ok("authenticate", f"{self.client.http.base_url} accepted the signed request")
-            body = answer.json_or_none()
-            meta = body.get("meta") if isinstance(body, dict) else None
-            total = meta.get("total", "?") if isinstance(meta, dict) else "?"
-            d.ok("read", f"read one page: {total} appointments")
+            d.ok("read", f"read one page: {_total(answer.json_or_none())} appointments")
             try:
                 server = parsedate_to_datetime(answer.headers.get("Date", ""))
             except (TypeError, ValueError):

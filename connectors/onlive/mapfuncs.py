@@ -100,15 +100,6 @@ def location_to_extra_fields(current: Any, location: str | None) -> dict[str, An
     return extra
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "onlive_time_to_utc": onlive_time_to_utc,
-    "utc_to_onlive_time": utc_to_onlive_time,
-    "guests_to_patient": guests_to_patient,
-    "patient_to_guests": patient_to_guests,
-    "location_to_extra_fields": location_to_extra_fields,
-}
-
-
 def _text(value: Any, field: str) -> str | None:
     if value is None:
         return None
@@ -311,3 +302,13 @@ class OnliveMapper(MapperBase):
             "strategy": str(self.mapping.defaults["cancel_strategy"]),
             "reason": reason,
         }
+
+
+#: the conversions the mapping file names (``[functions]`` of mappings/onlive.toml)
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "onlive_time_to_utc": onlive_time_to_utc,
+    "utc_to_onlive_time": utc_to_onlive_time,
+    "guests_to_patient": guests_to_patient,
+    "patient_to_guests": patient_to_guests,
+    "location_to_extra_fields": location_to_extra_fields,
+}

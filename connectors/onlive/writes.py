@@ -52,13 +52,8 @@ class OnliveWrites(OnliveReads):
                     code=getattr(outcome.error, "code", None) or type(outcome.error).__name__,
                 )
             outcomes.append(outcome)
-        log.info(
-            "write_done",
-            connector=self.name,
-            op="write",
-            count=len(requests),
-            duration_s=round(time.perf_counter() - started, 3),
-        )
+        duration = round(time.perf_counter() - started, 3)
+        log.info("write_done", connector=self.name, op="write", count=len(requests), duration_s=duration)
         return outcomes
 
     async def _write_one(self, request: WriteRequest) -> WriteOutcome:

@@ -30,8 +30,7 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 _IN_PROGRESS_LOCKED = frozenset({"start", "end", "description"})
 
 
-def write_refusal(mapper: SaludYaMapper, current: Appointment, desired: Appointment,
-                  replace: str | None) -> str | None:
+def write_refusal(mapper: SaludYaMapper, current: Appointment, desired: Appointment, replace: str | None) -> str | None:
     """SaludYa's §5 rules for ``desired`` over ``current`` (the record as read): terminal records, the
     status table, the in_progress lock; a status syncd never writes is no refusal (rule 15); a patient
     or doctor change (``replace``, the connector's ``needs_replace`` answer) has to cancel first."""

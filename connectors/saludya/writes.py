@@ -25,6 +25,8 @@ from syncd.model import SYNC_FIELDS, Appointment
 
 log = structlog.get_logger(__name__)
 
+_DELETED = "the appointment was deleted in SaludYa"
+
 
 class SaludYaWrites(SaludYaReads):
     """Writes one appointment per call (SaludYa has no batch writes and no concurrency token)."""
@@ -105,13 +107,6 @@ class SaludYaWrites(SaludYaReads):
                 )
         return WriteOutcome(request, record=self._record(raw))
 
-    def _gone(self, request: WriteRequest, rid: str, *, code: str | None = "RESOURCE_NOT_FOUND") -> WriteOutcome:
-        return WriteOutcome(
-            request,
-            error=Conflict("the appointment was deleted in SaludYa", code=code, status=404),
-            record=self._deleted(rid),
-        )
-
     async def _after_conflict(
         self, request: WriteRequest, rid: str, fresh: VendorRecord, exc: Conflict
     ) -> WriteOutcome:
@@ -119,7 +114,7 @@ class SaludYaWrites(SaludYaReads):
         refusal stands (rejected)."""
         again = await self.client.get_one(rid, op="reread", priority=Priority.WRITE)
         if again is None:
-            return self._gone(request, rid)
+            return self._gone(request, rid, _DELETED, code="RESOURCE_NOT_FOUND", status=404)
         now = self._record(again)
         base = request.current.version if request.current is not None else fresh.version
         if now.version != base:
@@ -133,7 +128,7 @@ class SaludYaWrites(SaludYaReads):
         # part 8: no concurrency token, so re-read right before the PUT
         raw = await self.client.get_one(rid, op="reread", priority=Priority.WRITE)
         if raw is None:
-            return self._gone(request, rid)
+            return self._gone(request, rid, _DELETED, code="RESOURCE_NOT_FOUND", status=404)
         fresh = self._record(raw)
         if request.current is not None and self._stale(request, fresh):
             log.info("stale_write_refused", connector=self.name, external_id=rid, op=request.kind.value)
@@ -169,7 +164,7 @@ class SaludYaWrites(SaludYaReads):
             return await self._after_conflict(request, rid, fresh, exc)
         except Rejected as exc:
             if exc.status == 404:
-                return self._gone(request, rid, code=exc.code)
+                return self._gone(request, rid, _DELETED, code=exc.code, status=404)
             raise
         log.info("updated", connector=self.name, external_id=rid, op=request.kind.value, count=len(payload) - 1)
         return WriteOutcome(request, record=self._record(written))

@@ -60,13 +60,8 @@ class ZohoWrites(ZohoReads):
             ):
                 outcomes[index] = outcome
         done = [o for o in outcomes if o is not None]
-        log.info(
-            "zoho_write",
-            connector=self.name,
-            op="write",
-            count=len(done),
-            duration_s=round(time.perf_counter() - started, 3),
-        )
+        log.info("zoho_write", connector=self.name, op="write", count=len(done),
+                 duration_s=round(time.perf_counter() - started, 3))
         return done
 
     async def _auto_complete(self, refresh: bool = False) -> bool:
@@ -243,9 +238,7 @@ class ZohoWrites(ZohoReads):
         when nothing is to be sent (deleted, stale, deferred, terminal, unchanged)."""
         rid = str(request.external_id)
         if raw is None:
-            return WriteOutcome(
-                request, error=Conflict("the record was deleted in Zoho", code="DELETED"), record=self._deleted(rid)
-            )
+            return self._gone(request, rid, "the record was deleted in Zoho", code="DELETED")
         fresh = self._record(raw)
         if fresh.error is not None:
             return WriteOutcome(request, error=fresh.error)

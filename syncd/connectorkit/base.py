@@ -23,9 +23,18 @@ import aiohttp
 import structlog
 
 from syncd.config import ConnectorConfig
-from syncd.connector import Capabilities, Check, Connector, MemoryStateStore, StateStore, VendorRecord
+from syncd.connector import (
+    Capabilities,
+    Check,
+    Connector,
+    MemoryStateStore,
+    StateStore,
+    VendorRecord,
+    WriteOutcome,
+    WriteRequest,
+)
 from syncd.doctor import Diagnosis
-from syncd.errors import ConfigError, MappingError
+from syncd.errors import ConfigError, Conflict, MappingError
 from syncd.http import Auth, Classifier, HttpClient, Response
 from syncd.mapping import VendorMapping
 
@@ -244,6 +253,12 @@ class ConnectorBase:
     @staticmethod
     def _deleted(external_id: str) -> VendorRecord:
         return VendorRecord(external_id, None, None, deleted=True)
+
+    def _gone(self, request: WriteRequest, external_id: str, message: str, *, code: str | None,
+              status: int | None = None) -> WriteOutcome:
+        """The outcome of a write whose target the vendor no longer has: a Conflict carrying the deletion."""
+        error = Conflict(message, code=code, status=status)
+        return WriteOutcome(request, error=error, record=self._deleted(external_id))
 
     def _mapped(self, external_id: str, version: str | None, convert: Callable[[], Any],
                 **extra: Any) -> VendorRecord:
