@@ -138,11 +138,7 @@ class OnliveWrites(OnliveReads):
         fresh = self._record(raw)
         if fresh.error is not None:
             return WriteOutcome(request, error=fresh.error)
-        if (
-            request.current is not None
-            and request.current.version is not None
-            and fresh.version != request.current.version
-        ):
+        if self._changed_since_read(request, fresh):
             log.info("stale_write_refused", connector=self.name, external_id=rid, op=request.kind.value)
             return WriteOutcome(
                 request,

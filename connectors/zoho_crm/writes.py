@@ -242,11 +242,7 @@ class ZohoWrites(ZohoReads):
         fresh = self._record(raw)
         if fresh.error is not None:
             return WriteOutcome(request, error=fresh.error)
-        if (
-            request.current is not None
-            and request.current.version is not None
-            and request.current.version != fresh.version
-        ):
+        if self._changed_since_read(request, fresh):
             log.info("stale_write_refused", connector=self.name, external_id=rid, op="update")
             return WriteOutcome(
                 request, error=Conflict("the record changed in Zoho since it was read", code="STALE"), record=fresh

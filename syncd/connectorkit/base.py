@@ -260,6 +260,13 @@ class ConnectorBase:
         error = Conflict(message, code=code, status=status)
         return WriteOutcome(request, error=error, record=self._deleted(external_id))
 
+    @staticmethod
+    def _changed_since_read(request: WriteRequest, fresh: VendorRecord) -> bool:
+        """The pre-write re-read found another version than the one the write was planned on (a vendor
+        without a concurrency token: docs/vendors/README.md rule 10)."""
+        current = request.current
+        return current is not None and current.version is not None and current.version != fresh.version
+
     def _mapped(self, external_id: str, version: str | None, convert: Callable[[], Any],
                 **extra: Any) -> VendorRecord:
         """A :class:`VendorRecord` of ``convert()``'s appointment; one whose record cannot be mapped
