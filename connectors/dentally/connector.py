@@ -11,10 +11,12 @@ import structlog
 from connectors.dentally.client import DentallyClient
 from connectors.dentally.doctor import DentallyDoctor
 from connectors.dentally.mapfuncs import DentallyMapper
+from connectors.dentally.options import DentallyOptions
 from connectors.dentally.reads import _NOT_STORED
 from connectors.dentally.rules import write_refusal
 from connectors.dentally.webhook import parse_delivery
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
+from syncd.connectorkit import load_options
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
@@ -35,7 +37,8 @@ class DentallyConnector(DentallyDoctor):
 
     def setup(self) -> None:
         self.mapper = DentallyMapper(self.mapping)
-        self.page_size = int(self.options["page_size"])
+        self.settings = load_options(DentallyOptions, self.options, vendor="dentally")
+        self.page_size = self.settings.page_size
         self.capabilities = Capabilities(
             webhooks=True,
             patient_change=False,

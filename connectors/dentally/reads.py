@@ -13,6 +13,7 @@ import structlog
 
 from connectors.dentally.client import UPDATED_AFTER_REFUSED, DentallyClient
 from connectors.dentally.mapfuncs import DentallyMapper, dentally_time_to_utc, utc_to_dentally_time
+from connectors.dentally.options import DentallyOptions
 from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, window_bounds
 from syncd.errors import MappingError, Rejected
@@ -52,6 +53,7 @@ class DentallyReads(ConnectorBase):
     client: DentallyClient
     mapper: DentallyMapper
     page_size: int
+    settings: DentallyOptions
     _attempts: dict[str, datetime]
     """canonical id -> when its last create started"""
     _replace_of: dict[str, str]
@@ -132,7 +134,7 @@ class DentallyReads(ConnectorBase):
     def changes(self, cursor: str | None, *, since: datetime | None = None) -> AsyncIterator[ChangePage]:
         now = datetime.now(UTC)
         if since is not None:
-            start = since.astimezone(UTC) - timedelta(seconds=float(self.options["incremental_overlap_s"]))
+            start = since.astimezone(UTC) - timedelta(seconds=self.settings.incremental_overlap_s)
             previous = self._load_cursor(cursor) if cursor is not None else None
             return self._incremental(start, previous[1] if previous else None, _MODE_POLL, prior=cursor, overlap=False)
         state = self._load_cursor(cursor) if cursor is not None else None
@@ -144,14 +146,14 @@ class DentallyReads(ConnectorBase):
         mark, reconciled, mode = state
         age = (now - reconciled).total_seconds() if reconciled is not None else float("inf")
         if mode == _MODE_WINDOW:
-            every = max(self.config.poll_interval, float(self.options["window_mode_min_interval_s"]))
+            every = max(self.config.poll_interval, self.settings.window_mode_min_interval_s)
             if age >= every:
                 return self._reconcile(_MODE_WINDOW, prior=cursor)
             return self._nothing(cursor)
         if mark is None:
             return self._reconcile(_MODE_POLL, prior=cursor)
         # the daily reconciliation runs after the poll, so that changes outside the window are not skipped
-        due = age >= float(self.options["reconcile_every_s"])
+        due = age >= self.settings.reconcile_every_s
         return self._incremental(mark, reconciled, _MODE_POLL, prior=cursor, overlap=True, reconcile=due)
 
     @staticmethod
@@ -169,7 +171,7 @@ class DentallyReads(ConnectorBase):
         reconcile: bool = False,
     ) -> AsyncIterator[ChangePage]:
         """Part 2 (b): ``updated_after`` descending, paged until a short page; cursor after the last page."""
-        asked = mark - timedelta(seconds=float(self.options["incremental_overlap_s"])) if overlap else mark
+        asked = mark - timedelta(seconds=self.settings.incremental_overlap_s) if overlap else mark
         params = {"updated_after": _iso(asked), "sort_by": "updated_at", "sort_direction": "desc"}
         known = await self._known_ids()
         low, high = self._window()
@@ -207,7 +209,7 @@ class DentallyReads(ConnectorBase):
     async def _deletions_suspected(self, known: Mapping[str, str], low: datetime, high: datetime) -> bool:
         """Between reconciliations: one cheap count of the window; fewer records than known ids in it
         means something was deleted (deletions never appear in lists), so a reconciliation finds them."""
-        interval = float(self.options["deletion_check_interval_s"])
+        interval = self.settings.deletion_check_interval_s
         if interval < 0:
             return False
         now = time.monotonic()
@@ -233,7 +235,7 @@ class DentallyReads(ConnectorBase):
         (the pass's start − 60 s); earlier pages carry the previous one, so a crash repeats the pass."""
         started = datetime.now(UTC)
         low, high = self._window()
-        step = timedelta(days=int(self.options["window_chunk_days"]))
+        step = timedelta(days=self.settings.window_chunk_days)
         field = self.mapping.fields["start"]
         seen: dict[str, str] = {}
         pending: list[VendorRecord] | None = None
@@ -270,7 +272,7 @@ class DentallyReads(ConnectorBase):
         deleted = await self._confirm_missing(seen, pending, low, high)
         self._known = {rid: start for rid, start in seen.items() if start}
         await self._save_known()
-        lag = timedelta(seconds=float(self.options["reconcile_cursor_lag_s"]))
+        lag = timedelta(seconds=self.settings.reconcile_cursor_lag_s)
         cursor = self._dump_cursor(started - lag, started, mode)
         log.info("window_reconciled", connector=self.name, op="reconcile", count=len(seen))
         if deleted:
@@ -331,9 +333,9 @@ class DentallyReads(ConnectorBase):
         now = datetime.now(UTC)
         attempt = self._attempts.get(canonical_id)
         if attempt is not None:
-            after = attempt - timedelta(seconds=float(self.options["reference_search_lag_s"]))
+            after = attempt - timedelta(seconds=self.settings.reference_search_lag_s)
         else:
-            after = now - timedelta(seconds=float(self.options["reference_search_default_s"]))
+            after = now - timedelta(seconds=self.settings.reference_search_default_s)
         params = {"updated_after": _iso(after), "sort_by": "updated_at", "sort_direction": "desc"}
         skip = {str(e) for e in exclude}
         replaces = self._replace_of.get(canonical_id)

@@ -145,7 +145,7 @@ class DentallyWrites(DentallyReads):
         native = self.mapper.native_status(raw)
         if native == self.mapper.open_state:
             return None
-        editable = set(self.options["always_editable"])
+        editable = set(self.settings.always_editable)
         if raw.get(self.mapping.fields["patient"]) is not None:
             editable.add(self.mapping.fields["patient"])
         if set(values) - editable:
