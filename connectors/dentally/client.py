@@ -7,7 +7,6 @@ gate). This module knows Dentally's wire shapes; it does no canonical mapping.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
-from syncd.connectorkit import HttpSetup, VendorClient, vendor_http
+from syncd.connectorkit import HttpSetup, VendorClient, reset_wait, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, VendorError
 from syncd.http import Response
 
@@ -69,15 +68,9 @@ def _describe(message: str, params: Mapping[str, list[str]]) -> str:
 
 
 def hourly_wait(response: Response, *, default: float, now: float | None = None) -> float:
-    """Part 7: wait ``X-RateLimit-Reset - now + 1`` seconds, or ``default`` when the header is absent."""
-    raw = response.headers.get("X-RateLimit-Reset")
-    try:
-        reset = float(raw) if raw is not None else None
-    except ValueError:
-        reset = None
-    if reset is None:
-        return default
-    return max(1.0, reset - (now if now is not None else time.time()) + 1.0)
+    """Part 7: wait ``X-RateLimit-Reset - now + 1`` seconds (at least one), or ``default`` when the header
+    is absent."""
+    return reset_wait(response, default=default, floor=1.0, now=now)
 
 
 def classify(response: Response, *, hourly_default: float = 60.0) -> VendorError | None:
