@@ -15,11 +15,12 @@ import structlog
 from connectors.zoho_crm.client import ZohoClient
 from connectors.zoho_crm.doctor import STATE_CHANNEL, STATE_EXPIRY, ZohoDoctor
 from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time_to_utc
+from connectors.zoho_crm.options import ZohoOptions
 from connectors.zoho_crm.reads import _READ_ONLY
 from connectors.zoho_crm.rules import write_refusal
 from connectors.zoho_crm.webhook import parse_callback
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import HttpSetup
+from syncd.connectorkit import HttpSetup, load_options
 from syncd.errors import AuthFailure, MappingError, Rejected, VendorError
 from syncd.model import Appointment
 
@@ -43,10 +44,11 @@ class ZohoCrmConnector(ZohoDoctor):
 
     def setup(self) -> None:
         self.mapper = ZohoMapper(self.mapping)
-        self.read_batch = int(self.options["batch_read_size"])
-        self.write_batch = int(self.options["batch_write_size"])
-        self.page_size = int(self.options["page_size"])
-        self.search_lag_s = float(self.options["search_lag_s"])
+        self.settings = load_options(ZohoOptions, self.options, vendor="zoho_crm")
+        self.read_batch = self.settings.batch_read_size
+        self.write_batch = self.settings.batch_write_size
+        self.page_size = self.settings.page_size
+        self.search_lag_s = self.settings.search_lag_s
         self.capabilities = Capabilities(
             webhooks=True,
             batch_read_size=self.read_batch,
@@ -80,7 +82,7 @@ class ZohoCrmConnector(ZohoDoctor):
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
         secret = self.config.webhook_secret.reveal() if self.config.webhook_secret is not None else None
         channel = await self.state.get(STATE_CHANNEL) if secret else None
-        delivery = parse_callback(body, secret=secret, channel_id=channel, module=str(self.options["module"]))
+        delivery = parse_callback(body, secret=secret, channel_id=channel, module=self.settings.module)
         log.info("webhook_parsed", connector=self.name, op="webhook", count=len(delivery.events))
         return delivery
 
@@ -105,15 +107,15 @@ class ZohoCrmConnector(ZohoDoctor):
                 expiry = zoho_time_to_utc(stored, "channel_expiry")
             except MappingError:
                 expiry = None
-        renew_below = timedelta(seconds=float(self.options["watch_renew_below_s"]))
+        renew_below = timedelta(seconds=self.settings.watch_renew_below_s)
         if self._subscribed and expiry is not None and expiry - now > renew_below:
             return {"subscription": "active", "channel_id": channel, "expires": stored, "renewed": False}
         body = {
             "watch": [
                 {
                     "channel_id": int(channel),
-                    "events": list(self.options["watch_events"]),
-                    "channel_expiry": utc_to_zoho_time(now + timedelta(days=int(self.options["watch_days"]))),
+                    "events": list(self.settings.watch_events),
+                    "channel_expiry": utc_to_zoho_time(now + timedelta(days=self.settings.watch_days)),
                     "token": self.config.webhook_secret.reveal(),
                     "notify_url": public_url.rstrip("/") + f"/webhooks/{self.name}",
                     "notify_on_related_action": False,

@@ -30,7 +30,7 @@ class ZohoDoctor(ZohoWrites):
             info = self.client.info_of(page)
             d.ok(
                 "read",
-                f"read one page of {self.options['module']}: {len(self.client.data_of(page))} records"
+                f"read one page of {self.settings.module}: {len(self.client.data_of(page))} records"
                 + (" (more follow)" if info.get("more_records") else ""),
             )
             field = self.mapping.fields["reference"]
@@ -42,7 +42,7 @@ class ZohoDoctor(ZohoWrites):
                 )
                 is not None
             ):
-                d.ok(f"field {field}", f"the {self.options['module']} module has the field {field}")
+                d.ok(f"field {field}", f"the {self.settings.module} module has the field {field}")
             prefs = await d.attempt("settings scope", self.client.preferences(), missing=True)
             if prefs is not None:
                 d.ok(

@@ -13,6 +13,7 @@ import structlog
 
 from connectors.zoho_crm.client import ZohoClient
 from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time_to_utc
+from connectors.zoho_crm.options import ZohoOptions
 from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, chunks, window_bounds
 from syncd.errors import MappingError
@@ -35,6 +36,7 @@ class ZohoReads(ConnectorBase):
     write_batch: int
     page_size: int
     search_lag_s: float
+    settings: ZohoOptions
 
     # -- records -------------------------------------------------------------------------------
     def _modified(self, raw: Mapping[str, Any]) -> datetime | None:
@@ -113,7 +115,7 @@ class ZohoReads(ConnectorBase):
         ties: set[str] = set(part.get("ties", []))
         page = 1
         token: str | None = None
-        limit = int(self.options["discrete_page_limit"])
+        limit = self.settings.discrete_page_limit
         while True:
             asked = mark
             response = await fetch(asked, None if token else page, token)
@@ -163,7 +165,7 @@ class ZohoReads(ConnectorBase):
         """Part 2 (c): search the window in ≤31-day chunks; the last page carries the new cursor."""
         started = datetime.now(UTC)
         low, high = self._window()
-        step = timedelta(days=int(self.options["window_chunk_days"]))
+        step = timedelta(days=self.settings.window_chunk_days)
         seen: set[str] = set()
         pending: list[VendorRecord] | None = None
         at = low
@@ -181,14 +183,14 @@ class ZohoReads(ConnectorBase):
                     yield ChangePage(pending, None)  # not resumable mid-window: the engine keeps its cursor
                 pending = records
             at = end
-        mark = utc_to_zoho_time(started - timedelta(seconds=float(self.options["reconcile_cursor_lag_s"])))
+        mark = utc_to_zoho_time(started - timedelta(seconds=self.settings.reconcile_cursor_lag_s))
         cursor = self._dump_cursor({"m": {"t": mark, "ties": []}, "d": {"t": mark, "ties": []}})
         log.info("window_reconciled", connector=self.name, op="reconcile", count=len(seen))
         yield ChangePage(pending or [], cursor)
 
     async def _search_range(self, low: datetime, high: datetime, *, depth: int) -> AsyncIterator[list[dict[str, Any]]]:
         criteria = f"(Appointment_Start_Time:between:{utc_to_zoho_time(low)},{utc_to_zoho_time(high)})"
-        max_page = int(self.options["search_max_page"])
+        max_page = self.settings.search_max_page
         page = 1
         while True:
             response = await self.client.search(criteria, page=page, op="reconcile")

@@ -65,7 +65,7 @@ class ZohoWrites(ZohoReads):
         return done
 
     async def _auto_complete(self, refresh: bool = False) -> bool:
-        ttl = float(self.options["preferences_ttl_s"])
+        ttl = self.settings.preferences_ttl_s
         if refresh or self._prefs is None or time.monotonic() - self._prefs_at > ttl:
             try:
                 self._prefs = await self.client.preferences()
