@@ -17,10 +17,12 @@ import structlog
 
 from connectors.onlive.client import OnliveClient
 from connectors.onlive.mapfuncs import OnliveMapper
+from connectors.onlive.options import OnliveOptions
 from connectors.onlive.rules import write_refusal
 from connectors.onlive.webhook import parse_webhook
 from connectors.onlive.writes import OnliveWrites
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
+from syncd.connectorkit import load_options
 from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
@@ -48,8 +50,9 @@ class OnliveConnector(OnliveWrites):
 
     def setup(self) -> None:
         self.mapper = OnliveMapper(self.mapping)
+        self.settings = load_options(OnliveOptions, self.options, vendor="onlive")
         self.defaults = self.mapping.defaults
-        self.page_size = int(self.options["page_size"])
+        self.page_size = self.settings.page_size
         self.capabilities = Capabilities(
             webhooks=False,
             replace_reason=str(self.defaults["replace_reason"]),

@@ -13,6 +13,7 @@ import structlog
 
 from connectors.onlive.client import OnliveClient, UpdatedSinceRefused, _server_date
 from connectors.onlive.mapfuncs import OnliveMapper, onlive_time_to_utc, utc_to_onlive_time
+from connectors.onlive.options import OnliveOptions
 from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, window_bounds
 from syncd.errors import MappingError, Rejected
@@ -29,6 +30,7 @@ class OnliveReads(ConnectorBase):
     mapper: OnliveMapper
     defaults: Mapping[str, Any]
     page_size: int
+    settings: OnliveOptions
 
     def _now(self) -> datetime:
         """The vendor's clock as far as syncd knows it (local clock plus the corrected offset)."""
@@ -79,7 +81,7 @@ class OnliveReads(ConnectorBase):
             return self._reconcile(fallback=False)
         if state["mode"] == "window":
             return self._window_mode(state)
-        return self._incremental(state["t"], overlap=float(self.options["poll_overlap_s"]))
+        return self._incremental(state["t"], overlap=self.settings.poll_overlap_s)
 
     async def _incremental(self, mark: datetime, *, overlap: float) -> AsyncIterator[ChangePage]:
         """Part 2 (a): ``updatedSince = cursor − 1 s``, newest first, pages until a short one."""
@@ -143,7 +145,7 @@ class OnliveReads(ConnectorBase):
     async def _reconcile(self, *, fallback: bool) -> AsyncIterator[ChangePage]:
         """Part 2 (b): the window in chunks of ≤ 31 days; the last page carries the new cursor."""
         low, high = self._window()
-        step = timedelta(days=int(self.options["window_chunk_days"]))
+        step = timedelta(days=self.settings.window_chunk_days)
         seen: set[str] = set()
         pending: list[VendorRecord] | None = None
         started: datetime | None = None
@@ -177,9 +179,9 @@ class OnliveReads(ConnectorBase):
                     break
                 page += 1
             at = end
-        mark = (started or self._now()) - timedelta(seconds=float(self.options["window_cursor_lag_s"]))
+        mark = (started or self._now()) - timedelta(seconds=self.settings.window_cursor_lag_s)
         if fallback:
-            every = max(self.config.poll_interval, float(self.options["window_fallback_min_s"]))
+            every = max(self.config.poll_interval, self.settings.window_fallback_min_s)
             cursor = self._dump("window", mark, next_at=datetime.now(UTC) + timedelta(seconds=every))
         else:
             cursor = self._dump("inc", mark)
@@ -199,7 +201,7 @@ class OnliveReads(ConnectorBase):
         unique = list(dict.fromkeys(str(i) for i in external_ids))
         if not unique:
             return {}
-        gate = asyncio.Semaphore(max(1, int(self.options["read_concurrency"])))
+        gate = asyncio.Semaphore(max(1, self.settings.read_concurrency))
 
         async def one(rid: str) -> dict[str, Any] | None:
             async with gate:

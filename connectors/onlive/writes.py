@@ -91,7 +91,7 @@ class OnliveWrites(OnliveReads):
                         operation="create",
                     ),
                 )
-        since = self._now() - timedelta(seconds=float(self.options["reference_search_lag_s"]))
+        since = self._now() - timedelta(seconds=self.settings.reference_search_lag_s)
 
         async def create() -> VendorRecord:
             return self._record(await self.client.create(body))

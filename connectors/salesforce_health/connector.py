@@ -18,10 +18,11 @@ import structlog
 
 from connectors.salesforce_health.client import SalesforceClient
 from connectors.salesforce_health.doctor import SalesforceDoctor
+from connectors.salesforce_health.options import SalesforceOptions
 from connectors.salesforce_health.rules import write_refusal
 from connectors.salesforce_health.webhook import parse as parse_delivery
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import HttpSetup
+from syncd.connectorkit import HttpSetup, load_options
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
@@ -39,8 +40,9 @@ class SalesforceHealthConnector(SalesforceDoctor):
 
     def setup(self) -> None:
         self.options = dict(self.mapping.options)
-        self.fields = list(self.options["api_fields"])
-        self.batch = int(self.options.get("batch_read_size", 200))
+        self.settings = load_options(SalesforceOptions, self.options, vendor="salesforce_health")
+        self.fields = list(self.settings.api_fields)
+        self.batch = self.settings.batch_read_size
         self._unstamped = set()
         self.capabilities = Capabilities(
             webhooks=True,

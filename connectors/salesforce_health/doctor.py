@@ -81,7 +81,7 @@ class SalesforceDoctor(SalesforceCreate):
         usage = self.client.api_usage
         if usage is None:
             d.skip("api usage", "the answers carried no Sforce-Limit-Info header")
-        elif usage[1] and usage[0] / usage[1] >= float(self.options.get("pause_polling_above", 0.9)):
+        elif usage[1] and usage[0] / usage[1] >= self.settings.pause_polling_above:
             d.warn(
                 "api usage",
                 f"{usage[0]} of {usage[1]} daily API requests used: syncd pauses polling above 90 %",

@@ -14,6 +14,7 @@ import structlog
 
 from connectors.salesforce_health.client import ReplicationDateError, SalesforceClient
 from connectors.salesforce_health.mapfuncs import record_to_appointment, sf_datetime_in, utc_z_out
+from connectors.salesforce_health.options import SalesforceOptions
 from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase, chunks, window_bounds
 from syncd.errors import AmbiguousReference, MappingError
@@ -51,6 +52,7 @@ class SalesforceReads(ConnectorBase):
     options: dict[str, Any]
     fields: list[str]
     batch: int
+    settings: SalesforceOptions
     _unstamped: set[str]
     """Ids this connector has just created and is stamping with ``Syncd_Id__c``: not orphans."""
 
@@ -165,7 +167,7 @@ class SalesforceReads(ConnectorBase):
         if since is not None:
             since_utc = since.astimezone(UTC)
             state = {"u": _iso(since_utc), "d": _iso(since_utc)}
-        elif cursor is not None and self.client.usage_ratio > float(self.options.get("pause_polling_above", 0.9)):
+        elif cursor is not None and self.client.usage_ratio > self.settings.pause_polling_above:
             log.warning("polling_paused", connector=self.name, code="api_usage_above_limit")
             yield ChangePage([], cursor)
             return
@@ -175,7 +177,7 @@ class SalesforceReads(ConnectorBase):
             return
         updated_from = _parse_iso(state["u"])
         deleted_from = _parse_iso(state["d"])
-        max_age = timedelta(days=int(self.options.get("replication_max_age_days", 30)))
+        max_age = timedelta(days=self.settings.replication_max_age_days)
         if updated_from is None or deleted_from is None or now - min(updated_from, deleted_from) > max_age:
             async for page in self._window({}, now):
                 yield page

@@ -117,7 +117,7 @@ class SalesforceWrites(SalesforceReads):
         changed: set[str],
     ) -> bool:
         """Send what still differs; True when a write was made."""
-        locked = set(self.options.get("put_locked_categories", []))
+        locked = set(self.settings.put_locked_categories)
         modified = _parse_iso(row.get(self.mapping.fields["modified"]))
         ius = http_date(modified) if modified is not None else None
         if "status" in changed and target.status in _CANCELLED:
@@ -181,7 +181,7 @@ class SalesforceWrites(SalesforceReads):
         return wrote
 
     def _category_of(self, status_value: str) -> str:
-        return str(dict(self.options.get("category_of", {})).get(status_value, status_value))
+        return self.settings.category_of.get(status_value, status_value)
 
     @staticmethod
     def _channel(target: Appointment, current: Appointment | None) -> str | None:
