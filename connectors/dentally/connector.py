@@ -16,7 +16,6 @@ from connectors.dentally.reads import _NOT_STORED
 from connectors.dentally.rules import write_refusal
 from connectors.dentally.webhook import parse_delivery
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import load_options
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
@@ -34,11 +33,10 @@ class DentallyConnector(DentallyDoctor):
     """One Dentally practice's appointments, as the core sees them."""
 
     client_type = DentallyClient
+    options_type = DentallyOptions
 
     def setup(self) -> None:
         self.mapper = DentallyMapper(self.mapping)
-        self.settings = load_options(DentallyOptions, self.options, vendor="dentally")
-        self.page_size = self.settings.page_size
         self.capabilities = Capabilities(
             webhooks=True,
             patient_change=False,

@@ -52,7 +52,6 @@ class DentallyReads(ConnectorBase):
 
     client: DentallyClient
     mapper: DentallyMapper
-    page_size: int
     settings: DentallyOptions
     _attempts: dict[str, datetime]
     """canonical id -> when its last create started"""
@@ -194,7 +193,7 @@ class DentallyReads(ConnectorBase):
                     newest = when
             self._note_known(known, raws, low, high)
             count += len(raws)
-            last = len(raws) < self.page_size
+            last = len(raws) < self.settings.page_size
             cursor = self._dump_cursor(newest, reconciled, mode) if last else prior
             yield ChangePage([self._record(r) for r in raws], cursor)
             if last:
@@ -263,7 +262,7 @@ class DentallyReads(ConnectorBase):
                 if pending is not None:
                     yield ChangePage(pending, prior)
                 pending = records
-                if len(raws) < self.page_size or beyond:
+                if len(raws) < self.settings.page_size or beyond:
                     break
                 page += 1
             at = end
@@ -349,7 +348,7 @@ class DentallyReads(ConnectorBase):
                 if replaces is not None and self.mapper.replaces(raw) != replaces:
                     continue
                 matches.append(raw)
-            if len(raws) < self.page_size:
+            if len(raws) < self.settings.page_size:
                 break
             page += 1
         unique = {self.mapper.external_id(r): r for r in matches}

@@ -22,7 +22,6 @@ from connectors.onlive.rules import write_refusal
 from connectors.onlive.webhook import parse_webhook
 from connectors.onlive.writes import OnliveWrites
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import load_options
 from syncd.doctor import Diagnosis
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
@@ -47,12 +46,11 @@ class OnliveConnector(OnliveWrites):
     """One Onlive organisation's appointments, as the core sees them."""
 
     client_type = OnliveClient
+    options_type = OnliveOptions
 
     def setup(self) -> None:
         self.mapper = OnliveMapper(self.mapping)
-        self.settings = load_options(OnliveOptions, self.options, vendor="onlive")
         self.defaults = self.mapping.defaults
-        self.page_size = self.settings.page_size
         self.capabilities = Capabilities(
             webhooks=False,
             replace_reason=str(self.defaults["replace_reason"]),

@@ -29,7 +29,6 @@ class OnliveReads(ConnectorBase):
     client: OnliveClient
     mapper: OnliveMapper
     defaults: Mapping[str, Any]
-    page_size: int
     settings: OnliveOptions
 
     def _now(self) -> datetime:
@@ -99,7 +98,7 @@ class OnliveReads(ConnectorBase):
                 "sort": "updatedAt",
                 "order": "desc",
                 "page": str(page),
-                "limit": str(self.page_size),
+                "limit": str(self.settings.page_size),
             }
             try:
                 data, _ = await self.client.list(params, op="poll")
@@ -118,7 +117,7 @@ class OnliveReads(ConnectorBase):
                 if stamp is not None and stamp > newest:
                     newest = stamp
             count += len(data)
-            last = len(data) < self.page_size
+            last = len(data) < self.settings.page_size
             # the cursor moves only after the last page: the newest records come first (desc)
             yield ChangePage([self._record(raw) for raw in data], self._dump("inc", newest) if last else resume)
             if last:
@@ -161,7 +160,7 @@ class OnliveReads(ConnectorBase):
                     "sort": "createdAt",
                     "order": "asc",
                     "page": str(page),
-                    "limit": str(self.page_size),
+                    "limit": str(self.settings.page_size),
                 }
                 data, response = await self.client.list(params, op="reconcile")
                 if started is None:
@@ -175,7 +174,7 @@ class OnliveReads(ConnectorBase):
                 if pending is not None:
                     yield ChangePage(pending, None)  # not resumable mid-window: the engine keeps its cursor
                 pending = records
-                if len(data) < self.page_size:
+                if len(data) < self.settings.page_size:
                     break
                 page += 1
             at = end
@@ -228,7 +227,7 @@ class OnliveReads(ConnectorBase):
                 "externalId": canonical_id,
                 "includeDeleted": "true",
                 "page": str(page),
-                "limit": str(self.page_size),
+                "limit": str(self.settings.page_size),
             }
             if updated_since is not None:
                 params["updatedSince"] = utc_to_onlive_time(updated_since)
@@ -243,7 +242,7 @@ class OnliveReads(ConnectorBase):
                 # the filter is matched on the client side as well (part 9)
                 if raw.get(ref) == canonical_id and self.mapper.external_id(raw).lower() not in skip:
                     matches.append(raw)
-            if len(data) < self.page_size:
+            if len(data) < self.settings.page_size:
                 break
             page += 1
         return matches

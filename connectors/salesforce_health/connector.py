@@ -22,7 +22,7 @@ from connectors.salesforce_health.options import SalesforceOptions
 from connectors.salesforce_health.rules import write_refusal
 from connectors.salesforce_health.webhook import parse as parse_delivery
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import HttpSetup, load_options
+from syncd.connectorkit import HttpSetup
 from syncd.errors import AuthFailure, VendorError
 from syncd.model import Appointment
 
@@ -38,9 +38,10 @@ log = structlog.get_logger(__name__)
 class SalesforceHealthConnector(SalesforceDoctor):
     """One Salesforce Health Cloud org, as syncd's core sees it."""
 
+    options_type = SalesforceOptions
+
     def setup(self) -> None:
         self.options = dict(self.mapping.options)
-        self.settings = load_options(SalesforceOptions, self.options, vendor="salesforce_health")
         self.fields = list(self.settings.api_fields)
         self.batch = self.settings.batch_read_size
         self._unstamped = set()

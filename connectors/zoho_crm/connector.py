@@ -20,7 +20,7 @@ from connectors.zoho_crm.reads import _READ_ONLY
 from connectors.zoho_crm.rules import write_refusal
 from connectors.zoho_crm.webhook import parse_callback
 from syncd.connector import Capabilities, Remedy, WebhookDelivery
-from syncd.connectorkit import HttpSetup, load_options
+from syncd.connectorkit import HttpSetup
 from syncd.errors import AuthFailure, MappingError, Rejected, VendorError
 from syncd.model import Appointment
 
@@ -42,12 +42,12 @@ _REQUIRED_ON_CREATE = frozenset({"start", "patient", "practitioner", "service_ty
 class ZohoCrmConnector(ZohoDoctor):
     """One Zoho CRM org's appointments, as the core sees them."""
 
+    options_type = ZohoOptions
+
     def setup(self) -> None:
         self.mapper = ZohoMapper(self.mapping)
-        self.settings = load_options(ZohoOptions, self.options, vendor="zoho_crm")
         self.read_batch = self.settings.batch_read_size
         self.write_batch = self.settings.batch_write_size
-        self.page_size = self.settings.page_size
         self.search_lag_s = self.settings.search_lag_s
         self.capabilities = Capabilities(
             webhooks=True,

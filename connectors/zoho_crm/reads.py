@@ -34,7 +34,6 @@ class ZohoReads(ConnectorBase):
     mapper: ZohoMapper
     read_batch: int
     write_batch: int
-    page_size: int
     search_lag_s: float
     settings: ZohoOptions
 
@@ -151,7 +150,7 @@ class ZohoReads(ConnectorBase):
                 page, token = (2 if stamps == {mark} and token is None else 1), None
                 continue
             # the whole page sat at T: page on, switching to page_token past the discrete limit
-            if token is not None or (page + 1) * self.page_size > limit:
+            if token is not None or (page + 1) * self.settings.page_size > limit:
                 token = info.get("next_page_token") or None
                 if token is None:
                     return

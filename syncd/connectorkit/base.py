@@ -197,6 +197,10 @@ class ConnectorBase:
     client_type: Callable[[ConnectorConfig, Mapping[str, Any], HttpSetup], _Client] | None = None
     """the vendor's client class, built as ``client_type(config, options, http)`` by :meth:`connect`
     (a vendor whose client needs more overrides :meth:`connect`)"""
+    options_type: type[Any] | None = None
+    """the vendor's frozen option dataclass; the connector's :attr:`settings` are loaded into it
+    (:func:`load_options`) before :meth:`setup`"""
+    settings: Any
     capabilities: Capabilities
     """set by the vendor's :meth:`setup`"""
 
@@ -220,6 +224,8 @@ class ConnectorBase:
         """the connector's clock (a test may pass its own)"""
         self._replaced_by: dict[str, str] = {}
         """old external id -> the new one, for the replace flows of this process"""
+        if self.options_type is not None:
+            self.settings = load_options(self.options_type, self.options, vendor=mapping.vendor)
         self.setup()
         self.client = self.connect(HttpSetup(max_rate_limit_wait, session))
 
