@@ -43,17 +43,13 @@ class Capabilities:
 
     webhooks: bool
     """The vendor pushes change notifications to ``/webhooks/<name>``."""
-    batch_read_size: int
+    batch_read_size: int = 1
     """Most ids one read call takes (1 = single reads only)."""
-    batch_write_size: int
+    batch_write_size: int = 1
     """Most records one write call takes (1 = one by one)."""
-    optimistic_concurrency: bool
-    """True when the vendor itself refuses a stale write; False: the engine re-reads before writing."""
-    patient_change: bool
+    patient_change: bool = True
     """The patient of an existing appointment can be changed in place. False: the engine carries a
     patient change by the replace flow (create new, cancel old with ``replace_reason``, link both)."""
-    notification_switch: bool
-    """The vendor has a per-request patient-notification switch (the connector always turns it off)."""
     subscription: bool = False
     """The vendor needs a subscription for webhooks (created and renewed by :meth:`Connector.maintain`)."""
     replace_reason: str | None = None

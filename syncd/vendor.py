@@ -1,6 +1,7 @@
 """What a vendor package declares: one :class:`VendorPackage` per ``connectors/<type>/__init__.py``.
 
-The declaration is data plus import paths: the connector and the sandbox modules are imported only when
+The declaration is data -- ``connectors/<type>/vendor.toml``, read by :meth:`VendorPackage.load` -- plus
+import paths: the connector and the sandbox modules are imported only when
 a connector or a sandbox is built, so loading the declarations (config validation does it) pulls in no
 connector code. :mod:`syncd.registry` collects the declarations; docs/architecture.md "Adding a vendor"
 walks through writing one.
@@ -9,11 +10,12 @@ walks through writing one.
 from __future__ import annotations
 
 import importlib
+import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from syncd.mapping import VendorMapping, load_mapping
 
@@ -118,6 +120,38 @@ class VendorPackage:
     log_secret_words: tuple[str, ...] = ()
     """words (case-insensitive regular expressions) that precede a credential in this vendor's headers
     or messages, e.g. its ``Authorization`` scheme: the value after one is redacted from every log line"""
+
+    @classmethod
+    def load(cls, package: str, init_file: str) -> VendorPackage:
+        """The declaration in ``vendor.toml`` beside the package's ``__init__`` (``init_file``): its
+        ``connector`` is a class of the package's ``connector.py``; ``mapfuncs.py`` and ``sandbox/`` are
+        the package's own (docs/architecture.md "Adding a vendor")."""
+        data = tomllib.loads(Path(init_file).with_name("vendor.toml").read_text(encoding="utf-8"))
+        defaults = data["defaults"]
+        kinds: dict[str, type[OptionValue]] = {"str": str, "int": int, "float": float, "bool": bool}
+        keys = tuple(
+            ConfigKey(key["name"], secret=key.get("secret", True), kind=kinds[key.get("kind", "str")],
+                      default=key.get("default"), sandbox=key.get("sandbox"))
+            for key in data["keys"]
+        )
+        fields = data.get("sandbox_fields")
+        statuses = data.get("native_statuses")
+        return cls(
+            type=data["type"],
+            keys=keys,
+            defaults=TypeDefaults(float(defaults["poll_interval"]), float(defaults["max_requests_per_second"]),
+                                  defaults.get("timezone")),
+            connector=f"{package}.connector:{data['connector']}",
+            mapfuncs=f"{package}.mapfuncs",
+            sandbox=f"{package}.sandbox",
+            sandbox_port=int(data["sandbox_port"]),
+            webhooks=cast(WebhookScheme, data["webhooks"]),
+            role=cast(Literal["clinical", "crm"], data["role"]),
+            required_functions=tuple(data.get("required_functions", ())),
+            native_statuses=frozenset(statuses) if statuses is not None else None,
+            sandbox_fields=SandboxFields(**fields) if fields is not None else None,
+            log_secret_words=tuple(data.get("log_secret_words", ())),
+        )
 
     @property
     def secret_keys(self) -> tuple[str, ...]:

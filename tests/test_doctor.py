@@ -15,11 +15,13 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from click.testing import CliRunner
 
-from connectors.salesforce_health import create_connector
+from connectors.salesforce_health import PACKAGE as SALESFORCE_HEALTH_PACKAGE
 from syncd.cli import main
 from syncd.connector import CheckStatus, MemoryStateStore
 from tests.connectors.test_salesforce_health_connector import QUERY, TOKEN_ANSWER, TOKEN_URL, config, fast
 from tests.scenarios.harness import World, make_world
+
+create_connector = SALESFORCE_HEALTH_PACKAGE.create_connector
 
 ALL_FIVE = {"sf": "salesforce_health", "zoho": "zoho_crm", "saludya": "saludya", "onlive": "onlive",
             "dentally": "dentally"}

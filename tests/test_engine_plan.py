@@ -25,8 +25,8 @@ REFS = {"patient": {"crm-p1": "pat-1", "crm-p2": "pat-2"}}
 
 
 def _member(*, patient_change: bool = True) -> Connector:
-    caps = Capabilities(webhooks=False, batch_read_size=1, batch_write_size=1, optimistic_concurrency=False,
-                        patient_change=patient_change, notification_switch=False)
+    caps = Capabilities(webhooks=False, batch_read_size=1, batch_write_size=1,
+                        patient_change=patient_change)
     return cast(Connector, SimpleNamespace(capabilities=caps, mapping=None,
                                            needs_replace=lambda current, desired: None))
 

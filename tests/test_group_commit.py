@@ -94,8 +94,8 @@ async def test_one_failing_outcome_does_not_take_the_others_with_it(ledger: Ledg
 
 
 def _book(ledger: Ledger) -> OutcomeBook:
-    caps = Capabilities(webhooks=False, batch_read_size=1, batch_write_size=1, optimistic_concurrency=False,
-                        patient_change=True, notification_switch=False)
+    caps = Capabilities(webhooks=False, batch_read_size=1, batch_write_size=1,
+                        patient_change=True)
     connectors = {"sf": cast(Connector, SimpleNamespace(capabilities=caps, mapping=None))}
     ctx = EngineContext(cast(Config, SimpleNamespace(sync=(), connectors={})), ledger, connectors,
                         Members(connectors, {}), holder=HOLDER)

@@ -138,8 +138,7 @@ class FaultyConnector:
 
     name = "boom"
     capabilities = Capabilities(
-        webhooks=True, batch_read_size=1, batch_write_size=1, optimistic_concurrency=False,
-        patient_change=True, notification_switch=False,
+        webhooks=True, batch_read_size=1, batch_write_size=1, patient_change=True,
     )
 
     def __init__(self) -> None:

@@ -6,28 +6,19 @@ gate). This module knows Dentally's wire shapes; it does no canonical mapping.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
+from syncd.connectorkit import HttpSetup, VendorClient, reset_wait, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, VendorError
-from syncd.http import HttpClient, Response
+from syncd.http import Response
 
-__all__ = [
-    "PATIENT_LOCKED",
-    "STATE_LOCK_PREFIX",
-    "DentallyAuth",
-    "DentallyClient",
-    "classify",
-    "mask",
-]
+__all__ = ["PATIENT_LOCKED", "STATE_LOCK_PREFIX", "DentallyAuth", "DentallyClient", "classify", "mask"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,15 +68,9 @@ def _describe(message: str, params: Mapping[str, list[str]]) -> str:
 
 
 def hourly_wait(response: Response, *, default: float, now: float | None = None) -> float:
-    """Part 7: wait ``X-RateLimit-Reset - now + 1`` seconds, or ``default`` when the header is absent."""
-    raw = response.headers.get("X-RateLimit-Reset")
-    try:
-        reset = float(raw) if raw is not None else None
-    except ValueError:
-        reset = None
-    if reset is None:
-        return default
-    return max(1.0, reset - (now if now is not None else time.time()) + 1.0)
+    """Part 7: wait ``X-RateLimit-Reset - now + 1`` seconds (at least one), or ``default`` when the header
+    is absent."""
+    return reset_wait(response, default=default, floor=1.0, now=now)
 
 
 def classify(response: Response, *, hourly_default: float = 60.0) -> VendorError | None:
@@ -146,44 +131,23 @@ class DentallyAuth:
         return False  # a static token (part 1): an auth failure stops the connector
 
 
-class DentallyClient:
+class DentallyClient(VendorClient):
     """The Dentally calls syncd makes, as thin wrappers over :class:`HttpClient`."""
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        options: Mapping[str, Any],
-        *,
-        max_rate_limit_wait: float | None,
-        session: aiohttp.ClientSession | None,
-    ) -> None:
+    def __init__(self, config: ConnectorConfig, options: Mapping[str, Any], setup: HttpSetup) -> None:
         self.config = config
         self.prefix = str(options["api_prefix"]).rstrip("/")
         self.page_size = int(options["page_size"])
         hourly_default = float(options["hourly_wait_default_s"])
         self.auth = DentallyAuth(config)
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=lambda r: classify(r, hourly_default=hourly_default),
-            max_requests_per_second=config.max_requests_per_second,
-            auth=self.auth,
-            max_rate_limit_wait=max_rate_limit_wait,
-            default_headers={"Accept": "application/json"},
-            session=session,
+        super().__init__(
+            vendor_http(config, setup, classify=lambda r: classify(r, hourly_default=hourly_default), auth=self.auth),
+            max_in_flight=int(options["max_in_flight"]),
         )
-        self.in_flight = asyncio.Semaphore(int(options["max_in_flight"]))
 
     @property
     def appointments_path(self) -> str:
         return f"{self.prefix}/appointments"
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def _call(self, op: str, method: str, path: str, **kw: Any) -> Response:
-        async with self.in_flight:
-            return await self.http.request(op, method, path, **kw)
 
     @staticmethod
     def appointment_of(response: Response) -> dict[str, Any]:

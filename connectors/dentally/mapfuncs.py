@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.connectorkit.mapper import MapperBase
 from syncd.errors import MappingError
 from syncd.mapping import VendorMapping, offset_time_to_utc
-from syncd.model import Appointment, InvalidAppointment, Status
+from syncd.model import Appointment, Status
 
 __all__ = [
     "FUNCTIONS",
@@ -89,43 +90,40 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-class DentallyMapper:
+class DentallyMapper(MapperBase):
     """The mapping file applied to Dentally records and canonical appointments."""
 
     def __init__(self, mapping: VendorMapping) -> None:
-        self.m = mapping
-        self.f = mapping.fields
-        self.d = mapping.defaults
-        self.o = mapping.options
-        self.terminal = frozenset(self.o["terminal"])
-        self.beyond_arrived = frozenset(self.o["beyond_arrived"])
-        self.open_state = str(self.o["open_edit_state"])
-        self.creatable_states = frozenset(self.o["creatable_states"])
-        self.cancel_reasons_in = {k.lower(): Status(v) for k, v in dict(self.o["cancel_reasons_in"]).items()}
+        super().__init__(mapping)
+        self.terminal = frozenset(self.options["terminal"])
+        self.beyond_arrived = frozenset(self.options["beyond_arrived"])
+        self.open_state = str(self.options["open_edit_state"])
+        self.creatable_states = frozenset(self.options["creatable_states"])
+        self.cancel_reasons_in = {k.lower(): Status(v) for k, v in dict(self.options["cancel_reasons_in"]).items()}
 
     # -- helpers ---------------------------------------------------------------------------------
     def time_in(self, raw: Mapping[str, Any], key: str) -> datetime | None:
-        result: datetime | None = self.m.fn("time_in")(raw.get(self.f[key]), key)
+        result: datetime | None = self.mapping.fn("time_in")(raw.get(self.fields[key]), key)
         return result
 
     def time_out(self, value: datetime) -> str:
-        result: str = self.m.fn("time_out")(value)
+        result: str = self.mapping.fn("time_out")(value)
         return result
 
     def ref_in(self, raw: Mapping[str, Any], key: str) -> str | None:
-        result: str | None = self.m.fn("ref_in")(raw.get(self.f[key]), key)
+        result: str | None = self.mapping.fn("ref_in")(raw.get(self.fields[key]), key)
         return result
 
     def ref_out(self, value: str | None, key: str) -> int | None:
-        result: int | None = self.m.fn("ref_out")(value, key)
+        result: int | None = self.mapping.fn("ref_out")(value, key)
         return result
 
     def text_in(self, raw: Mapping[str, Any], key: str) -> str | None:
-        result: str | None = self.m.fn("text_in")(raw.get(self.f[key]), key)
+        result: str | None = self.mapping.fn("text_in")(raw.get(self.fields[key]), key)
         return result
 
     def text_out(self, value: str | None) -> str:
-        result: str = self.m.fn("text_out")(value)
+        result: str = self.mapping.fn("text_out")(value)
         return result
 
     @staticmethod
@@ -134,11 +132,11 @@ class DentallyMapper:
 
     # -- read ------------------------------------------------------------------------------------
     def external_id(self, raw: Mapping[str, Any]) -> str:
-        value = raw.get(self.f["external_id"])
+        value = raw.get(self.fields["external_id"])
         return "" if value is None else str(value)
 
     def native_status(self, raw: Mapping[str, Any]) -> str:
-        return str(raw.get(self.f["status"]) or "")
+        return str(raw.get(self.fields["status"]) or "")
 
     def version(self, raw: Mapping[str, Any]) -> str | None:
         """``updated_at`` normalised to milliseconds UTC (an opaque string to the core)."""
@@ -152,18 +150,18 @@ class DentallyMapper:
             return None
 
     def metadata(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        meta = raw.get(self.f["metadata"])
+        meta = raw.get(self.fields["metadata"])
         return dict(meta) if isinstance(meta, Mapping) else {}
 
     def syncd_id(self, raw: Mapping[str, Any]) -> str | None:
-        return self.str_or_none(self.metadata(raw).get(self.f["reference"]))
+        return self.str_or_none(self.metadata(raw).get(self.fields["reference"]))
 
     def replaces(self, raw: Mapping[str, Any]) -> str | None:
-        return self.str_or_none(self.metadata(raw).get(self.f["replaces"]))
+        return self.str_or_none(self.metadata(raw).get(self.fields["replaces"]))
 
     def canonical_status(self, raw: Mapping[str, Any]) -> Status:
         native = self.native_status(raw)
-        status = self.m.to_canonical(native)
+        status = self.mapping.to_canonical(native)
         if native == "Cancelled":
             reason = (self.text_in(raw, "cancellation_reason") or "").strip().lower()
             status = self.cancel_reasons_in.get(reason, status)
@@ -172,46 +170,43 @@ class DentallyMapper:
     def to_appointment(self, raw: Mapping[str, Any]) -> Appointment:
         """One Dentally record -> canonical appointment (vendor-id references); MappingError if it cannot be."""
         status = self.canonical_status(raw)
-        start = self.time_in(raw, "start")
-        end = self.time_in(raw, "end")
-        site = raw.get(self.f["location"])
-        reason = raw.get(self.f["service_type"])
+        start, end = self.time_in(raw, "start"), self.time_in(raw, "end")
+        site = raw.get(self.fields["location"])
+        reason = raw.get(self.fields["service_type"])
         cancellation = self.text_in(raw, "cancellation_reason") if status.terminal else None
         extra: dict[str, Any] = {}
-        if raw.get(self.f["uuid"]):
-            extra["uuid"] = str(raw[self.f["uuid"]])
-        try:
-            return Appointment(
-                status=status,
-                start=start,
-                end=end,
-                patient=self.ref_in(raw, "patient"),
-                practitioner=self.ref_in(raw, "practitioner"),
-                location=self.str_or_none(site),
-                service_type=self.str_or_none(reason),
-                description=None,
-                notes=self.text_in(raw, "notes"),
-                cancellation_reason=cancellation if status in (Status.CANCELLED, Status.ENTERED_IN_ERROR) else None,
-                native_status=self.native_status(raw),
-                extra=extra,
-            )
-        except InvalidAppointment as exc:
-            raise MappingError(f"dentally: {exc}", field="appointment") from None
+        if raw.get(self.fields["uuid"]):
+            extra["uuid"] = str(raw[self.fields["uuid"]])
+        return self.appointment(
+            "appointment",
+            status=status,
+            start=start,
+            end=end,
+            patient=self.ref_in(raw, "patient"),
+            practitioner=self.ref_in(raw, "practitioner"),
+            location=self.str_or_none(site),
+            service_type=self.str_or_none(reason),
+            description=None,
+            notes=self.text_in(raw, "notes"),
+            cancellation_reason=cancellation if status in (Status.CANCELLED, Status.ENTERED_IN_ERROR) else None,
+            native_status=self.native_status(raw),
+            extra=extra,
+        )
 
     # -- write -----------------------------------------------------------------------------------
     def native_for(self, desired: Appointment) -> str:
         """The native state for a canonical status (MappingError when none fits, e.g. waitlist)."""
-        return self.m.to_native(desired.status)
+        return self.mapping.to_native(desired.status)
 
     def reason_name(self, desired: Appointment) -> str:
         """The Dentally cancellation reason name a cancel should carry (matched later by name)."""
         if desired.status is Status.ENTERED_IN_ERROR:
-            return str(self.d["entered_in_error_reason"])
-        return desired.cancellation_reason or str(self.d["sync_cancel_reason"])
+            return str(self.defaults["entered_in_error_reason"])
+        return desired.cancellation_reason or str(self.defaults["sync_cancel_reason"])
 
     def field_values(self, name: str, desired: Appointment) -> dict[str, Any]:
         """Wire values for one canonical field (not status / cancellation_reason)."""
-        f = self.f
+        f = self.fields
         if name == "start":
             return {f["start"]: self.time_out(desired.start)} if desired.start is not None else {}
         if name == "end":
@@ -233,7 +228,7 @@ class DentallyMapper:
             raise MappingError("dentally: start and end are required to create", field="start")
         if desired.practitioner is None:
             raise MappingError("dentally: a practitioner is required to create", field="practitioner")
-        body: dict[str, Any] = {self.f["status"]: native}
+        body: dict[str, Any] = {self.fields["status"]: native}
         for name in ("start", "end", "practitioner", "notes"):
             body.update(self.field_values(name, desired))
         if desired.patient is not None:
@@ -241,10 +236,10 @@ class DentallyMapper:
         for name in ("location", "service_type"):
             if getattr(desired, name) is not None:
                 body.update(self.field_values(name, desired))
-        metadata = {self.f["reference"]: canonical_id}
+        metadata = {self.fields["reference"]: canonical_id}
         if replaces:
-            metadata[self.f["replaces"]] = replaces
-        body[self.f["metadata"]] = metadata
+            metadata[self.fields["replaces"]] = replaces
+        body[self.fields["metadata"]] = metadata
         return body
 
     def wire_of(self, name: str, raw: Mapping[str, Any]) -> Any:
@@ -257,4 +252,4 @@ class DentallyMapper:
             return int(ref) if ref is not None else None
         if name == "notes":
             return self.text_out(self.text_in(raw, "notes"))
-        return raw.get(self.f[name])
+        return raw.get(self.fields[name])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from connectors.dentally.mapfuncs import DentallyMapper
-from syncd.errors import MappingError
+from syncd.connectorkit.rules import STATUS_FIELDS, wanted_status
 from syncd.model import Appointment, Status
 
 __all__ = ["TRANSITIONS", "write_refusal"]
@@ -26,30 +26,29 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     "Cancelled": frozenset(),
     "Did not attend": frozenset(),
 }
-_STATUS_FIELDS = frozenset({"status", "cancellation_reason"})
 #: §5: outside Pending only the state (with its cancellation reason) and the notes can change
 _ALWAYS_EDITABLE = frozenset({"status", "cancellation_reason", "notes"})
 
 
-def write_refusal(mapper: DentallyMapper, current: Appointment, desired: Appointment,
-                  replace: str | None) -> str | None:
-    """Why Dentally refuses ``desired`` over ``current`` (its record as read); None when it takes it.
-    ``replace`` is the connector's ``needs_replace`` answer for the change."""
+def write_refusal(mapper: DentallyMapper, current: Appointment, desired: Appointment, replace: str | None,
+                  ) -> str | None:
+    """The §5 state table and edit lock applied to ``desired`` over ``current`` (the record as read; a
+    change of the state asks for the state it maps to, unless Dentally is further along than Arrived),
+    and the cancel a patient change (``replace``, the connector's ``needs_replace`` answer) needs."""
     native = current.native_status or ""
     changed = desired.diff(current)
     if not changed:
         return None
+    wanted, refusal = wanted_status(changed, desired, mapper.native_for, guide="docs/vendors/dentally.md", word="state")
+    if refusal is not None:
+        return refusal
     target: str | None = None
-    if _STATUS_FIELDS & set(changed):
-        try:
-            wanted = mapper.native_for(desired)
-        except MappingError:
-            return f"has no state that fits {desired.status.value} (docs/vendors/dentally.md §9)"
+    if wanted is not None:
         if desired.status in (Status.ARRIVED, Status.CHECKED_IN) and native in mapper.beyond_arrived:
             wanted = native  # Dentally is further along: Arrived is not written (§9)
         if wanted != native or desired.status is not current.status:
             target = wanted
-    written = [name for name in changed if name not in _STATUS_FIELDS or target is not None]
+    written = [name for name in changed if name not in STATUS_FIELDS or target is not None]
     if not written:
         return None
     allowed = TRANSITIONS.get(native, frozenset())

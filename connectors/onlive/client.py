@@ -17,13 +17,13 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
-import aiohttp
 import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
+from syncd.connectorkit import HttpSetup, VendorClient, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
-from syncd.http import HttpClient, Response, SharedRefresh
+from syncd.http import Response, SharedRefresh
 
 __all__ = [
     "OnliveAuth",
@@ -215,34 +215,15 @@ def classify(response: Response, *, default_wait: float = 60.0) -> VendorError |
 
 
 # -- calls -------------------------------------------------------------------------------------------------
-class OnliveClient:
+class OnliveClient(VendorClient):
     """The Onlive calls syncd makes; answers are Onlive's raw JSON (dicts)."""
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        options: Mapping[str, Any],
-        *,
-        max_rate_limit_wait: float | None = None,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
+    def __init__(self, config: ConnectorConfig, options: Mapping[str, Any], setup: HttpSetup) -> None:
         self.name = config.name
         self.prefix = str(options.get("api_prefix", "/api/v2/appointments")).rstrip("/")
         self.default_wait = float(options.get("rate_limit_default_wait_s", 60))
         self.auth = OnliveAuth(config.auth_value("access_key_id"), config.auth_value("secret_access_key"))
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=self.classify,
-            max_requests_per_second=config.max_requests_per_second,
-            auth=self.auth,
-            max_rate_limit_wait=max_rate_limit_wait,
-            default_headers={"Accept": "application/json"},
-            session=session,
-        )
-
-    async def close(self) -> None:
-        await self.http.close()
+        super().__init__(vendor_http(config, setup, classify=self.classify, auth=self.auth))
 
     def classify(self, response: Response) -> VendorError | None:
         error = classify(response, default_wait=self.default_wait)

@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.connectorkit.mapper import MapperBase
 from syncd.errors import MappingError
 from syncd.mapping import VendorMapping
-from syncd.model import Appointment, InvalidAppointment, Status
+from syncd.model import Appointment, Status
 
 __all__ = [
     "EXTRA_SUB_STATUS",
@@ -99,15 +100,6 @@ def location_to_extra_fields(current: Any, location: str | None) -> dict[str, An
     return extra
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "onlive_time_to_utc": onlive_time_to_utc,
-    "utc_to_onlive_time": utc_to_onlive_time,
-    "guests_to_patient": guests_to_patient,
-    "patient_to_guests": patient_to_guests,
-    "location_to_extra_fields": location_to_extra_fields,
-}
-
-
 def _text(value: Any, field: str) -> str | None:
     if value is None:
         return None
@@ -116,12 +108,11 @@ def _text(value: Any, field: str) -> str | None:
     return value
 
 
-class OnliveMapper:
+class OnliveMapper(MapperBase):
     """Record-level conversions driven by the mapping file."""
 
     def __init__(self, mapping: VendorMapping) -> None:
-        self.mapping = mapping
-        self.f = mapping.fields
+        super().__init__(mapping)
         self.time_in: Callable[..., datetime | None] = mapping.fn("time_in")
         self.time_out: Callable[[datetime], str] = mapping.fn("time_out")
         self.patient_in: Callable[[Any], str | None] = mapping.fn("patient_in")
@@ -138,11 +129,11 @@ class OnliveMapper:
 
     # -- reading --------------------------------------------------------------------------------
     def external_id(self, raw: Mapping[str, Any]) -> str:
-        return str(raw.get(self.f["external_id"]) or "")
+        return str(raw.get(self.fields["external_id"]) or "")
 
     def modified_at(self, raw: Mapping[str, Any]) -> datetime | None:
         try:
-            return self.time_in(raw.get(self.f["version"]), "updatedAt")
+            return self.time_in(raw.get(self.fields["version"]), "updatedAt")
         except MappingError:
             return None
 
@@ -151,38 +142,38 @@ class OnliveMapper:
         return self.time_out(when) if when is not None else None
 
     def is_deleted(self, raw: Mapping[str, Any]) -> bool:
-        return raw.get(self.f["deleted"]) not in (None, "")
+        return raw.get(self.fields["deleted"]) not in (None, "")
 
     def syncd_id(self, raw: Mapping[str, Any]) -> str | None:
-        value = raw.get(self.f["reference"])
+        value = raw.get(self.fields["reference"])
         return str(value) if value not in (None, "") else None
 
     def replaces(self, raw: Mapping[str, Any]) -> str | None:
-        extra = raw.get(self.f["extra_fields"])
-        value = extra.get(self.f["replaces_marker"]) if isinstance(extra, dict) else None
+        extra = raw.get(self.fields["extra_fields"])
+        value = extra.get(self.fields["replaces_marker"]) if isinstance(extra, dict) else None
         return str(value) if value not in (None, "") else None
 
     def native_status(self, raw: Mapping[str, Any]) -> str:
-        return str(raw.get(self.f["status"]) or "")
+        return str(raw.get(self.fields["status"]) or "")
 
     def status_of(self, raw: Mapping[str, Any]) -> Status:
         """Part 9: cancelled is refined by subStatus; a cancelled guest 0 means cancelled."""
-        native = raw.get(self.f["status"])
+        native = raw.get(self.fields["status"])
         if not isinstance(native, str):
             raise MappingError("onlive: status missing", field="status")
         status = self.mapping.to_canonical(native)
         if native == "cancelled":
-            if raw.get(self.f["sub_status"]) == self.error_sub_status:
+            if raw.get(self.fields["sub_status"]) == self.error_sub_status:
                 return Status.ENTERED_IN_ERROR
             return Status.CANCELLED
-        guests = raw.get(self.f["patient"])
+        guests = raw.get(self.fields["patient"])
         if isinstance(guests, list) and guests and isinstance(guests[0], dict) \
                 and guests[0].get("status") == "cancelled" and native not in self.closed:
             return Status.CANCELLED
         return status
 
     def to_appointment(self, raw: Mapping[str, Any]) -> Appointment:
-        f = self.f
+        f = self.fields
         status = self.status_of(raw)
         start = self.time_in(raw.get(f["start"]), "startAt")
         end = self.time_in(raw.get(f["end"]), "endAt")
@@ -199,23 +190,21 @@ class OnliveMapper:
             extra[EXTRA_SUB_STATUS] = raw.get(f["sub_status"])
         if raw.get(f["title"]) is not None:
             extra[EXTRA_TITLE] = raw.get(f["title"])
-        try:
-            return Appointment(
-                status=status,
-                start=start,
-                end=end,
-                patient=self.patient_in(raw.get(f["patient"])),
-                practitioner=practitioner,
-                location=str(location) if location is not None else None,
-                service_type=str(service) if service not in (None, "") else None,
-                description=_text(raw.get(f["description"]), "description"),
-                notes=_text(raw.get(f["notes"]), "notes"),
-                cancellation_reason=reason,
-                native_status=self.native_status(raw),
-                extra=extra,
-            )
-        except InvalidAppointment as exc:
-            raise MappingError(f"onlive: {exc}", field="start") from None
+        return self.appointment(
+            "start",
+            status=status,
+            start=start,
+            end=end,
+            patient=self.patient_in(raw.get(f["patient"])),
+            practitioner=practitioner,
+            location=str(location) if location is not None else None,
+            service_type=str(service) if service not in (None, "") else None,
+            description=_text(raw.get(f["description"]), "description"),
+            notes=_text(raw.get(f["notes"]), "notes"),
+            cancellation_reason=reason,
+            native_status=self.native_status(raw),
+            extra=extra,
+        )
 
     # -- writing --------------------------------------------------------------------------------
     def target_status(self, desired: Appointment) -> str:
@@ -235,7 +224,7 @@ class OnliveMapper:
 
     def create_body(self, desired: Appointment, canonical_id: str, *, replaces: str | None = None) -> dict[str, Any]:
         """Part 4 create: title, times, calendarIds, guests, service, status, texts, externalId."""
-        f = self.f
+        f = self.fields
         if not desired.status.creatable:
             raise MappingError(f"onlive: an appointment in status {desired.status.value!r} is not created",
                                field="status")
@@ -276,7 +265,7 @@ class OnliveMapper:
         ``guests`` and ``extraFields`` are built from the fresh copy. Status: open targets only
         (cancelling is its own call; completed / no-show are set by Onlive only and not written).
         """
-        f = self.f
+        f = self.fields
         body: dict[str, Any] = {}
         if "start" in names or "end" in names:
             if desired.start is None or desired.end is None:
@@ -313,3 +302,13 @@ class OnliveMapper:
             "strategy": str(self.mapping.defaults["cancel_strategy"]),
             "reason": reason,
         }
+
+
+#: the conversions the mapping file names (``[functions]`` of mappings/onlive.toml)
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "onlive_time_to_utc": onlive_time_to_utc,
+    "utc_to_onlive_time": utc_to_onlive_time,
+    "guests_to_patient": guests_to_patient,
+    "patient_to_guests": patient_to_guests,
+    "location_to_extra_fields": location_to_extra_fields,
+}

@@ -19,6 +19,7 @@ import yarl
 
 from syncd.config import ConnectorConfig
 from syncd.connector import StateStore
+from syncd.connectorkit import HttpSetup, VendorClient, refresh_token_form, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
 from syncd.http import HttpClient, Response, SharedRefresh
 
@@ -115,12 +116,7 @@ class SalesforceAuth:
 
     async def _fetch(self) -> None:
         assert self.http is not None
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": self.config.auth_value("client_id"),
-            "client_secret": self.config.auth_value("client_secret"),
-            "refresh_token": await self._refresh_token(),
-        }
+        form = refresh_token_form(self.config, await self._refresh_token())
         response = await self.http.request(
             "token", "POST", self.config.auth_value("token_url"), data=form, use_auth=False,
             classify=classify_token, idempotent=True, headers={"Accept": "application/json"},
@@ -171,36 +167,24 @@ def classify_token(response: Response) -> VendorError | None:
                        status=response.status)
 
 
-class SalesforceClient:
+class SalesforceClient(VendorClient):
     """The API calls syncd makes (§2-§4, §9), each classified by :meth:`classify`."""
 
     def __init__(
         self,
         config: ConnectorConfig,
+        setup: HttpSetup,
         *,
         state: StateStore | None,
-        max_rate_limit_wait: float | None,
-        session: Any = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.options = dict(options or {})
         self.api_version = config.auth_value("api_version").strip().lstrip("v")
         self.auth = SalesforceAuth(config, state)
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=self.classify,
-            max_requests_per_second=config.max_requests_per_second,
-            auth=self.auth,
-            max_rate_limit_wait=max_rate_limit_wait,
-            session=session,
-        )
+        super().__init__(vendor_http(config, setup, classify=self.classify, auth=self.auth, headers=None))
         self.auth.http = self.http
         self.api_usage: tuple[int, int] | None = None
-
-    async def close(self) -> None:
-        await self.http.close()
 
     # -- classification ------------------------------------------------------------------------
     def _track_usage(self, response: Response) -> None:

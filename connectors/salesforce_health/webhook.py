@@ -7,59 +7,35 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from datetime import datetime
 
 from syncd.connector import WebhookDelivery, WebhookEvent
+from syncd.connectorkit import GENERIC, HmacScheme, require_secret
 from syncd.errors import WebhookError
 
-__all__ = ["MAX_IDS", "TOLERANCE_S", "parse_ids", "sign", "verify"]
+__all__ = ["MAX_IDS", "SCHEME", "TOLERANCE_S", "parse_ids", "sign", "verify"]
 
-TOLERANCE_S = 300
 MAX_IDS = 200
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, val in headers.items():
-        if key.lower() == lowered:
-            return val
-    return None
+#: the generic scheme, with the codes this guide names (docs/vendors/salesforce_health.md §2 a)
+SCHEME = HmacScheme(
+    GENERIC.timestamp_header,
+    GENERIC.signature_header,
+    stale_code="timestamp_out_of_range",
+    mismatch_code="signature_invalid",
+)
+TOLERANCE_S = SCHEME.tolerance_s
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """Hex HMAC-SHA256 of ``"<timestamp>.<body>"`` (the generic scheme)."""
-    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return SCHEME.sign(secret, timestamp, body)
 
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: datetime) -> str:
     """Check the generic signature; return the signed timestamp or raise ``WebhookError(401)``."""
-    timestamp = _header(headers, "X-Syncd-Timestamp")
-    signature = _header(headers, "X-Syncd-Signature")
-    if not timestamp or not signature:
-        raise WebhookError(401, "signature_missing", "X-Syncd-Timestamp and X-Syncd-Signature are required")
-    timestamp = timestamp.strip()
-    try:
-        sent = int(timestamp)
-    except ValueError:
-        raise WebhookError(401, "timestamp_invalid", "X-Syncd-Timestamp must be unix seconds") from None
-    if abs(now.timestamp() - sent) > TOLERANCE_S:
-        raise WebhookError(401, "timestamp_out_of_range", "timestamp is more than 300 s from the receiver's clock")
-    expected = sign(secret, timestamp, body)
-    matched = False
-    for part in signature.split(","):
-        scheme, _, value = part.strip().partition("=")
-        if scheme == "v1" and value and hmac.compare_digest(value.strip().lower().encode(), expected.encode()):
-            matched = True
-    if not matched:
-        raise WebhookError(401, "signature_invalid", "no v1 signature matches")
-    return timestamp
+    return SCHEME.verify(headers, body, secret=secret, now=now)
 
 
 def parse_ids(body: bytes) -> list[str]:
@@ -80,9 +56,7 @@ def parse_ids(body: bytes) -> list[str]:
 
 def parse(secret: str | None, headers: Mapping[str, str], body: bytes, *, now: datetime) -> WebhookDelivery:
     """Verify then parse one delivery (docs/reference.md §7 order: 401 before 400)."""
-    if secret is None:
-        raise WebhookError(404, "webhooks_disabled", "no webhook_secret is configured for this connector")
-    timestamp = verify(secret, headers, body, now=now)
+    timestamp = verify(require_secret(secret), headers, body, now=now)
     ids = parse_ids(body)
     return WebhookDelivery(
         events=[WebhookEvent(external_id=i) for i in ids],

@@ -12,18 +12,17 @@ scan pages; and list pages of scans (op ``scan``) have a budget of 600 calls per
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import yarl
 
 from syncd.config import ConnectorConfig
-from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, UnknownOutcome, VendorError
-from syncd.http import Budget, HttpClient, Priority, Quota, Response
+from syncd.connectorkit import HttpSetup, StatusRules, VendorClient, error_for, reset_wait, vendor_http
+from syncd.errors import Rejected, Retriable, UnknownOutcome, VendorError
+from syncd.http import Budget, Priority, Quota, Response
 
 __all__ = ["ApiKeyAuth", "SaludYaClient", "classify", "error_text", "mask", "quota_of"]
 
@@ -60,15 +59,13 @@ def error_text(error: Mapping[str, Any], fallback: str) -> str:
 
 def _wait_of(response: Response, fallback: float) -> float:
     retry_after = response.retry_after()
-    if retry_after is not None:
-        return retry_after
-    reset = response.headers.get("X-RateLimit-Reset")
-    if reset is not None:
-        try:
-            return max(0.0, float(reset) - time.time() + 1.0)
-        except ValueError:
-            pass
-    return fallback
+    return retry_after if retry_after is not None else reset_wait(response, default=fallback)
+
+
+#: part 6's table by meaning: 401 refused key, 429 wait, 408/5xx retry, 422 state lock or transition (the
+#: connector re-reads once and decides conflict or rejected); 400, 403, 404 and 409 (busy doctor) rejected
+_STATUS_RULES = StatusRules(auth=frozenset({401}), conflict=frozenset({422}))
+_DEFAULT_CODES = {401: "UNAUTHORIZED", 429: "RATE_LIMIT_EXCEEDED", 422: "INVALID_STATE_TRANSITION"}
 
 
 def classify(response: Response, *, rate_limit_fallback: float = 60.0) -> VendorError | None:
@@ -83,18 +80,8 @@ def classify(response: Response, *, rate_limit_fallback: float = 60.0) -> Vendor
     else:
         what = f"HTTP {status}"
     text = error_text(error, what) if error else what
-    if status == 401:
-        return AuthFailure(text, code=code or "UNAUTHORIZED", status=status)
-    if status == 429:
-        wait = _wait_of(response, rate_limit_fallback)
-        return RateLimited(text, wait=wait, code=code or "RATE_LIMIT_EXCEEDED", status=status)
-    if status >= 500 or status == 408:
-        return Retriable(text, code=code, status=status)
-    if status == 422:
-        # state lock / transition: the connector re-reads once and decides conflict or rejected (part 6)
-        return Conflict(text, code=code or "INVALID_STATE_TRANSITION", status=status)
-    # 400 VALIDATION_ERROR, 403 FORBIDDEN, 404 RESOURCE_NOT_FOUND, 409 APPOINTMENT_CONFLICT (busy doctor)
-    return Rejected(text, code=code, status=status)
+    wait = _wait_of(response, rate_limit_fallback) if status in _STATUS_RULES.rate_limited else 0.0
+    return error_for(_STATUS_RULES, status, text, code=code or _DEFAULT_CODES.get(status), wait=wait)
 
 
 def quota_of(response: Response) -> Quota | None:
@@ -124,37 +111,26 @@ class ApiKeyAuth:
         return False  # a static API key: an auth failure stops the connector
 
 
-class SaludYaClient:
+class SaludYaClient(VendorClient):
     """The SaludYa routes syncd uses: list, GET one, POST, PUT."""
 
-    def __init__(
-        self,
-        config: ConnectorConfig,
-        options: Mapping[str, Any],
-        *,
-        max_rate_limit_wait: float | None = None,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
+    def __init__(self, config: ConnectorConfig, options: Mapping[str, Any], setup: HttpSetup) -> None:
         self.prefix = str(options["api_prefix"]).strip("/")
         self.page_size = int(options["page_size"])
         self.fallback_wait = float(options["rate_limit_fallback_s"])
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=self._classify,
-            max_requests_per_second=config.max_requests_per_second,
-            auth=ApiKeyAuth(config.auth_value("api_key")),
-            max_rate_limit_wait=max_rate_limit_wait,
-            default_headers={"Accept": "application/json", "Accept-Language": "en"},
-            session=session,
-            # docs/vendors/saludya.md §2 "Guard" and "Budget"
-            quota_of=quota_of,
-            reserve=int(options["guard_remaining"]),
-            budgets={"scan": Budget(calls=int(options["daily_call_budget"]), window=DAY)},
+        super().__init__(
+            vendor_http(
+                config,
+                setup,
+                classify=self._classify,
+                auth=ApiKeyAuth(config.auth_value("api_key")),
+                headers={"Accept": "application/json", "Accept-Language": "en"},
+                # docs/vendors/saludya.md §2 "Guard" and "Budget"
+                quota_of=quota_of,
+                reserve=int(options["guard_remaining"]),
+                budgets={"scan": Budget(calls=int(options["daily_call_budget"]), window=DAY)},
+            ),
         )
-
-    async def close(self) -> None:
-        await self.http.close()
 
     def _classify(self, response: Response) -> VendorError | None:
         return classify(response, rate_limit_fallback=self.fallback_wait)

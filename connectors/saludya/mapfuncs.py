@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from syncd.connectorkit.mapper import MapperBase
 from syncd.errors import MappingError
 from syncd.mapping import VendorMapping
-from syncd.model import Appointment, InvalidAppointment, Status
+from syncd.model import Appointment, Status
 
 __all__ = [
     "FUNCTIONS",
@@ -149,14 +150,12 @@ def parse_utc(value: Any) -> datetime | None:
 
 
 # -- the mapper -------------------------------------------------------------------------------------
-class SaludYaMapper:
+class SaludYaMapper(MapperBase):
     """Record <-> :class:`Appointment` for one connector (its mapping file and clinic time zone)."""
 
     def __init__(self, mapping: VendorMapping, timezone: str) -> None:
-        self.mapping = mapping
+        super().__init__(mapping)
         self.timezone = timezone
-        self.f = mapping.fields
-        self.d = mapping.defaults
         o = mapping.options
         self.terminal = frozenset(str(s) for s in o["terminal"])
         self.never_written = frozenset(str(s) for s in o["never_written"])
@@ -173,19 +172,19 @@ class SaludYaMapper:
 
     # read side ------------------------------------------------------------------------------
     def split(self, raw: Mapping[str, Any]) -> Split:
-        result: Split = self._split(raw.get(self.f["notes"]))
+        result: Split = self._split(raw.get(self.fields["notes"]))
         return result
 
     def status_in(self, native: Any, reason: Any) -> Status:
         if not isinstance(native, str):
             raise MappingError("saludya: status missing", field="status")
         status = self.mapping.to_canonical(native)
-        if status is Status.CANCELLED and reason == self.d["entered_in_error_reason"]:
+        if status is Status.CANCELLED and reason == self.defaults["entered_in_error_reason"]:
             return Status.ENTERED_IN_ERROR
         return status
 
     def to_appointment(self, raw: Mapping[str, Any]) -> Appointment:
-        f = self.f
+        f = self.fields
         native = raw.get(f["status"])
         reason = raw.get(f["cancellation_reason"])
         status = self.status_in(native, reason)
@@ -201,22 +200,20 @@ class SaludYaMapper:
             end = start + timedelta(minutes=minutes)
         except OverflowError:
             raise MappingError("saludya: duration_minutes is out of range", field="end") from None
-        try:
-            return Appointment(
-                status=status,
-                start=start,
-                end=end,
-                patient=_str_or_none(raw.get(f["patient"])),
-                practitioner=_str_or_none(raw.get(f["practitioner"])),
-                location=None,
-                service_type=_str_or_none(raw.get(f["service_type"])),
-                description=description if isinstance(description, str) and description else None,
-                notes=self.split(raw).notes,
-                cancellation_reason=cancellation,
-                native_status=str(native),
-            )
-        except InvalidAppointment as exc:
-            raise MappingError(f"saludya: {exc}", field="appointment") from None
+        return self.appointment(
+            "appointment",
+            status=status,
+            start=start,
+            end=end,
+            patient=_str_or_none(raw.get(f["patient"])),
+            practitioner=_str_or_none(raw.get(f["practitioner"])),
+            location=None,
+            service_type=_str_or_none(raw.get(f["service_type"])),
+            description=description if isinstance(description, str) and description else None,
+            notes=self.split(raw).notes,
+            cancellation_reason=cancellation,
+            native_status=str(native),
+        )
 
     # write side -----------------------------------------------------------------------------
     def native_status(self, desired: Appointment) -> str:
@@ -225,8 +222,8 @@ class SaludYaMapper:
 
     def cancellation_reason(self, desired: Appointment) -> str:
         if desired.status is Status.ENTERED_IN_ERROR:
-            return str(self.d["entered_in_error_reason"])
-        reason = desired.cancellation_reason or str(self.d["sync_cancel_reason"])
+            return str(self.defaults["entered_in_error_reason"])
+        reason = desired.cancellation_reason or str(self.defaults["sync_cancel_reason"])
         if len(reason) > self.cancel_max:
             raise MappingError(f"saludya: cancellation_reason over {self.cancel_max} characters",
                                field="cancellation_reason")
@@ -238,7 +235,7 @@ class SaludYaMapper:
             raise MappingError("saludya: an appointment needs a start and an end", field="start")
         day, hhmm = self._time_out(desired.start, self.timezone)
         minutes = self._duration(desired.start, desired.end, self.min_duration, self.max_duration)
-        return {self.f["date"]: day, self.f["time"]: hhmm, self.f["duration"]: minutes}
+        return {self.fields["date"]: day, self.fields["time"]: hhmm, self.fields["duration"]: minutes}
 
     def reason_value(self, desired: Appointment) -> str | None:
         text = desired.description or None
@@ -252,7 +249,7 @@ class SaludYaMapper:
 
     def to_vendor(self, desired: Appointment, canonical_id: str) -> dict[str, Any]:
         """The whole record as SaludYa would hold it (the writable fields; for round-trip checks)."""
-        f = self.f
+        f = self.fields
         native = self.native_status(desired)
         body: dict[str, Any] = {
             f["status"]: native,
@@ -268,7 +265,7 @@ class SaludYaMapper:
 
     def create_body(self, desired: Appointment, canonical_id: str) -> dict[str, Any]:
         """The POST body (part 4): never ``status``; ``send_notification`` always false."""
-        f = self.f
+        f = self.fields
         if not desired.status.creatable:
             raise MappingError(f"saludya: an appointment in status {desired.status.value!r} is not created",
                                field="status")
@@ -290,7 +287,7 @@ class SaludYaMapper:
         """Short hash of the mapped native fields (catches two changes in the same second)."""
         names = ("status", "date", "time", "duration", "patient", "practitioner", "service_type", "description",
                  "notes", "cancellation_reason")
-        values = {n: raw.get(self.f[n]) for n in names}
+        values = {n: raw.get(self.fields[n]) for n in names}
         payload = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from connectors.saludya.mapfuncs import SaludYaMapper
-from syncd.errors import MappingError
+from syncd.connectorkit.rules import STATUS_FIELDS, wanted_status
 from syncd.model import Appointment
 
 __all__ = ["TRANSITIONS", "write_refusal"]
@@ -28,26 +28,25 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 }
 #: §5: in_progress refuses date, time, duration and reason
 _IN_PROGRESS_LOCKED = frozenset({"start", "end", "description"})
-_STATUS_FIELDS = frozenset({"status", "cancellation_reason"})
 
 
-def write_refusal(mapper: SaludYaMapper, current: Appointment, desired: Appointment,
-                  replace: str | None) -> str | None:
-    """Why SaludYa refuses ``desired`` over ``current`` (its record as read); None when it takes it.
-    ``replace`` is the connector's ``needs_replace`` answer for the change."""
+def write_refusal(mapper: SaludYaMapper, current: Appointment, desired: Appointment, replace: str | None) -> str | None:
+    """SaludYa's §5 rules for ``desired`` over ``current`` (the record as read): terminal records, the
+    status table, the in_progress lock; a status syncd never writes is no refusal (rule 15); a patient
+    or doctor change (``replace``, the connector's ``needs_replace`` answer) has to cancel first."""
     native = current.native_status or ""
     changed = desired.diff(current)
     if not changed:
         return None
+    target, refusal = wanted_status(changed, desired, mapper.native_status, guide="docs/vendors/saludya.md",
+                                    word="status")
+    if refusal is not None:
+        return refusal
     status_target: str | None = None
-    if _STATUS_FIELDS & set(changed):
-        try:
-            target = mapper.native_status(desired)
-        except MappingError:
-            return f"has no status that fits {desired.status.value} (docs/vendors/saludya.md §9)"
-        if target not in mapper.never_written and (target != native or "cancellation_reason" in changed):
-            status_target = target
-    written = [name for name in changed if name not in _STATUS_FIELDS or status_target is not None]
+    if target is not None and target not in mapper.never_written and (
+            target != native or "cancellation_reason" in changed):
+        status_target = target
+    written = [name for name in changed if name not in STATUS_FIELDS or status_target is not None]
     if not written:
         return None
     fields = ", ".join(written)

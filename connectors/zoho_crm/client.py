@@ -6,19 +6,18 @@ gate). This module knows Zoho's wire shapes; it does no canonical mapping.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-import aiohttp
 import structlog
 import yarl
 
 from syncd.config import ConnectorConfig
 from syncd.connector import StateStore
+from syncd.connectorkit import HttpSetup, VendorClient, refresh_token_form, vendor_http
 from syncd.errors import AuthFailure, Conflict, RateLimited, Rejected, Retriable, VendorError
 from syncd.http import HttpClient, Response, SharedRefresh
 
@@ -148,12 +147,7 @@ class ZohoAuth:
     async def _do_refresh(self) -> None:
         assert self.http is not None
         url = str(yarl.URL(self.config.auth_value("accounts_url").rstrip("/") + "/oauth/v2/token"))
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": self.config.auth_value("client_id"),
-            "client_secret": self.config.auth_value("client_secret"),
-            "refresh_token": await self._refresh_token(),
-        }
+        form = refresh_token_form(self.config, await self._refresh_token())
         response = await self.http.request(
             "token", "POST", url, data=form, idempotent=True, classify=classify_token, use_auth=False
         )
@@ -184,17 +178,16 @@ class ZohoAuth:
         return True
 
 
-class ZohoClient:
+class ZohoClient(VendorClient):
     """The Zoho calls syncd makes, as thin wrappers over :class:`HttpClient`."""
 
     def __init__(
         self,
         config: ConnectorConfig,
         options: Mapping[str, Any],
+        setup: HttpSetup,
         *,
         state: StateStore | None,
-        max_rate_limit_wait: float | None,
-        session: aiohttp.ClientSession | None,
     ) -> None:
         self.config = config
         self.module = str(options["module"])
@@ -203,29 +196,15 @@ class ZohoClient:
         self.page_size = int(options["page_size"])
         self.policy = RateLimitPolicy(float(options["rate_limit_wait_s"]), float(options["rate_limit_wait_max_s"]))
         self.auth = ZohoAuth(config, state, margin_s=float(options["token_refresh_margin_s"]))
-        self.http = HttpClient(
-            config.name,
-            base_url=config.base_url,
-            classify=lambda r: classify(r, self.policy),
-            max_requests_per_second=config.max_requests_per_second,
-            auth=self.auth,
-            max_rate_limit_wait=max_rate_limit_wait,
-            default_headers={"Accept": "application/json"},
-            session=session,
+        super().__init__(
+            vendor_http(config, setup, classify=lambda r: classify(r, self.policy), auth=self.auth),
+            max_in_flight=int(options["max_in_flight"]),
         )
         self.auth.http = self.http
-        self.in_flight = asyncio.Semaphore(int(options["max_in_flight"]))
 
     @property
     def module_path(self) -> str:
         return f"{self.prefix}/{self.module}"
-
-    async def close(self) -> None:
-        await self.http.close()
-
-    async def _call(self, op: str, method: str, path: str, **kw: Any) -> Response:
-        async with self.in_flight:
-            return await self.http.request(op, method, path, **kw)
 
     @staticmethod
     def data_of(response: Response) -> list[dict[str, Any]]:

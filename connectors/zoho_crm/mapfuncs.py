@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from syncd.connectorkit.mapper import MapperBase
 from syncd.errors import MappingError
 from syncd.mapping import VendorMapping, offset_time_to_utc
-from syncd.model import Appointment, InvalidAppointment, Status
+from syncd.model import Appointment, Status
 
 __all__ = [
     "FUNCTIONS",
@@ -94,25 +95,22 @@ class StatusWrite:
     """Set when the change would move a terminal native status: syncd records a conflict instead."""
 
 
-class ZohoMapper:
+class ZohoMapper(MapperBase):
     """The mapping file applied to Zoho records and canonical appointments."""
 
     def __init__(self, mapping: VendorMapping) -> None:
-        self.m = mapping
-        self.f = mapping.fields
-        self.d = mapping.defaults
-        self.o = mapping.options
-        self.terminal = frozenset(self.o["terminal"])
-        self.open = frozenset(self.o["open"])
-        self.no_status_write = frozenset(Status(s) for s in self.o["no_status_write"])
-        self.cancel_notes = {k.lower(): Status(v) for k, v in dict(self.o["cancel_notes"]).items()}
-        self.cancel_out = {Status(k): dict(v) for k, v in dict(self.o["cancel_out"]).items()}
-        self.customer_words = tuple(self.o.get("customer_words", ("patient", "customer")))
-        self.replace_prefix = str(self.d["replace_reason"])
+        super().__init__(mapping)
+        self.terminal = frozenset(self.options["terminal"])
+        self.open = frozenset(self.options["open"])
+        self.no_status_write = frozenset(Status(s) for s in self.options["no_status_write"])
+        self.cancel_notes = {k.lower(): Status(v) for k, v in dict(self.options["cancel_notes"]).items()}
+        self.cancel_out = {Status(k): dict(v) for k, v in dict(self.options["cancel_out"]).items()}
+        self.customer_words = tuple(self.options.get("customer_words", ("patient", "customer")))
+        self.replace_prefix = str(self.defaults["replace_reason"])
 
     # -- read ----------------------------------------------------------------------------------
     def time_in(self, raw: Mapping[str, Any], key: str) -> datetime | None:
-        result: datetime | None = self.m.fn("time_in")(raw.get(self.f[key]), key)
+        result: datetime | None = self.mapping.fn("time_in")(raw.get(self.fields[key]), key)
         return result
 
     def version(self, raw: Mapping[str, Any]) -> str | None:
@@ -121,16 +119,16 @@ class ZohoMapper:
         return utc_to_zoho_time(when) if when is not None else None
 
     def external_id(self, raw: Mapping[str, Any]) -> str:
-        return str(raw.get(self.f["external_id"]) or "")
+        return str(raw.get(self.fields["external_id"]) or "")
 
     def native_status(self, raw: Mapping[str, Any]) -> str:
-        return str(raw.get(self.f["status"]) or "")
+        return str(raw.get(self.fields["status"]) or "")
 
     def canonical_status(self, raw: Mapping[str, Any]) -> Status:
         native = self.native_status(raw)
-        status = self.m.to_canonical(native)
+        status = self.mapping.to_canonical(native)
         if native == "Cancelled":
-            note_value = raw.get(self.f["cancellation_reason"])
+            note_value = raw.get(self.fields["cancellation_reason"])
             note = note_value.strip().lower() if isinstance(note_value, str) else ""
             status = self.cancel_notes.get(note, status)
         return status
@@ -140,7 +138,7 @@ class ZohoMapper:
         status = self.canonical_status(raw)
         start = self.time_in(raw, "start")
         end = self.time_in(raw, "end")
-        duration = raw.get(self.f["duration"])
+        duration = raw.get(self.fields["duration"])
         if start is not None and end is None and isinstance(duration, int) and duration > 0:
             try:
                 end = start + timedelta(minutes=duration)
@@ -150,59 +148,57 @@ class ZohoMapper:
             raise MappingError("zoho_crm: record has a start without an end (or the reverse)", field="end")
         reason: str | None = None
         if status in (Status.CANCELLED, Status.ENTERED_IN_ERROR):
-            reason = raw.get(self.f["cancellation_reason"]) or raw.get(self.f["cancellation_who"]) or None
-        service = raw.get(self.f["service_type"])
+            reason = raw.get(self.fields["cancellation_reason"]) or raw.get(self.fields["cancellation_who"]) or None
+        service = raw.get(self.fields["service_type"])
         extra: dict[str, Any] = {}
         if isinstance(service, Mapping) and service.get("name"):
             extra["service_name"] = str(service["name"])
         if isinstance(duration, int):
             extra["duration"] = duration
-        try:
-            return Appointment(
-                status=status,
-                start=start,
-                end=end,
-                patient=self.m.fn("patient_in")(raw.get(self.f["patient"])),
-                practitioner=_lookup_id(raw.get(self.f["practitioner"]), "practitioner"),
-                location=raw.get(self.f["location"]) or None,
-                service_type=_lookup_id(service, "service_type"),
-                description=self.description_in(raw),
-                notes=raw.get(self.f["notes"]) or None,
-                cancellation_reason=reason,
-                native_status=self.native_status(raw),
-                extra=extra,
-            )
-        except InvalidAppointment as exc:
-            raise MappingError(f"zoho_crm: {exc}") from None
+        return self.appointment(
+            None,
+            status=status,
+            start=start,
+            end=end,
+            patient=self.mapping.fn("patient_in")(raw.get(self.fields["patient"])),
+            practitioner=_lookup_id(raw.get(self.fields["practitioner"]), "practitioner"),
+            location=raw.get(self.fields["location"]) or None,
+            service_type=_lookup_id(service, "service_type"),
+            description=self.description_in(raw),
+            notes=raw.get(self.fields["notes"]) or None,
+            cancellation_reason=reason,
+            native_status=self.native_status(raw),
+            extra=extra,
+        )
 
     def description_in(self, raw: Mapping[str, Any]) -> str | None:
         """``Appointment_Name`` is mandatory, so syncd fills it with the service name (or a placeholder)
         when the appointment has no description: that filler reads back as "no description"."""
-        name = raw.get(self.f["description"]) or None
-        service = raw.get(self.f["service_type"])
+        name = raw.get(self.fields["description"]) or None
+        service = raw.get(self.fields["service_type"])
         service_name = service.get("name") if isinstance(service, Mapping) else None
-        if name is not None and name in (service_name, str(self.d["appointment_name"])):
+        if name is not None and name in (service_name, str(self.defaults["appointment_name"])):
             return None
         return str(name) if name is not None else None
 
     def syncd_id(self, raw: Mapping[str, Any]) -> str | None:
-        value = raw.get(self.f["reference"])
+        value = raw.get(self.fields["reference"])
         return str(value) if value else None
 
     # -- write ---------------------------------------------------------------------------------
     def source(self, desired: Appointment) -> str:
-        return str(desired.extra.get("source_system") or self.d["source_fallback"])
+        return str(desired.extra.get("source_system") or self.defaults["source_fallback"])
 
     def appointment_name(self, desired: Appointment) -> str:
         if desired.description:
             return desired.description
-        return str(desired.extra.get("service_name") or self.d["appointment_name"])
+        return str(desired.extra.get("service_name") or self.defaults["appointment_name"])
 
     def location_out(self, value: str | None, *, creating: bool, has_address: bool = False) -> str:
-        location = value or str(self.d["default_location"])
-        if location not in self.o["locations"]:
+        location = value or str(self.defaults["default_location"])
+        if location not in self.options["locations"]:
             raise MappingError("zoho_crm: location must be Business Address or Client Address", field="location")
-        if location not in self.o["creatable_locations"] and (creating or not has_address):
+        if location not in self.options["creatable_locations"] and (creating or not has_address):
             raise MappingError("zoho_crm: Client Address needs an address", field="location")
         return location
 
@@ -212,26 +208,28 @@ class ZohoMapper:
         if fixed is not None:
             who, note = str(fixed["who"]), str(fixed["note"])
         else:
-            note = desired.cancellation_reason or str(self.d["sync_cancel_reason"])
+            note = desired.cancellation_reason or str(self.defaults["sync_cancel_reason"])
             if note.startswith(self.replace_prefix) and new_id is not None:
-                note = str(self.d["replaced_note"]).format(new_id=new_id)
-                who = str(self.d["replaced_who"])
+                note = str(self.defaults["replaced_note"]).format(new_id=new_id)
+                who = str(self.defaults["replaced_who"])
             else:
                 if note.strip().lower() in self.cancel_notes:
                     raise MappingError("zoho_crm: this cancellation text would read back as another status",
                                        field="cancellation_reason")
-                who = self.m.fn("cancellation_who")(note, self.customer_words)
+                who = self.mapping.fn("cancellation_who")(note, self.customer_words)
         return {
-            self.f["status"]: self.m.to_native(desired.status),
-            self.f["cancellation_who"]: who,
-            self.f["cancellation_reason"]: note,
+            self.fields["status"]: self.mapping.to_native(desired.status),
+            self.fields["cancellation_who"]: who,
+            self.fields["cancellation_reason"]: note,
         }
 
     def completion(self, desired: Appointment) -> dict[str, Any]:
         return {
-            self.f["status"]: self.m.to_native(Status.FULFILLED),
-            self.f["job_sheet_name"]: str(self.d["job_sheet_name"]),
-            self.f["job_sheet_description"]: str(self.d["job_sheet_description"]).format(source=self.source(desired)),
+            self.fields["status"]: self.mapping.to_native(Status.FULFILLED),
+            self.fields["job_sheet_name"]: str(self.defaults["job_sheet_name"]),
+            self.fields["job_sheet_description"]: str(self.defaults["job_sheet_description"]).format(
+                source=self.source(desired)
+            ),
         }
 
     def status_write(
@@ -245,11 +243,11 @@ class ZohoMapper:
         if status in (Status.PROPOSED, Status.PENDING, Status.BOOKED):
             if desired.start is None:
                 raise MappingError(f"zoho_crm: no native status fits {status.value!r} without times", field="status")
-            self.m.to_native(status)
+            self.mapping.to_native(status)
             if native in self.terminal:
                 return StatusWrite({}, conflict=f"the Zoho record is {native} (terminal)")
             return StatusWrite({})
-        native_target = self.m.to_native(status)  # MappingError for waitlist
+        native_target = self.mapping.to_native(status)  # MappingError for waitlist
         if status is Status.FULFILLED:
             if native == native_target:
                 return StatusWrite({})
@@ -261,7 +259,7 @@ class ZohoMapper:
         values = self.cancellation(desired, new_id=new_id)
         if native in self.terminal:
             if native == native_target and current is not None and current.status == status and (
-                current.cancellation_reason == values[self.f["cancellation_reason"]]
+                current.cancellation_reason == values[self.fields["cancellation_reason"]]
                 or status in self.cancel_out
             ):
                 return StatusWrite({})
@@ -280,17 +278,17 @@ class ZohoMapper:
                 raise MappingError(f"zoho_crm: {name} is mandatory on create", field=name)
         assert desired.patient is not None and desired.service_type is not None
         body: dict[str, Any] = {
-            self.f["description"]: self.appointment_name(desired),
-            self.f["patient"]: self.m.fn("patient_out")(desired.patient),
-            self.f["service_type"]: {"id": desired.service_type},
-            self.f["practitioner"]: {"id": desired.practitioner},
-            self.f["start"]: self.m.fn("time_out")(desired.start),
-            self.f["location"]: self.location_out(desired.location, creating=True),
-            self.f["status"]: self.m.to_native(desired.status),
-            self.f["reference"]: canonical_id,
+            self.fields["description"]: self.appointment_name(desired),
+            self.fields["patient"]: self.mapping.fn("patient_out")(desired.patient),
+            self.fields["service_type"]: {"id": desired.service_type},
+            self.fields["practitioner"]: {"id": desired.practitioner},
+            self.fields["start"]: self.mapping.fn("time_out")(desired.start),
+            self.fields["location"]: self.location_out(desired.location, creating=True),
+            self.fields["status"]: self.mapping.to_native(desired.status),
+            self.fields["reference"]: canonical_id,
         }
         if desired.notes:
-            body[self.f["notes"]] = desired.notes
+            body[self.fields["notes"]] = desired.notes
         return body
 
     def field_values(self, name: str, desired: Appointment, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -299,30 +297,30 @@ class ZohoMapper:
         if name == "patient":
             if not value:
                 raise MappingError("zoho_crm: patient cannot be removed", field=name)
-            return {self.f["patient"]: self.m.fn("patient_out")(value)}
+            return {self.fields["patient"]: self.mapping.fn("patient_out")(value)}
         if name == "practitioner":
             if not value:
                 raise MappingError("zoho_crm: practitioner cannot be removed", field=name)
-            return {self.f["practitioner"]: {"id": value}}
+            return {self.fields["practitioner"]: {"id": value}}
         if name == "service_type":
             if not value:
                 raise MappingError("zoho_crm: service cannot be removed", field=name)
-            return {self.f["service_type"]: {"id": value}}
+            return {self.fields["service_type"]: {"id": value}}
         if name == "location":
-            has_address = bool(raw.get(self.f["address"]))
-            return {self.f["location"]: self.location_out(value, creating=False, has_address=has_address)}
+            has_address = bool(raw.get(self.fields["address"]))
+            return {self.fields["location"]: self.location_out(value, creating=False, has_address=has_address)}
         if name == "description":
-            return {self.f["description"]: self.appointment_name(desired)}
+            return {self.fields["description"]: self.appointment_name(desired)}
         if name == "notes":
-            return {self.f["notes"]: value or None}
+            return {self.fields["notes"]: value or None}
         return {}
 
     def reschedule(self, desired: Appointment) -> dict[str, Any]:
         assert desired.start is not None
         return {
-            self.f["start"]: self.m.fn("time_out")(desired.start),
-            self.f["reschedule_reason"]: str(self.d["reschedule_reason"]),
-            self.f["reschedule_note"]: str(self.d["reschedule_note"]).format(source=self.source(desired)),
+            self.fields["start"]: self.mapping.fn("time_out")(desired.start),
+            self.fields["reschedule_reason"]: str(self.defaults["reschedule_reason"]),
+            self.fields["reschedule_note"]: str(self.defaults["reschedule_note"]).format(source=self.source(desired)),
         }
 
     def vendor_record(self, desired: Appointment, canonical_id: str, *, external_id: str,
@@ -333,15 +331,15 @@ class ZohoMapper:
         """
         creatable = desired.with_changes(status=Status.BOOKED, cancellation_reason=None)
         body = self.create_body(creatable, canonical_id)
-        body[self.f["status"]] = self.m.to_native(Status.BOOKED)
+        body[self.fields["status"]] = self.mapping.to_native(Status.BOOKED)
         if desired.status in (Status.FULFILLED,):
             body.update(self.completion(desired))
         elif desired.status not in (Status.PROPOSED, Status.PENDING, Status.BOOKED) and \
                 desired.status not in self.no_status_write:
             body.update(self.cancellation(desired))
         assert desired.start is not None
-        body[self.f["external_id"]] = external_id
-        body[self.f["end"]] = self.m.fn("time_out")(desired.start + timedelta(minutes=duration_min))
-        body[self.f["duration"]] = duration_min
-        body[self.f["version"]] = self.m.fn("time_out")(modified)
+        body[self.fields["external_id"]] = external_id
+        body[self.fields["end"]] = self.mapping.fn("time_out")(desired.start + timedelta(minutes=duration_min))
+        body[self.fields["duration"]] = duration_min
+        body[self.fields["version"]] = self.mapping.fn("time_out")(modified)
         return body

@@ -10,11 +10,10 @@ batch read no longer returns (docs/vendors/zoho_crm.md §2).
 from __future__ import annotations
 
 import hmac
-import json
 import re
-from typing import Any
 
 from syncd.connector import WebhookDelivery, WebhookEvent
+from syncd.connectorkit import json_object, require_secret
 from syncd.errors import WebhookError
 
 __all__ = ["parse_callback"]
@@ -39,14 +38,8 @@ def _record_id(value: object) -> bool:
 
 def parse_callback(body: bytes, *, secret: str | None, channel_id: str | None, module: str) -> WebhookDelivery:
     """Verify one callback and return its events (ids to re-read, deletions)."""
-    if not secret:
-        raise WebhookError(404, "webhooks_disabled", "webhooks are disabled for this connector")
-    try:
-        payload: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookError(400, "malformed_body", "the body is not JSON") from None
-    if not isinstance(payload, dict):
-        raise WebhookError(400, "malformed_body", "the body is not a JSON object")
+    secret = require_secret(secret)
+    payload = json_object(body)
     token = payload.get("token")
     if not isinstance(token, str) or not token:
         raise WebhookError(401, "token_missing", "the callback carries no token")

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import create_connector
-from connectors.dentally import load_vendor_mapping
+from connectors.dentally import PACKAGE as DENTALLY_PACKAGE
 from connectors.dentally.client import classify, mask
 from connectors.dentally.connector import DentallyConnector
 from connectors.dentally.mapfuncs import DentallyMapper, dentally_time_to_utc, utc_to_dentally_time
@@ -33,6 +33,8 @@ from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
 from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.dentally import KIT, TOKEN, USER_AGENT, set_fields
+
+load_vendor_mapping = DENTALLY_PACKAGE.load_mapping
 
 BASE = "http://dentally.test"
 LIST_URL = re.compile(r"^http://dentally\.test/v1/appointments\?.*$")
@@ -313,9 +315,8 @@ def test_needs_replace_only_for_patient_changes() -> None:
     confirmed_without = MAPPER.to_appointment(record(patient_id=None, state="Confirmed"))
     assert conn.needs_replace(confirmed_without, confirmed_without.with_changes(patient="1014"))
     caps = conn.capabilities
-    assert (caps.batch_read_size, caps.batch_write_size, caps.optimistic_concurrency, caps.patient_change,
-            caps.notification_switch, caps.webhooks, caps.replace_reason) == (1, 1, False, False, False, True,
-                                                                              "Booked in error")
+    assert (caps.batch_read_size, caps.batch_write_size, caps.patient_change, caps.webhooks,
+            caps.replace_reason) == (1, 1, False, True, "Booked in error")
 
 
 # -- classification (part 6 and 7) --------------------------------------------------------------------------

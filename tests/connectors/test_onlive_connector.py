@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors import create_connector
-from connectors.onlive import load_vendor_mapping
+from connectors.onlive import PACKAGE as ONLIVE_PACKAGE
 from connectors.onlive.client import OnliveAuth, canonical_query, classify, query_string, sign, string_to_sign
 from connectors.onlive.connector import OnliveConnector
 from connectors.onlive.mapfuncs import OnliveMapper, onlive_time_to_utc, patient_to_guests, utc_to_onlive_time
@@ -31,6 +31,8 @@ from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
 from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.onlive import KEY_ID, SECRET, fresh_seed, iso
+
+load_vendor_mapping = ONLIVE_PACKAGE.load_mapping
 
 BASE = "http://onlive.test"
 LIST = re.compile(r"^http://onlive\.test/api/v2/appointments(\?.*)?$")

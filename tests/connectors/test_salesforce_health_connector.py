@@ -15,7 +15,7 @@ from aioresponses import CallbackResult, aioresponses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.salesforce_health import create_connector, load_vendor_mapping
+from connectors.salesforce_health import PACKAGE as SALESFORCE_HEALTH_PACKAGE
 from connectors.salesforce_health.connector import SalesforceHealthConnector
 from connectors.salesforce_health.mapfuncs import appointment_to_row, record_to_appointment
 from syncd.config import ConnectorConfig
@@ -33,6 +33,9 @@ from tests.connectors.kits.salesforce_health import (
     WORK_TYPE,
     control,
 )
+
+create_connector = SALESFORCE_HEALTH_PACKAGE.create_connector
+load_vendor_mapping = SALESFORCE_HEALTH_PACKAGE.load_mapping
 
 BASE = "https://clinic.my.salesforce.com"
 API = f"{BASE}/services/data/v65.0"
@@ -374,7 +377,7 @@ async def test_capabilities_and_maintain_need_no_network() -> None:
     try:
         caps = conn.capabilities
         assert caps.batch_read_size == 200 and caps.batch_write_size == 1 and caps.webhooks
-        assert not caps.optimistic_concurrency and not caps.notification_switch and caps.patient_change
+        assert caps.patient_change
         assert caps.replace_reason is None
         status = await conn.maintain("https://syncd.example.org")
         assert status["subscription"] == "not needed"

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import create_connector
-from connectors.saludya import load_vendor_mapping
+from connectors.saludya import PACKAGE as SALUDYA_PACKAGE
 from connectors.saludya.client import classify, mask
 from connectors.saludya.connector import SaludYaConnector, ScanState
 from connectors.saludya.mapfuncs import (
@@ -44,6 +44,8 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
 from tests.connectors.kits.saludya import DOCTOR, KIT, TIMEZONE, control
+
+load_vendor_mapping = SALUDYA_PACKAGE.load_mapping
 
 BASE = "http://saludya.test"
 LIST_RE = re.compile(r"^http://saludya\.test/api/appointments(\?.*)?$")
@@ -138,7 +140,7 @@ async def test_capabilities_and_maintain_without_network(wire: tuple[SaludYaConn
     conn, m = wire
     caps = conn.capabilities
     assert (caps.webhooks, caps.batch_read_size, caps.batch_write_size) == (False, 1, 1)
-    assert not caps.optimistic_concurrency and not caps.patient_change and caps.notification_switch
+    assert not caps.patient_change and caps.replace_cancel_first_when == frozenset({"patient"})
     assert caps.replace_reason == "Replaced via sync (syncd)" and not caps.subscription
     status = await conn.maintain("https://syncd.example.org")
     assert status["subscription"] == "not needed"

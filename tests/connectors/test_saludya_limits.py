@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from connectors.saludya import load_vendor_mapping
+from connectors.saludya import PACKAGE as SALUDYA_PACKAGE
 from connectors.saludya.connector import SaludYaConnector, ScanState
 from syncd.config import ConnectorConfig
 from syncd.connector import ChangePage, MemoryStateStore, VendorRecord, WriteKind, WriteRequest
@@ -25,6 +25,8 @@ from syncd.errors import HeldBack, RateLimited
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
 from tests.connectors.kits.saludya import KIT, TIMEZONE, control
+
+load_vendor_mapping = SALUDYA_PACKAGE.load_mapping
 
 LIST = ("GET", "/api/appointments")
 

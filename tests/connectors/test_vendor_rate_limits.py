@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from connectors import create_connector
 from connectors.salesforce_health.connector import SalesforceHealthConnector
-from connectors.zoho_crm import load_vendor_mapping as load_zoho_mapping
+from connectors.zoho_crm import PACKAGE as ZOHO_CRM_PACKAGE
 from connectors.zoho_crm.client import RateLimitPolicy
 from connectors.zoho_crm.connector import ZohoCrmConnector
 from syncd.connector import ChangePage, Connector, MemoryStateStore, WriteKind, WriteRequest
@@ -25,6 +25,8 @@ from syncd.sandboxkit import RunningSandbox, start_sandbox
 from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.salesforce_health import KIT as SF
 from tests.connectors.kits.zoho_crm import KIT as ZOHO
+
+load_zoho_mapping = ZOHO_CRM_PACKAGE.load_mapping
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors import create_connector
-from connectors.zoho_crm import load_vendor_mapping
+from connectors.zoho_crm import PACKAGE as ZOHO_CRM_PACKAGE
 from connectors.zoho_crm.client import mask
 from connectors.zoho_crm.connector import STATE_CHANNEL, ZohoCrmConnector
 from connectors.zoho_crm.mapfuncs import ZohoMapper, utc_to_zoho_time, zoho_time_to_utc
@@ -39,6 +39,8 @@ from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
 from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.zoho_crm import KIT
+
+load_vendor_mapping = ZOHO_CRM_PACKAGE.load_mapping
 
 BASE = "http://zoho.test"
 TOKEN_URL = f"{BASE}/oauth/v2/token"
@@ -340,8 +342,8 @@ def test_needs_replace_and_capabilities() -> None:
     assert conn.needs_replace(base, later) is None
     assert conn.needs_replace(base, base.with_changes(service_type="5545974000000520002")) is not None
     caps = conn.capabilities
-    assert (caps.batch_read_size, caps.batch_write_size, caps.optimistic_concurrency) == (100, 100, False)
-    assert caps.subscription and caps.webhooks and not caps.notification_switch
+    assert (caps.batch_read_size, caps.batch_write_size) == (100, 100)
+    assert caps.subscription and caps.webhooks and caps.patient_change
     assert caps.replace_reason == "[syncd] replaced by appointment"
 
 

@@ -61,7 +61,7 @@ class BearerToken:
 
 class TinybookConnector:
     capabilities = Capabilities(webhooks=False, batch_read_size=1, batch_write_size=1,
-                                optimistic_concurrency=False, patient_change=True, notification_switch=False)
+                                patient_change=True)
 
     def __init__(self, config: ConnectorConfig, mapping: VendorMapping, *, state: StateStore | None = None,
                  max_rate_limit_wait: float | None = None, session: aiohttp.ClientSession | None = None) -> None:
