@@ -208,7 +208,22 @@ class Writer:
                 for other, count in Counter(others.values()).items():
                     ctx.stats.claimed_elsewhere[other] = ctx.stats.claimed_elsewhere.get(other, 0) + count
                     log.info("claimed_elsewhere", connector=target, holder=other, count=count)
-        return [i for i in items if i.canonical_id in held]
+        return await self._still_open(tx, [i for i in items if i.canonical_id in held])
+
+    async def _still_open(self, tx: Tx, items: list[OutboxItem]) -> list[OutboxItem]:
+        """The claimed items as the ledger holds them now, those still to be carried out only: another
+        process (a replica, an earlier pass) may have finished one since it was read, or tried it (its
+        attempts then say so, and a create tried before is searched for before it is sent again)."""
+        stored = {o.idempotency_key: o for o in await tx.outbox_by_keys([i.idempotency_key for i in items if i.id])}
+        fresh: list[OutboxItem] = []
+        for item in items:
+            now = stored.get(item.idempotency_key) if item.id is not None else item
+            if now is None or now.state not in ("pending", "sending"):
+                log.info("write_done_elsewhere", connector=item.connector, canonical_id=item.canonical_id)
+                await tx.release([item.canonical_id], self.ctx.holder)
+                continue
+            fresh.append(now)
+        return fresh
 
     async def _prepare(self, connector: Connector, target: str,
                        items: list[OutboxItem]) -> tuple[list[Prepared], list[Replace]]:

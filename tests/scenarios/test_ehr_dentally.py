@@ -236,3 +236,42 @@ async def test_an_outage_of_every_write_stops_the_target_after_three_failures(sy
     assert result.exit_code == 3 and "dent" in result.document["stopped"], result.document
     assert result.document["requeued"] == {"dent": 4}
     assert not await synced.dead_letters("dent")
+
+
+async def test_a_queued_write_another_process_finished_meanwhile_is_not_sent_again(synced: World):
+    """Replicas (or a pass and the daemon) may read the same queued write; whoever claims it second finds
+    it done in the ledger and sends nothing. The same write still queued is sent."""
+    from syncd.engine.core import Engine
+    from syncd.ledger.models import OutboxItem
+    from syncd.model import Appointment, Status
+    from syncd.runtime import open_runtime
+
+    cids = [a.key for a in synced.dataset.appointments[:2]]
+    ledger = await synced.ledger()
+    try:
+        async with ledger.transaction() as tx:
+            rows = await tx.appointments(cids)
+            items = []
+            for cid in cids:
+                snapshot = rows[cid].snapshot
+                assert snapshot is not None
+                base = Appointment.from_json(snapshot)
+                cancelled = base.with_changes(status=Status.CANCELLED)
+                items.append(OutboxItem(idempotency_key=f"test:{cid}", canonical_id=cid, connector="dent", op="cancel",
+                                        payload={"base": base.to_json(), "merged": cancelled.to_json(),
+                                                 "changed": ["status"], "source": "zoho", "attempt": 0}))
+                rows[cid].snapshot, rows[cid].fingerprint = cancelled.to_json(), cancelled.fingerprint()
+            await tx.save_appointments(list(rows.values()))  # the merge the queued writes carry
+            await tx.outbox_add(items)
+            queued = await tx.outbox_by_keys([i.idempotency_key for i in items])
+        async with ledger.transaction() as tx:  # another process finished the first one meanwhile
+            await tx.outbox_update([queued[0].id or 0], state="done")
+    finally:
+        await ledger.close()
+    before = await synced.write_requests("dent")
+    async with open_runtime(synced.config) as rt:
+        await Engine(synced.config, rt.ledger, rt.connectors, holder="run:test").execute(queued)
+    done_elsewhere, still_queued = [await synced.record("dent", await synced.link(cid, "dent")) for cid in cids]
+    assert done_elsewhere["state"] != "Cancelled"  # not sent: it was done already
+    assert still_queued["state"] == "Cancelled"
+    assert await synced.write_requests("dent") == before + 1
