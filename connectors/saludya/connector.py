@@ -19,6 +19,7 @@ import structlog
 
 from connectors.saludya.client import SaludYaClient
 from connectors.saludya.mapfuncs import SaludYaMapper
+from connectors.saludya.options import SaludYaOptions
 from connectors.saludya.reads import NOT_STORED, READ_ONLY, ScanState
 from connectors.saludya.rules import write_refusal
 from connectors.saludya.webhook import parse_webhook as _parse_webhook
@@ -46,6 +47,7 @@ class SaludYaConnector(SaludYaWrites):
     """One SaludYa organisation's appointments, as the core sees them."""
 
     client_type = SaludYaClient
+    options_type = SaludYaOptions
 
     def setup(self) -> None:
         self.zone = ZoneInfo(self.config.timezone)
@@ -62,7 +64,7 @@ class SaludYaConnector(SaludYaWrites):
             required_on_create=REQUIRED_ON_CREATE,
         )
         self.poll_interval = float(self.config.poll_interval) if self.config.poll_interval > 0 else 300.0
-        self.list_required = tuple(str(n) for n in self.options["list_required"])
+        self.list_required = self.settings.list_required
         self._hints = {}
 
     # -- replace flows (part 4) -----------------------------------------------------------------
@@ -125,7 +127,7 @@ class SaludYaConnector(SaludYaWrites):
             window = answer.headers.get("X-RateLimit-Window")
             if remaining is None or limit is None or not (remaining.isdigit() and limit.isdigit()):
                 d.skip("quota", "the answer carried no X-RateLimit headers")
-            elif int(remaining) <= int(self.options["guard_remaining"]):
+            elif int(remaining) <= self.settings.guard_remaining:
                 d.warn(
                     "quota",
                     f"{remaining} of {limit} requests left in the current {window or '?'} s window",

@@ -14,6 +14,7 @@ import structlog
 
 from connectors.saludya.client import SaludYaClient
 from connectors.saludya.mapfuncs import SaludYaMapper, parse_utc
+from connectors.saludya.options import SaludYaOptions
 from syncd.connector import ChangePage, VendorRecord
 from syncd.connectorkit import ConnectorBase
 from syncd.errors import MappingError, Rejected
@@ -100,6 +101,7 @@ class SaludYaReads(ConnectorBase):
     """One organisation's appointments as the core reads them; :class:`SaludYaConnector` builds it."""
 
     client: SaludYaClient
+    settings: SaludYaOptions
     mapper: SaludYaMapper
     zone: ZoneInfo
     poll_interval: float
@@ -141,13 +143,13 @@ class SaludYaReads(ConnectorBase):
         if kind == "full":
             lo, hi = -int(self.config.window_past_days), int(self.config.window_future_days)
         else:
-            lo, hi = (int(x) for x in self.options[f"{kind}_days"])
+            lo, hi = self.settings.days(kind)
         return (today + timedelta(days=lo)).isoformat(), (today + timedelta(days=hi)).isoformat()
 
     def _interval(self, kind: str) -> float:
         if kind == "hot":
             return self.poll_interval
-        return float(self.options[f"{kind}_interval_s"])
+        return self.settings.full_interval_s if kind == "full" else self.settings.near_interval_s
 
     def _due(self, state: ScanState, now: float) -> str | None:
         """The largest pass due now (it covers the smaller ones); hot runs on every call unless the
@@ -308,8 +310,8 @@ class SaludYaReads(ConnectorBase):
         """Part 2 budget: daily scan calls C; stretch every interval by the smallest k that fits."""
         hot, near, full = (state.pages.get(k, 1) for k in PASSES)
         calls = (86_400 / self.poll_interval) * hot + 24 * near + 4 * full
-        budget = float(self.options["daily_call_budget"])
-        factors = [int(f) for f in self.options["budget_factors"]]
+        budget = float(self.settings.daily_call_budget)
+        factors = list(self.settings.budget_factors)
         state.k = next((f for f in factors if calls / f <= budget), factors[-1])
         if calls / state.k > budget and state.warned != today.isoformat():
             state.warned = today.isoformat()
