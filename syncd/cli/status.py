@@ -16,8 +16,7 @@ from syncd.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
-    SyncdCommand,
-    common_options,
+    command,
     echo_json,
     iso,
     load,
@@ -171,13 +170,12 @@ def _connector(config: Config, name: str, reads: _Reads, oldest: tuple[dict[str,
     }
 
 
-@click.command("status", cls=SyncdCommand, exit_codes={
+@command("status", {
     EXIT_OK: "every connector is ok",
     EXIT_PARTIAL: "a connector is degraded or failing (the reason and since when are shown)",
     EXIT_CONFIG: "usage or configuration error",
     EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
 })
-@common_options
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Per connector: its state (ok, degraded or failing, with the reason and since when), last
