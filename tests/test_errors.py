@@ -21,6 +21,7 @@ from aiohttp import web
 
 from syncd.errors import Rejected, Retriable, UnknownOutcome, VendorError
 from syncd.http import HttpClient, Response
+from tests.cli_support import write_config
 from tests.daemon_support import cli, free_port
 from tests.scenarios.harness import World, make_world
 
@@ -203,35 +204,8 @@ async def test_doctor_names_the_dentally_token_key_when_it_is_refused(world: Wor
 # -- ledger and config --------------------------------------------------------------------------------
 
 
-CONFIG = """
-[ledger]
-url = "{url}"
-
-[connectors.sf]
-type = "salesforce_health"
-base_url = "http://127.0.0.1:8701"
-token_url = "http://127.0.0.1:8701/services/oauth2/token"
-client_id = "cid"
-client_secret = "cs"
-refresh_token = "rt"
-api_version = "65.0"
-
-[connectors.dentally]
-type = "dentally"
-base_url = "http://127.0.0.1:8705"
-access_token = "tok"
-user_agent = "ua"
-
-[[sync]]
-name = "main"
-members = ["sf", "dentally"]
-"""
-
-
 def _config(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG.format(url=url), encoding="utf-8")
-    return path
+    return write_config(tmp_path / "config.toml", url)
 
 
 async def test_an_unreachable_postgresql_names_host_and_port_and_prints_an_error_document(tmp_path: Path) -> None:
