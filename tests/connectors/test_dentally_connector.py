@@ -29,9 +29,9 @@ from syncd.connector import ChangePage, MemoryStateStore, WriteKind, WriteReques
 from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, WebhookError
 from syncd.http import Response
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox, start_sandbox
+from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import control, request_counts
+from tests.connectors.kit import ContractKit, closing, control, request_counts
 from tests.connectors.kits.dentally import KIT, TOKEN, USER_AGENT, set_fields
 
 load_vendor_mapping = DENTALLY_PACKAGE.load_mapping
@@ -513,21 +513,15 @@ async def test_unmappable_listed_record_is_a_record_error_not_a_crash() -> None:
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    rs = await start_sandbox("dentally", port=0, **KIT.sandbox_options())
-    try:
-        yield rs
-    finally:
-        await rs.stop()
+def kit() -> ContractKit:
+    """This vendor's kit: the contract suite's ``sandbox`` fixture starts its sandbox."""
+    return KIT
 
 
 @pytest.fixture
 async def conn(sandbox: RunningSandbox) -> AsyncIterator[DentallyConnector]:
-    c = build(sandbox.url)
-    try:
+    async with closing(build(sandbox.url)) as c:
         yield c
-    finally:
-        await c.close()
 
 
 

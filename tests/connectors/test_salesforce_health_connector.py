@@ -22,8 +22,9 @@ from syncd.config import ConnectorConfig
 from syncd.connector import MemoryStateStore, WriteKind, WriteRequest
 from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, WebhookError
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox, start_sandbox
+from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
+from tests.connectors.kit import ContractKit, closing
 from tests.connectors.kits.salesforce_health import (
     CHANNEL,
     FACILITY,
@@ -388,21 +389,16 @@ async def test_capabilities_and_maintain_need_no_network() -> None:
 
 # -- against the sandbox ---------------------------------------------------------------------------
 @pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    rs = await start_sandbox("salesforce_health", port=0)
-    try:
-        yield rs
-    finally:
-        await rs.stop()
+def kit() -> ContractKit:
+    """This vendor's kit: the contract suite's ``sandbox`` fixture starts its sandbox."""
+    return KIT
 
 
 @pytest.fixture
 async def conn(sandbox: RunningSandbox) -> AsyncIterator[SalesforceHealthConnector]:
-    c = fast(create_connector(KIT.connector_config(sandbox.url), state=MemoryStateStore()), attempts=3)
-    try:
+    built = create_connector(KIT.connector_config(sandbox.url), state=MemoryStateStore())
+    async with closing(fast(built, attempts=3)) as c:
         yield c
-    finally:
-        await c.close()
 
 
 async def counts(sb: RunningSandbox) -> dict[str, int]:

@@ -35,9 +35,9 @@ from syncd.errors import (
     WebhookError,
 )
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox, start_sandbox
+from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import control, request_counts
+from tests.connectors.kit import ContractKit, closing, control, request_counts
 from tests.connectors.kits.zoho_crm import KIT
 
 load_vendor_mapping = ZOHO_CRM_PACKAGE.load_mapping
@@ -514,21 +514,15 @@ async def test_maintain_without_public_url_makes_no_call() -> None:
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    rs = await start_sandbox("zoho_crm", port=0)
-    try:
-        yield rs
-    finally:
-        await rs.stop()
+def kit() -> ContractKit:
+    """This vendor's kit: the contract suite's ``sandbox`` fixture starts its sandbox."""
+    return KIT
 
 
 @pytest.fixture
 async def conn(sandbox: RunningSandbox) -> AsyncIterator[ZohoCrmConnector]:
-    c = build(sandbox.url)
-    try:
+    async with closing(build(sandbox.url)) as c:
         yield c
-    finally:
-        await c.close()
 
 
 
