@@ -22,6 +22,7 @@ from aiohttp import web
 from connectors.salesforce_health.sandbox import seed_body
 from syncd.sandboxkit import start_sandbox
 from syncd.sandboxkit.seedgen import generate
+from tests.sandboxes._rule_case import RequestCase
 from tests.sandboxes._salesforce_health_support import (
     APPT,
     CHANNEL,
@@ -74,11 +75,7 @@ def feed_params(start: datetime, end: datetime) -> str:
 # the rule table
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class Case:
-    method: str
-    path: str
-    body: Any = None
-    status: int = 200
+class Case(RequestCase):
     code: str | None = None  # errorCode (array body, or Connect error[0]); None = success
     headers: dict[str, str] = field(default_factory=dict)
     raw: str | None = None  # raw body text instead of JSON

@@ -19,6 +19,7 @@ from aiohttp import web
 from connectors.saludya.sandbox import LIST_FIELDS, RECORD_FIELDS, seed_body
 from syncd.sandboxkit import start_sandbox
 from syncd.sandboxkit.seedgen import generate
+from tests.sandboxes._rule_case import RequestCase
 from tests.sandboxes._saludya_fixtures import (
     API_KEYS,
     APT,
@@ -73,11 +74,7 @@ async def api() -> AsyncIterator[Client]:
 
 
 @dataclass
-class Case:
-    method: str
-    path: str
-    body: Any = None
-    status: int = 200
+class Case(RequestCase):
     raw: str | None = None
     key: str | None = KEY
     apt: dict[str, Any] = field(default_factory=dict)
