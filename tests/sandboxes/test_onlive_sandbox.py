@@ -19,7 +19,7 @@ import yarl
 from aiohttp import web
 
 from connectors.onlive.sandbox import seed_body
-from syncd.sandboxkit import RunningSandbox, start_sandbox
+from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from tests.sandboxes._onlive_client import (
     EMPTY_SHA256,
@@ -30,6 +30,7 @@ from tests.sandboxes._onlive_client import (
     onlive_date,
     signature,
 )
+from tests.sandboxing import sandbox_serving
 
 NOW = datetime(2026, 11, 22, 10, 15, 2, tzinfo=UTC)
 API = "/api/v2/appointments"
@@ -80,15 +81,12 @@ BASE_SEED: dict[str, Any] = {
 
 @pytest.fixture
 async def env() -> AsyncIterator[tuple[Onlive, RunningSandbox]]:
-    running = await start_sandbox("onlive", port=0)
-    try:
+    async with sandbox_serving("onlive", port=0) as running:
         async with aiohttp.ClientSession() as http:
             api = Onlive(http, running)
             await api.set_clock(NOW)
             await api.control("POST", "/_sandbox/records", BASE_SEED)
             yield api, running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture
@@ -551,22 +549,16 @@ async def test_rate_limit_headers_and_429(api: Onlive) -> None:
 
 
 async def test_rate_limit_default_120_and_off_switch() -> None:
-    running = await start_sandbox("onlive", port=0, rate_limits=False, per_minute=1)
-    try:
+    async with sandbox_serving("onlive", port=0, rate_limits=False, per_minute=1) as running:
         async with aiohttp.ClientSession() as http:
             client = Onlive(http, running)
             assert running.sandbox.options["per_minute"] == 1
             for _ in range(5):
                 assert (await client.call("GET", API)).status == 200
-    finally:
-        await running.stop()
-    running = await start_sandbox("onlive", port=0)
-    try:
+    async with sandbox_serving("onlive", port=0) as running:
         assert running.sandbox.options["per_minute"] == 120
         assert running.sandbox.options["timezone"] == "Europe/Madrid"
         assert running.sandbox.options["access_keys"] == {KEY_ID: SECRET}
-    finally:
-        await running.stop()
 
 
 # --- fault injection ----------------------------------------------------------------------------------------
