@@ -18,6 +18,7 @@ from syncd.cli.common import (
     run,
 )
 from syncd.engine.core import Decision
+from syncd.engine.stats import COUNTERS
 from syncd.passes import resync
 from syncd.runtime import new_ledger_notice
 
@@ -108,19 +109,7 @@ def resync_command(
 def _print_pass(doc: dict[str, Any]) -> None:
     head = "dry run: nothing written" if doc["dry_run"] else "resync done"
     click.echo(f"{head} in {doc['duration_s']}s")
-    cols = [
-        "read",
-        "changed",
-        "created",
-        "linked",
-        "updated",
-        "cancelled",
-        "unchanged",
-        "retried",
-        "dead_lettered",
-        "conflicts",
-        "api_calls",
-    ]
+    cols = COUNTERS  # the per-connector counters of `resync --json`, in their order
     click.echo("connector".ljust(12) + "".join(c.rjust(14) for c in cols))
     for name, stats in doc["connectors"].items():
         click.echo(name.ljust(12) + "".join(str(stats[c]).rjust(14) for c in cols))
