@@ -1,10 +1,12 @@
-"""A vendor sandbox for the length of a ``with`` block."""
+"""A vendor sandbox, or a local webhook receiver, for the length of a ``with`` block."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+
+from aiohttp import web
 
 from syncd.sandboxkit import RunningSandbox, start_sandbox
 
@@ -18,3 +20,20 @@ async def sandbox_serving(vendor: str, host: str = "127.0.0.1", port: int = 0, *
         yield running
     finally:
         await running.stop()
+
+
+@asynccontextmanager
+async def serving_hook(path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> AsyncIterator[str]:
+    """An HTTP server on a free local port whose POST ``path`` is ``handler``; yields its base URL
+    (``http://127.0.0.1:PORT``) and stops it on the way out."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

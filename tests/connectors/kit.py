@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+import pytest
 
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
@@ -43,6 +44,22 @@ async def closing(conn: C) -> AsyncIterator[C]:
         yield conn
     finally:
         await conn.close()
+
+
+def sandbox_fixtures(kit: ContractKit, build: Callable[[str], _Closable]) -> tuple[Any, Any]:
+    """A vendor test module's ``kit`` fixture (``kit``: the contract suite's ``sandbox`` fixture starts
+    its sandbox) and ``conn`` fixture (``build(sandbox_url)``, closed after the test)."""
+
+    @pytest.fixture(name="kit")
+    def kit_fixture() -> ContractKit:
+        return kit
+
+    @pytest.fixture(name="conn")
+    async def conn_fixture(sandbox: RunningSandbox) -> AsyncIterator[Any]:
+        async with closing(build(sandbox.url)) as conn:
+            yield conn
+
+    return kit_fixture, conn_fixture
 
 
 async def request_counts(sb: RunningSandbox) -> dict[tuple[str, str], int]:

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,7 +30,7 @@ from syncd.http import Response
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import ContractKit, closing, control, request_counts
+from tests.connectors.kit import control, request_counts, sandbox_fixtures
 from tests.connectors.kits.dentally import KIT, TOKEN, USER_AGENT, set_fields
 
 load_vendor_mapping = DENTALLY_PACKAGE.load_mapping
@@ -512,16 +511,8 @@ async def test_unmappable_listed_record_is_a_record_error_not_a_crash() -> None:
 # -- against the sandbox ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def kit() -> ContractKit:
-    """This vendor's kit: the contract suite's ``sandbox`` fixture starts its sandbox."""
-    return KIT
+kit, conn = sandbox_fixtures(KIT, build)
 
-
-@pytest.fixture
-async def conn(sandbox: RunningSandbox) -> AsyncIterator[DentallyConnector]:
-    async with closing(build(sandbox.url)) as c:
-        yield c
 
 
 

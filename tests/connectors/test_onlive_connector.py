@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +28,7 @@ from syncd.http import Response
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import ContractKit, closing, control, request_counts
+from tests.connectors.kit import control, request_counts, sandbox_fixtures
 from tests.connectors.kits.onlive import KEY_ID, KIT, SECRET, fresh_seed, iso
 
 load_vendor_mapping = ONLIVE_PACKAGE.load_mapping
@@ -383,21 +382,13 @@ async def test_remaining_zero_blocks_further_requests(wire: aioresponses) -> Non
 
 
 # -- against the sandbox ----------------------------------------------------------------------------------
-@pytest.fixture
-def kit() -> ContractKit:
-    """This vendor's kit: the contract suite's ``sandbox`` fixture starts its sandbox."""
-    return KIT
+kit, conn = sandbox_fixtures(KIT, connector)
 
 
 @pytest.fixture
 def sb(sandbox: RunningSandbox) -> RunningSandbox:
     return sandbox
 
-
-@pytest.fixture
-async def conn(sb: RunningSandbox) -> AsyncIterator[OnliveConnector]:
-    async with closing(connector(sb.url)) as c:
-        yield c
 
 
 async def seed(sb: RunningSandbox, n: int) -> list[str]:

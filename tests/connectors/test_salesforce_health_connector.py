@@ -24,7 +24,7 @@ from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejec
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import ContractKit, closing
+from tests.connectors.kit import sandbox_fixtures
 from tests.connectors.kits.salesforce_health import (
     CHANNEL,
     FACILITY,
@@ -388,17 +388,12 @@ async def test_capabilities_and_maintain_need_no_network() -> None:
 
 
 # -- against the sandbox ---------------------------------------------------------------------------
-@pytest.fixture
-def kit() -> ContractKit:
-    """This vendor's kit: the contract suite's ``sandbox`` fixture starts its sandbox."""
-    return KIT
+def _sandbox_connector(url: str) -> SalesforceHealthConnector:
+    return fast(create_connector(KIT.connector_config(url), state=MemoryStateStore()), attempts=3)
 
 
-@pytest.fixture
-async def conn(sandbox: RunningSandbox) -> AsyncIterator[SalesforceHealthConnector]:
-    built = create_connector(KIT.connector_config(sandbox.url), state=MemoryStateStore())
-    async with closing(fast(built, attempts=3)) as c:
-        yield c
+kit, conn = sandbox_fixtures(KIT, _sandbox_connector)
+
 
 
 async def counts(sb: RunningSandbox) -> dict[str, int]:

@@ -43,7 +43,7 @@ from syncd.http import Response
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import ContractKit, closing
+from tests.connectors.kit import sandbox_fixtures
 from tests.connectors.kits.saludya import DOCTOR, KIT, TIMEZONE, control
 
 load_vendor_mapping = SALUDYA_PACKAGE.load_mapping
@@ -430,16 +430,8 @@ async def test_pagination_at_100_and_rate_limit_wait(wire: tuple[SaludYaConnecto
 
 
 # -- against the sandbox ---------------------------------------------------------------------------------
-@pytest.fixture
-def kit() -> ContractKit:
-    """This vendor's kit: the contract suite's ``sandbox`` fixture starts its sandbox."""
-    return KIT
+kit, conn = sandbox_fixtures(KIT, make)
 
-
-@pytest.fixture
-async def conn(sandbox: RunningSandbox) -> AsyncIterator[SaludYaConnector]:
-    async with closing(make(sandbox.url)) as c:
-        yield c
 
 
 async def requests_of(sb: RunningSandbox, method: str, route: str) -> int:

@@ -30,7 +30,7 @@ from tests.sandboxes._onlive_client import (
     onlive_date,
     signature,
 )
-from tests.sandboxing import sandbox_serving
+from tests.sandboxing import sandbox_serving, serving_hook
 
 NOW = datetime(2026, 11, 22, 10, 15, 2, tzinfo=UTC)
 API = "/api/v2/appointments"
@@ -735,23 +735,14 @@ async def test_no_webhooks_sent(env: tuple[Onlive, RunningSandbox]) -> None:
         received.append(await request.read())
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        await api.control("POST", "/_sandbox/options", {"webhook_url": f"http://127.0.0.1:{port}/hook"})
+    async with serving_hook("/hook", hook) as base:
+        await api.control("POST", "/_sandbox/options", {"webhook_url": f"{base}/hook"})
         assert (await api.call("PUT", f"{API}/{R1}", body={"comment": "x"})).status == 200
         assert (await api.call("POST", API, body=create_body())).status == 201
         await api.call("DELETE", f"{API}/{R2}")
         await running.sandbox.wait_webhooks()
         await asyncio.sleep(0.05)
         assert received == [] and running.sandbox.webhooks_sent == []
-    finally:
-        await runner.cleanup()
 
 
 # --- control API and seeding ----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from tests.sandboxes._saludya_fixtures import (
     SEED_ERROR_422,
     Client,
 )
+from tests.sandboxing import serving_hook
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -558,22 +559,13 @@ async def test_no_webhooks_pushed(api: Client) -> None:
         received.append(await request.read())
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        await api.control("POST", "/_sandbox/options", {"webhook_url": f"http://127.0.0.1:{port}/hook"})
+    async with serving_hook("/hook", hook) as base:
+        await api.control("POST", "/_sandbox/options", {"webhook_url": f"{base}/hook"})
         assert (await api.call("PUT", ONE, {"notes": "x"})).status == 200
         assert (await api.call("POST", LIST, NEW)).status == 201
         await api.running.sandbox.wait_webhooks(timeout=1)
         await asyncio.sleep(0.05)
         assert received == [] and api.running.sandbox.webhooks_sent == []
-    finally:
-        await runner.cleanup()
 
 
 # -- faults ------------------------------------------------------------------------------------------
