@@ -14,8 +14,7 @@ from syncd.cli.common import (
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
     LEDGER_UNAVAILABLE,
-    SyncdCommand,
-    common_options,
+    command,
     echo_json,
     fail,
     load,
@@ -63,7 +62,7 @@ def timeline(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-@click.command("explain", cls=SyncdCommand, exit_codes={
+@command("explain", {
     EXIT_OK: "found: the lineage is printed",
     EXIT_PARTIAL: "the ledger holds no such appointment",
     EXIT_CONFIG: "REF is malformed (neither a canonical id nor NAME:EXTERNAL_ID of a configured connector), or "
@@ -71,7 +70,6 @@ def timeline(document: dict[str, Any]) -> list[str]:
     EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE,
 })
 @click.argument("ref", metavar="REF")
-@common_options
 @click.pass_context
 def explain_command(ctx: click.Context, ref: str) -> None:
     """One appointment's lineage: why each field holds its value and who changed it.
