@@ -22,7 +22,6 @@ holds. ``status`` is ok, and exits 0, only when every connector is ok.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +38,6 @@ __all__ = [
     "failing_reason",
     "lag_limit",
     "lag_seconds",
-    "parse_state",
     "parse_time",
     "state_of",
 ]
@@ -78,17 +76,6 @@ def parse_time(value: object) -> datetime | None:
         return None
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def parse_state(value: str | None) -> Any:
-    """A runtime-state value the ledger keeps as JSON text (rate limit, subscription, last resync), or None
-    when there is none or it is not JSON."""
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
     except ValueError:
         return None
 

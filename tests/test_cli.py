@@ -12,21 +12,43 @@ import pytest
 from click.testing import CliRunner, Result
 
 from syncd.cli import main
-from tests.cli_support import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
+CONFIG = """
+[ledger]
+url = "{url}"
 
+[log]
+level = "info"
+format = "json"
 
-def _config(path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch, secret: str = "x") -> Path:
-    """The two-connector config at ``path``, its Salesforce secret from ``$SF_SECRET`` (set to ``secret``)."""
-    monkeypatch.setenv("SF_SECRET", secret)
-    return write_config(path, ledger_url, sf_secret="${SF_SECRET}", log=True)
+[connectors.sf]
+type = "salesforce_health"
+base_url = "http://127.0.0.1:8701"
+token_url = "http://127.0.0.1:8701/services/oauth2/token"
+client_id = "cid"
+client_secret = "${{SF_SECRET}}"
+refresh_token = "rt"
+api_version = "65.0"
+
+[connectors.dentally]
+type = "dentally"
+base_url = "http://127.0.0.1:8705"
+access_token = "tok"
+user_agent = "ua"
+
+[[sync]]
+name = "main"
+members = ["sf", "dentally"]
+"""
 
 
 @pytest.fixture
 def config_path(tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    path = _config(tmp_path / "config.toml", ledger_url, monkeypatch, "sf-secret-value")
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(url=ledger_url), encoding="utf-8")
+    monkeypatch.setenv("SF_SECRET", "sf-secret-value")
     monkeypatch.chdir(tmp_path)
     return str(path)
 
@@ -93,7 +115,9 @@ def test_crosswalk_import_export_exit_codes(config_path: str, tmp_path: Path) ->
 def test_status_before_upgrade_exits_3_without_creating_the_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = _config(tmp_path / "config.toml", f"sqlite+aiosqlite:///{tmp_path}/ledger.db", monkeypatch)
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(url=f"sqlite+aiosqlite:///{tmp_path}/ledger.db"), encoding="utf-8")
+    monkeypatch.setenv("SF_SECRET", "x")
     result = invoke("status", "--config", str(path))
     assert result.exit_code == 3
     assert "syncd db upgrade" in result.stderr
@@ -101,14 +125,18 @@ def test_status_before_upgrade_exits_3_without_creating_the_ledger(
 
 
 def test_unreachable_ledger_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _config(tmp_path / "config.toml", "postgresql+asyncpg://syncd:pw-777@127.0.0.1:1/syncd", monkeypatch)
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(url="postgresql+asyncpg://syncd:pw-777@127.0.0.1:1/syncd"), encoding="utf-8")
+    monkeypatch.setenv("SF_SECRET", "x")
     result = invoke("db", "upgrade", "--config", str(path))
     assert result.exit_code == 3
     assert "unreachable" in result.stderr and "pw-777" not in result.output
 
 
 def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _config(tmp_path / "elsewhere.toml", "sqlite+aiosqlite:///./x.db", monkeypatch)
+    path = tmp_path / "elsewhere.toml"
+    path.write_text(CONFIG.format(url="sqlite+aiosqlite:///./x.db"), encoding="utf-8")
+    monkeypatch.setenv("SF_SECRET", "x")
     monkeypatch.setenv("SYNCD_CONFIG", str(path))
     monkeypatch.chdir(tmp_path)
     result = invoke("check-config")
@@ -117,7 +145,9 @@ def test_config_from_environment_variable(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_check_config_validates_a_crosswalk_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _config(tmp_path / "config.toml", "sqlite+aiosqlite:///./x.db", monkeypatch)
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(url="sqlite+aiosqlite:///./x.db"), encoding="utf-8")
+    monkeypatch.setenv("SF_SECRET", "x")
     cw = tmp_path / "cw.csv"
     cw.write_text("kind,key,connector,external_id\npatient,P-1,zoho,1\n", encoding="utf-8")
     result = invoke("check-config", "--config", str(path), "--crosswalk", str(cw))

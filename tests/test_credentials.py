@@ -44,7 +44,9 @@ async def test_resync_authenticates_with_secrets_from_the_credentials_directory(
     world = await make_world(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
                              {"zoho": "zoho_crm", "dentally": "dentally"}, n_appointments=2)
     try:
-        await world.seed_holding("zoho")
+        await world.seed("zoho")
+        await world.seed("dentally", appointments=False)
+        await world.import_crosswalk()
         text = world.config_path.read_text(encoding="utf-8")
         for name, value in SECRETS.items():
             field = {"ZOHO_CLIENT_ID": "client_id", "ZOHO_CLIENT_SECRET": "client_secret",

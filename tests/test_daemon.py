@@ -42,7 +42,9 @@ async def _world(tmp_path: Path, ledger_url: str, *, n: int, polls: dict[str, fl
     world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=n,
                              connector_extra={name: {"poll_interval": p} for name, p in polls.items()})
     try:
-        await world.seed_holding("zoho")
+        await world.seed("zoho")
+        await world.seed("sf", appointments=False)
+        await world.import_crosswalk()
         if sync_first:
             first = await world.resync()
             assert first.exit_code == 0, first.document

@@ -21,9 +21,7 @@ from aiohttp import web
 
 from syncd.errors import Rejected, Retriable, UnknownOutcome, VendorError
 from syncd.http import HttpClient, Response
-from tests.cli_support import write_config
 from tests.daemon_support import cli, free_port
-from tests.sandboxing import serving
 from tests.scenarios.harness import World, make_world
 
 MEMBERS = {"dentally": "dentally", "sf": "salesforce_health"}
@@ -54,8 +52,14 @@ async def _failure(client: HttpClient, path: str = "v1/appointments", **kw: Any)
 @pytest.fixture
 async def plain_server() -> AsyncIterator[str]:
     """An HTTP server that knows no vendor route (every path: 404 text/plain)."""
-    async with serving(web.Application()) as base:
-        yield base
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_closed_port_is_connection_refused_naming_url_and_base_url() -> None:
@@ -102,9 +106,16 @@ async def test_an_untrusted_certificate_and_a_plain_port_are_tls_errors(
     cert, key = certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(cert), str(key))
-    async with serving(web.Application(), ssl_context=context) as base:
-        error = await _failure(_client(base.replace("http://", "https://")))
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        error = await _failure(_client(f"https://127.0.0.1:{port}"))
         assert error.cause is not None and error.cause.startswith("TLS error: the certificate of 127.0.0.1:")
+    finally:
+        await runner.cleanup()
     error = await _failure(_client(plain_server.replace("http://", "https://")))
     assert error.cause is not None and error.cause.startswith("TLS error: the TLS handshake with 127.0.0.1:")
 
@@ -192,8 +203,35 @@ async def test_doctor_names_the_dentally_token_key_when_it_is_refused(world: Wor
 # -- ledger and config --------------------------------------------------------------------------------
 
 
+CONFIG = """
+[ledger]
+url = "{url}"
+
+[connectors.sf]
+type = "salesforce_health"
+base_url = "http://127.0.0.1:8701"
+token_url = "http://127.0.0.1:8701/services/oauth2/token"
+client_id = "cid"
+client_secret = "cs"
+refresh_token = "rt"
+api_version = "65.0"
+
+[connectors.dentally]
+type = "dentally"
+base_url = "http://127.0.0.1:8705"
+access_token = "tok"
+user_agent = "ua"
+
+[[sync]]
+name = "main"
+members = ["sf", "dentally"]
+"""
+
+
 def _config(tmp_path: Path, url: str) -> Path:
-    return write_config(tmp_path / "config.toml", url)
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG.format(url=url), encoding="utf-8")
+    return path
 
 
 async def test_an_unreachable_postgresql_names_host_and_port_and_prints_an_error_document(tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ async def world(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     w = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=2,
                          connector_extra={"dentally": {"poll_interval": 1}, "sf": {"poll_interval": 0}})
     try:
-        await w.seed_holding("dentally")
+        await w.seed("dentally")
+        await w.seed("sf", appointments=False)
+        await w.import_crosswalk()
         first = await w.resync()
         assert first.exit_code == 0, first.document
         with_server(w, free_port())

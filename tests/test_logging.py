@@ -376,7 +376,9 @@ async def test_console_format_covers_the_engine_lines_of_a_real_resync(tmp_path:
     world = await make_world(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}",
                              {"zoho": "zoho_crm", "dentally": "dentally"}, n_appointments=2)
     try:
-        await world.seed_holding("zoho")
+        await world.seed("zoho")
+        await world.seed("dentally", appointments=False)
+        await world.import_crosswalk()
         text = world.config_path.read_text(encoding="utf-8")
         world.config_path.write_text(text.replace('level = "warning"\nformat = "json"',
                                                   'level = "info"\nformat = "console"'), encoding="utf-8")

@@ -171,7 +171,9 @@ async def test_daemon_exports_what_alerts_need_and_logs_quietly(tmp_path: Path, 
                              connector_extra={"zoho": {"poll_interval": 1}, "dentally": {"poll_interval": 1}})
     daemon: DaemonProcess | None = None
     try:
-        await world.seed_holding("zoho")
+        await world.seed("zoho")
+        await world.seed("dentally", appointments=False)
+        await world.import_crosswalk()
         latency_before = _registry_value("syncd_sync_latency_seconds_count", connector="dentally") or 0
         first = await world.resync_within(30)
         assert first.exit_code == 0 and first.document["connectors"]["dentally"]["created"] == 2, first.document

@@ -39,22 +39,7 @@ SF_ID2 = "08pxx0000004KGHAA2"
 ZOHO_CHANNEL = "1000000068001"
 MAX_BODY = 262_144  # room for 100000-level nesting (200 kB), still far below "huge"
 
-_SF = """type = "salesforce_health"
-base_url = "http://127.0.0.1:9"
-token_url = "http://127.0.0.1:9/services/oauth2/token"
-client_id = "sandbox-client"
-client_secret = "sandbox-secret"
-refresh_token = "sandbox-refresh"
-api_version = "65.0"
-"""
-_DENTALLY = """type = "dentally"
-base_url = "http://127.0.0.1:9"
-access_token = "sandbox-token"
-user_agent = "syncd-tests"
-webhook_secret = "{secret}"
-"""
-CONFIG_TOML = (
-    """
+CONFIG_TOML = """
 [ledger]
 url = "{ledger_url}"
 
@@ -63,10 +48,25 @@ host = "127.0.0.1"
 port = 0
 max_body_bytes = {max_body}
 
-"""
-    + "[connectors.sf]\n" + _SF + 'webhook_secret = "{secret}"\n'
-    + "\n[connectors.sfoff]\n" + _SF
-    + """
+[connectors.sf]
+type = "salesforce_health"
+base_url = "http://127.0.0.1:9"
+token_url = "http://127.0.0.1:9/services/oauth2/token"
+client_id = "sandbox-client"
+client_secret = "sandbox-secret"
+refresh_token = "sandbox-refresh"
+api_version = "65.0"
+webhook_secret = "{secret}"
+
+[connectors.sfoff]
+type = "salesforce_health"
+base_url = "http://127.0.0.1:9"
+token_url = "http://127.0.0.1:9/services/oauth2/token"
+client_id = "sandbox-client"
+client_secret = "sandbox-secret"
+refresh_token = "sandbox-refresh"
+api_version = "65.0"
+
 [connectors.zoho]
 type = "zoho_crm"
 base_url = "http://127.0.0.1:9"
@@ -76,9 +76,20 @@ client_secret = "sandbox-secret"
 refresh_token = "sandbox-refresh"
 webhook_secret = "{secret}"
 
-"""
-    + "[connectors.dent]\n" + _DENTALLY + "\n[connectors.boom]\n" + _DENTALLY
-    + """
+[connectors.dent]
+type = "dentally"
+base_url = "http://127.0.0.1:9"
+access_token = "sandbox-token"
+user_agent = "syncd-tests"
+webhook_secret = "{secret}"
+
+[connectors.boom]
+type = "dentally"
+base_url = "http://127.0.0.1:9"
+access_token = "sandbox-token"
+user_agent = "syncd-tests"
+webhook_secret = "{secret}"
+
 [connectors.onl]
 type = "onlive"
 base_url = "http://127.0.0.1:9"
@@ -86,7 +97,6 @@ access_key_id = "OLAK7Q2N4X9EXAMPLE"
 secret_access_key = "olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"
 webhook_secret = "{secret}"
 """
-)
 
 
 def signed(body: bytes, *, ts: int | None = None, secret: str = SECRET) -> dict[str, str]:

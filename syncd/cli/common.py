@@ -45,7 +45,7 @@ from syncd.errors import (
     SyncdError,
     VendorError,
 )
-from syncd.ledger.store import Ledger, LedgerUnavailable, Tx, describe_ledger_error
+from syncd.ledger.store import Ledger, LedgerUnavailable, describe_ledger_error
 from syncd.logging import configure_logging
 
 __all__ = [
@@ -57,26 +57,16 @@ __all__ = [
     "Progress",
     "SyncdCommand",
     "SyncdGroup",
-    "command",
     "common_options",
     "config_option",
-    "connector_option",
     "echo_json",
-    "echo_list",
-    "exit_codes",
     "fail",
-    "finish",
-    "group",
     "iso",
-    "json_answer",
     "load",
-    "load_connectors",
     "open_ledger",
     "options",
     "progress",
-    "read_ledger",
     "run",
-    "shown",
     "table",
 ]
 
@@ -104,21 +94,14 @@ LIST_EXIT_CODES: Mapping[int, str] = {
 """A ``list`` command's: it fails only when it cannot read the ledger."""
 
 
-def exit_codes(
-    ok: str,
-    *,
-    partial: str | None = None,
-    config: str = "usage or configuration error",
-    unavailable: str | None = LEDGER_UNAVAILABLE,
-) -> dict[int, str]:
-    """A command's exit codes for its ``--help``: what exit 0, 1, 2 and 3 mean (None: it never exits so)."""
-    codes = {EXIT_OK: ok, EXIT_PARTIAL: partial, EXIT_CONFIG: config, EXIT_UNAVAILABLE: unavailable}
-    return {code: text for code, text in codes.items() if text is not None}
-
-
 def show_exit_codes(thing: str) -> dict[int, str]:
     """The exit codes of a ``show ID`` command for one ``thing`` (a conflict, a dead letter)."""
-    return exit_codes(f"the {thing} was found and shown", partial=f"no {thing} with that id")
+    return {
+        EXIT_OK: f"the {thing} was found and shown",
+        EXIT_PARTIAL: f"no {thing} with that id",
+        EXIT_CONFIG: "usage or configuration error",
+        EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE,
+    }
 
 
 # -- options --------------------------------------------------------------------------------------------
@@ -158,75 +141,27 @@ def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], None]
     return callback
 
 
-def _global_option(*decls: str, key: str, **attrs: Any) -> Callable[[F], F]:
-    """One global option: eager, kept in ``ctx.meta[key]`` (given at any level), not a parameter."""
-    return click.option(*decls, expose_value=False, is_eager=True, callback=_remember(key), **attrs)
-
-
 def config_option(func: F) -> F:
     """``--config PATH`` (else ``$SYNCD_CONFIG``, else ``./config.toml``), on any command or group."""
-    option = _global_option(
-        "--config",
-        "config_path",
-        key=_CONFIG_KEY,
-        metavar="PATH",
-        help="Config file (default: $SYNCD_CONFIG, else ./config.toml).",
+    option = click.option(
+        "--config", "config_path", metavar="PATH", expose_value=False, is_eager=True,
+        callback=_remember(_CONFIG_KEY), help="Config file (default: $SYNCD_CONFIG, else ./config.toml).",
     )
     return option(func)
 
 
-_FLAGS = (
-    (("-v", "--verbose"), _VERBOSE_KEY, "More detail on stderr: debug logs, every check."),
-    (("-q", "--quiet"), _QUIET_KEY, "Less on stderr: no progress, no notices; logs at warning level and above."),
-    (("--json", "json_output"), _JSON_KEY, "Print exactly one JSON document on stdout (also on failure)."),
-)
-
-
 def common_options(func: F) -> F:
     """``--config``, ``--json``, ``--quiet`` and ``--verbose``, for every command and group."""
-    for decls, key, text in _FLAGS:
-        func = _global_option(*decls, key=key, is_flag=True, help=text)(func)
+    func = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_remember(_VERBOSE_KEY),
+                        help="More detail on stderr: debug logs, every check.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_remember(_QUIET_KEY),
+                        help="Less on stderr: no progress, no notices; logs at warning level and above.")(func)
+    func = click.option("--json", "json_output", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_remember(_JSON_KEY),
+                        help="Print exactly one JSON document on stdout (also on failure).")(func)
     return config_option(func)
-
-
-def command(name: str, codes: Mapping[int, str] | None = None) -> Callable[[Callable[..., Any]], SyncdCommand]:
-    """A top-level command with the global options, whose ``--help`` ends with ``codes`` (else the standard
-    exit codes)."""
-
-    def decorator(func: Callable[..., Any]) -> SyncdCommand:
-        return click.command(name, cls=SyncdCommand, exit_codes=codes)(common_options(func))
-
-    return decorator
-
-
-def group(name: str, codes: Mapping[int, str] | None = None) -> Callable[[Callable[..., Any]], SyncdGroup]:
-    """A command group with the global options (its subcommands take them too: :meth:`SyncdGroup.command`)."""
-
-    def decorator(func: Callable[..., Any]) -> SyncdGroup:
-        return click.group(name, cls=SyncdGroup, exit_codes=codes)(common_options(func))
-
-    return decorator
-
-
-def connector_option(what: str) -> Callable[[F], F]:
-    """``--connector NAME`` (repeatable): ``what`` the command does with only these connectors."""
-    return click.option(
-        "--connector",
-        "connector_names",
-        multiple=True,
-        metavar="NAME",
-        help=f"Only {what} these connectors (repeatable; default: all).",
-    )
-
-
-def load_connectors(ctx: click.Context, names: Sequence[str]) -> tuple[Config, list[str]]:
-    """:func:`load`, and the ``--connector`` names, each once (all configured ones when none is given); an
-    unknown one is a config error (exit 2)."""
-    config = load(ctx)
-    unknown = [n for n in names if n not in config.connectors]
-    if unknown:
-        raise ConfigError([f"--connector: {n!r} is not a configured connector" for n in unknown])
-    return config, list(dict.fromkeys(names)) or list(config.connectors)
 
 
 # -- exit codes in every --help -------------------------------------------------------------------------
@@ -253,38 +188,19 @@ class SyncdGroup(_ExitCodesInHelp, click.Group):
 
     command_class = SyncdCommand
 
-    def command(  # type: ignore[override]  # only the decorator-factory form: ``@group.command(name, ...)``
-        self, name: str, **kwargs: Any
-    ) -> Callable[[Callable[..., Any]], click.Command]:
-        """A subcommand (as ``click.Group.command``) that takes the global options too."""
-        make = super().command(name, **kwargs)
-        return lambda func: make(common_options(func))
-
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            fail(ctx, "config_error", "; ".join(exc.problems), EXIT_CONFIG, lines=exc.problems, problems=exc.problems)
+            fail(ctx, "config_error", "; ".join(exc.problems), EXIT_CONFIG, lines=exc.problems,
+                 problems=exc.problems)
         except LedgerUnavailable as exc:
             fail(ctx, "ledger_unavailable", f"error: {exc}", EXIT_UNAVAILABLE)
         except VendorError as exc:
-            code = (
-                "auth_failed"
-                if isinstance(exc, AuthFailure)
-                else "rate_limited"
-                if isinstance(exc, RateLimited)
-                else "unreachable"
-                if exc.status is None
-                else "vendor_error"
-            )
-            fail(
-                ctx,
-                code,
-                f"error: {exc.headline}: {exc.explain()}",
-                EXIT_UNAVAILABLE,
-                connector=exc.connector,
-                config_key=exc.config_key,
-            )
+            code = ("auth_failed" if isinstance(exc, AuthFailure) else "rate_limited" if isinstance(exc, RateLimited)
+                    else "unreachable" if exc.status is None else "vendor_error")
+            fail(ctx, code, f"error: {exc.headline}: {exc.explain()}", EXIT_UNAVAILABLE, connector=exc.connector,
+                 config_key=exc.config_key)
         except SQLAlchemyError as exc:
             # a ledger that went away mid-command: say where, never the statement or its parameters
             fail(ctx, "ledger_unavailable", f"error: ledger failed: {_ledger_text(ctx, exc)}", EXIT_UNAVAILABLE)
@@ -305,14 +221,8 @@ class RootGroup(SyncdGroup):
     """The ``syncd`` group: under ``--json`` a usage error (unknown option, missing argument) is an
     error document too, whichever level it happens at."""
 
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         wants_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
         if not standalone_mode or not wants_json:
@@ -334,15 +244,14 @@ def _error_document(code: str, message: str, exit_code: int, **extra: Any) -> di
     return {"ok": False, "exit_code": exit_code, "error": error}
 
 
-def fail(
-    ctx: click.Context, code: str, message: str, exit_code: int, *, lines: Sequence[str] | None = None, **extra: Any
-) -> NoReturn:
+def fail(ctx: click.Context, code: str, message: str, exit_code: int, *, lines: Sequence[str] | None = None,
+         **extra: Any) -> NoReturn:
     """Stop the command: ``lines`` (or ``message``) on stderr, under ``--json`` the error document on
     stdout, then exit ``exit_code``."""
     for line in lines if lines is not None else [message]:
         click.echo(line, err=True)
     if options(ctx).json:
-        text = message[len("error: ") :] if message.startswith("error: ") else message
+        text = message[len("error: "):] if message.startswith("error: ") else message
         echo_json(_error_document(code, text, exit_code, **extra))
     raise click.exceptions.Exit(exit_code)
 
@@ -360,9 +269,8 @@ def load(ctx: click.Context, *, configure_logs: bool = True, secrets: bool = Tru
             origin = "from $SYNCD_CONFIG"
         else:
             origin = "the default, in the current directory"
-        raise ConfigError(
-            [f"config: file not found: {Path(path).resolve()} ({origin}); give --config PATH or set $SYNCD_CONFIG"]
-        )
+        raise ConfigError([f"config: file not found: {Path(path).resolve()} ({origin}); give --config PATH or "
+                           "set $SYNCD_CONFIG"])
     config = load_config(path, secrets=secrets)
     ctx.meta["syncd.ledger_url"] = config.ledger.url
     if configure_logs:
@@ -376,9 +284,8 @@ def load(ctx: click.Context, *, configure_logs: bool = True, secrets: bool = Tru
 
 
 @contextlib.asynccontextmanager
-async def open_ledger(
-    config: Config, *, create: bool = False, upgrade: bool = False, current: bool = True
-) -> AsyncIterator[Ledger]:
+async def open_ledger(config: Config, *, create: bool = False, upgrade: bool = False,
+                      current: bool = True) -> AsyncIterator[Ledger]:
     """The one way a command opens the ledger: ``create``/``upgrade`` for commands that may create it,
     else an existing ledger that ``current`` requires at the newest schema (exit 3 with what to run)."""
     ledger = await Ledger.open(config.ledger.url, create=create)
@@ -396,16 +303,6 @@ async def open_ledger(
         await ledger.close()
 
 
-def read_ledger(config: Config, read: Callable[[Tx], Awaitable[T]]) -> T:
-    """``read(tx)`` in one read-only transaction of the (existing, current) ledger, from a command."""
-
-    async def go() -> T:
-        async with open_ledger(config) as ledger, ledger.transaction(readonly=True) as tx:
-            return await read(tx)
-
-    return run(go())
-
-
 def run(coro: Awaitable[T]) -> T:
     """Run a coroutine to completion from a (synchronous) click command."""
 
@@ -419,34 +316,6 @@ def run(coro: Awaitable[T]) -> T:
 def echo_json(document: Any) -> None:
     """Print exactly one JSON document on stdout."""
     click.echo(json.dumps(document, sort_keys=True, default=str))
-
-
-def finish(ctx: click.Context, code: int, document: Mapping[str, Any], lines: Sequence[str] = ()) -> NoReturn:
-    """End a command with exit ``code``: under ``--json`` the document (with ``ok``: whether ``code`` is
-    0) on stdout, else ``lines``."""
-    if not json_answer(ctx, {"ok": code == EXIT_OK, **document}):
-        for line in lines:
-            click.echo(line)
-    sys.stdout.flush()
-    ctx.exit(code)
-
-
-def json_answer(ctx: click.Context, document: Any) -> bool:
-    """Under ``--json``: print ``document`` (the command's one JSON document) and say so."""
-    if options(ctx).json:
-        echo_json(document)
-        return True
-    return False
-
-
-def shown(ctx: click.Context, key: str, document: T | None, missing: str) -> T:
-    """A ``show ID`` command's ``document``: none is exit 1 (``not_found``, ``missing`` said); under
-    ``--json`` it is printed as ``{key: document}`` and the command ends there (exit 0)."""
-    if document is None:
-        fail(ctx, "not_found", missing, EXIT_PARTIAL)
-    if json_answer(ctx, {key: document}):
-        ctx.exit(EXIT_OK)
-    return document
 
 
 def iso(value: datetime | None) -> str | None:
@@ -497,16 +366,7 @@ def progress(ctx: click.Context, title: str) -> Iterator[Progress]:
         yield handle
 
 
-def echo_list(
-    ctx: click.Context, key: str, rows: Sequence[T], line: Callable[[T], str], *, empty: str, details: str
-) -> None:
-    """A ``list`` command's answer: under ``--json`` ``{key: rows}``; else one ``line`` a row (``empty``
-    when there is none) and, unless ``--quiet``, the ``details`` command that shows one row, on stderr."""
-    if json_answer(ctx, {key: rows}):
-        return
-    if not rows:
-        click.echo(empty)
-    for row in rows:
-        click.echo(line(row))
+def echo_next_step(ctx: click.Context, rows: Sequence[object], command: str) -> None:
+    """After a non-empty list (unless ``--quiet``): the command that shows one row's details, on stderr."""
     if rows and not options(ctx).quiet:
-        click.echo(f"details and the next step: {details}", err=True)
+        click.echo(f"details and the next step: {command}", err=True)

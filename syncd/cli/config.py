@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from syncd import registry
-from syncd.cli.common import EXIT_CONFIG, EXIT_OK, command, echo_json, load, options
+from syncd.cli.common import EXIT_CONFIG, EXIT_OK, SyncdCommand, common_options, echo_json, load, options
 from syncd.cli.crosswalk import read_csv_text
 from syncd.config import Config
 from syncd.crosswalk import CrosswalkRow, parse_csv
@@ -41,10 +41,11 @@ def ignored_webhook_secrets(config: Config) -> list[str]:
     ]
 
 
-@command("check-config", {
+@click.command("check-config", cls=SyncdCommand, exit_codes={
     EXIT_OK: "the config, the mappings it uses (and the crosswalk file) are valid",
     EXIT_CONFIG: "a problem was found: one line per problem on stderr, naming the key",
 })
+@common_options
 @click.option(
     "--crosswalk",
     "crosswalk_file",

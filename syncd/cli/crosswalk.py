@@ -18,9 +18,10 @@ from syncd.cli.common import (
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
     LEDGER_UNAVAILABLE,
+    SyncdGroup,
+    common_options,
     echo_json,
     fail,
-    group,
     load,
     open_ledger,
     options,
@@ -54,7 +55,8 @@ def read_csv_text(file: str) -> str:
         raise ConfigError([f"crosswalk: cannot read {file}: {what}"]) from None
 
 
-@group("crosswalk")
+@click.group("crosswalk", cls=SyncdGroup)
+@common_options
 def crosswalk() -> None:
     """Reference ids across systems (patients, practitioners, locations, services, appointments)."""
 
@@ -65,6 +67,7 @@ def crosswalk() -> None:
     EXIT_CONFIG: "usage or configuration error, or the file cannot be read; nothing applied",
     **_LEDGER_CODES,
 })
+@common_options
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--dry-run", is_flag=True, help="Report what the import would do; apply nothing.")
 @click.option("--replace", is_flag=True,
@@ -106,6 +109,7 @@ def import_command(ctx: click.Context, file: str, dry_run: bool, replace: bool) 
     EXIT_CONFIG: "usage or configuration error",
     **_LEDGER_CODES,
 })
+@common_options
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.pass_context
 def export_command(ctx: click.Context, file: str | None) -> None:
@@ -142,6 +146,7 @@ def export_command(ctx: click.Context, file: str | None) -> None:
     EXIT_CONFIG: "usage or configuration error",
     **_LEDGER_CODES,
 })
+@common_options
 @click.argument("kind", type=click.Choice(["patient", "practitioner", "location", "service", "appointment"]))
 @click.argument("key")
 @click.argument("connector")

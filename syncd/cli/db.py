@@ -8,8 +8,9 @@ from syncd.cli.common import (
     EXIT_CONFIG,
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    SyncdGroup,
+    common_options,
     echo_json,
-    group,
     load,
     open_ledger,
     options,
@@ -27,12 +28,14 @@ _CODES = {
 }
 
 
-@group("db", _CODES)
+@click.group("db", cls=SyncdGroup, exit_codes=_CODES)
+@common_options
 def db() -> None:
     """Ledger schema management."""
 
 
 @db.command("upgrade", exit_codes=_CODES)
+@common_options
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Create or migrate the ledger schema to the newest revision (a no-op when current). Needs no

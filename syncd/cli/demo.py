@@ -9,10 +9,12 @@ import click
 
 from syncd.cli.common import (
     EXIT_CONFIG,
-    command,
-    exit_codes,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    SyncdCommand,
+    common_options,
+    echo_json,
     fail,
-    finish,
     load,
     options,
     run,
@@ -21,16 +23,14 @@ from syncd.cli.common import (
 __all__ = ["demo_command"]
 
 
-@command(
-    "demo",
-    exit_codes(
-        "all five scripted outcomes hold",
-        partial="some scripted outcome did not hold (the summary names it)",
-        config="usage or configuration error (e.g. no sync group with a CRM and an EHR)",
-        unavailable=None,
-    ),
-)
-@click.option("--keep", is_flag=True, help="Keep the temporary directory with the demo's SQLite ledger and JSON log.")
+@click.command("demo", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "all five scripted outcomes hold",
+    EXIT_PARTIAL: "some scripted outcome did not hold (the summary names it)",
+    EXIT_CONFIG: "usage or configuration error (e.g. no sync group with a CRM and an EHR)",
+})
+@common_options
+@click.option("--keep", is_flag=True,
+              help="Keep the temporary directory with the demo's SQLite ledger and JSON log.")
 @click.pass_context
 def demo_command(ctx: click.Context, keep: bool) -> None:
     """Start the sandboxes and the daemon in one process, seed realistic appointments, make scripted
@@ -56,8 +56,7 @@ def demo_command(ctx: click.Context, keep: bool) -> None:
             fail(ctx, "config_error", f"error: {exc}", EXIT_CONFIG)
         if keep:
             console.print(f"ledger and JSON log kept in {workdir}")
-    finish(
-        ctx,
-        code,
-        {"exit_code": code, "duration_s": round(time.monotonic() - started, 1), "kept": str(workdir) if keep else None},
-    )
+    if as_json:
+        echo_json({"ok": code == EXIT_OK, "exit_code": code, "duration_s": round(time.monotonic() - started, 1),
+                   "kept": str(workdir) if keep else None})
+    ctx.exit(code)

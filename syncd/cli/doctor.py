@@ -13,14 +13,14 @@ from typing import Any
 import click
 
 from syncd.cli.common import (
+    EXIT_CONFIG,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
-    command,
-    connector_option,
-    exit_codes,
-    json_answer,
-    load_connectors,
+    SyncdCommand,
+    common_options,
+    echo_json,
+    load,
     options,
     progress,
     run,
@@ -28,6 +28,7 @@ from syncd.cli.common import (
 from syncd.config import Config
 from syncd.connector import CheckStatus, Connector, MemoryStateStore, StateStore
 from syncd.doctor import ConnectorDiagnosis, DoctorReport, run_doctor
+from syncd.errors import ConfigError
 from syncd.ledger.store import Ledger, LedgerUnavailable
 from syncd.registry import create_connector
 from syncd.runtime import check_mappings
@@ -51,9 +52,8 @@ async def diagnose(config: Config, names: list[str], on_done: Any = None) -> Doc
     try:
         ledger = await Ledger.open(config.ledger.url, create=False)
         if await ledger.revision() != Ledger.head_revision():
-            notes.append(
-                "the ledger is not at the newest schema (run `syncd db upgrade`): its connector state was not used"
-            )
+            notes.append("the ledger is not at the newest schema (run `syncd db upgrade`): its connector state "
+                         "was not used")
             await ledger.close()
             ledger = None
     except LedgerUnavailable as exc:
@@ -75,23 +75,27 @@ async def diagnose(config: Config, names: list[str], on_done: Any = None) -> Doc
     return report
 
 
-@command(
-    "doctor",
-    exit_codes(
-        "every check passed (warnings and checks that cannot be made from here allowed)",
-        partial="something syncd needs is missing or wrong (a field, a scope, a setting): see each fix",
-        unavailable="a connector cannot be reached or its credentials are refused (URL, cause and config key are "
-        "named)",
-    ),
-)
-@connector_option("check")
+@click.command("doctor", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "every check passed (warnings and checks that cannot be made from here allowed)",
+    EXIT_PARTIAL: "something syncd needs is missing or wrong (a field, a scope, a setting): see each fix",
+    EXIT_CONFIG: "usage or configuration error",
+    EXIT_UNAVAILABLE: "a connector cannot be reached or its credentials are refused (URL, cause and config "
+    "key are named)",
+})
+@common_options
+@click.option("--connector", "connector_names", multiple=True, metavar="NAME",
+              help="Only check these connectors (repeatable; default: all).")
 @click.pass_context
 def doctor(ctx: click.Context, connector_names: tuple[str, ...]) -> None:
     """Check each connector's set-up: reach the vendor, authenticate, the fields, scopes, permissions
     and webhook set-up syncd needs, one page read; say what to change and where for each check that
     does not pass. Makes no write to any vendor (a few read requests each)."""
-    config, names = load_connectors(ctx, connector_names)
+    config = load(ctx)
+    unknown = [n for n in connector_names if n not in config.connectors]
+    if unknown:
+        raise ConfigError([f"--connector: {n!r} is not a configured connector" for n in unknown])
     check_mappings(config)
+    names = list(dict.fromkeys(connector_names)) or list(config.connectors)
     verbose = options(ctx).verbose
     with progress(ctx, "doctor") as bar:
         finished: list[str] = []
@@ -101,7 +105,8 @@ def doctor(ctx: click.Context, connector_names: tuple[str, ...]) -> None:
             bar.update(f"{len(finished)}/{len(names)} connectors checked")
 
         report = run(diagnose(config, names, on_done))
-    if json_answer(ctx, report.as_dict()):
+    if options(ctx).json:
+        echo_json(report.as_dict())
         ctx.exit(report.exit_code)
     for name in names:
         result = report.connectors[name]

@@ -14,7 +14,8 @@ from syncd.cli.common import (
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
     LEDGER_UNAVAILABLE,
-    command,
+    SyncdCommand,
+    common_options,
     echo_json,
     fail,
     load,
@@ -62,7 +63,7 @@ def timeline(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-@command("explain", {
+@click.command("explain", cls=SyncdCommand, exit_codes={
     EXIT_OK: "found: the lineage is printed",
     EXIT_PARTIAL: "the ledger holds no such appointment",
     EXIT_CONFIG: "REF is malformed (neither a canonical id nor NAME:EXTERNAL_ID of a configured connector), or "
@@ -70,6 +71,7 @@ def timeline(document: dict[str, Any]) -> list[str]:
     EXIT_UNAVAILABLE: LEDGER_UNAVAILABLE,
 })
 @click.argument("ref", metavar="REF")
+@common_options
 @click.pass_context
 def explain_command(ctx: click.Context, ref: str) -> None:
     """One appointment's lineage: why each field holds its value and who changed it.

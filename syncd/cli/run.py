@@ -5,12 +5,15 @@ from __future__ import annotations
 import click
 
 from syncd.cli.common import (
+    EXIT_CONFIG,
+    EXIT_OK,
     EXIT_UNAVAILABLE,
-    command,
-    exit_codes,
+    SyncdCommand,
+    common_options,
+    echo_json,
     fail,
-    finish,
     load,
+    options,
     run,
 )
 from syncd.daemon import AlreadyRunning, run_daemon
@@ -19,15 +22,13 @@ from syncd.runtime import new_ledger_notice
 __all__ = ["run_command"]
 
 
-@command(
-    "run",
-    exit_codes(
-        "stopped by SIGTERM/SIGINT after finishing or handing back in-flight work",
-        config="usage or configuration error, nothing started",
-        unavailable="could not start: ledger unreachable, another `syncd run` holds this SQLite ledger, or the server "
-        "address cannot be bound",
-    ),
-)
+@click.command("run", cls=SyncdCommand, exit_codes={
+    EXIT_OK: "stopped by SIGTERM/SIGINT after finishing or handing back in-flight work",
+    EXIT_CONFIG: "usage or configuration error, nothing started",
+    EXIT_UNAVAILABLE: "could not start: ledger unreachable, another `syncd run` holds this SQLite ledger, or the "
+    "server address cannot be bound",
+})
+@common_options
 @click.pass_context
 def run_command(ctx: click.Context) -> None:
     """Run the daemon: poll every connector on its interval, serve webhooks and /healthz, /readyz,
@@ -44,10 +45,8 @@ def run_command(ctx: click.Context) -> None:
         fail(ctx, "already_running", f"error: {exc}", EXIT_UNAVAILABLE)
     except OSError as exc:
         where = f"{config.server.host}:{config.server.port}"
-        fail(
-            ctx,
-            "cannot_serve",
-            f"error: cannot serve on {where}: {exc.strerror or type(exc).__name__} (check [server] host and port)",
-            EXIT_UNAVAILABLE,
-        )
-    finish(ctx, code, {"exit_code": code})
+        fail(ctx, "cannot_serve", f"error: cannot serve on {where}: {exc.strerror or type(exc).__name__} "
+             "(check [server] host and port)", EXIT_UNAVAILABLE)
+    if options(ctx).json:
+        echo_json({"ok": code == EXIT_OK, "exit_code": code})
+    ctx.exit(code)

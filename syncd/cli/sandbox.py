@@ -13,7 +13,8 @@ from syncd.cli.common import (
     EXIT_CONFIG,
     EXIT_OK,
     EXIT_UNAVAILABLE,
-    command,
+    SyncdCommand,
+    common_options,
     echo_json,
     fail,
     options,
@@ -52,11 +53,12 @@ def _port_help() -> str:
     return f"{ORDER[0]} on this port, {', '.join(offsets)} (0: free ports)."
 
 
-@command("sandbox", {
+@click.command("sandbox", cls=SyncdCommand, exit_codes={
     EXIT_OK: "stopped by SIGINT/SIGTERM",
     EXIT_CONFIG: "usage error",
     EXIT_UNAVAILABLE: "a port cannot be bound",
 })
+@common_options
 @click.option("--vendor", "vendors", multiple=True, type=click.Choice(ORDER), metavar="NAME",
               help=f"Serve only these vendors (repeatable): {', '.join(ORDER)}. Default: all of them.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

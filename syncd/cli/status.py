@@ -3,6 +3,7 @@ vendor secret). What ok, degraded, failing and lag mean is defined once, in :mod
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,8 @@ from syncd.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNAVAILABLE,
-    command,
+    SyncdCommand,
+    common_options,
     echo_json,
     iso,
     load,
@@ -25,13 +27,22 @@ from syncd.cli.common import (
     table,
 )
 from syncd.config import Config, mask_url
-from syncd.health import HEARTBEAT_STALE_S, assess, lag_limit, lag_seconds, parse_state, parse_time, state_of
+from syncd.health import HEARTBEAT_STALE_S, assess, lag_limit, lag_seconds, parse_time, state_of
 from syncd.ledger.models import ConflictRow, DeadLetter, Lease, utcnow
 from syncd.ledger.store import RESYNC_KEY, ConnectorSummary
 
 __all__ = ["collect", "status"]
 
 RUNTIME_KEYS = ("status.rate_limit", "status.subscription", RESYNC_KEY)
+
+
+def _loads(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -152,20 +163,21 @@ def _connector(config: Config, name: str, reads: _Reads, oldest: tuple[dict[str,
         "dead_letters": summary.dead_letters,
         "open_conflicts": summary.open_conflicts,
         # written by a running `syncd run` and by `resync` (absent when neither has run yet)
-        "rate_limit": parse_state(runtime_state.get("status.rate_limit")),
-        "subscription": parse_state(runtime_state.get("status.subscription")),
-        "last_resync": parse_state(runtime_state.get(RESYNC_KEY)),
+        "rate_limit": _loads(runtime_state.get("status.rate_limit")),
+        "subscription": _loads(runtime_state.get("status.subscription")),
+        "last_resync": _loads(runtime_state.get(RESYNC_KEY)),
         # PostgreSQL: the replica that polls it now (its poll:<name> lease), None when none does
         "poller": held.get(f"poll:{name}"),
     }
 
 
-@command("status", {
+@click.command("status", cls=SyncdCommand, exit_codes={
     EXIT_OK: "every connector is ok",
     EXIT_PARTIAL: "a connector is degraded or failing (the reason and since when are shown)",
     EXIT_CONFIG: "usage or configuration error",
     EXIT_UNAVAILABLE: "could not run: the ledger is unreachable or not initialised",
 })
+@common_options
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """Per connector: its state (ok, degraded or failing, with the reason and since when), last

@@ -7,12 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import click
-
 from syncd.ledger.models import AppointmentRow, Link
 from syncd.model import TEXT_FIELDS, Appointment, InvalidAppointment
 
-__all__ = ["echo_systems", "format_value", "format_values", "redacted", "systems_view"]
+__all__ = ["format_values", "redacted", "systems_view"]
 
 
 def redacted(snapshot: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -39,14 +37,6 @@ def systems_view(row: AppointmentRow | None, links: Sequence[Link]) -> dict[str,
             "values": redacted(link.seen) if link.seen else None,
         }
     return systems
-
-
-def echo_systems(systems: Mapping[str, Any]) -> None:
-    """A :func:`systems_view` as text: one line a system, its record id, retired or not, and its values."""
-    for name, info in systems.items():
-        ident = f" {info['external_id']}" if info.get("external_id") else ""
-        retired = " (retired)" if info.get("retired") else ""
-        click.echo(f"    {name}{ident}{retired}: {format_values(info['values'])}")
 
 
 def format_values(values: Mapping[str, Any] | None) -> str:

@@ -15,13 +15,13 @@ patient value inside one is hashed here as well.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from syncd.config import Config
-from syncd.health import parse_state
 from syncd.ledger.models import ConflictRow, DeadLetter, utcnow
 from syncd.ledger.store import Ledger, LineageRecord
 from syncd.lineage import HASHED_FIELDS, RefError, history_row, lineage_view, parse_ref, short_hash
@@ -57,6 +57,15 @@ LAG_FACTOR = 3
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _loads(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
 
 
 # -- connector state ----------------------------------------------------------------------------
@@ -147,8 +156,8 @@ async def connector_status(config: Config, ledger: Ledger, *, now: datetime | No
             "outbox_pending": summary.outbox_pending,
             "dead_letters": summary.dead_letters,
             "open_conflicts": summary.open_conflicts,
-            "rate_limit": parse_state(runtime[name].get("status.rate_limit")),
-            "subscription": parse_state(runtime[name].get("status.subscription")),
+            "rate_limit": _loads(runtime[name].get("status.rate_limit")),
+            "subscription": _loads(runtime[name].get("status.subscription")),
         }
     return out
 

@@ -5,9 +5,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from tests.connectors.kit import ContractKit
-from tests.sandboxing import sandbox_serving
 
 VENDORS = ["salesforce_health", "zoho_crm", "saludya", "onlive", "dentally"]
 
@@ -28,5 +27,8 @@ def kit(request: pytest.FixtureRequest) -> ContractKit:
 
 @pytest.fixture
 async def sandbox(kit: ContractKit) -> AsyncIterator[RunningSandbox]:
-    async with sandbox_serving(kit.vendor, port=0, **kit.sandbox_options()) as rs:
+    rs = await start_sandbox(kit.vendor, port=0, **kit.sandbox_options())
+    try:
         yield rs
+    finally:
+        await rs.stop()

@@ -7,14 +7,12 @@ way another user would); the suite itself knows nothing about any vendor.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from datetime import timedelta
+from typing import Any, Protocol
 
 import aiohttp
-import pytest
 
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
@@ -30,75 +28,25 @@ async def control(sb: RunningSandbox, method: str, path: str, body: Any = None) 
         return await r.json() if text.strip() else None
 
 
-class _Closable(Protocol):
-    async def close(self) -> None: ...
-
-
-C = TypeVar("C", bound=_Closable)
-
-
-@contextlib.asynccontextmanager
-async def closing(conn: C) -> AsyncIterator[C]:
-    """``conn`` (a connector), closed on the way out."""
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-def sandbox_fixtures(kit: ContractKit, build: Callable[[str], _Closable]) -> tuple[Any, Any]:
-    """A vendor test module's ``kit`` fixture (``kit``: the contract suite's ``sandbox`` fixture starts
-    its sandbox) and ``conn`` fixture (``build(sandbox_url)``, closed after the test)."""
-
-    @pytest.fixture(name="kit")
-    def kit_fixture() -> ContractKit:
-        return kit
-
-    @pytest.fixture(name="conn")
-    async def conn_fixture(sandbox: RunningSandbox) -> AsyncIterator[Any]:
-        async with closing(build(sandbox.url)) as conn:
-            yield conn
-
-    return kit_fixture, conn_fixture
-
-
 async def request_counts(sb: RunningSandbox) -> dict[tuple[str, str], int]:
     """The sandbox's request counters: (method, route template) -> count."""
     rows = (await control(sb, "GET", "/_sandbox/requests"))["requests"]
     return {(r["method"], r["route"]): r["count"] for r in rows}
 
 
-def future_slot(days: int = 3, hour: int = 10) -> datetime:
-    """``hour`` o'clock (UTC) ``days`` from today."""
-    base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
-    return base + timedelta(days=days)
-
-
-def shifted(appointment: Appointment | None, delta: timedelta, **changes: Any) -> Appointment:
-    """``appointment`` (which must have a start and an end) moved by ``delta``, with ``changes``."""
-    assert appointment is not None and appointment.start is not None and appointment.end is not None
-    return appointment.with_changes(start=appointment.start + delta, end=appointment.end + delta, **changes)
-
-
-def booked(start: datetime, minutes: int = 30, **fields: Any) -> Appointment:
-    """A booked appointment of ``minutes`` from ``start``, with ``fields``."""
-    return Appointment(status=Status.BOOKED, start=start, end=start + timedelta(minutes=minutes), **fields)
-
-
 class KitDefaults:
     """Scenario pieces most vendors share; a kit overrides what its vendor does differently."""
 
     cancel_reason = "Cancelled by patient via EHR"
-    three_pages = 2 * 100 + 1  # pages of 100
-    has_refresh = False
-    token_route: str | None = None
-
-    def sandbox_options(self) -> dict[str, Any]:
-        return {}
 
     def update_of(self, current: Appointment) -> tuple[Appointment, frozenset[str]]:
         """Move the appointment an hour later and change its notes."""
-        desired = shifted(current, timedelta(hours=1), notes="moved by the contract suite")
+        assert current.start is not None and current.end is not None
+        desired = current.with_changes(
+            start=current.start + timedelta(hours=1),
+            end=current.end + timedelta(hours=1),
+            notes="moved by the contract suite",
+        )
         return desired, frozenset({"start", "end", "notes"})
 
     def cancel_of(self, current: Appointment) -> Appointment:

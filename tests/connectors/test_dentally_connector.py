@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,9 +29,9 @@ from syncd.connector import ChangePage, MemoryStateStore, WriteKind, WriteReques
 from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, WebhookError
 from syncd.http import Response
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
-from tests.connectors.kit import control, request_counts, sandbox_fixtures
+from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.dentally import KIT, TOKEN, USER_AGENT, set_fields
 
 load_vendor_mapping = DENTALLY_PACKAGE.load_mapping
@@ -511,8 +512,22 @@ async def test_unmappable_listed_record_is_a_record_error_not_a_crash() -> None:
 # -- against the sandbox ------------------------------------------------------------------------------------
 
 
-kit, conn = sandbox_fixtures(KIT, build)
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    rs = await start_sandbox("dentally", port=0, **KIT.sandbox_options())
+    try:
+        yield rs
+    finally:
+        await rs.stop()
 
+
+@pytest.fixture
+async def conn(sandbox: RunningSandbox) -> AsyncIterator[DentallyConnector]:
+    c = build(sandbox.url)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 

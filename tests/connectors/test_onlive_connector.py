@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,10 +27,10 @@ from syncd.connector import MemoryStateStore, VendorRecord, WriteKind, WriteRequ
 from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, WebhookError
 from syncd.http import Response
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
-from tests.connectors.kit import control, request_counts, sandbox_fixtures
-from tests.connectors.kits.onlive import KEY_ID, KIT, SECRET, fresh_seed, iso
+from tests.connectors.kit import control, request_counts
+from tests.connectors.kits.onlive import KEY_ID, SECRET, fresh_seed, iso
 
 load_vendor_mapping = ONLIVE_PACKAGE.load_mapping
 
@@ -382,13 +383,22 @@ async def test_remaining_zero_blocks_further_requests(wire: aioresponses) -> Non
 
 
 # -- against the sandbox ----------------------------------------------------------------------------------
-kit, conn = sandbox_fixtures(KIT, connector)
+@pytest.fixture
+async def sb() -> AsyncIterator[RunningSandbox]:
+    rs = await start_sandbox("onlive", port=0)
+    try:
+        yield rs
+    finally:
+        await rs.stop()
 
 
 @pytest.fixture
-def sb(sandbox: RunningSandbox) -> RunningSandbox:
-    return sandbox
-
+async def conn(sb: RunningSandbox) -> AsyncIterator[OnliveConnector]:
+    c = connector(sb.url)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 async def seed(sb: RunningSandbox, n: int) -> list[str]:

@@ -22,9 +22,8 @@ from syncd.config import ConnectorConfig
 from syncd.connector import MemoryStateStore, WriteKind, WriteRequest
 from syncd.errors import AuthFailure, Conflict, MappingError, RateLimited, Rejected, Retriable, WebhookError
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
-from tests.connectors.kit import sandbox_fixtures
 from tests.connectors.kits.salesforce_health import (
     CHANNEL,
     FACILITY,
@@ -388,12 +387,22 @@ async def test_capabilities_and_maintain_need_no_network() -> None:
 
 
 # -- against the sandbox ---------------------------------------------------------------------------
-def _sandbox_connector(url: str) -> SalesforceHealthConnector:
-    return fast(create_connector(KIT.connector_config(url), state=MemoryStateStore()), attempts=3)
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    rs = await start_sandbox("salesforce_health", port=0)
+    try:
+        yield rs
+    finally:
+        await rs.stop()
 
 
-kit, conn = sandbox_fixtures(KIT, _sandbox_connector)
-
+@pytest.fixture
+async def conn(sandbox: RunningSandbox) -> AsyncIterator[SalesforceHealthConnector]:
+    c = fast(create_connector(KIT.connector_config(sandbox.url), state=MemoryStateStore()), attempts=3)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 async def counts(sb: RunningSandbox) -> dict[str, int]:

@@ -41,9 +41,8 @@ from syncd.errors import (
 )
 from syncd.http import Response
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
-from tests.connectors.kit import sandbox_fixtures
 from tests.connectors.kits.saludya import DOCTOR, KIT, TIMEZONE, control
 
 load_vendor_mapping = SALUDYA_PACKAGE.load_mapping
@@ -430,8 +429,22 @@ async def test_pagination_at_100_and_rate_limit_wait(wire: tuple[SaludYaConnecto
 
 
 # -- against the sandbox ---------------------------------------------------------------------------------
-kit, conn = sandbox_fixtures(KIT, make)
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    rs = await start_sandbox("saludya", port=0, **KIT.sandbox_options())
+    try:
+        yield rs
+    finally:
+        await rs.stop()
 
+
+@pytest.fixture
+async def conn(sandbox: RunningSandbox) -> AsyncIterator[SaludYaConnector]:
+    c = make(sandbox.url)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 async def requests_of(sb: RunningSandbox, method: str, route: str) -> int:

@@ -22,10 +22,9 @@ from connectors.saludya.connector import SaludYaConnector, ScanState
 from syncd.config import ConnectorConfig
 from syncd.connector import ChangePage, MemoryStateStore, VendorRecord, WriteKind, WriteRequest
 from syncd.errors import HeldBack, RateLimited
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
 from tests.connectors.kits.saludya import KIT, TIMEZONE, control
-from tests.sandboxing import sandbox_serving
 
 load_vendor_mapping = SALUDYA_PACKAGE.load_mapping
 
@@ -57,15 +56,21 @@ def _note(record: VendorRecord, text: str) -> WriteRequest:
 async def quota_sandbox() -> AsyncIterator[RunningSandbox]:
     """Quotas on, 24 calls per 15 minutes, the sandbox clock one minute into a window far ahead (so that
     the reset is far away and the test never straddles a window edge)."""
-    async with sandbox_serving("saludya", port=0, timezone=TIMEZONE, per_15min=24, per_hour=300, per_day=1000) as sb:
+    sb = await start_sandbox("saludya", port=0, timezone=TIMEZONE, per_15min=24, per_hour=300, per_day=1000)
+    try:
         await control(sb, "POST", "/_sandbox/clock", {"now": f"{datetime.now(UTC).year + 1}-01-10T10:01:00Z"})
         yield sb
+    finally:
+        await sb.stop()
 
 
 @pytest.fixture
 async def open_sandbox() -> AsyncIterator[RunningSandbox]:
-    async with sandbox_serving("saludya", port=0, timezone=TIMEZONE, rate_limits=False) as sb:
+    sb = await start_sandbox("saludya", port=0, timezone=TIMEZONE, rate_limits=False)
+    try:
         yield sb
+    finally:
+        await sb.stop()
 
 
 async def test_scans_stop_at_20_calls_left_and_writes_go_on_until_the_429(quota_sandbox: RunningSandbox) -> None:

@@ -21,25 +21,30 @@ from connectors.zoho_crm import PACKAGE as ZOHO_CRM_PACKAGE
 from connectors.zoho_crm.client import RateLimitPolicy
 from connectors.zoho_crm.connector import ZohoCrmConnector
 from syncd.connector import ChangePage, Connector, MemoryStateStore, WriteKind, WriteRequest
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.salesforce_health import KIT as SF
 from tests.connectors.kits.zoho_crm import KIT as ZOHO
-from tests.sandboxing import sandbox_serving
 
 load_zoho_mapping = ZOHO_CRM_PACKAGE.load_mapping
 
 
 @pytest.fixture
 async def sf_sandbox() -> AsyncIterator[RunningSandbox]:
-    async with sandbox_serving("salesforce_health", port=0, daily_limit=100) as sb:
+    sb = await start_sandbox("salesforce_health", port=0, daily_limit=100)
+    try:
         yield sb
+    finally:
+        await sb.stop()
 
 
 @pytest.fixture
 async def zoho_sandbox() -> AsyncIterator[RunningSandbox]:
-    async with sandbox_serving("zoho_crm", port=0, concurrency=5) as sb:
+    sb = await start_sandbox("zoho_crm", port=0, concurrency=5)
+    try:
         yield sb
+    finally:
+        await sb.stop()
 
 
 async def _drain(conn: Connector, cursor: str | None) -> list[ChangePage]:

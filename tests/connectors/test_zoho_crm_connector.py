@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,11 +35,10 @@ from syncd.errors import (
     WebhookError,
 )
 from syncd.model import Appointment, Status
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.secret import Secret
-from tests.connectors.kit import control, request_counts, sandbox_fixtures
+from tests.connectors.kit import control, request_counts
 from tests.connectors.kits.zoho_crm import KIT
-from tests.sandboxing import serving_hook
 
 load_vendor_mapping = ZOHO_CRM_PACKAGE.load_mapping
 
@@ -513,8 +513,22 @@ async def test_maintain_without_public_url_makes_no_call() -> None:
 # -- against the sandbox --------------------------------------------------------------------------
 
 
-kit, conn = sandbox_fixtures(KIT, build)
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    rs = await start_sandbox("zoho_crm", port=0)
+    try:
+        yield rs
+    finally:
+        await rs.stop()
 
+
+@pytest.fixture
+async def conn(sandbox: RunningSandbox) -> AsyncIterator[ZohoCrmConnector]:
+    c = build(sandbox.url)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 
@@ -691,11 +705,18 @@ async def test_watch_subscription_and_callbacks_end_to_end(sandbox: RunningSandb
         got.set()
         return web.json_response({"accepted": 1}, status=202)
 
-    async with serving_hook("/webhooks/zoho", hook) as base:
-        status = await conn.maintain(base)
+    app = web.Application()
+    app.router.add_post("/webhooks/zoho", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        status = await conn.maintain(f"http://127.0.0.1:{port}")
         assert status["subscription"] == "active" and status["renewed"]
         before = await request_counts(sandbox)
-        status2 = await conn.maintain(base)
+        status2 = await conn.maintain(f"http://127.0.0.1:{port}")
         assert status2["renewed"] is False and await request_counts(sandbox) == before  # nothing to renew yet
         channel = await conn.state.get(STATE_CHANNEL)
         watch = (await control(sandbox, "GET", "/_sandbox/records"))["watch"]
@@ -704,6 +725,8 @@ async def test_watch_subscription_and_callbacks_end_to_end(sandbox: RunningSandb
         await asyncio.wait_for(got.wait(), 5)
         delivery = await conn.parse_webhook({}, received[0], now=datetime.now(UTC))
         assert [e.external_id for e in delivery.events] == ids
+    finally:
+        await runner.cleanup()
 
 
 # -- cursor rules on the wire (aioresponses) ------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.sandboxing import sandbox_serving
+from syncd.sandboxkit import start_sandbox
 
 CREATE = {"method": "POST", "path": "/v1/appointments"}
 
@@ -20,7 +20,8 @@ async def _post(http: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, 
 
 
 async def test_rate_and_signal_faults_are_validated_and_fire() -> None:
-    async with sandbox_serving("dentally", rate_limits=False) as running:
+    running = await start_sandbox("dentally", rate_limits=False)
+    try:
         async with aiohttp.ClientSession() as http:
             faults = running.url + "/_sandbox/faults"
             for bad in ({"rate": 0}, {"rate": 1.5}, {"rate": "often"}):
@@ -54,3 +55,5 @@ async def test_rate_and_signal_faults_are_validated_and_fire() -> None:
             assert await asyncio.wait_for(victim.wait(), 5) == -signal.SIGTERM
             async with http.get(faults) as resp:
                 assert (await resp.json())["fired"]["signal_after_apply"] == 1
+    finally:
+        await running.stop()

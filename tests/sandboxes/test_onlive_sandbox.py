@@ -19,7 +19,7 @@ import yarl
 from aiohttp import web
 
 from connectors.onlive.sandbox import seed_body
-from syncd.sandboxkit import RunningSandbox
+from syncd.sandboxkit import RunningSandbox, start_sandbox
 from syncd.sandboxkit.seedgen import generate
 from tests.sandboxes._onlive_client import (
     EMPTY_SHA256,
@@ -30,7 +30,6 @@ from tests.sandboxes._onlive_client import (
     onlive_date,
     signature,
 )
-from tests.sandboxing import sandbox_serving, serving_hook
 
 NOW = datetime(2026, 11, 22, 10, 15, 2, tzinfo=UTC)
 API = "/api/v2/appointments"
@@ -81,12 +80,15 @@ BASE_SEED: dict[str, Any] = {
 
 @pytest.fixture
 async def env() -> AsyncIterator[tuple[Onlive, RunningSandbox]]:
-    async with sandbox_serving("onlive", port=0) as running:
+    running = await start_sandbox("onlive", port=0)
+    try:
         async with aiohttp.ClientSession() as http:
             api = Onlive(http, running)
             await api.set_clock(NOW)
             await api.control("POST", "/_sandbox/records", BASE_SEED)
             yield api, running
+    finally:
+        await running.stop()
 
 
 @pytest.fixture
@@ -549,16 +551,22 @@ async def test_rate_limit_headers_and_429(api: Onlive) -> None:
 
 
 async def test_rate_limit_default_120_and_off_switch() -> None:
-    async with sandbox_serving("onlive", port=0, rate_limits=False, per_minute=1) as running:
+    running = await start_sandbox("onlive", port=0, rate_limits=False, per_minute=1)
+    try:
         async with aiohttp.ClientSession() as http:
             client = Onlive(http, running)
             assert running.sandbox.options["per_minute"] == 1
             for _ in range(5):
                 assert (await client.call("GET", API)).status == 200
-    async with sandbox_serving("onlive", port=0) as running:
+    finally:
+        await running.stop()
+    running = await start_sandbox("onlive", port=0)
+    try:
         assert running.sandbox.options["per_minute"] == 120
         assert running.sandbox.options["timezone"] == "Europe/Madrid"
         assert running.sandbox.options["access_keys"] == {KEY_ID: SECRET}
+    finally:
+        await running.stop()
 
 
 # --- fault injection ----------------------------------------------------------------------------------------
@@ -735,14 +743,23 @@ async def test_no_webhooks_sent(env: tuple[Onlive, RunningSandbox]) -> None:
         received.append(await request.read())
         return web.Response(text="ok")
 
-    async with serving_hook("/hook", hook) as base:
-        await api.control("POST", "/_sandbox/options", {"webhook_url": f"{base}/hook"})
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        await api.control("POST", "/_sandbox/options", {"webhook_url": f"http://127.0.0.1:{port}/hook"})
         assert (await api.call("PUT", f"{API}/{R1}", body={"comment": "x"})).status == 200
         assert (await api.call("POST", API, body=create_body())).status == 201
         await api.call("DELETE", f"{API}/{R2}")
         await running.sandbox.wait_webhooks()
         await asyncio.sleep(0.05)
         assert received == [] and running.sandbox.webhooks_sent == []
+    finally:
+        await runner.cleanup()
 
 
 # --- control API and seeding ----------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from aiohttp import web
 from connectors.salesforce_health.sandbox import seed_body
 from syncd.sandboxkit import start_sandbox
 from syncd.sandboxkit.seedgen import generate
-from tests.sandboxes._rule_case import RequestCase
 from tests.sandboxes._salesforce_health_support import (
     APPT,
     CHANNEL,
@@ -48,7 +47,6 @@ from tests.sandboxes._salesforce_health_support import (
     ls_body,
     participants,
 )
-from tests.sandboxing import sandbox_serving
 
 FIELDS = "Id,Status,StatusCategory,SchedStartTime,SystemModstamp,Syncd_Id__c"
 
@@ -76,7 +74,11 @@ def feed_params(start: datetime, end: datetime) -> str:
 # the rule table
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class Case(RequestCase):
+class Case:
+    method: str
+    path: str
+    body: Any = None
+    status: int = 200
     code: str | None = None  # errorCode (array body, or Connect error[0]); None = success
     headers: dict[str, str] = field(default_factory=dict)
     raw: str | None = None  # raw body text instead of JSON
@@ -779,7 +781,8 @@ async def test_unknown_fault_type_refused(env: tuple[Any, Wire]) -> None:
 # rate limits (part 7)
 # ---------------------------------------------------------------------------------------------
 async def test_daily_limit_and_limit_info() -> None:
-    async with sandbox_serving("salesforce_health", port=0, daily_limit=3) as running:
+    running = await start_sandbox("salesforce_health", port=0, daily_limit=3)
+    try:
         async with aiohttp.ClientSession() as session:
             wire = Wire(session, running.url)
             await wire.control("POST", "/_sandbox/records", base_seed())
@@ -802,10 +805,13 @@ async def test_daily_limit_and_limit_info() -> None:
             await wire.control("POST", "/_sandbox/options", {"rate_limits": False})
             for _ in range(5):
                 assert (await wire.get(f"{SA}/{SCHED}")).status == 200
+    finally:
+        await running.stop()
 
 
 async def test_concurrent_long_requests() -> None:
-    async with sandbox_serving("salesforce_health", port=0, concurrent_long_limit=1) as running:
+    running = await start_sandbox("salesforce_health", port=0, concurrent_long_limit=1)
+    try:
         async with aiohttp.ClientSession() as session:
             wire = Wire(session, running.url)
             await wire.control("POST", "/_sandbox/records", base_seed())
@@ -820,16 +826,21 @@ async def test_concurrent_long_requests() -> None:
             assert refused.body[0]["message"] == "ConcurrentPerOrgLongTxn Limit exceeded."
             assert (await slow).status == 200
             assert (await wire.get(f"{SA}/{TAKEN}")).status == 200
+    finally:
+        await running.stop()
 
 
 async def test_rate_limits_off() -> None:
-    async with sandbox_serving("salesforce_health", port=0, rate_limits=False, daily_limit=1) as running:
+    running = await start_sandbox("salesforce_health", port=0, rate_limits=False, daily_limit=1)
+    try:
         async with aiohttp.ClientSession() as session:
             wire = Wire(session, running.url)
             await wire.control("POST", "/_sandbox/records", base_seed())
             await wire.login()
             for _ in range(3):
                 assert (await wire.get(f"{SA}/{SCHED}")).status == 200
+    finally:
+        await running.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -888,7 +899,8 @@ async def test_replication_date_rules(env: tuple[Any, Wire]) -> None:
 
 
 async def test_deleted_feed_not_before_reset() -> None:
-    async with sandbox_serving("salesforce_health", port=0) as running:
+    running = await start_sandbox("salesforce_health", port=0)
+    try:
         async with aiohttp.ClientSession() as session:
             wire = Wire(session, running.url)
             await wire.control("POST", "/_sandbox/records", base_seed())
@@ -899,6 +911,8 @@ async def test_deleted_feed_not_before_reset() -> None:
             recent = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
             answer = await wire.get(f"{SA}/deleted/{feed_params(recent, now + timedelta(minutes=1))}")
             assert answer.status == 200
+    finally:
+        await running.stop()
 
 
 async def test_query_pages_by_2000(env: tuple[Any, Wire]) -> None:

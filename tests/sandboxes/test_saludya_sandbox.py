@@ -19,7 +19,6 @@ from aiohttp import web
 from connectors.saludya.sandbox import LIST_FIELDS, RECORD_FIELDS, seed_body
 from syncd.sandboxkit import start_sandbox
 from syncd.sandboxkit.seedgen import generate
-from tests.sandboxes._rule_case import RequestCase
 from tests.sandboxes._saludya_fixtures import (
     API_KEYS,
     APT,
@@ -40,7 +39,6 @@ from tests.sandboxes._saludya_fixtures import (
     SEED_ERROR_422,
     Client,
 )
-from tests.sandboxing import serving_hook
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -75,7 +73,11 @@ async def api() -> AsyncIterator[Client]:
 
 
 @dataclass
-class Case(RequestCase):
+class Case:
+    method: str
+    path: str
+    body: Any = None
+    status: int = 200
     raw: str | None = None
     key: str | None = KEY
     apt: dict[str, Any] = field(default_factory=dict)
@@ -559,13 +561,22 @@ async def test_no_webhooks_pushed(api: Client) -> None:
         received.append(await request.read())
         return web.Response(status=204)
 
-    async with serving_hook("/hook", hook) as base:
-        await api.control("POST", "/_sandbox/options", {"webhook_url": f"{base}/hook"})
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        await api.control("POST", "/_sandbox/options", {"webhook_url": f"http://127.0.0.1:{port}/hook"})
         assert (await api.call("PUT", ONE, {"notes": "x"})).status == 200
         assert (await api.call("POST", LIST, NEW)).status == 201
         await api.running.sandbox.wait_webhooks(timeout=1)
         await asyncio.sleep(0.05)
         assert received == [] and api.running.sandbox.webhooks_sent == []
+    finally:
+        await runner.cleanup()
 
 
 # -- faults ------------------------------------------------------------------------------------------

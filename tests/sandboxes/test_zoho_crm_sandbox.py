@@ -32,7 +32,6 @@ from tests.sandboxes._zoho_crm_helpers import (
     iso,
     new_appointment,
 )
-from tests.sandboxing import sandbox_serving
 
 
 @pytest.fixture
@@ -737,7 +736,8 @@ async def test_fault_search_lag(zoho: Zoho) -> None:
 
 
 async def test_credits_per_day_rolling_window() -> None:
-    async with sandbox_serving("zoho_crm", port=0, credits_per_day=3) as running:
+    running = await start_sandbox("zoho_crm", port=0, credits_per_day=3)
+    try:
         async with aiohttp.ClientSession() as http:
             z = Zoho(running, http)
             await z.login()  # the token route costs nothing
@@ -748,10 +748,13 @@ async def test_credits_per_day_rolling_window() -> None:
             running.sandbox.clock.advance(86400)
             await z.login()
             assert (await z.call("GET", f"{MOD}/{S}"))[0] == 204
+    finally:
+        await running.stop()
 
 
 async def test_concurrency_limit() -> None:
-    async with sandbox_serving("zoho_crm", port=0, concurrency=1) as running:
+    running = await start_sandbox("zoho_crm", port=0, concurrency=1)
+    try:
         async with aiohttp.ClientSession() as http:
             z = Zoho(running, http)
             await z.login()
@@ -769,14 +772,19 @@ async def test_concurrency_limit() -> None:
             status, body, headers = await z.call("GET", f"{MOD}/{S}")
             assert (status, body["message"], headers["Retry-After"]) == (429, "concurrency limit exceeded", "1")
             assert (await first)[0] == 204
+    finally:
+        await running.stop()
 
 
 async def test_rate_limits_off() -> None:
-    async with sandbox_serving("zoho_crm", port=0, credits_per_day=1, rate_limits=False) as running:
+    running = await start_sandbox("zoho_crm", port=0, credits_per_day=1, rate_limits=False)
+    try:
         async with aiohttp.ClientSession() as http:
             z = Zoho(running, http)
             await z.login()
             assert [(await z.call("GET", f"{MOD}/{S}"))[0] for _ in range(5)] == [204] * 5
+    finally:
+        await running.stop()
 
 
 # --- seeding from the shared dataset -------------------------------------------------------------------

@@ -186,15 +186,14 @@ class World:
         await self.control(name, "POST", "/_sandbox/records", body)
         self.crosswalk[name] = rows
 
-    async def seed_holding(self, holder: str, *, crosswalk: bool = True) -> None:
+    async def seed_holding(self, holder: str) -> None:
         """Seed ``holder`` with the data set's appointments and every other member with its reference
-        data only, then (unless not ``crosswalk``) import the crosswalk (reference rows)."""
+        data only, then import the crosswalk (reference rows)."""
         await self.seed(holder)
         for name in self.types:
             if name != holder:
                 await self.seed(name, appointments=False)
-        if crosswalk:
-            await self.import_crosswalk()
+        await self.import_crosswalk()
 
     async def import_crosswalk(self, *, appointments_for: Sequence[str] = (), skip: Sequence[tuple[str, str, str]] = ()
                                ) -> None:
@@ -278,7 +277,10 @@ async def pair_world(
 ) -> World:
     """A world whose appointments start in ``source``; the other members hold the reference data only."""
     world = await make_world(tmp_path, ledger_url, members, n_appointments=n, **kw)
-    await world.seed_holding(source, crosswalk=False)
+    await world.seed(source)
+    for name in members:
+        if name != source:
+            await world.seed(name, appointments=False)
     return world
 
 

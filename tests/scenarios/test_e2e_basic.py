@@ -12,7 +12,9 @@ from tests.scenarios.harness import World, make_world
 async def zoho_sf(tmp_path: Path, ledger_url: str) -> AsyncIterator[World]:
     world = await make_world(tmp_path, ledger_url, {"zoho": "zoho_crm", "sf": "salesforce_health"}, n_appointments=6)
     try:
-        await world.seed_holding("zoho")
+        await world.seed("zoho")
+        await world.seed("sf", appointments=False)
+        await world.import_crosswalk()
         yield world
     finally:
         await world.stop()

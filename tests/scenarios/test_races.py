@@ -176,7 +176,9 @@ async def test_get_put_race_keeps_both_changes(tmp_path: Path, ledger_url: str, 
 
 async def _dentally_pair(tmp_path: Path, ledger_url: str, **kw: Any) -> World:
     world = await make_world(tmp_path, ledger_url, {"zoho": "zoho_crm", "dent": "dentally"}, n_appointments=1, **kw)
-    await world.seed_holding("zoho")
+    await world.seed("zoho")
+    await world.seed("dent", appointments=False)
+    await world.import_crosswalk()
     first = await world.resync_within()
     assert first.exit_code == 0, first.document
     return world

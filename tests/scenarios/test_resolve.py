@@ -41,7 +41,9 @@ async def case(tmp_path: Path, ledger_url: str) -> AsyncIterator[Case]:
     edit of a Cancelled record, so the next pass leaves an open conflict on ``notes``."""
     world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=3)
     try:
-        await world.seed_holding("zoho")
+        await world.seed("zoho")
+        await world.seed("sf", appointments=False)
+        await world.import_crosswalk()
         assert (await world.resync_within(20)).exit_code == 0
         zoho_id = str((await world.records("zoho"))[0]["id"])
         cid = str((await world.record("zoho", zoho_id))["Syncd_Id"])

@@ -40,7 +40,9 @@ async def pair(tmp_path: Path, ledger_url: str) -> AsyncIterator[Pair]:
     Connect PUT can carry to Salesforce)."""
     world = await make_world(tmp_path, ledger_url, MEMBERS, n_appointments=2)
     try:
-        await world.seed_holding("zoho")
+        await world.seed("zoho")
+        await world.seed("sf", appointments=False)
+        await world.import_crosswalk()
         assert (await world.resync_within(20)).exit_code == 0
         zoho_id = str((await world.records("zoho"))[0]["id"])
         rec = await world.record("zoho", zoho_id)

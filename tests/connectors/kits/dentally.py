@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.dentally.sandbox import seed_body
@@ -13,7 +13,7 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import KitDefaults, RuleCase, booked, control, future_slot, shifted
+from tests.connectors.kit import RuleCase, control
 
 WEBHOOK_SECRET = "sandbox-webhook-secret"
 TOKEN = "sandbox-token"
@@ -23,15 +23,23 @@ _ids = itertools.count(1)
 
 
 
+def _future_slot(days: int = 3, hour: int = 10) -> datetime:
+    base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return base + timedelta(days=days)
+
+
 async def set_fields(sb: RunningSandbox, external_id: str, **fields: Any) -> None:
     """Change a record as another Dentally user would (bumps ``updated_at``)."""
     await control(sb, "POST", "/_sandbox/records", {"records": [{"id": int(external_id), **fields}]})
 
 
-class DentallyKit(KitDefaults):
+class DentallyKit:
     vendor = "dentally"
+    three_pages = 2 * 100 + 1
     create_route = ("POST", "/v1/appointments")
     read_route = ("GET", "/v1/appointments/*")
+    has_refresh = False
+    token_route: str | None = None
 
     def __init__(self) -> None:
         self.site: str | None = None
@@ -71,8 +79,11 @@ class DentallyKit(KitDefaults):
         return ids
 
     def new_appointment(self) -> Appointment:
-        return booked(
-            future_slot(),
+        start = _future_slot()
+        return Appointment(
+            status=Status.BOOKED,
+            start=start,
+            end=start + timedelta(minutes=30),
             patient=self.patients[0],
             practitioner=self.practitioner,
             location=self.site,
@@ -110,7 +121,9 @@ class DentallyKit(KitDefaults):
             return rec.appointment.with_changes(patient=None)
 
         def later(rec: VendorRecord) -> Appointment:
-            return shifted(rec.appointment, timedelta(hours=1))
+            a = rec.appointment
+            assert a is not None and a.start is not None and a.end is not None
+            return a.with_changes(start=a.start + timedelta(hours=1), end=a.end + timedelta(hours=1))
 
         def complete(rec: VendorRecord) -> Appointment:
             assert rec.appointment is not None

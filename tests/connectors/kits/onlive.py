@@ -14,7 +14,7 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import KitDefaults, RuleCase, booked, control, future_slot, shifted
+from tests.connectors.kit import KitDefaults, RuleCase, control
 
 KEY_ID = "OLAK7Q2N4X9EXAMPLE"
 SECRET = "olsk/9fT3c2+a7E1b4D4e0F8a6B5c3EXAMPLE"
@@ -29,6 +29,11 @@ _serial = itertools.count(1)
 def iso(when: datetime) -> str:
     when = when.astimezone(UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def future_slot(days: int = 3, hour: int = 10) -> datetime:
+    base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return base + timedelta(days=days)
 
 
 def fresh_seed(n: int) -> dict[str, Any]:
@@ -53,8 +58,14 @@ def fresh_seed(n: int) -> dict[str, Any]:
 
 class OnliveKit(KitDefaults):
     vendor = "onlive"
+    three_pages = 2 * 100 + 1
     create_route = ("POST", "/api/v2/appointments")
     read_route = ("GET", "/api/v2/appointments/*")
+    has_refresh = False
+    token_route: str | None = None
+
+    def sandbox_options(self) -> dict[str, Any]:
+        return {}
 
     def connector_config(self, base_url: str) -> ConnectorConfig:
         return ConnectorConfig(
@@ -73,8 +84,11 @@ class OnliveKit(KitDefaults):
         return [r["id"] for r in body["records"]]
 
     def new_appointment(self) -> Appointment:
-        return booked(
-            future_slot(),
+        start = future_slot()
+        return Appointment(
+            status=Status.BOOKED,
+            start=start,
+            end=start + timedelta(minutes=30),
             patient=PATIENT,
             practitioner=DEFAULT_CALENDAR,
             location="Centro",
@@ -82,6 +96,8 @@ class OnliveKit(KitDefaults):
             description="Video consultation",
             notes="first visit",
         )
+
+
 
     async def vendor_edit(self, sb: RunningSandbox, external_id: str) -> None:
         await control(sb, "POST", "/_sandbox/records",
@@ -126,7 +142,9 @@ class OnliveKit(KitDefaults):
             await control(sb, "POST", "/_sandbox/records", {"records": [blocker]})
 
         def move_one_hour(rec: VendorRecord) -> Appointment:
-            return shifted(appt(rec), timedelta(hours=1))
+            a = appt(rec)
+            assert a.start is not None and a.end is not None
+            return a.with_changes(start=a.start + timedelta(hours=1), end=a.end + timedelta(hours=1))
 
         def change_service(rec: VendorRecord) -> Appointment:
             return appt(rec).with_changes(service_type=DEFAULT_SERVICE)

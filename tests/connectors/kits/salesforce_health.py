@@ -12,7 +12,7 @@ from syncd.connector import VendorRecord, WriteKind
 from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.secret import Secret
-from tests.connectors.kit import KitDefaults, RuleCase, control, shifted
+from tests.connectors.kit import RuleCase, control
 
 _COUNTER = itertools.count(1)
 
@@ -69,13 +69,16 @@ async def as_another_user_before_this_minute(sb: RunningSandbox, body: dict[str,
         await control(sb, "POST", "/_sandbox/clock", {"now": None})
 
 
-class SalesforceHealthKit(KitDefaults):
+class SalesforceHealthKit:
     vendor = "salesforce_health"
     three_pages = 401  # pages of 200 (composite batch read)
     create_route = ("POST", "/services/data/*/connect/health/appointment-management/appointment")
     read_route = ("GET", "/services/data/*/composite/sobjects/ServiceAppointment")
     has_refresh = True
     token_route: str | None = "/services/oauth2/token"
+
+    def sandbox_options(self) -> dict[str, Any]:
+        return {}
 
     def connector_config(self, base_url: str) -> ConnectorConfig:
         return ConnectorConfig(
@@ -165,7 +168,9 @@ class SalesforceHealthKit(KitDefaults):
             return rec.appointment
 
         def moved(rec: VendorRecord) -> Appointment:
-            return shifted(cur(rec), timedelta(hours=1))
+            a = cur(rec)
+            assert a.start is not None and a.end is not None
+            return a.with_changes(start=a.start + timedelta(hours=1), end=a.end + timedelta(hours=1))
 
         new = self.new_appointment
         return [

@@ -18,7 +18,7 @@ from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import KitDefaults, RuleCase, booked, control
+from tests.connectors.kit import KitDefaults, RuleCase, control
 
 TIMEZONE = "America/Bogota"
 API_KEY = "sandbox-key"
@@ -51,8 +51,11 @@ def reference_data() -> dict[str, Any]:
 class SaludYaKit(KitDefaults):
     cancel_reason = "Paciente tuvo una emergencia"
     vendor = "saludya"
+    three_pages = 2 * 100 + 1
     create_route = ("POST", "/api/appointments")
     read_route = ("GET", "/api/appointments/*")
+    has_refresh = False
+    token_route: str | None = None
 
     def sandbox_options(self) -> dict[str, Any]:
         return {"rate_limits": False, "timezone": TIMEZONE}
@@ -94,13 +97,18 @@ class SaludYaKit(KitDefaults):
         return ids
 
     def new_appointment(self) -> Appointment:
-        return booked(
-            tomorrow_local(15),
+        start = tomorrow_local(15)
+        return Appointment(
+            status=Status.BOOKED,
+            start=start,
+            end=start + timedelta(minutes=30),
             patient=PATIENT,
             practitioner=DOCTOR,
             description="Control",
             notes="first visit",
         )
+
+
 
     async def vendor_edit(self, sb: RunningSandbox, external_id: str) -> None:
         await control(sb, "POST", "/_sandbox/records",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from connectors.zoho_crm.sandbox import seed_body
 from syncd.config import ConnectorConfig
 from syncd.connector import VendorRecord, WriteKind
-from syncd.model import Appointment
+from syncd.model import Appointment, Status
 from syncd.sandboxkit import RunningSandbox
 from syncd.sandboxkit.seedgen import generate
 from syncd.secret import Secret
-from tests.connectors.kit import KitDefaults, RuleCase, booked, control, future_slot
+from tests.connectors.kit import KitDefaults, RuleCase, control
 
 PATIENT = "Contacts:5545974000000413001"
 PRACTITIONER = "5545974000000394001"
@@ -25,6 +26,11 @@ _ids = itertools.count(1)
 
 
 
+def _future_slot(days: int = 3, hour: int = 10) -> datetime:
+    base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return base + timedelta(days=days)
+
+
 class ZohoCrmKit(KitDefaults):
     vendor = "zoho_crm"
     three_pages = 2 * 200 + 1
@@ -32,6 +38,9 @@ class ZohoCrmKit(KitDefaults):
     read_route = ("GET", "/crm/v7/Appointments__s")
     has_refresh = True
     token_route: str | None = "/oauth/v2/token"
+
+    def sandbox_options(self) -> dict[str, Any]:
+        return {}
 
     def connector_config(self, base_url: str) -> ConnectorConfig:
         return ConnectorConfig(
@@ -63,8 +72,11 @@ class ZohoCrmKit(KitDefaults):
         return ids
 
     def new_appointment(self) -> Appointment:
-        return booked(
-            future_slot(),
+        start = _future_slot()
+        return Appointment(
+            status=Status.BOOKED,
+            start=start,
+            end=start + timedelta(minutes=30),
             patient=PATIENT,
             practitioner=PRACTITIONER,
             location="Business Address",
@@ -72,6 +84,8 @@ class ZohoCrmKit(KitDefaults):
             description="Dental check-up",
             notes="first visit",
         )
+
+
 
     async def vendor_edit(self, sb: RunningSandbox, external_id: str) -> None:
         await control(sb, "POST", "/_sandbox/records",
